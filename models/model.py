@@ -1,0 +1,138 @@
+"""The Keras (tf_keras) model, its training loop and its exported signatures.
+
+`run_fn` is the Trainer's entry point. The exported SavedModel carries:
+- `serving_default`: serialized raw tf.Examples -> {"probabilities"}; the
+  Transform graph runs inside it, so clients send raw features.
+- `transform_features`: serialized tf.Examples -> transformed features; TFMA
+  calls it to compute the label the same way training did.
+"""
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+from typing import Dict, List  # noqa: E402
+
+import tensorflow as tf  # noqa: E402
+import tensorflow_transform as tft  # noqa: E402
+import tf_keras as keras  # noqa: E402
+from absl import logging  # noqa: E402
+from tfx_bsl.public import tfxio  # noqa: E402
+
+try:
+    from models import features
+except ImportError:  # Loaded from TFX's module wheel, where sibling files are top-level.
+    import features  # type: ignore[no-redef]
+
+PREDICTION_KEY = "probabilities"
+
+# Hyper-parameters used when the Tuner is off; the Tuner searches around them.
+DEFAULT_HPARAMS = {"hidden_units": 64, "num_layers": 2, "learning_rate": 0.003, "dropout": 0.1}
+
+
+def hparams_with_defaults(values: Dict) -> Dict:
+    merged = dict(DEFAULT_HPARAMS)
+    merged.update({k: v for k, v in (values or {}).items() if k in DEFAULT_HPARAMS})
+    return merged
+
+
+def build_core(input_size: int, hparams: Dict) -> keras.Model:
+    """The dense network over the feature vector; the part the edge export reuses."""
+    vector = keras.Input(shape=(input_size,), name="feature_vector", dtype=tf.float32)
+    x = vector
+    for i in range(int(hparams["num_layers"])):
+        x = keras.layers.Dense(int(hparams["hidden_units"]), activation="relu", name=f"hidden_{i}")(x)
+        if hparams["dropout"]:
+            x = keras.layers.Dropout(float(hparams["dropout"]), name=f"dropout_{i}")(x)
+    # A wide (linear) path beside the deep one keeps one-hot features that
+    # matter on their own (payment type) from being washed out.
+    wide = keras.layers.Dense(1, name="wide")(vector)
+    deep = keras.layers.Dense(1, name="deep")(x)
+    logit = keras.layers.Add(name="logit")([wide, deep])
+    probability = keras.layers.Activation("sigmoid", name=PREDICTION_KEY)(logit)
+    return keras.Model(vector, probability, name="core")
+
+
+def build_keras_model(spec: features.FeatureSpec, hparams: Dict) -> keras.Model:
+    """Transformed features -> probability: one-hot and concatenate, then the core."""
+    hparams = hparams_with_defaults(hparams)
+    inputs, parts = {}, []
+    for key in spec.numeric:
+        name = features.transformed_name(key)
+        inputs[name] = keras.Input(shape=(1,), name=name, dtype=tf.float32)
+        parts.append(inputs[name])
+    for key in spec.bucketized + spec.categorical:
+        name = features.transformed_name(key)
+        inputs[name] = keras.Input(shape=(1,), name=name, dtype=tf.int64)
+        parts.append(keras.layers.CategoryEncoding(
+            num_tokens=spec.one_hot_size(key), output_mode="one_hot", name=f"{key}_one_hot")(inputs[name]))
+    vector = keras.layers.Concatenate(name="feature_vector")(parts)
+    output = build_core(spec.dense_input_size(), hparams)(vector)
+    model = keras.Model(inputs, output, name="taxi" if spec == features.TAXI else "model")
+    model.compile(
+        optimizer=keras.optimizers.Adam(float(hparams["learning_rate"])),
+        loss=keras.losses.BinaryCrossentropy(),
+        metrics=[keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="binary_accuracy")],
+    )
+    return model
+
+
+def input_fn(file_pattern: List[str], data_accessor, tf_transform_output, spec, batch_size: int,
+             shuffle: bool = True) -> tf.data.Dataset:
+    """Batches of (transformed features, label) from Transform's output, repeated forever."""
+    return data_accessor.tf_dataset_factory(
+        file_pattern,
+        tfxio.TensorFlowDatasetOptions(batch_size=batch_size, label_key=spec.label_key, shuffle=shuffle),
+        tf_transform_output.transformed_metadata.schema,
+    ).repeat()
+
+
+def _serving_signatures(model: keras.Model, tf_transform_output, spec) -> Dict:
+    model.tft_layer = tf_transform_output.transform_features_layer()
+    model_inputs = set(model.input_names)
+
+    @tf.function(input_signature=[tf.TensorSpec(shape=[None], dtype=tf.string, name="examples")])
+    def serve_tf_examples(serialized):
+        raw_spec = tf_transform_output.raw_feature_spec()
+        for column in spec.label_only_columns:
+            raw_spec.pop(column, None)
+        parsed = tf.io.parse_example(serialized, raw_spec)
+        transformed = model.tft_layer(parsed)
+        return {PREDICTION_KEY: model({k: v for k, v in transformed.items() if k in model_inputs})}
+
+    @tf.function(input_signature=[tf.TensorSpec(shape=[None], dtype=tf.string, name="examples")])
+    def transform_features(serialized):
+        parsed = tf.io.parse_example(serialized, tf_transform_output.raw_feature_spec())
+        return model.tft_layer(parsed)
+
+    return {"serving_default": serve_tf_examples, "transform_features": transform_features}
+
+
+def train_and_export(fn_args, hparams: Dict) -> keras.Model:
+    spec = features.spec_from_custom_config(fn_args.custom_config)
+    config = fn_args.custom_config or {}
+    batch_size = int(config.get("batch_size", 128))
+    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+    train = input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output, spec, batch_size)
+    evaluation = input_fn(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, spec,
+                          batch_size, shuffle=False)
+    model = build_keras_model(spec, hparams)
+    logging.info("Training with hyper-parameters %s", hparams_with_defaults(hparams))
+    model.fit(
+        train,
+        steps_per_epoch=fn_args.train_steps,
+        validation_data=evaluation,
+        validation_steps=fn_args.eval_steps,
+        callbacks=[keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch")],
+        verbose=2,
+    )
+    model.save(fn_args.serving_model_dir, save_format="tf",
+               signatures=_serving_signatures(model, tf_transform_output, spec))
+    return model
+
+
+def run_fn(fn_args) -> None:
+    """TFX Trainer entry point."""
+    # The Tuner's best values arrive as KerasTuner's HyperParameters config.
+    hparams = (fn_args.hyperparameters or {}).get("values", {})
+    train_and_export(fn_args, hparams)

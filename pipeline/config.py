@@ -1,0 +1,234 @@
+"""Pipeline configuration: one dataclass tree, loaded from YAML, overridable on the command line.
+
+Defaults run the bundled Chicago taxi data with no file at all. A YAML file
+(`--config FILE`) overrides any subset; `--set section.key=value` overrides a
+single value last. Every runner, test and benchmark builds its pipeline from a
+`PipelineConfig`, so there is exactly one place where a setting lives.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+import yaml
+
+from models import features
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_SCHEMA = os.path.join(REPO_ROOT, "schemas", "taxi", "schema.pbtxt")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or of the wrong type."""
+
+
+@dataclass
+class DataConfig:
+    """Where the TFRecords come from and how they split into train and eval.
+
+    `input_base` empty means the Chicago taxi TFRecords shipped inside the tfx
+    wheel. With `train_pattern`/`eval_pattern` set, each pattern (relative to
+    `input_base`) is one split. With only `pattern` set, one set of files is
+    hash-split by `hash_buckets` (e.g. [4, 1] for 80/20).
+    """
+
+    input_base: str = ""
+    train_pattern: str = "Split-train/*"
+    eval_pattern: str = "Split-eval/*"
+    pattern: str = ""
+    hash_buckets: List[int] = field(default_factory=lambda: [4, 1])
+
+
+@dataclass
+class FeaturesConfig:
+    """Which raw columns play which role; defaults are the taxi features in `models/features.py`."""
+
+    numeric: List[str] = field(default_factory=lambda: list(features.TAXI.numeric))
+    bucketized: List[str] = field(default_factory=lambda: list(features.TAXI.bucketized))
+    categorical: List[str] = field(default_factory=lambda: list(features.TAXI.categorical))
+    label_column: str = features.TAXI.label_column
+    label_threshold: float = features.TAXI.label_threshold
+    label_relative_to: str = features.TAXI.label_relative_to
+    bucket_count: int = features.TAXI.bucket_count
+    vocab_top_k: int = features.TAXI.vocab_top_k
+
+    def spec(self) -> features.FeatureSpec:
+        return features.FeatureSpec.from_dict(dataclasses.asdict(self))
+
+
+@dataclass
+class TrainingConfig:
+    train_steps: int = 3000
+    eval_steps: int = 200
+    batch_size: int = 128
+
+
+@dataclass
+class TunerConfig:
+    """KerasTuner search run before training; its best hyper-parameters feed the Trainer."""
+
+    enabled: bool = True
+    algorithm: str = "random"  # random | hyperband | bayesian
+    max_trials: int = 4
+    train_steps: int = 600
+    eval_steps: int = 100
+
+
+@dataclass
+class EvaluatorConfig:
+    """Blessing rules, applied to the overall slice; other slices are reported only."""
+
+    min_auc: float = 0.85
+    min_binary_accuracy: float = 0.75
+    # The candidate may not be worse than the last blessed model by more than this.
+    max_auc_drop: float = 0.0
+    slice_features: List[str] = field(default_factory=lambda: ["payment_type", "trip_start_hour"])
+
+
+@dataclass
+class BeamConfig:
+    direct_running_mode: str = "in_memory"  # in_memory | multi_processing
+    direct_num_workers: int = 0  # 0 = one per core (multi_processing only)
+
+
+@dataclass
+class PipelineConfig:
+    pipeline_name: str = "taxi"
+    model_name: str = "taxi"
+    # Everything a run writes lives under output_dir unless overridden below.
+    output_dir: str = os.path.join(REPO_ROOT, "outputs")
+    pipeline_root: str = ""
+    metadata_path: str = ""
+    serving_dir: str = ""
+    log_dir: str = ""
+    schema_file: str = DEFAULT_SCHEMA
+    enable_cache: bool = True
+    data: DataConfig = field(default_factory=DataConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    tuner: TunerConfig = field(default_factory=TunerConfig)
+    evaluator: EvaluatorConfig = field(default_factory=EvaluatorConfig)
+    beam: BeamConfig = field(default_factory=BeamConfig)
+
+    def __post_init__(self):
+        out = os.path.abspath(self.output_dir)
+        self.output_dir = out
+        self.pipeline_root = self.pipeline_root or os.path.join(out, "pipeline_root")
+        self.metadata_path = self.metadata_path or os.path.join(out, "metadata.sqlite")
+        self.serving_dir = self.serving_dir or os.path.join(out, "serving")
+        self.log_dir = self.log_dir or os.path.join(out, "logs")
+
+    @property
+    def model_serving_dir(self) -> str:
+        """`<serving_dir>/<model_name>`: TF Serving's model base path."""
+        return os.path.join(self.serving_dir, self.model_name)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _coerce(value: Any, current: Any, where: str) -> Any:
+    """Converts a YAML or command-line value to the type of the field's default."""
+    if isinstance(current, bool):
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in ("true", "1", "yes"):
+            return True
+        if str(value).lower() in ("false", "0", "no"):
+            return False
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if isinstance(current, (int, float)):
+        try:
+            return type(current)(value)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"{where}: expected a {type(current).__name__}, got {value!r}") from None
+    if isinstance(current, list):
+        if isinstance(value, str):
+            value = yaml.safe_load(value) if value.startswith("[") else [
+                v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return value
+    return "" if value is None else str(value)
+
+
+def _apply(obj: Any, values: Dict[str, Any], prefix: str = "") -> None:
+    names = {f.name for f in dataclasses.fields(obj)}
+    for key, value in values.items():
+        where = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(
+                f"unknown setting {where!r}; known settings here: {', '.join(sorted(names))}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: expected a mapping of settings, got {value!r}")
+            _apply(current, value, where + ".")
+        else:
+            setattr(obj, key, _coerce(value, current, where))
+
+
+def load_config(path: Optional[str] = None, overrides: Optional[List[str]] = None) -> PipelineConfig:
+    """Builds the configuration: defaults, then the YAML file, then `key.sub=value` overrides."""
+    values: Dict[str, Any] = {}
+    if path:
+        if not os.path.exists(path):
+            raise ConfigError(f"config file {path} does not exist")
+        with open(path, encoding="utf-8") as f:
+            loaded = yaml.safe_load(f) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of settings")
+        values = loaded
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        dotted, raw = item.split("=", 1)
+        node = values
+        parts = dotted.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is a value, not a section")
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+
+    base = {k: v for k, v in values.items() if not isinstance(v, dict)}
+    config = PipelineConfig()
+    _apply(config, values)
+    if "output_dir" in base:
+        # Derived paths follow a changed output_dir unless they were set explicitly.
+        for name in ("pipeline_root", "metadata_path", "serving_dir", "log_dir"):
+            if name not in base:
+                setattr(config, name, "")
+    config.__post_init__()
+    validate(config)
+    return config
+
+
+def validate(config: PipelineConfig) -> None:
+    """Rejects settings that would only fail later, deep inside a component."""
+    if config.tuner.algorithm not in ("random", "hyperband", "bayesian"):
+        raise ConfigError(
+            f"tuner.algorithm: {config.tuner.algorithm!r} is not one of random, hyperband, bayesian")
+    if config.beam.direct_running_mode not in ("in_memory", "multi_processing", "multi_threading"):
+        raise ConfigError(
+            f"beam.direct_running_mode: {config.beam.direct_running_mode!r} is not one of "
+            "in_memory, multi_processing, multi_threading")
+    for name in ("train_steps", "eval_steps", "batch_size"):
+        if getattr(config.training, name) <= 0:
+            raise ConfigError(f"training.{name} must be positive")
+    if not config.data.pattern and not (config.data.train_pattern and config.data.eval_pattern):
+        raise ConfigError("data: set either pattern (hash split) or both train_pattern and eval_pattern")
+    if config.data.pattern and (len(config.data.hash_buckets) < 2 or min(config.data.hash_buckets) <= 0):
+        raise ConfigError("data.hash_buckets needs two positive numbers, e.g. [4, 1] for train/eval")
+    config.features.spec()  # raises on overlapping or empty feature lists
+    if not os.path.exists(config.schema_file):
+        raise ConfigError(
+            f"schema_file {config.schema_file} does not exist; infer one with "
+            "`python -m schemas.infer --data-root DIR --out FILE`")

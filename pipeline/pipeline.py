@@ -1,0 +1,159 @@
+"""`create_pipeline(config)`: the one DAG every runner executes.
+
+ImportExampleGen -> StatisticsGen -> ImportSchemaGen -> ExampleValidator ->
+Transform -> Tuner -> Trainer -> Resolver(latest blessed model) -> Evaluator ->
+ServingPusher. Runners differ only in how they execute it (`runners/`).
+"""
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+from typing import List, Optional  # noqa: E402
+
+import tensorflow_model_analysis as tfma  # noqa: E402
+from tfx import v1 as tfx  # noqa: E402
+from tfx.proto import example_gen_pb2  # noqa: E402
+
+from components.serving_pusher import ServingPusher  # noqa: E402
+from pipeline import inputs  # noqa: E402
+from pipeline.config import REPO_ROOT, PipelineConfig  # noqa: E402
+
+MODULES_DIR = os.path.join(REPO_ROOT, "models")
+TRANSFORM_MODULE = os.path.join(MODULES_DIR, "preprocessing.py")
+TRAINER_MODULE = os.path.join(MODULES_DIR, "model.py")
+TUNER_MODULE = os.path.join(MODULES_DIR, "tuning.py")
+
+
+def example_gen_configs(config: PipelineConfig):
+    patterns = inputs.split_patterns(config)
+    input_config = example_gen_pb2.Input(
+        splits=[example_gen_pb2.Input.Split(name=n, pattern=p) for n, p in patterns.items()])
+    output_config = None
+    if config.data.pattern:
+        train, evaluation = config.data.hash_buckets[:2]
+        output_config = example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(splits=[
+            example_gen_pb2.SplitConfig.Split(name="train", hash_buckets=train),
+            example_gen_pb2.SplitConfig.Split(name="eval", hash_buckets=evaluation),
+        ]))
+    return input_config, output_config
+
+
+def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
+    """Blessing thresholds apply to the overall slice only; slices are reported, not gated."""
+    overall = tfma.SlicingSpec()
+    label_key = config.features.spec().label_key
+
+    def gated(metric: str, lower_bound: float) -> tfma.MetricConfig:
+        change = None
+        if metric == "AUC":
+            change = tfma.GenericChangeThreshold(
+                direction=tfma.MetricDirection.HIGHER_IS_BETTER,
+                absolute={"value": -config.evaluator.max_auc_drop - 1e-10})
+        return tfma.MetricConfig(class_name=metric, per_slice_thresholds=[tfma.PerSliceMetricThreshold(
+            slicing_specs=[overall],
+            threshold=tfma.MetricThreshold(
+                value_threshold=tfma.GenericValueThreshold(lower_bound={"value": lower_bound}),
+                change_threshold=change))])
+
+    return tfma.EvalConfig(
+        model_specs=[tfma.ModelSpec(signature_name="serving_default", label_key=label_key,
+                                    preprocessing_function_names=["transform_features"])],
+        slicing_specs=[overall] + [tfma.SlicingSpec(feature_keys=[f]) for f in config.evaluator.slice_features],
+        metrics_specs=[tfma.MetricsSpec(metrics=[
+            tfma.MetricConfig(class_name="ExampleCount"),
+            gated("AUC", config.evaluator.min_auc),
+            gated("BinaryAccuracy", config.evaluator.min_binary_accuracy),
+            tfma.MetricConfig(class_name="Precision"),
+            tfma.MetricConfig(class_name="Recall"),
+            tfma.MetricConfig(class_name="CalibrationPlot"),
+            tfma.MetricConfig(class_name="ConfusionMatrixPlot"),
+        ])],
+    )
+
+
+def module_custom_config(config: PipelineConfig) -> dict:
+    """What Transform, Tuner and Trainer module functions receive as `custom_config`."""
+    return {
+        "features": config.features.spec().to_dict(),
+        "batch_size": config.training.batch_size,
+        "tuner_algorithm": config.tuner.algorithm,
+        "tuner_max_trials": config.tuner.max_trials,
+    }
+
+
+def create_components(config: PipelineConfig) -> List:
+    input_config, output_config = example_gen_configs(config)
+    example_gen = tfx.components.ImportExampleGen(
+        input_base=inputs.input_base(config), input_config=input_config, output_config=output_config)
+    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+    schema_gen = tfx.components.ImportSchemaGen(schema_file=os.path.abspath(config.schema_file))
+    example_validator = tfx.components.ExampleValidator(
+        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
+    custom_config = module_custom_config(config)
+    transform = tfx.components.Transform(
+        examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],
+        module_file=TRANSFORM_MODULE, custom_config=custom_config)
+
+    components = [example_gen, statistics_gen, schema_gen, example_validator, transform]
+    hyperparameters = None
+    if config.tuner.enabled:
+        tuner = tfx.components.Tuner(
+            module_file=TUNER_MODULE,
+            examples=transform.outputs["transformed_examples"],
+            transform_graph=transform.outputs["transform_graph"],
+            train_args=tfx.proto.TrainArgs(num_steps=config.tuner.train_steps),
+            eval_args=tfx.proto.EvalArgs(num_steps=config.tuner.eval_steps),
+            custom_config=custom_config)
+        hyperparameters = tuner.outputs["best_hyperparameters"]
+        components.append(tuner)
+
+    trainer = tfx.components.Trainer(
+        module_file=TRAINER_MODULE,
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        schema=schema_gen.outputs["schema"],
+        hyperparameters=hyperparameters,
+        train_args=tfx.proto.TrainArgs(num_steps=config.training.train_steps),
+        eval_args=tfx.proto.EvalArgs(num_steps=config.training.eval_steps),
+        custom_config=custom_config)
+    model_resolver = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id("latest_blessed_model_resolver")
+    evaluator = tfx.components.Evaluator(
+        examples=example_gen.outputs["examples"],
+        model=trainer.outputs["model"],
+        baseline_model=model_resolver.outputs["model"],
+        eval_config=eval_config(config))
+    pusher = ServingPusher(
+        model=trainer.outputs["model"],
+        model_blessing=evaluator.outputs["blessing"],
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.model_serving_dir)),
+    ).with_id("Pusher")
+    return components + [trainer, model_resolver, evaluator, pusher]
+
+
+def beam_pipeline_args(config: PipelineConfig) -> List[str]:
+    args = [f"--direct_running_mode={config.beam.direct_running_mode}"]
+    if config.beam.direct_running_mode != "in_memory":
+        args.append(f"--direct_num_workers={config.beam.direct_num_workers}")
+    return args
+
+
+def create_pipeline(config: PipelineConfig, metadata_connection_config=None,
+                    extra_beam_args: Optional[List[str]] = None) -> tfx.dsl.Pipeline:
+    """The pipeline for `config`; runners pass their own MLMD connection and Beam args."""
+    if metadata_connection_config is None:
+        metadata_connection_config = tfx.orchestration.metadata.sqlite_metadata_connection_config(
+            config.metadata_path)
+    return tfx.dsl.Pipeline(
+        pipeline_name=config.pipeline_name,
+        pipeline_root=config.pipeline_root,
+        components=create_components(config),
+        enable_cache=config.enable_cache,
+        metadata_connection_config=metadata_connection_config,
+        beam_pipeline_args=beam_pipeline_args(config) + list(extra_beam_args or []),
+    )

@@ -1,0 +1,183 @@
+"""Run the pipeline on this machine: LocalDagRunner, Beam DirectRunner, SQLite MLMD.
+
+    python -m runners.local [--config FILE] [--set section.key=value ...]
+
+The terminal shows one line per component as it starts and ends, then a
+summary (metrics of candidate and baseline, blessing, where the model went).
+Everything TensorFlow, Beam and TFX log goes to `<log_dir>/run-<time>.log`.
+Exit status: 0 when the run completed (blessed or not), 1 when a component
+failed, 2 for a configuration error.
+"""
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import logging  # noqa: E402
+import re  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from typing import Dict, Optional, TextIO  # noqa: E402
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
+# Beam's multi-process workers and TFX's module wheels import the project's packages.
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (REPO_ROOT, os.environ.get("PYTHONPATH")) if p)
+
+from pipeline.config import ConfigError, PipelineConfig, load_config  # noqa: E402
+
+_STARTED = re.compile(r"^Component (\S+) is running\.$")
+_FINISHED = re.compile(r"^Component (\S+) is finished\.$")
+_CACHED = re.compile(r"^A cached execution \d+ is used\.$")
+_SKIPPED = re.compile(r"^Skipping execution for")
+
+
+class ProgressHandler(logging.Handler):
+    """Turns TFX's per-component log records into one terminal line at start and end."""
+
+    def __init__(self, out: TextIO, total: int):
+        super().__init__(level=logging.INFO)
+        self.out, self.total = out, total
+        self.timings: Dict[str, float] = {}
+        self.current: Optional[str] = None
+        self.started = 0.0
+        self.note = ""
+        self.index = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except Exception:  # A malformed third-party log record must not break the run.
+            return
+        if m := _STARTED.match(message):
+            self.current, self.started, self.note = m.group(1), time.time(), ""
+            self.index += 1
+            self._print(f"[{self.index:2d}/{self.total}] {self.current:32s} started")
+        elif _CACHED.match(message):
+            self.note = "cached"
+        elif _SKIPPED.match(message):
+            self.note = "skipped"
+        elif (m := _FINISHED.match(message)) and m.group(1) == self.current:
+            seconds = time.time() - self.started
+            self.timings[self.current] = seconds
+            note = f" ({self.note})" if self.note else ""
+            self._print(f"[{self.index:2d}/{self.total}] {self.current:32s} done {seconds:7.1f}s{note}")
+            self.current = None
+
+    def _print(self, line: str) -> None:
+        self.out.write(line + "\n")
+        self.out.flush()
+
+
+@contextlib.contextmanager
+def output_to_log(log_path: str):
+    """Sends fd 1 and 2 (Python, C++ and subprocess output alike) to the log file.
+
+    Yields a stream bound to the original terminal for progress lines.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved_out, saved_err = os.dup(1), os.dup(2)
+    terminal = os.fdopen(os.dup(saved_out), "w", buffering=1)
+    with open(log_path, "ab", buffering=0) as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield terminal
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved_out, 1)
+            os.dup2(saved_err, 2)
+            os.close(saved_out)
+            os.close(saved_err)
+            terminal.close()
+
+
+def one_line_reason(error: BaseException) -> str:
+    """The most specific line of an exception chain, for a person reading the terminal."""
+    while error.__cause__ is not None or error.__context__ is not None:
+        error = error.__cause__ or error.__context__
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[-1] if text else ''}".strip()
+
+
+def run(config: PipelineConfig, out: TextIO = sys.stdout) -> int:
+    """Runs the pipeline; returns the process exit status."""
+    from pipeline import inputs
+
+    for path in (config.pipeline_root, config.log_dir, os.path.dirname(config.metadata_path)):
+        os.makedirs(path, exist_ok=True)
+    log_path = os.path.join(config.log_dir, time.strftime("run-%Y%m%d-%H%M%S.log"))
+    try:
+        counts = inputs.check_inputs(config)
+    except ConfigError as e:
+        out.write(f"error: {e}\n")
+        return 2
+    out.write(f"Pipeline {config.pipeline_name}: data {inputs.input_base(config)} "
+              f"({', '.join(f'{k}: {v} files' for k, v in counts.items())})\n")
+    out.write(f"Logs: {log_path}\n")
+    out.flush()
+
+    handler = None
+    started = time.time()
+    status = 0
+    with output_to_log(log_path) as terminal, open(log_path, "a", encoding="utf-8") as log_stream:
+        logging.basicConfig(stream=log_stream, level=logging.INFO, force=True)
+        from absl import logging as absl_logging
+        from tfx import v1 as tfx
+
+        from pipeline.pipeline import create_pipeline
+
+        absl_logging.set_verbosity(absl_logging.INFO)
+        try:
+            dag = create_pipeline(config)
+            handler = ProgressHandler(terminal, total=len(dag.components))
+            logging.getLogger().addHandler(handler)
+            tfx.orchestration.LocalDagRunner().run(dag)
+        except Exception as error:  # Reported in one line; the traceback is in the log.
+            logging.exception("Pipeline failed")
+            component = handler.current if handler else None
+            terminal.write(f"\nFAILED{' in ' + component if component else ''}: {one_line_reason(error)}\n"
+                           f"Full traceback: {log_path}\n")
+            status = 1
+        finally:
+            # Later reads of MLMD log too; they belong in the log, not the summary.
+            for h in list(logging.getLogger().handlers):
+                logging.getLogger().removeHandler(h)
+            logging.getLogger().setLevel(logging.WARNING)
+    if status == 0:
+        from runners.summary import format_summary, read_run
+
+        summary = read_run(config.metadata_path, config.pipeline_name)
+        out.write(format_summary(summary, config, handler.timings) + "\n")
+        out.write(f"  logs:      {log_path}\n")
+    out.write(f"Finished in {time.time() - started:.1f}s\n")
+    out.flush()
+    return status
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m runners.local", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", help="YAML file with settings (see configs/default.yaml)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one setting, e.g. --set training.train_steps=500 (repeatable)")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config, args.set)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        print(config.to_yaml())
+        return 0
+    return run(config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

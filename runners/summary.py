@@ -1,0 +1,202 @@
+"""What a run did, read back from ML Metadata: components, metrics, blessing, push.
+
+The runner prints `format_summary(read_run(...))` at the end of every run; the
+same data serves tests and benchmarks, so nobody has to dig through artifacts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+from ml_metadata import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+
+_STATES = {
+    metadata_store_pb2.Execution.COMPLETE: "complete",
+    metadata_store_pb2.Execution.CACHED: "cached",
+    metadata_store_pb2.Execution.FAILED: "failed",
+    metadata_store_pb2.Execution.RUNNING: "running",
+    metadata_store_pb2.Execution.CANCELED: "canceled",
+    metadata_store_pb2.Execution.NEW: "new",
+}
+_OUTPUT_EVENTS = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
+_INPUT_EVENTS = (metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.DECLARED_INPUT)
+
+
+@dataclass
+class ComponentRun:
+    name: str
+    state: str
+    outputs: Dict[str, List[str]] = field(default_factory=dict)  # output key -> artifact URIs
+    output_ids: Dict[str, List[int]] = field(default_factory=dict)
+    input_ids: Dict[str, List[int]] = field(default_factory=dict)
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    components: List[ComponentRun]
+    candidate_metrics: Dict[str, float] = field(default_factory=dict)
+    baseline_metrics: Dict[str, float] = field(default_factory=dict)
+    slice_metrics: Dict[str, Dict[str, float]] = field(default_factory=dict)
+    blessed: Optional[bool] = None
+    blessing_reasons: List[str] = field(default_factory=list)
+    pushed: bool = False
+    pushed_path: str = ""
+    already_serving_version: str = ""
+    baseline_model: str = ""
+    candidate_model: str = ""
+    hyperparameters: Dict[str, object] = field(default_factory=dict)
+
+    def component(self, name: str) -> Optional[ComponentRun]:
+        return next((c for c in self.components if c.name == name), None)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, default=str)
+
+
+def open_store(metadata_path: str) -> metadata_store.MetadataStore:
+    config = metadata_store_pb2.ConnectionConfig()
+    config.sqlite.filename_uri = metadata_path
+    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+    return metadata_store.MetadataStore(config)
+
+
+def _node_name(store, execution_id: int) -> str:
+    for context in store.get_contexts_by_execution(execution_id):
+        if store.get_context_types_by_id([context.type_id])[0].name == "node":
+            return context.name.split(".", 1)[-1]
+    return str(execution_id)
+
+
+def read_run(metadata_path: str, pipeline_name: str, run_id: Optional[str] = None) -> RunSummary:
+    """The latest run of `pipeline_name` (or `run_id`) as recorded in MLMD."""
+    store = open_store(metadata_path)
+    runs = [c for c in store.get_contexts_by_type("pipeline_run")
+            if run_id is None or c.name == run_id]
+    pipeline_ctx = store.get_context_by_type_and_name("pipeline", pipeline_name)
+    if pipeline_ctx is not None:
+        in_pipeline = {c.id for c in store.get_children_contexts_by_context(pipeline_ctx.id)}
+        runs = [c for c in runs if not in_pipeline or c.id in in_pipeline]
+    if not runs:
+        raise LookupError(f"no run of pipeline {pipeline_name!r} in {metadata_path}")
+    run = max(runs, key=lambda c: (c.create_time_since_epoch, c.id))
+    executions = sorted(store.get_executions_by_context(run.id), key=lambda e: e.id)
+    events = store.get_events_by_execution_ids([e.id for e in executions])
+    artifacts = {a.id: a for a in store.get_artifacts_by_id(list({e.artifact_id for e in events}))}
+
+    components = []
+    for execution in executions:
+        comp = ComponentRun(_node_name(store, execution.id), _STATES.get(execution.last_known_state, "unknown"))
+        for event in (e for e in events if e.execution_id == execution.id):
+            key = event.path.steps[0].key if event.path.steps else ""
+            if event.type in _OUTPUT_EVENTS:
+                comp.outputs.setdefault(key, []).append(artifacts[event.artifact_id].uri)
+                comp.output_ids.setdefault(key, []).append(event.artifact_id)
+            elif event.type in _INPUT_EVENTS:
+                comp.input_ids.setdefault(key, []).append(event.artifact_id)
+        components.append(comp)
+    summary = RunSummary(run_id=run.name, components=components)
+    _add_model_results(summary, store, artifacts)
+    return summary
+
+
+def _add_model_results(summary: RunSummary, store, artifacts) -> None:
+    evaluator = summary.component("Evaluator")
+    if evaluator and evaluator.outputs.get("evaluation"):
+        _read_evaluation(summary, evaluator.outputs["evaluation"][0])
+        blessing = artifacts.get(evaluator.output_ids.get("blessing", [None])[0])
+        if blessing is not None and "blessed" in blessing.custom_properties:
+            summary.blessed = bool(blessing.custom_properties["blessed"].int_value)
+        for key, attr in (("model", "candidate_model"), ("baseline_model", "baseline_model")):
+            ids = evaluator.input_ids.get(key)
+            if ids:
+                setattr(summary, attr, store.get_artifacts_by_id(ids)[0].uri)
+    pusher = summary.component("Pusher")
+    if pusher and pusher.output_ids.get("pushed_model"):
+        pushed = artifacts[pusher.output_ids["pushed_model"][0]]
+        props = pushed.custom_properties
+        summary.pushed = bool(props["pushed"].int_value) if "pushed" in props else False
+        summary.pushed_path = props["pushed_destination"].string_value if "pushed_destination" in props else ""
+        if "already_serving_version" in props:
+            summary.already_serving_version = props["already_serving_version"].string_value
+    tuner = summary.component("Tuner")
+    if tuner and tuner.outputs.get("best_hyperparameters"):
+        path = os.path.join(tuner.outputs["best_hyperparameters"][0], "best_hyperparameters.txt")
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                summary.hyperparameters = json.load(f).get("values", {})
+
+
+def _slice_name(slice_key) -> str:
+    parts = [f"{k.column}={k.bytes_value.decode() if k.HasField('bytes_value') else k.int64_value if k.HasField('int64_value') else k.float_value}"  # noqa: E501
+             for k in slice_key.single_slice_keys]
+    return ", ".join(parts) or "overall"
+
+
+def _read_evaluation(summary: RunSummary, evaluation_uri: str) -> None:
+    import tensorflow_model_analysis as tfma
+
+    for metrics in tfma.load_metrics(evaluation_uri):
+        name = _slice_name(metrics.slice_key)
+        for kv in metrics.metric_keys_and_values:
+            if kv.key.is_diff:
+                continue
+            if not kv.value.HasField("double_value"):
+                continue
+            value = kv.value.double_value.value
+            if name == "overall":
+                target = summary.baseline_metrics if kv.key.model_name == "baseline" else summary.candidate_metrics
+                target[kv.key.name] = value
+            elif kv.key.model_name != "baseline":
+                summary.slice_metrics.setdefault(name, {})[kv.key.name] = value
+    validation = tfma.load_validation_result(evaluation_uri)
+    if validation and not validation.validation_ok:
+        for per_slice in validation.metric_validations_per_slice:
+            for failure in per_slice.failures:
+                summary.blessing_reasons.append(
+                    f"{failure.metric_key.name} {failure.metric_value.double_value.value:.4f}: "
+                    f"{failure.message}")
+        if validation.missing_slices:
+            summary.blessing_reasons.append(f"missing slices: {list(validation.missing_slices)}")
+
+
+def format_summary(summary: RunSummary, config, timings: Dict[str, float]) -> str:
+    lines = ["", f"Run {summary.run_id}"]
+    cached = [c.name for c in summary.components if c.state == "cached"]
+    if cached:
+        lines.append(f"  reused from cache: {', '.join(cached)}")
+    if summary.hyperparameters:
+        hp = ", ".join(f"{k}={v}" for k, v in summary.hyperparameters.items() if not k.startswith("tuner/"))
+        lines.append(f"  tuned hyper-parameters: {hp}")
+    if summary.candidate_metrics:
+        lines.append("  metric               candidate   baseline")
+        for name in ("AUC", "binary_accuracy", "precision", "recall", "example_count"):
+            key = next((k for k in summary.candidate_metrics if k.lower() == name.lower()), None)
+            if key is None:
+                continue
+            base = summary.baseline_metrics.get(key)
+            base_text = f"{base:10.4f}" if base is not None else "         -"
+            lines.append(f"  {key:20s} {summary.candidate_metrics[key]:9.4f} {base_text}")
+        if not summary.baseline_metrics:
+            lines.append("  (no baseline: no model was blessed before this one)")
+    if summary.blessed is True:
+        lines.append("  blessed: yes (thresholds on the overall slice passed)")
+    elif summary.blessed is False:
+        lines.append("  blessed: NO")
+        lines.extend(f"    - {r}" for r in summary.blessing_reasons)
+    if summary.pushed:
+        lines.append(f"  pushed to: {summary.pushed_path}")
+    elif summary.already_serving_version:
+        lines.append(f"  not pushed: this model is already serving as version {summary.already_serving_version}"
+                     f" in {config.model_serving_dir}")
+    elif summary.blessed is False:
+        lines.append(f"  not pushed: serving directory {config.model_serving_dir} is unchanged")
+    lines.append(f"  total time: {sum(timings.values()):.1f}s")
+    lines.append(f"  artifacts: {config.pipeline_root}")
+    lines.append(f"  metadata:  {config.metadata_path}")
+    return "\n".join(lines)
