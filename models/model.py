@@ -7,6 +7,7 @@
   calls it to compute the label the same way training did.
 """
 
+import json
 import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -25,9 +26,10 @@ except ImportError:  # Loaded from TFX's module wheel, where sibling files are t
     import features  # type: ignore[no-redef]
 
 PREDICTION_KEY = "probabilities"
+HPARAMS_FILE = "hyperparameters.json"
 
 # Hyper-parameters used when the Tuner is off; the Tuner searches around them.
-DEFAULT_HPARAMS = {"hidden_units": 64, "num_layers": 2, "learning_rate": 0.003, "dropout": 0.1}
+DEFAULT_HPARAMS = {"hidden_units": 64, "num_layers": 2, "learning_rate": 0.003, "dropout": 0.1, "l2": 0.01}
 
 
 def hparams_with_defaults(values: Dict) -> Dict:
@@ -39,14 +41,17 @@ def hparams_with_defaults(values: Dict) -> Dict:
 def build_core(input_size: int, hparams: Dict) -> keras.Model:
     """The dense network over the feature vector; the part the edge export reuses."""
     vector = keras.Input(shape=(input_size,), name="feature_vector", dtype=tf.float32)
+    # Most one-hot columns are rare values; without L2 the model memorises them.
+    regularizer = keras.regularizers.l2(float(hparams["l2"])) if hparams["l2"] else None
     x = vector
     for i in range(int(hparams["num_layers"])):
-        x = keras.layers.Dense(int(hparams["hidden_units"]), activation="relu", name=f"hidden_{i}")(x)
+        x = keras.layers.Dense(int(hparams["hidden_units"]), activation="relu",
+                               kernel_regularizer=regularizer, name=f"hidden_{i}")(x)
         if hparams["dropout"]:
             x = keras.layers.Dropout(float(hparams["dropout"]), name=f"dropout_{i}")(x)
     # A wide (linear) path beside the deep one keeps one-hot features that
     # matter on their own (payment type) from being washed out.
-    wide = keras.layers.Dense(1, name="wide")(vector)
+    wide = keras.layers.Dense(1, kernel_regularizer=regularizer, name="wide")(vector)
     deep = keras.layers.Dense(1, name="deep")(x)
     logit = keras.layers.Add(name="logit")([wide, deep])
     probability = keras.layers.Activation("sigmoid", name=PREDICTION_KEY)(logit)
@@ -117,7 +122,12 @@ def train_and_export(fn_args, hparams: Dict) -> keras.Model:
     evaluation = input_fn(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, spec,
                           batch_size, shuffle=False)
     model = build_keras_model(spec, hparams)
-    logging.info("Training with hyper-parameters %s", hparams_with_defaults(hparams))
+    used = hparams_with_defaults(hparams)
+    logging.info("Training with hyper-parameters %s", used)
+    # Kept with the run so lineage can show exactly what trained this model.
+    tf.io.gfile.makedirs(fn_args.model_run_dir)
+    with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, HPARAMS_FILE), "w") as f:
+        f.write(json.dumps(used, sort_keys=True))
     model.fit(
         train,
         steps_per_epoch=fn_args.train_steps,

@@ -32,6 +32,7 @@ def search_space() -> kt.HyperParameters:
     hp.Int("num_layers", 1, 3, default=model.DEFAULT_HPARAMS["num_layers"])
     hp.Choice("learning_rate", [0.001, 0.003, 0.01], default=model.DEFAULT_HPARAMS["learning_rate"])
     hp.Choice("dropout", [0.0, 0.1, 0.2], default=model.DEFAULT_HPARAMS["dropout"])
+    hp.Choice("l2", [0.001, 0.003, 0.01], default=model.DEFAULT_HPARAMS["l2"])
     return hp
 
 

@@ -1,0 +1,78 @@
+# Two commands matter: `make run` (set up, then run the pipeline on the bundled
+# taxi data) and `make test` (set up, then run every test). Setup is idempotent:
+# it creates .venv once, reinstalls only when requirements change, and installs
+# the one system library it needs.
+
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+REQ_HASH := $(shell cat requirements.txt requirements.lock | sha256sum | cut -c1-16)
+STAMP := $(VENV)/.installed-$(REQ_HASH)
+export TF_USE_LEGACY_KERAS := 1
+export TF_CPP_MIN_LOG_LEVEL := 2
+export PYTHONPATH := $(CURDIR)
+export PYTHONDONTWRITEBYTECODE := 1
+
+# Extra arguments for run/bench/infer-schema, e.g. make run ARGS="--set training.train_steps=500"
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: setup run test test-fast bench infer-schema clean help system-deps
+
+help:
+	@echo "make run        set up, then run the pipeline on the bundled taxi data (ARGS=... for options)"
+	@echo "make test       set up, then run all tests (unit + integration)"
+	@echo "make test-fast  unit tests only (no pipeline runs)"
+	@echo "make bench      stock TFX taxi example vs this pipeline, side by side"
+	@echo "make infer-schema ARGS='--data-root DIR --out FILE'"
+	@echo "make clean      delete outputs/ (models, MLMD, logs)"
+
+setup: system-deps $(STAMP)
+
+# Python 3.10: pyenv's 3.10.13 first (every machine here has it), else python3.10 on PATH.
+$(STAMP): requirements.txt requirements.lock
+	@set -e; \
+	if [ ! -x $(PY) ]; then \
+	  base=""; \
+	  if command -v pyenv >/dev/null 2>&1 && [ -x "$$(pyenv root)/versions/3.10.13/bin/python3.10" ]; then \
+	    base="$$(pyenv root)/versions/3.10.13/bin/python3.10"; \
+	  elif command -v python3.10 >/dev/null 2>&1; then base="$$(command -v python3.10)"; fi; \
+	  if [ -z "$$base" ]; then \
+	    echo "setup: Python 3.10 not found. Install it (pyenv install 3.10.13) and re-run make." >&2; exit 1; fi; \
+	  echo "setup: creating $(VENV) with $$base"; \
+	  "$$base" -m venv $(VENV); \
+	fi
+	@echo "setup: installing pinned requirements into $(VENV) (a few minutes the first time)"
+	@$(PY) -m pip install --quiet --upgrade pip==26.3
+	@$(PY) -m pip install --quiet -r requirements.txt -c requirements.lock
+	@rm -f $(VENV)/.installed-*
+	@touch $(STAMP)
+	@echo "setup: done"
+
+# tflite-support loads libusb-1.0 at import time.
+system-deps:
+	@if ! ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0'; then \
+	  echo "setup: installing system library libusb-1.0-0 (needed by tflite-support)"; \
+	  SUDO=""; [ "$$(id -u)" -ne 0 ] && SUDO="sudo"; \
+	  ( $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq libusb-1.0-0 ) >/dev/null 2>&1 || { \
+	    echo "setup: could not install libusb-1.0-0. Install it yourself (apt-get install libusb-1.0-0," \
+	         "or brew install libusb) and re-run make." >&2; exit 1; }; \
+	fi
+
+run: setup
+	$(PY) -m runners.local $(ARGS)
+
+test: setup
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+test-fast: setup
+	$(PY) -m pytest tests -m "not slow" $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) -m bench.stock_comparison $(ARGS)
+
+infer-schema: setup
+	$(PY) -m schemas.infer $(ARGS)
+
+clean:
+	rm -rf outputs

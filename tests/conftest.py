@@ -1,0 +1,27 @@
+"""Shared fixtures: the bundled taxi data and small real samples of it."""
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+
+from pipeline import inputs  # noqa: E402
+from tests.samples import make_sample, read_examples  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def taxi_root():
+    return inputs.bundled_taxi_root()
+
+
+@pytest.fixture(scope="session")
+def eval_examples(taxi_root):
+    return read_examples(os.path.join(taxi_root, "Split-eval", "*"))
+
+
+@pytest.fixture(scope="session")
+def small_sample(tmp_path_factory, taxi_root):
+    """600 training and 300 eval examples of the real taxi data."""
+    return make_sample(str(tmp_path_factory.mktemp("sample")), taxi_root, 600, 300)

@@ -1,0 +1,67 @@
+"""Small real samples of the bundled taxi TFRecords, and fast pipeline settings for tests."""
+
+import glob
+import os
+import random
+
+import tensorflow as tf
+
+from pipeline.config import load_config
+
+
+def read_examples(pattern: str, limit: int = 0):
+    """tf.Example protos from gzip TFRecords, in file order."""
+    files = sorted(glob.glob(pattern))
+    examples = []
+    for record in tf.data.TFRecordDataset(files, compression_type="GZIP"):
+        examples.append(tf.train.Example.FromString(record.numpy()))
+        if limit and len(examples) >= limit:
+            break
+    return examples
+
+
+def write_examples(path: str, examples, compress: bool = True) -> str:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    options = tf.io.TFRecordOptions(compression_type="GZIP" if compress else "")
+    with tf.io.TFRecordWriter(path, options) as writer:
+        for example in examples:
+            writer.write(example.SerializeToString())
+    return path
+
+
+def make_sample(root: str, taxi_root: str, train: int, evaluation: int, shuffle_train_labels: bool = False,
+                seed: int = 0) -> str:
+    """A small copy of the bundled data laid out like it (Split-train/, Split-eval/).
+
+    `shuffle_train_labels` permutes `tips` across training examples: a realistic
+    way to get a model that is worse than the last one.
+    """
+    train_examples = read_examples(os.path.join(taxi_root, "Split-train", "*"), train)
+    if shuffle_train_labels:
+        tips = [e.features.feature["tips"].float_list.value[:] for e in train_examples]
+        random.Random(seed).shuffle(tips)
+        for example, value in zip(train_examples, tips):
+            del example.features.feature["tips"].float_list.value[:]
+            example.features.feature["tips"].float_list.value.extend(value)
+    write_examples(os.path.join(root, "Split-train", "data.tfrecord.gz"), train_examples)
+    write_examples(os.path.join(root, "Split-eval", "data.tfrecord.gz"),
+                   read_examples(os.path.join(taxi_root, "Split-eval", "*"), evaluation))
+    return root
+
+
+def small_config(output_dir: str, input_base: str, *extra: str):
+    """A fast pipeline configuration for tests: few steps, one tuner trial."""
+    return load_config(None, [
+        f"output_dir={output_dir}",
+        f"data.input_base={input_base}",
+        "training.train_steps=60",
+        "training.eval_steps=10",
+        "training.batch_size=64",
+        "tuner.max_trials=1",
+        "tuner.train_steps=20",
+        "tuner.eval_steps=5",
+        # A small sample gives a weak model; the thresholds under test are the change vs baseline.
+        "evaluator.min_auc=0.5",
+        "evaluator.min_binary_accuracy=0.5",
+        *extra,
+    ])

@@ -1,0 +1,60 @@
+"""Configuration: defaults, YAML, command-line overrides, and the errors people see."""
+
+import os
+
+import pytest
+
+from pipeline.config import ConfigError, PipelineConfig, load_config
+
+
+def test_defaults_need_no_file():
+    config = load_config()
+    assert config.data.input_base == ""
+    assert config.training.train_steps > 0
+    assert config.model_serving_dir == os.path.join(config.serving_dir, "taxi")
+    assert config.features.spec().label_column == "tips"
+
+
+def test_yaml_then_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("output_dir: %s\ntraining:\n  train_steps: 500\ntuner:\n  enabled: false\n" % tmp_path)
+    config = load_config(str(path), ["training.train_steps=700", "evaluator.slice_features=company,payment_type"])
+    assert config.training.train_steps == 700
+    assert config.tuner.enabled is False
+    assert config.evaluator.slice_features == ["company", "payment_type"]
+    assert config.metadata_path == str(tmp_path / "metadata.sqlite")
+    assert config.serving_dir == str(tmp_path / "serving")
+
+
+def test_explicit_path_survives_output_dir_change(tmp_path):
+    config = load_config(None, [f"output_dir={tmp_path}", "serving_dir=/srv/models"])
+    assert config.serving_dir == "/srv/models"
+    assert config.pipeline_root == str(tmp_path / "pipeline_root")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("training.steps=5", "unknown setting 'training.steps'"),
+    ("training.train_steps=many", "training.train_steps: expected a int"),
+    ("tuner.enabled=perhaps", "tuner.enabled: expected true/false"),
+    ("tuner.algorithm=grid", "tuner.algorithm: 'grid' is not one of"),
+    ("training.batch_size=0", "training.batch_size must be positive"),
+    ("schema_file=/nope/schema.pbtxt", "schema_file /nope/schema.pbtxt does not exist"),
+    ("data.hash_buckets=[4]", "hash_buckets needs two positive numbers"),
+    ("features.numeric=[tips]", "label column 'tips' is also an input"),
+    ("nonsense", "must look like section.key=value"),
+])
+def test_bad_settings_name_the_setting(override, message):
+    extra = ["data.pattern=*"] if "hash_buckets" in override else []
+    with pytest.raises((ConfigError, ValueError), match=message):
+        load_config(None, [override] + extra)
+
+
+def test_missing_config_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="does-not-exist.yaml does not exist"):
+        load_config(str(tmp_path / "does-not-exist.yaml"))
+
+
+def test_checked_in_example_config_loads():
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    config = load_config(os.path.join(here, "pipeline", "configs", "default.yaml"))
+    assert config.to_dict() == PipelineConfig().to_dict()

@@ -1,0 +1,74 @@
+"""The feature spec: its rules, and its agreement with the curated schema."""
+
+import numpy as np
+import pytest
+import tensorflow_data_validation as tfdv
+from tensorflow_metadata.proto.v0 import schema_pb2
+
+from models import features
+from pipeline.config import DEFAULT_SCHEMA
+
+SPEC = features.TAXI
+
+
+@pytest.fixture(scope="module")
+def schema():
+    return tfdv.load_schema_text(DEFAULT_SCHEMA)
+
+
+def test_every_input_feature_is_in_the_schema(schema):
+    names = {f.name for f in schema.feature}
+    missing = set(SPEC.raw_input_features) - names
+    assert not missing, f"features the model reads but the schema does not describe: {missing}"
+
+
+def test_label_exists_only_in_training(schema):
+    label = tfdv.get_feature(schema, SPEC.label_column)
+    assert list(label.not_in_environment) == ["SERVING"]
+    assert set(schema.default_environment) == {"TRAINING", "SERVING"}
+
+
+def test_numeric_features_are_numeric_in_schema(schema):
+    for key in SPEC.numeric + SPEC.bucketized:
+        assert tfdv.get_feature(schema, key).type in (schema_pb2.INT, schema_pb2.FLOAT), key
+
+
+def test_label_rule_is_computed_in_float32():
+    # 0.2 * 5.0 in float32 is 1.0000000149...; a 1.0 tip is not above it, as in Transform.
+    assert SPEC.label([1.0], [5.0]).tolist() == [0]
+    assert SPEC.label([1.01, 0.0, 3.0], [5.0, 0.0, 10.0]).tolist() == [1, 0, 1]
+
+
+def test_label_rule_without_reference_column():
+    spec = features.FeatureSpec(numeric=("x",), bucketized=(), categorical=(), label_column="y",
+                                label_threshold=0.5)
+    assert spec.label(np.array([0.4, 0.6])).tolist() == [0, 1]
+
+
+def test_dense_input_size_counts_every_block():
+    expected = 3 + 4 * SPEC.bucket_count + 8 * (SPEC.vocab_top_k + features.OOV_BUCKETS)
+    assert SPEC.dense_input_size() == expected
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(numeric=("tips",)), "label column 'tips' is also an input"),
+    (dict(numeric=("fare", "fare")), "appear in more than one role"),
+    (dict(numeric=(), bucketized=(), categorical=()), "no input features"),
+    (dict(bucket_count=1), "bucket_count"),
+])
+def test_invalid_specs_are_rejected_with_the_reason(kwargs, message):
+    values = SPEC.to_dict()
+    values.update({k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()})
+    with pytest.raises(ValueError, match=message):
+        features.FeatureSpec.from_dict(values)
+
+
+def test_spec_round_trips_through_custom_config():
+    restored = features.spec_from_custom_config({"features": SPEC.to_dict()})
+    assert restored == SPEC
+    assert features.spec_from_custom_config(None) == SPEC
+
+
+def test_unknown_spec_setting_is_named():
+    with pytest.raises(ValueError, match="unknown settings \\['colour'\\]"):
+        features.FeatureSpec.from_dict({**SPEC.to_dict(), "colour": 1})

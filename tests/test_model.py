@@ -1,0 +1,84 @@
+"""The Keras model and its exported signatures (serving_default, transform_features)."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from models import features, model
+from tests.samples import read_examples
+from tests.transform_helpers import analyze_and_transform
+
+SPEC = features.TAXI
+
+
+def _batch(rows, keras_model):
+    return {name: np.array([[r[name]] for r in rows]) for name in keras_model.input_names}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, taxi_root):
+    examples = read_examples(f"{taxi_root}/Split-train/*", 300)
+    tmp = tmp_path_factory.mktemp("model")
+    tft_output, rows = analyze_and_transform(examples, str(tmp / "transform"))
+    keras_model = model.build_keras_model(SPEC, {})
+    labels = np.array([r[SPEC.label_key] for r in rows])
+    keras_model.fit(_batch(rows, keras_model), labels, epochs=2, batch_size=64, verbose=0)
+    export_dir = str(tmp / "serving_model")
+    keras_model.save(export_dir, save_format="tf",
+                     signatures=model._serving_signatures(keras_model, tft_output, SPEC))
+    return examples, rows, keras_model, tf.saved_model.load(export_dir)
+
+
+def _serialized(examples, drop=()):
+    out = []
+    for example in examples:
+        copy = tf.train.Example()
+        copy.CopyFrom(example)
+        for key in drop:
+            del copy.features.feature[key]
+        out.append(copy.SerializeToString())
+    return tf.constant(out)
+
+
+def test_serving_default_scores_raw_examples_without_the_label(exported):
+    examples, _, _, loaded = exported
+    serve = loaded.signatures["serving_default"]
+    result = serve(examples=_serialized(examples[:20], drop=["tips"]))
+    probabilities = result[model.PREDICTION_KEY].numpy()
+    assert probabilities.shape == (20, 1)
+    assert ((probabilities >= 0) & (probabilities <= 1)).all()
+
+
+def test_serving_applies_the_same_transform_as_training(exported):
+    """No training/serving skew: raw examples through the signature == model on Transform's output."""
+    examples, rows, keras_model, loaded = exported
+    served = loaded.signatures["serving_default"](examples=_serialized(examples))[model.PREDICTION_KEY]
+    direct = keras_model.predict(_batch(rows, keras_model), verbose=0)
+    np.testing.assert_allclose(served.numpy(), direct, atol=1e-5)
+
+
+def test_transform_features_signature_yields_the_label(exported):
+    examples, _, _, loaded = exported
+    out = loaded.signatures["transform_features"](examples=_serialized(examples[:50]))
+    tips = [e.features.feature["tips"].float_list.value[0] for e in examples[:50]]
+    fare = [e.features.feature["fare"].float_list.value[0] for e in examples[:50]]
+    assert out[SPEC.label_key].numpy().tolist() == SPEC.label(tips, fare).tolist()
+
+
+def test_core_consumes_the_dense_feature_vector(exported):
+    _, _, keras_model, _ = exported
+    core = keras_model.get_layer("core")
+    assert core.input_shape == (None, SPEC.dense_input_size())
+
+
+def test_hyperparameters_shape_the_model():
+    small = model.build_keras_model(SPEC, {"num_layers": 1, "hidden_units": 32})
+    large = model.build_keras_model(SPEC, {"num_layers": 3, "hidden_units": 128})
+    hidden = lambda m: [l.units for l in m.get_layer("core").layers if l.name.startswith("hidden_")]  # noqa: E731
+    assert hidden(small) == [32] and hidden(large) == [128, 128, 128]
+
+
+def test_tuner_search_space_names_match_model_hyperparameters():
+    from models import tuning
+
+    assert set(tuning.search_space().values) == set(model.DEFAULT_HPARAMS)

@@ -1,0 +1,53 @@
+"""preprocessing_fn on real taxi examples through TF Transform."""
+
+import numpy as np
+import pytest
+
+from models import features
+from tests.samples import read_examples
+from tests.transform_helpers import analyze_and_transform
+
+SPEC = features.TAXI
+
+
+@pytest.fixture(scope="module")
+def transformed(tmp_path_factory, taxi_root):
+    examples = read_examples(f"{taxi_root}/Split-train/*", 200)
+    output, rows = analyze_and_transform(examples, str(tmp_path_factory.mktemp("tft")))
+    return examples, output, rows
+
+
+def test_numeric_features_are_standardised(transformed):
+    _, _, rows = transformed
+    for key in SPEC.numeric:
+        values = np.array([r[features.transformed_name(key)] for r in rows])
+        assert abs(values.mean()) < 1e-3 and abs(values.std() - 1) < 1e-2, key
+
+
+def test_bucket_and_vocabulary_ids_fit_their_one_hot_blocks(transformed):
+    _, _, rows = transformed
+    for key in SPEC.bucketized + SPEC.categorical:
+        ids = np.array([r[features.transformed_name(key)] for r in rows])
+        assert ids.min() >= 0 and ids.max() < SPEC.one_hot_size(key), key
+
+
+def test_label_matches_the_feature_spec_rule(transformed):
+    examples, _, rows = transformed
+    tips = [e.features.feature["tips"].float_list.value[0] for e in examples]
+    fare = [e.features.feature["fare"].float_list.value[0] for e in examples]
+    assert [r[SPEC.label_key] for r in rows] == SPEC.label(tips, fare).tolist()
+    assert 0 < np.mean([r[SPEC.label_key] for r in rows]) < 1
+
+
+def test_missing_values_get_defaults_not_errors(transformed):
+    examples, _, rows = transformed
+    # company is absent from about a third of taxi trips.
+    missing = [i for i, e in enumerate(examples) if not e.features.feature["company"].bytes_list.value]
+    assert missing, "sample should contain trips without a company"
+    assert all(rows[i][features.transformed_name("company")] >= 0 for i in missing)
+
+
+def test_vocabularies_are_exported_under_feature_names(transformed):
+    _, output, _ = transformed
+    for key in SPEC.categorical:
+        assert output.vocabulary_size_by_name(key) > 0, key
