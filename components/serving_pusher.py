@@ -48,6 +48,9 @@ def next_version(existing: List[int], now: Optional[float] = None) -> int:
 
 def push_atomically(model_path: str, base_directory: str, version: int, info: Dict[str, Any]) -> str:
     """Copies a SavedModel to `<base>/<version>` via a temporary directory and a rename."""
+    if not fileio.exists(os.path.join(model_path, "saved_model.pb")):
+        # io_utils.copy_dir would silently create an empty version from a missing source.
+        raise ValueError(f"no SavedModel at {model_path} (saved_model.pb missing); nothing was pushed")
     final = os.path.join(base_directory, str(version))
     staging = os.path.join(base_directory, f".incomplete-{version}-{os.getpid()}")
     if fileio.exists(staging):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import yaml
 
@@ -96,6 +96,44 @@ class BeamConfig:
 
 
 @dataclass
+class GcpConfig:
+    """Google Cloud settings shared by the Dataflow and Vertex AI runners; local runs ignore them."""
+
+    project: str = ""
+    region: str = ""
+    # This project's image, built from ./Dockerfile (e.g. us-docker.pkg.dev/PROJECT/REPO/taxi:TAG).
+    # Vertex AI runs every step in it and Dataflow workers use it, so both can import models/.
+    image: str = ""
+    service_account: str = ""  # empty: the project's default compute service account
+
+
+@dataclass
+class DataflowConfig:
+    """Beam on Dataflow for ExampleGen, StatisticsGen, Transform and Evaluator."""
+
+    temp_location: str = ""  # gs:// path; required
+    staging_location: str = ""  # empty: <temp_location>/staging
+    machine_type: str = "n1-standard-4"
+    max_num_workers: int = 4
+    disk_size_gb: int = 50
+
+
+@dataclass
+class KubeflowConfig:
+    """Compiling for Vertex AI Pipelines / KFP v2 (`python -m runners compile`).
+
+    Steps run in `gcp.image`, so pipeline_root, serving_dir and data.input_base
+    must then be gs:// paths.
+    """
+
+    display_name: str = ""  # empty: pipeline_name
+    # Run the Beam steps on Dataflow (dataflow.* settings) instead of inside each step's container.
+    use_dataflow: bool = False
+    # Where the Dockerfile copies this repository; the steps read repository files (schema_file) there.
+    image_project_dir: str = "/pipeline"
+
+
+@dataclass
 class PipelineConfig:
     pipeline_name: str = "taxi"
     model_name: str = "taxi"
@@ -113,6 +151,9 @@ class PipelineConfig:
     tuner: TunerConfig = field(default_factory=TunerConfig)
     evaluator: EvaluatorConfig = field(default_factory=EvaluatorConfig)
     beam: BeamConfig = field(default_factory=BeamConfig)
+    gcp: GcpConfig = field(default_factory=GcpConfig)
+    dataflow: DataflowConfig = field(default_factory=DataflowConfig)
+    kubeflow: KubeflowConfig = field(default_factory=KubeflowConfig)
 
     def __post_init__(self):
         out = os.path.abspath(self.output_dir)
@@ -234,6 +275,11 @@ def validate(config: PipelineConfig) -> None:
     for name in ("train_steps", "eval_steps", "batch_size"):
         if getattr(config.training, name) <= 0:
             raise ConfigError(f"training.{name} must be positive")
+    if config.beam.direct_num_workers < 0:
+        raise ConfigError("beam.direct_num_workers must be 0 (one per core) or a positive number")
+    for name in ("max_num_workers", "disk_size_gb"):
+        if getattr(config.dataflow, name) <= 0:
+            raise ConfigError(f"dataflow.{name} must be positive")
     if not config.data.pattern and not (config.data.train_pattern and config.data.eval_pattern):
         raise ConfigError("data: set either pattern (hash split) or both train_pattern and eval_pattern")
     if config.data.pattern and (len(config.data.hash_buckets) < 2 or min(config.data.hash_buckets) <= 0):
@@ -243,3 +289,28 @@ def validate(config: PipelineConfig) -> None:
         raise ConfigError(
             f"schema_file {config.schema_file} does not exist; infer one with "
             "`python -m schemas.infer --data-root DIR --out FILE`")
+
+
+def setting(config: PipelineConfig, dotted: str) -> Any:
+    """The value of `section.key` (or a top-level `key`)."""
+    value: Any = config
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def require(config: PipelineConfig, purpose: str, required: Sequence[str] = (),
+            gcs: Sequence[str] = ()) -> None:
+    """Fails, naming every missing setting at once, when `purpose` cannot run without them.
+
+    Cloud runners call this, not `load_config`, so local runs need none of their
+    settings. `gcs` settings must be gs:// paths: cloud workers cannot see this disk.
+    """
+    problems = [f"{name} is not set" for name in required if not setting(config, name)]
+    for name in gcs:
+        value = setting(config, name)
+        if not str(value).startswith("gs://"):
+            problems.append(f"{name} must be a gs:// path" + (f", not {value!r}" if value else " and is not set"))
+    if problems:
+        raise ConfigError(f"{purpose}: " + "; ".join(problems) +
+                          ". Set them in the --config file or with --set KEY=VALUE")

@@ -30,8 +30,9 @@ os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (REPO_ROOT, os.environ.get
 
 from pipeline.config import ConfigError, PipelineConfig, load_config  # noqa: E402
 
-_STARTED = re.compile(r"^Component (\S+) is running\.$")
-_FINISHED = re.compile(r"^Component (\S+) is finished\.$")
+# LocalDagRunner says "Component X", BeamDagRunner "node X".
+_STARTED = re.compile(r"^(?:Component|node) (\S+) is running\.$")
+_FINISHED = re.compile(r"^(?:Component|node) (\S+) is finished\.$")
 _CACHED = re.compile(r"^A cached execution \d+ is used\.$")
 _SKIPPED = re.compile(r"^Skipping execution for")
 
@@ -106,8 +107,8 @@ def one_line_reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[-1] if text else ''}".strip()
 
 
-def run(config: PipelineConfig, out: TextIO = sys.stdout) -> int:
-    """Runs the pipeline; returns the process exit status."""
+def run(config: PipelineConfig, out: TextIO = sys.stdout, dag_runner=None) -> int:
+    """Runs the pipeline with `dag_runner` (default: LocalDagRunner); returns the process exit status."""
     from pipeline import inputs
 
     for path in (config.pipeline_root, config.log_dir, os.path.dirname(config.metadata_path)):
@@ -120,13 +121,19 @@ def run(config: PipelineConfig, out: TextIO = sys.stdout) -> int:
         return 2
     out.write(f"Pipeline {config.pipeline_name}: data {inputs.input_base(config)} "
               f"({', '.join(f'{k}: {v} files' for k, v in counts.items())})\n")
+    config_path = log_path[:-len(".log")] + ".config.yaml"
+    with open(config_path, "w", encoding="utf-8") as f:
+        f.write(config.to_yaml())
+    out.write(f"Config: {config_path}\n")
     out.write(f"Logs: {log_path}\n")
     out.flush()
 
     handler = None
     started = time.time()
     status = 0
-    with output_to_log(log_path) as terminal, open(log_path, "a", encoding="utf-8") as log_stream:
+    with output_to_log(log_path) as original_stdout, open(log_path, "a", encoding="utf-8") as log_stream:
+        # Progress goes where the caller asked; stdout itself now points at the log.
+        terminal = original_stdout if out is sys.stdout else out
         logging.basicConfig(stream=log_stream, level=logging.INFO, force=True)
         from absl import logging as absl_logging
         from tfx import v1 as tfx
@@ -138,7 +145,13 @@ def run(config: PipelineConfig, out: TextIO = sys.stdout) -> int:
             dag = create_pipeline(config)
             handler = ProgressHandler(terminal, total=len(dag.components))
             logging.getLogger().addHandler(handler)
-            tfx.orchestration.LocalDagRunner().run(dag)
+            # Beam executors parse sys.argv + beam args as absl flags: a host
+            # program's own flags (pytest's -v) would swallow the Beam args.
+            saved_argv, sys.argv = sys.argv, sys.argv[:1]
+            try:
+                (dag_runner or tfx.orchestration.LocalDagRunner()).run(dag)
+            finally:
+                sys.argv = saved_argv
         except Exception as error:  # Reported in one line; the traceback is in the log.
             logging.exception("Pipeline failed")
             component = handler.current if handler else None

@@ -185,7 +185,10 @@ def format_summary(summary: RunSummary, config, timings: Dict[str, float]) -> st
         if not summary.baseline_metrics:
             lines.append("  (no baseline: no model was blessed before this one)")
     if summary.blessed is True:
-        lines.append("  blessed: yes (thresholds on the overall slice passed)")
+        rules = [f"AUC >= {config.evaluator.min_auc}", f"accuracy >= {config.evaluator.min_binary_accuracy}"]
+        if summary.baseline_metrics:
+            rules.append(f"AUC no more than {config.evaluator.max_auc_drop} below the baseline")
+        lines.append(f"  blessed: yes (overall slice: {', '.join(rules)})")
     elif summary.blessed is False:
         lines.append("  blessed: NO")
         lines.extend(f"    - {r}" for r in summary.blessing_reasons)

@@ -1,0 +1,122 @@
+"""The whole pipeline, real components, on a small sample of the taxi data.
+
+One output directory (MLMD, serving dir) is shared by three runs, in order:
+1. a first run: every component completes and a model is pushed;
+2. the same run again: cached components, the first model is the baseline,
+   and the same model is not pushed twice;
+3. a run on data with shuffled labels: the worse candidate is not blessed and
+   not pushed; the first version stays the latest and still serves.
+"""
+
+import io
+import json
+import os
+
+import pytest
+import tensorflow as tf
+
+from components.serving_pusher import serving_versions
+from models import model as model_lib
+from runners import local
+from runners.summary import read_run
+from tests.samples import make_sample, small_config
+
+pytestmark = pytest.mark.slow
+
+COMPONENTS = {"ImportExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "Transform", "Tuner",
+              "Trainer", "latest_blessed_model_resolver", "Evaluator", "Pusher"}
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    return tmp_path_factory.mktemp("e2e")
+
+
+def _run(config):
+    out = io.StringIO()
+    status = local.run(config, out=out)
+    return status, out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def first_run(workspace, small_sample):
+    config = small_config(str(workspace / "out"), small_sample)
+    status, printed = _run(config)
+    assert status == 0, printed
+    return config, printed, read_run(config.metadata_path, config.pipeline_name)
+
+
+def test_every_component_completes_and_a_model_is_pushed(first_run):
+    config, printed, summary = first_run
+    assert {c.name for c in summary.components} == COMPONENTS
+    assert all(c.state == "complete" for c in summary.components), [(c.name, c.state) for c in summary.components]
+    assert summary.blessed is True and summary.pushed
+    assert serving_versions(config.model_serving_dir) == [int(os.path.basename(summary.pushed_path))]
+    assert "pushed to: " + summary.pushed_path in printed
+    for name in COMPONENTS - {"latest_blessed_model_resolver"}:
+        assert f"{name}" in printed
+
+
+def test_pushed_model_answers_serving_default_on_raw_examples(first_run, eval_examples):
+    _, _, summary = first_run
+    loaded = tf.saved_model.load(summary.pushed_path)
+    batch = tf.constant([e.SerializeToString() for e in eval_examples[:32]])
+    probabilities = loaded.signatures["serving_default"](examples=batch)[model_lib.PREDICTION_KEY].numpy()
+    assert probabilities.shape == (32, 1) and ((probabilities >= 0) & (probabilities <= 1)).all()
+
+
+def test_tuner_best_hyperparameters_reach_the_trainer(first_run):
+    _, _, summary = first_run
+    trainer = summary.component("Trainer")
+    used = json.load(open(os.path.join(trainer.outputs["model_run"][0], model_lib.HPARAMS_FILE)))
+    assert summary.hyperparameters, "the Tuner wrote no best hyper-parameters"
+    for name, value in summary.hyperparameters.items():
+        if name in model_lib.DEFAULT_HPARAMS:
+            assert used[name] == value, name
+
+
+@pytest.fixture(scope="module")
+def second_run(first_run):
+    config, _, _ = first_run
+    status, printed = _run(config)
+    assert status == 0, printed
+    return config, printed, read_run(config.metadata_path, config.pipeline_name)
+
+
+def test_unchanged_rerun_reuses_cache_and_compares_with_the_first_model(first_run, second_run):
+    _, _, first = first_run
+    config, printed, second = second_run
+    states = {c.name: c.state for c in second.components}
+    for name in ("ImportExampleGen", "StatisticsGen", "Transform", "Tuner", "Trainer"):
+        assert states[name] == "cached", (name, states)
+    assert second.baseline_model == first.candidate_model
+    assert second.baseline_metrics, "the first model should be the baseline"
+    assert not second.pushed and second.already_serving_version
+    assert len(serving_versions(config.model_serving_dir)) == 1
+    assert "reused from cache" in printed
+
+
+def test_worse_candidate_is_not_blessed_and_serving_is_unchanged(first_run, second_run, workspace, taxi_root):
+    config, _, first = first_run
+    before = serving_versions(config.model_serving_dir)
+    bad_data = make_sample(str(workspace / "shuffled"), taxi_root, 600, 300, shuffle_train_labels=True)
+    bad_config = small_config(config.output_dir, bad_data)
+    status, printed = _run(bad_config)
+    assert status == 0, printed
+    summary = read_run(bad_config.metadata_path, bad_config.pipeline_name)
+    assert summary.blessed is False
+    assert summary.baseline_model == first.candidate_model
+    assert summary.candidate_metrics["auc"] < summary.baseline_metrics["auc"]
+    assert not summary.pushed
+    assert "blessed: NO" in printed and "serving directory" in printed
+    assert serving_versions(config.model_serving_dir) == before
+    latest = os.path.join(config.model_serving_dir, str(before[-1]))
+    assert "serving_default" in tf.saved_model.load(latest).signatures
+
+
+def test_failed_component_exits_non_zero_with_a_one_line_reason(workspace, small_sample):
+    config = small_config(str(workspace / "broken"), small_sample, "features.numeric=[trip_miles, fare, no_such_column]")
+    status, printed = _run(config)
+    assert status == 1
+    assert "FAILED in Transform" in printed and "no_such_column" in printed
+    assert not os.path.exists(config.model_serving_dir)

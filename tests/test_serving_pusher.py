@@ -1,0 +1,59 @@
+"""The atomic, monotonic push to a TF Serving model base path."""
+
+import json
+import os
+
+import pytest
+
+from components import serving_pusher
+
+
+def _saved_model(path):
+    os.makedirs(os.path.join(path, "variables"))
+    open(os.path.join(path, "saved_model.pb"), "wb").write(b"graph")
+    open(os.path.join(path, "variables", "variables.index"), "wb").write(b"index")
+    return str(path)
+
+
+def test_versions_are_numeric_directories_only(tmp_path):
+    for name in ("3", "12", ".incomplete-13-99", "notes"):
+        (tmp_path / name).mkdir()
+    assert serving_pusher.serving_versions(str(tmp_path)) == [3, 12]
+    assert serving_pusher.serving_versions(str(tmp_path / "missing")) == []
+
+
+def test_next_version_never_goes_backwards():
+    assert serving_pusher.next_version([], now=1000) == 1000
+    assert serving_pusher.next_version([5], now=1000) == 1000
+    # A clock behind the latest version (skew, or several pushes in one second).
+    assert serving_pusher.next_version([2000], now=1000) == 2001
+
+
+def test_push_writes_model_and_push_info(tmp_path):
+    model = _saved_model(tmp_path / "model")
+    final = serving_pusher.push_atomically(model, str(tmp_path / "serving"), 7, {"source_model": model})
+    assert sorted(os.listdir(final)) == ["assets.extra", "saved_model.pb", "variables"]
+    assert json.load(open(os.path.join(final, serving_pusher.PUSH_INFO)))["source_model"] == model
+    assert os.listdir(tmp_path / "serving") == ["7"]
+
+
+def test_missing_model_is_refused_before_anything_is_written(tmp_path):
+    base = tmp_path / "serving"
+    _saved_model(base / "1")
+    with pytest.raises(ValueError, match="no SavedModel at .*no-such-model"):
+        serving_pusher.push_atomically(str(tmp_path / "no-such-model"), str(base), 2, {})
+    assert sorted(os.listdir(base)) == ["1"]
+
+
+def test_failure_mid_push_leaves_no_version_and_no_partial_directory(tmp_path, monkeypatch):
+    base = tmp_path / "serving"
+    _saved_model(base / "1")
+    model = _saved_model(tmp_path / "model")
+
+    def disk_full(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(serving_pusher.io_utils, "write_string_file", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        serving_pusher.push_atomically(model, str(base), 2, {})
+    assert sorted(os.listdir(base)) == ["1"]
