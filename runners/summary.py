@@ -165,6 +165,22 @@ def _read_evaluation(summary: RunSummary, evaluation_uri: str) -> None:
             summary.blessing_reasons.append(f"missing slices: {list(validation.missing_slices)}")
 
 
+def _slice_lines(slice_metrics: Dict[str, Dict[str, float]], per_feature: int = 5) -> List[str]:
+    """AUC per slice (reported, not gated): the largest slices of each sliced feature."""
+    by_feature: Dict[str, List] = {}
+    for name, metrics in slice_metrics.items():
+        feature, _, value = name.partition("=")
+        by_feature.setdefault(feature, []).append((metrics.get("example_count", 0), value, metrics.get("auc")))
+    lines = []
+    for feature, rows in sorted(by_feature.items()):
+        rows.sort(reverse=True)
+        shown = ", ".join(f"{value} {auc:.3f} (n={int(n)})" if auc == auc and auc is not None else
+                          f"{value} - (n={int(n)})" for n, value, auc in rows[:per_feature])
+        more = f", +{len(rows) - per_feature} more" if len(rows) > per_feature else ""
+        lines.append(f"  AUC by {feature}: {shown}{more}")
+    return lines
+
+
 def format_summary(summary: RunSummary, config, timings: Dict[str, float]) -> str:
     lines = ["", f"Run {summary.run_id}"]
     cached = [c.name for c in summary.components if c.state == "cached"]
@@ -180,10 +196,12 @@ def format_summary(summary: RunSummary, config, timings: Dict[str, float]) -> st
             if key is None:
                 continue
             base = summary.baseline_metrics.get(key)
-            base_text = f"{base:10.4f}" if base is not None else "         -"
-            lines.append(f"  {key:20s} {summary.candidate_metrics[key]:9.4f} {base_text}")
+            fmt = "{:9.0f}" if key == "example_count" else "{:9.4f}"
+            base_text = " " + fmt.format(base) if base is not None else "         -"
+            lines.append(f"  {key:20s} {fmt.format(summary.candidate_metrics[key])} {base_text}")
         if not summary.baseline_metrics:
             lines.append("  (no baseline: no model was blessed before this one)")
+    lines.extend(_slice_lines(summary.slice_metrics))
     if summary.blessed is True:
         rules = [f"AUC >= {config.evaluator.min_auc}", f"accuracy >= {config.evaluator.min_binary_accuracy}"]
         if summary.baseline_metrics:
