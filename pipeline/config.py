@@ -156,7 +156,8 @@ class PipelineConfig:
     kubeflow: KubeflowConfig = field(default_factory=KubeflowConfig)
 
     def __post_init__(self):
-        out = os.path.abspath(self.output_dir)
+        # gs:// (and other remote) paths are joined as they are; local ones made absolute.
+        out = self.output_dir if "://" in self.output_dir else os.path.abspath(self.output_dir)
         self.output_dir = out
         self.pipeline_root = self.pipeline_root or os.path.join(out, "pipeline_root")
         self.metadata_path = self.metadata_path or os.path.join(out, "metadata.sqlite")

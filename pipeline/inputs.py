@@ -18,8 +18,16 @@ def bundled_taxi_root() -> str:
     return root
 
 
+def is_remote(path: str) -> bool:
+    """gs://, s3:// and the like: read by TFX's filesystem layer, never made absolute locally."""
+    return "://" in path
+
+
 def input_base(config: PipelineConfig) -> str:
-    return os.path.abspath(config.data.input_base) if config.data.input_base else bundled_taxi_root()
+    base = config.data.input_base
+    if not base:
+        return bundled_taxi_root()
+    return base if is_remote(base) else os.path.abspath(base)
 
 
 def split_patterns(config: PipelineConfig) -> dict:
@@ -36,6 +44,9 @@ def check_inputs(config: PipelineConfig) -> dict:
     `{VERSION}` are resolved by ImportExampleGen itself and only checked for a base.
     """
     base = input_base(config)
+    if is_remote(base):
+        # Checked by ImportExampleGen where the credentials for the bucket live.
+        return {split: -1 for split in split_patterns(config)}
     if not os.path.isdir(base):
         raise ConfigError(f"data.input_base {base} is not a directory of TFRecord files")
     counts = {}

@@ -58,3 +58,12 @@ def test_checked_in_example_config_loads():
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     config = load_config(os.path.join(here, "pipeline", "configs", "default.yaml"))
     assert config.to_dict() == PipelineConfig().to_dict()
+
+
+def test_remote_paths_are_kept_as_they_are():
+    from pipeline import inputs
+
+    config = load_config(None, ["data.input_base=gs://bucket/taxi", "output_dir=gs://bucket/out"])
+    assert inputs.input_base(config) == "gs://bucket/taxi"
+    assert config.pipeline_root == "gs://bucket/out/pipeline_root"
+    assert inputs.check_inputs(config) == {"train": -1, "eval": -1}

@@ -1,0 +1,234 @@
+"""Production runners: Dataflow options, the Vertex AI / KFP v2 compile, the Beam runner.
+
+Nothing here may reach Google: every test refuses non-loopback connections, and
+the compile test builds the module wheels into tmp_path instead of uploading
+them to the gs:// pipeline root.
+"""
+
+import io
+import json
+import os
+import socket
+
+import pytest
+
+from pipeline.config import ConfigError, load_config
+from runners import kubeflow_v2
+from runners.__main__ import main
+from runners.dataflow import dataflow_beam_args
+from tests.samples import small_config
+
+IMAGE = "us-docker.pkg.dev/my-project/ml/taxi:test"
+CLOUD = [
+    "gcp.project=my-project",
+    "gcp.region=us-central1",
+    f"gcp.image={IMAGE}",
+    "dataflow.temp_location=gs://my-bucket/tmp/",
+    "pipeline_root=gs://my-bucket/taxi/root",
+    "serving_dir=gs://my-bucket/taxi/serving",
+    "data.input_base=gs://my-bucket/taxi/data",
+    "training.train_steps=321",
+    "training.eval_steps=12",
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_network():
+    """Fails any connection that leaves this machine (module scope: covers the module fixtures too)."""
+    real_connect = socket.socket.connect
+
+    def connect(sock, address):
+        if sock.family == socket.AF_UNIX or address[0] in ("localhost", "127.0.0.1", "::1"):
+            return real_connect(sock, address)
+        raise AssertionError(f"test tried to connect to {address}")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(socket.socket, "connect", connect)
+        yield
+
+
+# --- Dataflow -----------------------------------------------------------------------------------------------------
+
+def test_dataflow_args_carry_every_documented_option():
+    args = dataflow_beam_args(load_config(None, CLOUD + ["dataflow.machine_type=n2-standard-8",
+                                                         "dataflow.max_num_workers=7"]))
+    assert args == [
+        "--runner=DataflowRunner",
+        "--project=my-project",
+        "--region=us-central1",
+        "--temp_location=gs://my-bucket/tmp",
+        "--staging_location=gs://my-bucket/tmp/staging",
+        "--machine_type=n2-standard-8",
+        "--max_num_workers=7",
+        "--disk_size_gb=50",
+        f"--sdk_container_image={IMAGE}",
+        "--sdk_location=container",
+        "--experiments=use_runner_v2",
+    ]
+    with_account = dataflow_beam_args(load_config(None, CLOUD + [
+        "dataflow.staging_location=gs://other/staging",
+        "gcp.service_account=runner@my-project.iam.gserviceaccount.com"]))
+    assert "--staging_location=gs://other/staging" in with_account
+    assert with_account[-1] == "--service_account_email=runner@my-project.iam.gserviceaccount.com"
+
+
+def test_dataflow_args_name_every_missing_setting():
+    with pytest.raises(ConfigError) as error:
+        dataflow_beam_args(load_config())
+    for name in ("gcp.project", "gcp.region", "gcp.image", "dataflow.temp_location"):
+        assert name in str(error.value)
+    with pytest.raises(ConfigError, match=r"dataflow\.temp_location must be a gs:// path, not '/tmp/x'"):
+        dataflow_beam_args(load_config(None, CLOUD + ["dataflow.temp_location=/tmp/x"]))
+
+
+def test_dataflow_args_command_prints_one_option_per_line(capsys):
+    assert main(["dataflow-args"] + [a for s in CLOUD for a in ("--set", s)]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "--runner=DataflowRunner"
+    assert main(["dataflow-args"]) == 2
+    assert "gcp.project is not set" in capsys.readouterr().err
+
+
+# --- Vertex AI / KFP v2 -------------------------------------------------------------------------------------------
+
+def test_kubeflow_compile_names_settings_it_cannot_use():
+    with pytest.raises(ConfigError) as error:
+        kubeflow_v2.check(load_config())
+    for name in ("gcp.image", "pipeline_root", "serving_dir", "data.input_base"):
+        assert name in str(error.value)
+    with pytest.raises(ConfigError, match="pipeline_name 'taxi_v2'"):
+        kubeflow_v2.check(load_config(None, CLOUD + ["pipeline_name=taxi_v2"]))
+
+
+def test_submit_names_missing_settings_before_compiling(tmp_path, capsys):
+    settings = [s for s in CLOUD if not s.startswith("gcp.project")] + [f"output_dir={tmp_path}"]
+    assert main(["submit", "--out", str(tmp_path / "p.json")] + [a for s in settings for a in ("--set", s)]) == 2
+    assert "gcp.project is not set" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "p.json")
+
+
+def test_runtime_parameters_must_be_known_json_objects():
+    assert kubeflow_v2.parse_parameters(['train_args={"num_steps": 5}']) == {"train_args": '{"num_steps": 5}'}
+    with pytest.raises(ConfigError, match="NAME one of train_args, eval_args"):
+        kubeflow_v2.parse_parameters(['train_steps={"num_steps": 5}'])
+    with pytest.raises(ConfigError, match="JSON object"):
+        kubeflow_v2.parse_parameters(["eval_args=5"])
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    """(config, PipelineJob dict, wheel dir): one compile of the cloud config, shared by the tests below."""
+    from tfx.components.util import udf_utils
+
+    tmp = tmp_path_factory.mktemp("kubeflow")
+    wheels_root = str(tmp / "root")
+    settings = CLOUD + [f"output_dir={tmp}", "kubeflow.use_dataflow=true"]
+    config = load_config(None, settings)
+    resolve = udf_utils.UserModuleFilePipDependency.resolve
+    with pytest.MonkeyPatch.context() as patch:
+        # The real packaging, but into tmp rather than gs://my-bucket/taxi/root/_wheels.
+        patch.setattr(udf_utils.UserModuleFilePipDependency, "resolve",
+                      lambda self, root: resolve(self, wheels_root if root == config.pipeline_root else root))
+        code = main(["compile", "--runner", "kubeflow_v2", "--out", str(tmp / "pipeline.json")]
+                    + [a for s in settings for a in ("--set", s)])
+    assert code == 0
+    with open(tmp / "pipeline.json", encoding="utf-8") as f:
+        return config, json.load(f), os.path.join(wheels_root, "_wheels")
+
+
+def test_compiled_json_parses_as_a_kfp_pipeline_job(compiled):
+    from google.protobuf import json_format
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    config, job, _ = compiled
+    parsed = json_format.ParseDict(job, pipeline_spec_pb2.PipelineJob())
+    spec = json_format.ParseDict(job["pipelineSpec"], pipeline_spec_pb2.PipelineSpec())
+    assert spec.pipeline_info.name == "taxi" and spec.schema_version == "2.1.0"
+    assert parsed.runtime_config.gcs_output_directory == config.pipeline_root
+
+
+def test_compiled_pipeline_has_every_local_component_in_the_same_order(compiled):
+    from pipeline.pipeline import create_pipeline
+
+    config, job, _ = compiled
+    local = {c.id: {u.id for u in c.upstream_nodes} for c in create_pipeline(config).components}
+    tasks = job["pipelineSpec"]["root"]["dag"]["tasks"]
+    # A Resolver compiles to one task per output: "<id>-model-resolver", "<id>-model-blessing-resolver".
+    component_of = {t: next(c for c in local if t == c or t.startswith(c + "-")) for t in tasks}
+    assert set(component_of.values()) == set(local)
+
+    def ancestors(task, seen=None):
+        seen = set() if seen is None else seen
+        for parent in tasks[task].get("dependentTasks", []):
+            if parent not in seen:
+                seen.add(parent)
+                ancestors(parent, seen)
+        return seen
+
+    for task in tasks:
+        upstream = {component_of[t] for t in ancestors(task)}
+        local_upstream = set()
+        stack = list(local[component_of[task]])
+        while stack:
+            node = stack.pop()
+            if node not in local_upstream:
+                local_upstream.add(node)
+                stack.extend(local[node])
+        assert upstream == local_upstream, task
+
+
+def test_compiled_pipeline_runs_in_the_configured_image_with_cloud_paths(compiled):
+    config, job, wheels = compiled
+    executors = job["pipelineSpec"]["deploymentSpec"]["executors"]
+    containers = {name: e["container"] for name, e in executors.items() if "container" in e}
+    assert len(containers) == len(executors) - 2  # the two resolver tasks run no container
+    assert {c["image"] for c in containers.values()} == {IMAGE}
+    # kubeflow.use_dataflow: Beam steps get the Dataflow options.
+    assert set(dataflow_beam_args(config)) <= set(containers["Transform_executor"]["args"])
+
+    tasks = job["pipelineSpec"]["root"]["dag"]["tasks"]
+
+    def param(task, name):
+        return tasks[task]["inputs"]["parameters"][name]["runtimeValue"]["constant"]
+
+    assert param("ImportExampleGen", "input_base") == "gs://my-bucket/taxi/data"
+    assert param("ImportSchemaGen", "schema_file") == "/pipeline/schemas/taxi/schema.pbtxt"
+    assert '"base_directory": "gs://my-bucket/taxi/serving/taxi"' in param("Pusher", "push_destination")
+    for task in ("Transform", "Tuner", "Trainer"):
+        assert param(task, "module_path").split("@")[1].startswith(wheels)
+    assert len(os.listdir(wheels)) == 3
+    assert "sqlite" not in json.dumps(job)
+
+
+def test_compiled_pipeline_exposes_train_and_eval_args_as_runtime_parameters(compiled):
+    _, job, _ = compiled
+    spec = job["pipelineSpec"]
+    assert spec["root"]["inputDefinitions"]["parameters"] == {
+        "train_args": {"parameterType": "STRING"}, "eval_args": {"parameterType": "STRING"}}
+    trainer = spec["root"]["dag"]["tasks"]["Trainer"]["inputs"]["parameters"]
+    assert trainer["train_args"] == {"componentInputParameter": "train_args"}
+    assert trainer["eval_args"] == {"componentInputParameter": "eval_args"}
+    assert job["runtimeConfig"]["parameterValues"] == {
+        "train_args": '{"num_steps": 321}', "eval_args": '{"num_steps": 12}'}
+
+
+# --- Beam ---------------------------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode,workers", [("in_memory", 0), ("multi_processing", 2)])
+def test_beam_runner_pushes_a_model(tmp_path, small_sample, mode, workers):
+    from runners import beam
+    from runners.summary import read_run
+
+    config = small_config(
+        str(tmp_path), small_sample,
+        "training.train_steps=20", "training.eval_steps=5", "tuner.enabled=false",
+        # A 20-step model is weak; this test is about the runner, not the blessing.
+        "evaluator.min_auc=0", "evaluator.min_binary_accuracy=0",
+        f"beam.direct_running_mode={mode}", f"beam.direct_num_workers={workers}")
+    out = io.StringIO()
+    assert beam.run(config, out) == 0, out.getvalue()
+    # BeamDagRunner's "node X is running." lines reach the progress display.
+    assert "Trainer" in out.getvalue() and "done" in out.getvalue()
+    summary = read_run(config.metadata_path, config.pipeline_name)
+    assert summary.pushed, out.getvalue()
+    assert os.listdir(config.model_serving_dir)
