@@ -160,8 +160,11 @@ def run(config: PipelineConfig, out: TextIO = sys.stdout, dag_runner=None) -> in
             status = 1
         finally:
             # Later reads of MLMD log too; they belong in the log, not the summary.
+            # A NullHandler keeps the next root-level log call from re-installing
+            # a stderr handler (logging's implicit basicConfig).
             for h in list(logging.getLogger().handlers):
                 logging.getLogger().removeHandler(h)
+            logging.getLogger().addHandler(logging.NullHandler())
             logging.getLogger().setLevel(logging.WARNING)
     if status == 0:
         from runners.summary import format_summary, read_run
