@@ -16,9 +16,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse  # noqa: E402
 import glob  # noqa: E402
+import logging  # noqa: E402
 import sys  # noqa: E402
 
 import tensorflow_data_validation as tfdv  # noqa: E402
+from absl import logging as absl_logging  # noqa: E402
 from tensorflow_metadata.proto.v0 import schema_pb2  # noqa: E402
 
 TRAINING, SERVING = "TRAINING", "SERVING"
@@ -71,6 +73,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", required=True, help="where to write schema.pbtxt")
     parser.add_argument("--label-column", default="", help="column present only in training data")
     args = parser.parse_args(argv)
+    # TFDV and Beam log progress and deprecations at INFO/WARNING; the summary below is the output.
+    logging.getLogger().setLevel(logging.ERROR)
+    absl_logging.set_verbosity(absl_logging.ERROR)
     files = tfrecord_files(args.data_root, args.pattern)
     schema = infer_schema(files, args.label_column)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
