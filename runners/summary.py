@@ -116,6 +116,10 @@ def _add_model_results(summary: RunSummary, store, artifacts) -> None:
             ids = evaluator.input_ids.get(key)
             if ids:
                 setattr(summary, attr, store.get_artifacts_by_id(ids)[0].uri)
+        if summary.baseline_metrics and not summary.baseline_model:
+            # MLMD records one input event per artifact and execution: when the
+            # baseline is the candidate itself (an unchanged re-run), only `model` remains.
+            summary.baseline_model = summary.candidate_model
     pusher = summary.component("Pusher")
     if pusher and pusher.output_ids.get("pushed_model"):
         pushed = artifacts[pusher.output_ids["pushed_model"][0]]
