@@ -7,6 +7,7 @@ same data serves tests and benchmarks, so nobody has to dig through artifacts.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 import os
 from dataclasses import dataclass, field
@@ -51,6 +52,8 @@ class RunSummary:
     baseline_model: str = ""
     candidate_model: str = ""
     hyperparameters: Dict[str, object] = field(default_factory=dict)
+    # split -> ["feature: short description"], from ExampleValidator
+    anomalies: Dict[str, List[str]] = field(default_factory=dict)
 
     def component(self, name: str) -> Optional[ComponentRun]:
         return next((c for c in self.components if c.name == name), None)
@@ -128,12 +131,34 @@ def _add_model_results(summary: RunSummary, store, artifacts) -> None:
         summary.pushed_path = props["pushed_destination"].string_value if "pushed_destination" in props else ""
         if "already_serving_version" in props:
             summary.already_serving_version = props["already_serving_version"].string_value
+    validator = summary.component("ExampleValidator")
+    if validator and validator.outputs.get("anomalies"):
+        summary.anomalies = read_anomalies(validator.outputs["anomalies"][0])
     tuner = summary.component("Tuner")
     if tuner and tuner.outputs.get("best_hyperparameters"):
         path = os.path.join(tuner.outputs["best_hyperparameters"][0], "best_hyperparameters.txt")
         if os.path.exists(path):
             with open(path, encoding="utf-8") as f:
                 summary.hyperparameters = json.load(f).get("values", {})
+
+
+def read_anomalies(anomalies_uri: str) -> Dict[str, List[str]]:
+    """Split -> "feature: description" lines from ExampleValidator's per-split SchemaDiff.pb."""
+    from tensorflow_metadata.proto.v0 import anomalies_pb2
+
+    found = {}
+    for split_dir in sorted(glob.glob(os.path.join(anomalies_uri, "Split-*"))):
+        path = os.path.join(split_dir, "SchemaDiff.pb")
+        if not os.path.exists(path):
+            continue
+        anomalies = anomalies_pb2.Anomalies()
+        with open(path, "rb") as f:
+            anomalies.ParseFromString(f.read())
+        lines = [f"{feature}: {info.short_description or info.description}"
+                 for feature, info in sorted(anomalies.anomaly_info.items())]
+        if lines:
+            found[os.path.basename(split_dir)[len("Split-"):]] = lines
+    return found
 
 
 def _slice_name(slice_key) -> str:
@@ -190,6 +215,8 @@ def format_summary(summary: RunSummary, config, timings: Dict[str, float]) -> st
     cached = [c.name for c in summary.components if c.state == "cached"]
     if cached:
         lines.append(f"  reused from cache: {', '.join(cached)}")
+    for split, found in summary.anomalies.items():
+        lines.append(f"  data anomalies in {split} (recorded, not gating): {'; '.join(found)}")
     if summary.hyperparameters:
         hp = ", ".join(f"{k}={v}" for k, v in summary.hyperparameters.items() if not k.startswith("tuner/"))
         lines.append(f"  tuned hyper-parameters: {hp}")

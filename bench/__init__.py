@@ -1,0 +1,1 @@
+"""Benchmarks that compare this pipeline with reference implementations."""

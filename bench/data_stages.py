@@ -1,0 +1,445 @@
+"""How StatisticsGen and Transform scale with data, Beam in_memory vs multi_processing.
+
+    python -m bench.data_stages [--scales 1,10,50] [--modes in_memory,multi_processing]
+                                [--workers 2] [--out-dir bench/results] [--keep]
+
+Why: the bundled taxi data (15,000 examples) is far smaller than what the
+pipeline will see in production. The data stages are the ones whose cost grows
+with the data (Tuner and Trainer run a fixed number of steps), and the Beam
+DirectRunner mode (`beam.direct_running_mode`) is the one knob a local run has
+to make them faster. This benchmark shows how their time grows with the number
+of examples and whether multi_processing pays off, before anyone trusts a run
+on a bigger data set to finish in time.
+
+How: for each scale N it writes N copies of the bundled train and eval splits
+as gzip TFRecords in several shards. The first copy is the bundled data as is;
+later copies get jittered fares, tips, distances, durations and coordinates
+and a shifted trip_start_timestamp, so no two examples are byte-identical and
+statistics and vocabularies see realistic variety. Writing the data is timed
+separately and never counted. For each (scale, mode) a pipeline of this
+project's own components (`create_components`) cut down to ImportExampleGen,
+StatisticsGen, ImportSchemaGen and Transform runs in its own subprocess with
+LocalDagRunner, a fresh pipeline root and SQLite MLMD, caching off and the Beam
+args of `beam_pipeline_args`, so each run starts cold. LocalDagRunner runs one
+component at a time; a stage's time is from its "Component X is running." log
+line to its "is finished." line (driver, executor and publishing included).
+
+Reading the output: `stats s` and `transform s` are the two stages, `total s`
+their sum and `ex/s` all examples (train + eval, both stages read both splits)
+divided by it. `vs in_memory` > 1 means that mode processed examples faster
+than in_memory at the same scale. `time vs Nx` is the total divided by the
+total of the same mode at the smallest scale: 10 for 10x the data means cost
+grows linearly; much less means fixed start-up cost (Beam, TensorFlow graph
+tracing, worker start) still dominates. Each cell is one run on a machine that
+may be shared: repeat before trusting differences of a few percent.
+
+Pipeline logs live in a temporary directory, deleted at the end unless
+`--keep` or a run failed. Results also go to `<out-dir>/data_stages.json`.
+"""
+
+import argparse
+import dataclasses
+import glob
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from typing import Dict, List, Optional, Sequence
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_OUT_DIR = os.path.join(REPO_ROOT, "bench", "results")
+# The components kept from `create_components`; ExampleValidator is dropped,
+# it only compares statistics with the schema and its cost does not grow with data.
+STAGE_IDS = ("ImportExampleGen", "StatisticsGen", "ImportSchemaGen", "Transform")
+TIMED_STAGES = ("StatisticsGen", "Transform")
+SPLITS = {"train": "Split-train", "eval": "Split-eval"}
+# Enough shards that readers can split the input, few enough to stay cheap at 1x.
+EXAMPLES_PER_SHARD = 25_000
+MIN_SHARDS = 4
+LOG_TAIL_LINES = 30
+SECONDS_PER_WEEK = 7 * 24 * 3600
+
+
+# --- Data generation -------------------------------------------------------
+
+def _read_split(split_dir: str):
+    """The bundled split as (serialized records in file order, decoded Arrow RecordBatch)."""
+    import tensorflow as tf
+    from tfx_bsl.coders import example_coder
+
+    files = sorted(glob.glob(os.path.join(split_dir, "*")))
+    if not files:
+        raise FileNotFoundError(f"no TFRecords in {split_dir}")
+    records = [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+    return records, example_coder.ExamplesToRecordBatchDecoder().DecodeBatch(records)
+
+
+def _replace_values(column, transform):
+    """List column `column` with its present values replaced by `transform(values)`.
+
+    Missing features are null lists; they keep their offsets and stay missing.
+    """
+    import pyarrow as pa
+
+    values = column.flatten().to_numpy(zero_copy_only=False)
+    new_values = pa.array(transform(values).astype(values.dtype, copy=False))
+    return pa.LargeListArray.from_arrays(column.offsets, new_values, mask=column.is_null())
+
+
+def jittered_copy(batch, copy_index: int, rng):
+    """Copy number `copy_index` (>= 1) of the bundled examples, none equal to its original.
+
+    Fare and tips share one factor so the label (tips > 20% of fare) keeps its
+    share of positives; trip_seconds follows trip_miles so speeds stay plausible;
+    coordinates move by about 100 m. The timestamp moves by whole weeks, which
+    keeps trip_start_hour and trip_start_day true, and by a different number of
+    weeks per copy, so copies of one trip never share it (trip_start_month is
+    left as it was, off by up to a year at 50x; no stage relates the two).
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    # A feature missing from every example decodes as a null-typed column, which
+    # the encoder rejects; leaving it out writes the same examples.
+    columns = {name: column for name, column in zip(batch.schema.names, batch.columns)
+               if not pa.types.is_null(column.type)}
+
+    def per_row_factor(sigma: float):
+        return np.exp(rng.normal(0.0, sigma, batch.num_rows))
+
+    def scale(name: str, factor) -> None:
+        # Each present value takes the factor of the example (row) it belongs to.
+        f = factor[pc.list_parent_indices(columns[name]).to_numpy()]
+        columns[name] = _replace_values(
+            columns[name], lambda v: np.rint(v * f) if np.issubdtype(v.dtype, np.integer) else v * f)
+
+    price, distance = per_row_factor(0.05), per_row_factor(0.05)
+    for name, factor in (("fare", price), ("tips", price), ("trip_miles", distance),
+                         ("trip_seconds", distance)):
+        scale(name, factor)
+    for name in ("pickup_latitude", "pickup_longitude", "dropoff_latitude", "dropoff_longitude"):
+        columns[name] = _replace_values(columns[name], lambda v: v + rng.normal(0.0, 1e-3, v.shape))
+    columns["trip_start_timestamp"] = _replace_values(
+        columns["trip_start_timestamp"], lambda v: v + copy_index * SECONDS_PER_WEEK)
+    return pa.RecordBatch.from_arrays(list(columns.values()), names=list(columns))
+
+
+def write_scaled_split(source_dir: str, out_dir: str, scale: int, seed: int) -> int:
+    """Writes `scale` copies of one bundled split to gzip shards in `out_dir`; returns the example count.
+
+    Columns are jittered with numpy and re-encoded by tfx_bsl's C++ encoder,
+    so there is no per-example Python beyond handing records to the writer.
+    Every shard gets a slice of every copy, so shards are alike in size and content.
+    """
+    import numpy as np
+    import tensorflow as tf
+    from tfx_bsl.coders import example_coder
+
+    records, batch = _read_split(source_dir)
+    total = len(records) * scale
+    shards = max(MIN_SHARDS, math.ceil(total / EXAMPLES_PER_SHARD))
+    os.makedirs(out_dir, exist_ok=True)
+    options = tf.io.TFRecordOptions(compression_type="GZIP")
+    writers = [tf.io.TFRecordWriter(os.path.join(out_dir, f"data_tfrecord-{i:05d}-of-{shards:05d}.gz"), options)
+               for i in range(shards)]
+    encoder = example_coder.RecordBatchToExamplesEncoder()
+    rng = np.random.default_rng(seed)
+    bounds = np.linspace(0, len(records), shards + 1).astype(int)
+    try:
+        for copy_index in range(scale):
+            # The first copy is the bundled data byte for byte.
+            copy = records if copy_index == 0 else encoder.encode(jittered_copy(batch, copy_index, rng))
+            for writer, start, end in zip(writers, bounds[:-1], bounds[1:]):
+                for record in copy[start:end]:
+                    writer.write(record)
+    finally:
+        for writer in writers:
+            writer.close()
+    return total
+
+
+def build_dataset(root: str, scale: int, seed: int = 0) -> Dict[str, int]:
+    """`scale`x the bundled data laid out like it (Split-train/, Split-eval/); split -> examples."""
+    from pipeline.inputs import bundled_taxi_root
+
+    source = bundled_taxi_root()
+    return {split: write_scaled_split(os.path.join(source, folder), os.path.join(root, folder), scale,
+                                      seed=seed * 1000 + i)
+            for i, (split, folder) in enumerate(SPLITS.items())}
+
+
+# --- One pipeline run (in a child process) ---------------------------------
+
+def stage_config(data_dir: str, work_dir: str, mode: str, workers: int):
+    from pipeline.config import load_config
+
+    return load_config(None, [
+        f"output_dir={work_dir}",
+        f"data.input_base={data_dir}",
+        "enable_cache=false",
+        f"beam.direct_running_mode={mode}",
+        f"beam.direct_num_workers={workers}",
+    ])
+
+
+def stage_pipeline(config):
+    """This project's components up to Transform, wired exactly as in the full pipeline."""
+    from tfx import v1 as tfx
+
+    from pipeline.pipeline import beam_pipeline_args, create_components
+
+    components = [c for c in create_components(config) if c.id in STAGE_IDS]
+    missing = set(STAGE_IDS) - {c.id for c in components}
+    if missing:
+        raise RuntimeError(f"create_components no longer has components {sorted(missing)}")
+    return tfx.dsl.Pipeline(
+        pipeline_name="data_stages_bench",
+        pipeline_root=config.pipeline_root,
+        components=components,
+        enable_cache=False,
+        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
+            config.metadata_path),
+        beam_pipeline_args=beam_pipeline_args(config),
+    )
+
+
+def counted_examples(pipeline_root: str) -> Dict[str, int]:
+    """Examples per split as StatisticsGen counted them: proof the run read all the data."""
+    import tensorflow_data_validation as tfdv
+
+    counts = {}
+    for path in glob.glob(os.path.join(pipeline_root, "StatisticsGen", "statistics", "*", "Split-*",
+                                       "FeatureStats.pb")):
+        split = os.path.basename(os.path.dirname(path))[len("Split-"):]
+        stats = tfdv.load_stats_binary(path)
+        counts[split] = int(stats.datasets[0].num_examples)
+    return counts
+
+
+def run_stages(data_dir: str, work_dir: str, mode: str, workers: str, result_path: str) -> int:
+    """Child process entry: runs the stage pipeline, writes timings to `result_path` as JSON."""
+    import logging
+
+    from absl import logging as absl_logging
+    from tfx import v1 as tfx
+
+    # Reused so the timings mean exactly what `runners.local` prints per component.
+    from runners.local import ProgressHandler
+
+    # Timestamps let a reader of the log see where inside a stage the time went.
+    logging.basicConfig(stream=sys.stdout, level=logging.INFO, force=True,
+                        format="%(asctime)s %(levelname)s:%(name)s:%(message)s")
+    absl_logging.set_verbosity(absl_logging.INFO)
+    config = stage_config(data_dir, work_dir, mode, int(workers))
+    dag = stage_pipeline(config)
+    progress = ProgressHandler(sys.stdout, total=len(dag.components))
+    logging.getLogger().addHandler(progress)
+    # Beam executors parse sys.argv as absl flags; this process's arguments are not theirs.
+    sys.argv = sys.argv[:1]
+    tfx.orchestration.LocalDagRunner().run(dag)
+    with open(result_path, "w", encoding="utf-8") as f:
+        json.dump({"stage_s": progress.timings, "counted_examples": counted_examples(config.pipeline_root),
+                   "beam_args": dag.beam_pipeline_args}, f)
+    return 0
+
+
+# --- Orchestration, in the parent process -----------------------------------
+
+@dataclasses.dataclass
+class Run:
+    scale: int
+    mode: str
+    workers: Optional[int]
+    examples: Dict[str, int]
+    log: str
+    status: str = "ok"
+    statistics_gen_s: float = float("nan")
+    transform_s: float = float("nan")
+    example_gen_s: float = float("nan")
+    subprocess_wall_s: float = float("nan")
+    counted_examples: Optional[Dict[str, int]] = None
+    examples_per_s: float = float("nan")
+    vs_in_memory: Optional[float] = None
+    time_vs_base: Optional[float] = None
+
+    @property
+    def total_examples(self) -> int:
+        return sum(self.examples.values())
+
+    @property
+    def total_s(self) -> float:
+        return self.statistics_gen_s + self.transform_s
+
+
+def _tail(path: str, lines: int = LOG_TAIL_LINES) -> str:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return "".join(f.readlines()[-lines:])
+
+
+def _child_env() -> Dict[str, str]:
+    # The log file keeps TensorFlow's warnings, which the terminal (see `main`) does not show.
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="1")
+    # multi_processing workers are fresh interpreters; they import models/ through this path.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO_ROOT, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def run_one(data_dir: str, work_root: str, scale: int, mode: str, workers: int, examples: Dict[str, int]) -> Run:
+    name = f"{scale}x-{mode}"
+    work_dir = os.path.join(work_root, name)
+    os.makedirs(work_dir)
+    run = Run(scale=scale, mode=mode, workers=None if mode == "in_memory" else workers,
+              examples=examples, log=os.path.join(work_dir, "run.log"))
+    result_path = os.path.join(work_dir, "result.json")
+    started = time.monotonic()
+    with open(run.log, "wb") as log:
+        status = subprocess.run(
+            [sys.executable, "-c",
+             "import sys; from bench.data_stages import run_stages; sys.exit(run_stages(*sys.argv[1:]))",
+             data_dir, work_dir, mode, str(workers), result_path],
+            stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=_child_env(), check=False).returncode
+    run.subprocess_wall_s = time.monotonic() - started
+    if status != 0 or not os.path.exists(result_path):
+        run.status = f"failed (exit {status})"
+        return run
+    with open(result_path, encoding="utf-8") as f:
+        result = json.load(f)
+    stages = result["stage_s"]
+    run.statistics_gen_s, run.transform_s = stages["StatisticsGen"], stages["Transform"]
+    run.example_gen_s = stages.get("ImportExampleGen", float("nan"))
+    run.counted_examples = result["counted_examples"]
+    if run.counted_examples != examples:
+        run.status = f"wrong count {run.counted_examples}"
+    run.examples_per_s = run.total_examples / run.total_s
+    return run
+
+
+def compare(runs: List[Run]) -> None:
+    """Fills each run's speed relative to in_memory and its cost relative to the smallest scale."""
+    ok = [r for r in runs if r.status == "ok"]
+    base_scale = min((r.scale for r in ok), default=None)
+    for run in ok:
+        memory = next((r for r in ok if r.scale == run.scale and r.mode == "in_memory"), None)
+        if memory is not None:
+            run.vs_in_memory = run.examples_per_s / memory.examples_per_s
+        base = next((r for r in ok if r.scale == base_scale and r.mode == run.mode), None)
+        if base is not None:
+            run.time_vs_base = run.total_s / base.total_s
+
+
+def format_table(runs: List[Run], generation_s: Dict[int, float]) -> str:
+    ok_scales = [r.scale for r in runs if r.status == "ok"]
+    base = f"{min(ok_scales)}x" if ok_scales else "base"
+
+    def num(value: Optional[float], fmt: str) -> str:
+        return "-" if value is None or math.isnan(value) else format(value, fmt)
+
+    def ratio(value: Optional[float]) -> str:
+        return "-" if value is None else f"{value:.2f}x"
+
+    header = (f"{'scale':>5s} {'examples':>9s} {'mode':<19s} {'stats s':>8s} {'transform s':>11s} "
+              f"{'total s':>8s} {'ex/s':>8s} {'vs in_memory':>12s} {'time vs ' + base:>11s}")
+    lines = ["StatisticsGen + Transform, Beam DirectRunner (stage times from LocalDagRunner logs)",
+             header, "-" * len(header)]
+    for r in runs:
+        mode = r.mode if r.workers is None else f"{r.mode}/{r.workers}"
+        row = (f"{str(r.scale) + 'x':>5s} {r.total_examples:>9,d} {mode:<19s} "
+               f"{num(r.statistics_gen_s, '.1f'):>8s} {num(r.transform_s, '.1f'):>11s} {num(r.total_s, '.1f'):>8s} "
+               f"{num(r.examples_per_s, ',.0f'):>8s} {ratio(r.vs_in_memory):>12s} {ratio(r.time_vs_base):>11s}")
+        lines.append(row + ("" if r.status == "ok" else f"  {r.status}: {r.log}"))
+    lines.append("Data generation (not counted above): " + ", ".join(
+        f"{scale}x {seconds:.1f}s" for scale, seconds in generation_s.items()))
+    return "\n".join(lines)
+
+
+def _positive_ints(text: str) -> List[int]:
+    values = [int(v) for v in text.split(",") if v.strip()]
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers like 1,10,50, got {text!r}")
+    return values
+
+
+def _modes(text: str) -> List[str]:
+    modes = [v.strip() for v in text.split(",") if v.strip()]
+    unknown = set(modes) - {"in_memory", "multi_processing", "multi_threading"}
+    if not modes or unknown:
+        raise argparse.ArgumentTypeError(f"unknown modes {sorted(unknown)}; use in_memory, multi_processing")
+    return modes
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.data_stages", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scales", type=_positive_ints, default=[1, 10, 50],
+                        help="copies of the bundled data, comma-separated (default 1,10,50)")
+    parser.add_argument("--modes", type=_modes, default=["in_memory", "multi_processing"],
+                        help="Beam DirectRunner modes, comma-separated (default in_memory,multi_processing)")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="beam.direct_num_workers for the modes other than in_memory (default 2)")
+    parser.add_argument("--out-dir", default=DEFAULT_OUT_DIR, help="where data_stages.json goes")
+    parser.add_argument("--keep", action="store_true", help="keep the generated data, pipeline outputs and logs")
+    args = parser.parse_args(argv)
+
+    # Generating data imports TensorFlow here too; its start-up chatter would bury the progress lines.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    started = time.monotonic()
+    work_root = tempfile.mkdtemp(prefix="data_stages-")
+    print(f"Work directory: {work_root}", flush=True)
+    runs: List[Run] = []
+    generation_s: Dict[int, float] = {}
+    for scale in args.scales:
+        data_dir = os.path.join(work_root, f"data-{scale}x")
+        t0 = time.monotonic()
+        examples = build_dataset(data_dir, scale)
+        generation_s[scale] = time.monotonic() - t0
+        print(f"{scale}x: wrote {examples} examples in {generation_s[scale]:.1f}s", flush=True)
+        # One after the other: side by side the runs would compete for the CPUs they are timed on.
+        for mode in args.modes:
+            print(f"  {mode} (log: {os.path.join(work_root, f'{scale}x-{mode}', 'run.log')}) ...", flush=True)
+            run = run_one(data_dir, work_root, scale, mode, args.workers, examples)
+            runs.append(run)
+            if run.status == "ok":
+                print(f"    StatisticsGen {run.statistics_gen_s:.1f}s, Transform {run.transform_s:.1f}s",
+                      flush=True)
+            else:
+                print(f"    {run.status}\n--- last {LOG_TAIL_LINES} lines of {run.log} ---\n{_tail(run.log)}",
+                      file=sys.stderr, flush=True)
+        if not args.keep:
+            shutil.rmtree(data_dir)  # 50x is hundreds of MB; the runs that needed it are done.
+    compare(runs)
+    wall_s = time.monotonic() - started
+
+    failed = [r for r in runs if r.status != "ok"]
+    report = {
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": "python -m bench.data_stages " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "cpu_count": os.cpu_count(),
+        "benchmark_wall_s": wall_s,
+        "data_generation_s": {str(k): v for k, v in generation_s.items()},
+        "runs": [{**dataclasses.asdict(r), "total_examples": r.total_examples, "total_s": r.total_s}
+                 for r in runs],
+    }
+    os.makedirs(args.out_dir, exist_ok=True)
+    json_path = os.path.join(args.out_dir, "data_stages.json")
+    with open(json_path, "w", encoding="utf-8") as f:
+        # NaN (a failed run's missing times) is not JSON; null is.
+        json.dump(json.loads(json.dumps(report), parse_constant=lambda _: None), f, indent=2)
+    print(format_table(runs, generation_s))
+    print(f"Benchmark wall time: {wall_s:.0f}s")
+    print(f"Results: {json_path}")
+    if args.keep or failed:
+        print(f"Pipeline outputs and logs kept in {work_root}")
+    else:
+        shutil.rmtree(work_root)
+        print("Pipeline outputs and logs deleted (--keep keeps them)")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,268 @@
+"""The stock TFX Chicago taxi example vs this pipeline: wall time and model quality.
+
+    python -m bench.stock_comparison [--out-dir DIR] [--keep]
+
+Why: the tfx wheel ships `taxi_pipeline_native_keras`, a complete pipeline for
+the same task on the same data (is a trip's tip more than 20% of its fare?).
+It is the reference point for this project: whatever time our pipeline spends
+beyond it (a Tuner, more training) has to buy a better model.
+
+How: each pipeline runs from scratch (fresh pipeline root, MLMD and serving
+directory) in its own subprocess, so both start cold; a wall time is its whole
+subprocess, imports included. Both pushed models are then scored here on the
+same 5,091 examples, the `Split-eval` TFRecords bundled with tfx, through their
+`serving_default` signatures, as a serving client would call them: serialized
+tf.Examples without the `tips` column. The label is `tips > 0.2 * fare` in float32.
+
+Reading the output: `ours / stock` > 1 means our pipeline is slower; `AUC
+ours - stock` > 0 means our model ranks big tippers better. AUC is the number
+to compare; accuracy is at threshold 0.5 and means little without the share of
+big tippers printed above the table. Neither AUC is a clean held-out score: the
+stock example hash-splits its CSV itself and trains on about two thirds of
+these examples, and our Tuner picks hyper-parameters on them. Both runs also
+train from random weights and the machine may be shared, so repeat the run
+before trusting a small difference.
+
+Logs and models live in a temporary directory, deleted at the end unless
+`--keep`, and kept when a pipeline fails. Results also go to
+`<out-dir>/stock_comparison.json`.
+"""
+
+import argparse
+import dataclasses
+import glob
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Dict, Sequence, Tuple
+
+from models.features import TAXI
+
+# Set before TensorFlow is imported (lazily, below) and inherited by both pipelines:
+# everything here runs tf_keras models; the C++ log level is the one `make run` uses.
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_OUT_DIR = os.path.join(REPO_ROOT, "bench", "results")
+LOG_TAIL_LINES = 30
+# Keras' BinaryAccuracy and TFMA count a prediction as positive above 0.5.
+THRESHOLD = 0.5
+
+
+class PipelineFailed(RuntimeError):
+    """A pipeline exited non-zero or pushed no model; the message says where its log is."""
+
+    def __init__(self, name: str, reason: str, log_path: str):
+        super().__init__(f"{name} pipeline {reason}\n"
+                         f"--- last {LOG_TAIL_LINES} lines of {log_path} ---\n{_tail(log_path)}")
+
+
+@dataclasses.dataclass
+class PipelineRun:
+    wall_time_s: float
+    pushed_model: str
+
+
+@dataclasses.dataclass
+class Score:
+    auc: float
+    accuracy: float
+
+
+def _tail(path: str, lines: int = LOG_TAIL_LINES) -> str:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return "".join(f.readlines()[-lines:])
+
+
+def _child_env() -> Dict[str, str]:
+    """This process's environment (see the top), with the repository importable."""
+    pythonpath = os.pathsep.join(p for p in (REPO_ROOT, os.environ.get("PYTHONPATH")) if p)
+    return dict(os.environ, PYTHONPATH=pythonpath)
+
+
+def _timed_subprocess(command: Sequence[str], log_path: str) -> Tuple[int, float]:
+    """Runs `command` with fd 1 and 2 in `log_path`; returns (exit status, wall seconds)."""
+    started = time.monotonic()
+    with open(log_path, "wb") as log:
+        status = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+                                env=_child_env(), check=False).returncode
+    return status, time.monotonic() - started
+
+
+def run_stock_pipeline(work_dir: str) -> None:
+    """Runs the wheel's taxi example as published, only with paths under `work_dir`.
+
+    Called in a child process (see `stock_pipeline`); the example module reads
+    $HOME and imports TFX at import time, so it is imported here, not at the top.
+    """
+    from absl import logging
+    from tfx import v1 as tfx
+    from tfx.examples.chicago_taxi_pipeline import taxi_pipeline_native_keras as stock
+
+    example_dir = os.path.dirname(stock.__file__)
+    logging.set_verbosity(logging.INFO)  # As the example's own __main__ does.
+    tfx.orchestration.LocalDagRunner().run(stock._create_pipeline(
+        pipeline_name=stock._pipeline_name,
+        pipeline_root=os.path.join(work_dir, "pipeline_root"),
+        data_root=os.path.join(example_dir, "data", "simple"),
+        module_file=os.path.join(example_dir, "taxi_utils_native_keras.py"),
+        serving_model_dir=os.path.join(work_dir, "serving"),
+        metadata_path=os.path.join(work_dir, "metadata.sqlite"),
+        beam_pipeline_args=["--direct_running_mode=in_memory"],
+    ))
+
+
+def stock_pipeline(work_dir: str) -> PipelineRun:
+    log_path = os.path.join(work_dir, "stock.log")
+    status, seconds = _timed_subprocess([
+        sys.executable, "-c",
+        "import sys; from bench.stock_comparison import run_stock_pipeline; run_stock_pipeline(sys.argv[1])",
+        work_dir,
+    ], log_path)
+    if status != 0:
+        raise PipelineFailed("stock", f"exited with status {status}", log_path)
+    # The stock Pusher writes `<serving_model_dir>/<unix time>/`; a fresh run writes one.
+    pushed = glob.glob(os.path.join(work_dir, "serving", "[0-9]*"))
+    if len(pushed) != 1:
+        raise PipelineFailed("stock", f"pushed {len(pushed)} models instead of 1 (not blessed?)", log_path)
+    return PipelineRun(seconds, pushed[0])
+
+
+def our_pipeline(work_dir: str) -> PipelineRun:
+    """`make run` on a fresh output directory; the runner prints where it pushed the model."""
+    log_path = os.path.join(work_dir, "ours.log")
+    output_dir = os.path.join(work_dir, "ours")
+    status, seconds = _timed_subprocess(
+        [sys.executable, "-m", "runners.local", "--set", f"output_dir={output_dir}"], log_path)
+    if status != 0:
+        raise PipelineFailed("our", f"exited with status {status}", log_path)
+    with open(log_path, encoding="utf-8", errors="replace") as f:
+        pushed = re.findall(r"^\s*pushed to: (.+)$", f.read(), flags=re.MULTILINE)
+    if not pushed:
+        raise PipelineFailed("our", "pushed no model (not blessed?)", log_path)
+    return PipelineRun(seconds, pushed[-1].strip())
+
+
+def _first_float(example, key: str) -> float:
+    """The feature's value; a missing one counts as 0, as both Transforms fill it."""
+    feature = example.features.feature
+    values = feature[key].float_list.value if key in feature else ()
+    return values[0] if values else 0.0
+
+
+def load_eval_set():
+    """(serialized examples without the label column, labels) for the bundled eval split."""
+    import numpy as np
+    import tensorflow as tf
+    import tfx
+
+    pattern = os.path.join(os.path.dirname(tfx.__file__), "components", "testdata", "csv_example_gen",
+                           "Split-eval", "*")
+    files = sorted(glob.glob(pattern))
+    if not files:
+        raise FileNotFoundError(f"no eval TFRecords match {pattern}")
+    examples = [tf.train.Example.FromString(record.numpy())
+                for record in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+    # The stock example defines the label the same way (tips > 0.2 * fare, float32).
+    labels = TAXI.label([_first_float(e, TAXI.label_column) for e in examples],
+                        [_first_float(e, TAXI.label_relative_to) for e in examples])
+    for example in examples:
+        # Serving requests have no label; without it no signature can peek at the answer.
+        del example.features.feature[TAXI.label_column]
+    return [e.SerializeToString() for e in examples], np.asarray(labels)
+
+
+def predict(model_dir: str, serialized: Sequence[bytes], batch_size: int = 1024):
+    """P(big tipper) per example from the SavedModel's `serving_default` signature."""
+    import numpy as np
+    import tensorflow as tf
+
+    model = tf.saved_model.load(model_dir)  # Keeps the signature's variables alive.
+    signature = model.signatures["serving_default"]
+    # Ours names its output "probabilities", the stock one "outputs"; both have exactly one.
+    outputs = list(signature.structured_outputs)
+    if len(outputs) != 1:
+        raise ValueError(f"{model_dir}: serving_default has outputs {outputs}, expected exactly one")
+    batches = [signature(examples=tf.constant(serialized[i:i + batch_size]))[outputs[0]].numpy().reshape(-1)
+               for i in range(0, len(serialized), batch_size)]
+    return np.concatenate(batches)
+
+
+def score(labels, probabilities) -> Score:
+    from sklearn.metrics import roc_auc_score
+
+    return Score(auc=float(roc_auc_score(labels, probabilities)),
+                 accuracy=float(((probabilities > THRESHOLD) == labels).mean()))
+
+
+def build_report(runs: Dict[str, PipelineRun], scores: Dict[str, Score], labels) -> Dict:
+    per_pipeline = {name: {"wall_time_s": run.wall_time_s, "auc": scores[name].auc,
+                           "accuracy": scores[name].accuracy, "pushed_model": run.pushed_model}
+                    for name, run in runs.items()}
+    stock, ours = per_pipeline["stock"], per_pipeline["ours"]
+    return {
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "eval_examples": int(len(labels)),
+        "big_tipper_share": float(labels.mean()),
+        **per_pipeline,
+        "wall_time_ratio_ours_over_stock": ours["wall_time_s"] / stock["wall_time_s"],
+        "auc_ours_minus_stock": ours["auc"] - stock["auc"],
+    }
+
+
+def format_report(report: Dict) -> str:
+    lines = [f"Stock TFX taxi example vs this pipeline, scored on {report['eval_examples']:,} eval examples "
+             f"({report['big_tipper_share']:.1%} big tippers)",
+             f"  {'':6s} {'wall time (s)':>13s} {'AUC':>7s} {'accuracy':>8s}  pushed model"]
+    for name in ("stock", "ours"):
+        r = report[name]
+        lines.append(f"  {name:6s} {r['wall_time_s']:13.1f} {r['auc']:7.4f} {r['accuracy']:8.4f}  {r['pushed_model']}")
+    lines.append(f"  wall time ours / stock: {report['wall_time_ratio_ours_over_stock']:.2f}x")
+    lines.append(f"  AUC ours - stock:       {report['auc_ours_minus_stock']:+.4f}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.stock_comparison",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out-dir", default=DEFAULT_OUT_DIR, help="where stock_comparison.json goes")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary pipeline outputs and logs")
+    args = parser.parse_args(argv)
+
+    work_dir = tempfile.mkdtemp(prefix="stock_comparison-")
+    runs = {}
+    try:
+        # One after the other: side by side they would compete for the CPUs they are timed on.
+        for name, run in (("stock", stock_pipeline), ("ours", our_pipeline)):
+            print(f"Running {name} (log: {os.path.join(work_dir, name + '.log')}) ...", flush=True)
+            runs[name] = run(work_dir)
+            print(f"  done in {runs[name].wall_time_s:.1f}s", flush=True)
+    except PipelineFailed as failure:
+        print(f"error: {failure}\nKept {work_dir} for inspection.", file=sys.stderr)
+        return 1
+
+    serialized, labels = load_eval_set()
+    scores = {name: score(labels, predict(run.pushed_model, serialized)) for name, run in runs.items()}
+    report = build_report(runs, scores, labels)
+    os.makedirs(args.out_dir, exist_ok=True)
+    json_path = os.path.join(args.out_dir, "stock_comparison.json")
+    with open(json_path, "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=2)
+    print(format_report(report))
+    print(f"Results: {json_path}")
+    if args.keep:
+        print(f"Pipeline outputs and logs kept in {work_dir}")
+    else:
+        shutil.rmtree(work_dir)
+        print("Pipeline outputs and logs deleted (--keep keeps them)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
