@@ -17,13 +17,14 @@ export PYTHONDONTWRITEBYTECODE := 1
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-fast bench infer-schema clean help system-deps
+.PHONY: setup run test test-fast bench bench-data infer-schema clean help system-deps
 
 help:
 	@echo "make run        set up, then run the pipeline on the bundled taxi data (ARGS=... for options)"
 	@echo "make test       set up, then run all tests (unit + integration)"
 	@echo "make test-fast  unit tests only (no pipeline runs)"
 	@echo "make bench      stock TFX taxi example vs this pipeline, side by side"
+	@echo "make bench-data StatisticsGen + Transform at 1x/10x/50x data, Beam in_memory vs multi_processing"
 	@echo "make infer-schema ARGS='--data-root DIR --out FILE'"
 	@echo "make clean      delete outputs/ (models, MLMD, logs)"
 
@@ -70,6 +71,9 @@ test-fast: setup
 
 bench: setup
 	$(PY) -m bench.stock_comparison $(ARGS)
+
+bench-data: setup
+	$(PY) -m bench.data_stages $(ARGS)
 
 infer-schema: setup
 	$(PY) -m schemas.infer $(ARGS)

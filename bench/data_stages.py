@@ -264,6 +264,7 @@ class Run:
     example_gen_s: float = float("nan")
     subprocess_wall_s: float = float("nan")
     counted_examples: Optional[Dict[str, int]] = None
+    beam_args: Optional[List[str]] = None
     examples_per_s: float = float("nan")
     vs_in_memory: Optional[float] = None
     time_vs_base: Optional[float] = None
@@ -311,9 +312,9 @@ def run_one(data_dir: str, work_root: str, scale: int, mode: str, workers: int, 
     with open(result_path, encoding="utf-8") as f:
         result = json.load(f)
     stages = result["stage_s"]
-    run.statistics_gen_s, run.transform_s = stages["StatisticsGen"], stages["Transform"]
+    run.statistics_gen_s, run.transform_s = (stages[stage] for stage in TIMED_STAGES)
     run.example_gen_s = stages.get("ImportExampleGen", float("nan"))
-    run.counted_examples = result["counted_examples"]
+    run.counted_examples, run.beam_args = result["counted_examples"], result["beam_args"]
     if run.counted_examples != examples:
         run.status = f"wrong count {run.counted_examples}"
     run.examples_per_s = run.total_examples / run.total_s
