@@ -21,6 +21,11 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_SCHEMA = os.path.join(REPO_ROOT, "schemas", "taxi", "schema.pbtxt")
 
 
+def is_remote(path: str) -> bool:
+    """gs://, s3:// and the like: read by TFX's filesystem layer, never made absolute locally."""
+    return "://" in path
+
+
 class ConfigError(ValueError):
     """A configuration value is missing, unknown or of the wrong type."""
 
@@ -157,7 +162,7 @@ class PipelineConfig:
 
     def __post_init__(self):
         # gs:// (and other remote) paths are joined as they are; local ones made absolute.
-        out = self.output_dir if "://" in self.output_dir else os.path.abspath(self.output_dir)
+        out = self.output_dir if is_remote(self.output_dir) else os.path.abspath(self.output_dir)
         self.output_dir = out
         self.pipeline_root = self.pipeline_root or os.path.join(out, "pipeline_root")
         self.metadata_path = self.metadata_path or os.path.join(out, "metadata.sqlite")

@@ -3,7 +3,7 @@
 import glob
 import os
 
-from pipeline.config import ConfigError, PipelineConfig
+from pipeline.config import ConfigError, PipelineConfig, is_remote
 
 
 def bundled_taxi_root() -> str:
@@ -16,11 +16,6 @@ def bundled_taxi_root() -> str:
             f"the bundled taxi data is missing from the tfx package at {root}; "
             "reinstall with `make setup` (tfx==1.16.0 ships it)")
     return root
-
-
-def is_remote(path: str) -> bool:
-    """gs://, s3:// and the like: read by TFX's filesystem layer, never made absolute locally."""
-    return "://" in path
 
 
 def input_base(config: PipelineConfig) -> str:
