@@ -25,3 +25,25 @@ def eval_examples(taxi_root):
 def small_sample(tmp_path_factory, taxi_root):
     """600 training and 300 eval examples of the real taxi data."""
     return make_sample(str(tmp_path_factory.mktemp("sample")), taxi_root, 600, 300)
+
+
+@pytest.fixture(scope="session")
+def pushed_run(tmp_path_factory, small_sample):
+    """One small real pipeline run that blessed and pushed a model, shared by every test that only reads it.
+
+    Returns (config, RunSummary). Tests that change outputs (new runs, pushes, deletions) must not use this
+    fixture; they copy what they need or run their own pipeline.
+    """
+    import io
+
+    from runners import local
+    from runners.summary import read_run
+    from tests.samples import small_config
+
+    config = small_config(str(tmp_path_factory.mktemp("pushed_run")), small_sample)
+    out = io.StringIO()
+    status = local.run(config, out=out)
+    assert status == 0, out.getvalue()
+    summary = read_run(config.metadata_path, config.pipeline_name)
+    assert summary.pushed, out.getvalue()
+    return config, summary
