@@ -17,7 +17,8 @@ export PYTHONDONTWRITEBYTECODE := 1
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-fast bench bench-data infer-schema clean help system-deps
+.PHONY: setup run test test-fast bench bench-data infer-schema clean help system-deps browser-deps \
+	lineage runs report notebooks strip-notebooks
 
 help:
 	@echo "make run        set up, then run the pipeline on the bundled taxi data (ARGS=... for options)"
@@ -26,6 +27,10 @@ help:
 	@echo "make bench      stock TFX taxi example vs this pipeline, side by side"
 	@echo "make bench-data StatisticsGen + Transform at 1x/10x/50x data, Beam in_memory vs multi_processing"
 	@echo "make infer-schema ARGS='--data-root DIR --out FILE'"
+	@echo "make lineage    what made the newest pushed model (ARGS='--version V | --run ID | --json')"
+	@echo "make runs       every recorded run with status, duration and metrics"
+	@echo "make report     write the newest run's HTML report (ARGS='--run ID')"
+	@echo "make notebooks  open notebooks/ in Jupyter Lab, on the outputs of make run"
 	@echo "make clean      delete outputs/ (models, MLMD, logs)"
 
 setup: system-deps $(STAMP)
@@ -60,10 +65,19 @@ system-deps:
 	         "or brew install libusb) and re-run make." >&2; exit 1; }; \
 	fi
 
+# The report test opens the HTML report in a real headless browser.
+browser-deps:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  echo "setup: installing chromium (headless check of the HTML run report)"; \
+	  SUDO=""; [ "$$(id -u)" -ne 0 ] && SUDO="sudo"; \
+	  ( $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium ) \
+	    >/dev/null 2>&1 || { echo "setup: could not install chromium (apt-get install chromium)." >&2; exit 1; }; \
+	fi
+
 run: setup
 	$(PY) -m runners.local $(ARGS)
 
-test: setup
+test: setup browser-deps
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
 test-fast: setup
@@ -77,6 +91,22 @@ bench-data: setup
 
 infer-schema: setup
 	$(PY) -m schemas.infer $(ARGS)
+
+lineage: setup
+	@$(PY) -m reports lineage $(ARGS)
+
+runs: setup
+	@$(PY) -m reports runs $(ARGS)
+
+report: setup
+	@$(PY) -m reports html $(ARGS)
+
+notebooks: setup
+	cd notebooks && ../$(VENV)/bin/jupyter lab --no-browser --ip 127.0.0.1
+
+# Notebooks are committed without outputs (a test checks it).
+strip-notebooks: setup
+	$(PY) notebooks/strip_outputs.py
 
 clean:
 	rm -rf outputs

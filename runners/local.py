@@ -172,9 +172,30 @@ def run(config: PipelineConfig, out: TextIO = sys.stdout, dag_runner=None) -> in
         summary = read_run(config.metadata_path, config.pipeline_name)
         out.write(format_summary(summary, config, handler.timings) + "\n")
         out.write(f"  logs:      {log_path}\n")
+    report = write_run_report(config, log_path)
+    if report:
+        out.write(f"  report:    {report}\n")
     out.write(f"Finished in {time.time() - started:.1f}s\n")
     out.flush()
     return status
+
+
+def write_run_report(config: PipelineConfig, log_path: str) -> str:
+    """The run's HTML report (failed runs too: they show how far they got); "" if there is no run to show."""
+    from reports.html import write_report
+
+    try:
+        with output_to_log(log_path):
+            return write_report(config)
+    except LookupError:
+        return ""  # failed before the first component registered a run
+    except Exception:  # A report is a view of the run; it never changes the run's outcome.
+        import traceback
+
+        with open(log_path, "a", encoding="utf-8") as log:
+            log.write("Could not write the run report:\n")
+            traceback.print_exc(file=log)
+        return ""
 
 
 def main(argv=None) -> int:
