@@ -216,7 +216,7 @@ def format_summary(summary: RunSummary, config, timings: Dict[str, float]) -> st
     if cached:
         lines.append(f"  reused from cache: {', '.join(cached)}")
     for split, found in summary.anomalies.items():
-        lines.append(f"  data anomalies in {split} (recorded, not gating): {'; '.join(found)}")
+        lines.append(f"  data anomalies in {split} (tolerated by the anomaly gate): {'; '.join(found)}")
     if summary.hyperparameters:
         hp = ", ".join(f"{k}={v}" for k, v in summary.hyperparameters.items() if not k.startswith("tuner/"))
         lines.append(f"  tuned hyper-parameters: {hp}")
