@@ -17,7 +17,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-fast bench bench-data infer-schema clean help system-deps
+.PHONY: setup run test test-fast bench bench-data infer-schema validate clean help system-deps
 
 help:
 	@echo "make run        set up, then run the pipeline on the bundled taxi data (ARGS=... for options)"
@@ -26,6 +26,7 @@ help:
 	@echo "make bench      stock TFX taxi example vs this pipeline, side by side"
 	@echo "make bench-data StatisticsGen + Transform at 1x/10x/50x data, Beam in_memory vs multi_processing"
 	@echo "make infer-schema ARGS='--data-root DIR --out FILE'"
+	@echo "make validate   ARGS='validate --data-root DIR' (or skew, drift, make-spans; see README)"
 	@echo "make clean      delete outputs/ (models, MLMD, logs)"
 
 setup: system-deps $(STAMP)
@@ -77,6 +78,9 @@ bench-data: setup
 
 infer-schema: setup
 	$(PY) -m schemas.infer $(ARGS)
+
+validate: setup
+	$(PY) -m validation $(ARGS)
 
 clean:
 	rm -rf outputs

@@ -5,7 +5,8 @@ training/serving skew (the train split vs serving traffic) and drift (the
 current span vs the previous one) measured by TFDV with the thresholds in the
 schema, judges everything by the `validation:` config (severity, tolerated
 anomaly types), and writes the report (text, JSON, HTML) as its output
-artifact. When anything fails it raises `DataValidationFailed`: the run stops
+artifact and under `report_dir` (TFX deletes a failed execution's outputs, and
+a rejected run's report is the one people need). When anything fails it raises `DataValidationFailed`: the run stops
 there, so Transform, Tuner, Trainer, Evaluator and Pusher never execute and
 the model being served stays as it was.
 """
@@ -14,6 +15,7 @@ import glob
 import json
 import os
 import re
+import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from absl import logging
@@ -62,6 +64,13 @@ def previous_span_files(span_pattern: str, current_span: int) -> Tuple[Optional[
     return previous, sorted(spans[previous])
 
 
+def data_span(examples: types.Artifact) -> int:
+    """ImportExampleGen records the span as a custom property (StatisticsGen's copy of it stays 0)."""
+    if "span" in examples.mlmd_artifact.custom_properties:
+        return examples.get_int_custom_property("span")
+    return examples.span if examples.has_property("span") else 0
+
+
 class Executor(base_executor.BaseExecutor):
 
     def Do(self, input_dict: Dict[str, List[types.Artifact]], output_dict: Dict[str, List[types.Artifact]],
@@ -71,7 +80,7 @@ class Executor(base_executor.BaseExecutor):
         schema = io_utils.SchemaReader().read(
             io_utils.get_only_uri_in_dir(artifact_utils.get_single_uri(input_dict["schema"])))
         policy = GatePolicy(exec_properties["fail_severity"], tuple(json.loads(exec_properties["allow_anomalies"])))
-        span = statistics.span or 0
+        span = data_span(artifact_utils.get_single_instance(input_dict["examples"]))
         report = Report(f"Anomaly gate (data span {span})")
 
         splits = artifact_utils.decode_split_names(anomalies_artifact.split_names)
@@ -104,6 +113,9 @@ class Executor(base_executor.BaseExecutor):
 
         output = artifact_utils.get_single_instance(output_dict["report"])
         path = report.write(output.uri)
+        if exec_properties.get("report_dir"):
+            run_dir = f"gate-{time.strftime('%Y%m%d-%H%M%S')}-span{span}-{'passed' if report.passed else 'failed'}"
+            path = report.write(os.path.join(exec_properties["report_dir"], run_dir))
         output.set_int_custom_property("passed", int(report.passed))
         output.set_string_custom_property("report", path)
         logging.info("Anomaly gate report (%s):\n%s", path, report.to_text())
@@ -125,8 +137,10 @@ class AnomalyGateSpec(ComponentSpec):
         "allow_anomalies": ExecutionParameter(type=str),  # JSON list
         "serving_data": ExecutionParameter(type=str, optional=True),  # dir or glob; "" = no skew check
         "span_pattern": ExecutionParameter(type=str, optional=True),  # train files with {SPAN}; "" = no drift
+        "report_dir": ExecutionParameter(type=str, optional=True),  # also kept here, outside the artifact
     }
     INPUTS = {
+        "examples": ChannelParameter(type=standard_artifacts.Examples),  # for its span
         "statistics": ChannelParameter(type=standard_artifacts.ExampleStatistics),
         "schema": ChannelParameter(type=standard_artifacts.Schema),
         "anomalies": ChannelParameter(type=standard_artifacts.ExampleAnomalies),
@@ -140,9 +154,10 @@ class AnomalyGate(base_component.BaseComponent):
     SPEC_CLASS = AnomalyGateSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
 
-    def __init__(self, statistics: types.BaseChannel, schema: types.BaseChannel, anomalies: types.BaseChannel,
-                 fail_severity: str, allow_anomalies: List[str], serving_data: str = "", span_pattern: str = ""):
+    def __init__(self, examples: types.BaseChannel, statistics: types.BaseChannel, schema: types.BaseChannel, anomalies: types.BaseChannel,
+                 fail_severity: str, allow_anomalies: List[str], serving_data: str = "", span_pattern: str = "",
+                 report_dir: str = ""):
         super().__init__(spec=AnomalyGateSpec(
-            statistics=statistics, schema=schema, anomalies=anomalies, fail_severity=fail_severity,
+            examples=examples, statistics=statistics, schema=schema, anomalies=anomalies, fail_severity=fail_severity,
             allow_anomalies=json.dumps(list(allow_anomalies)), serving_data=serving_data,
-            span_pattern=span_pattern, report=types.Channel(type=DataValidationReport)))
+            span_pattern=span_pattern, report_dir=report_dir, report=types.Channel(type=DataValidationReport)))

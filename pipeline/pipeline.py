@@ -83,7 +83,7 @@ def module_custom_config(config: PipelineConfig) -> dict:
     }
 
 
-def anomaly_gate(config: PipelineConfig, statistics, schema, anomalies) -> AnomalyGate:
+def anomaly_gate(config: PipelineConfig, examples, statistics, schema, anomalies) -> AnomalyGate:
     """The gate, with skew against serving traffic and drift against the previous `{SPAN}` when enabled."""
     from validation.checks import default_serving_data
 
@@ -92,10 +92,10 @@ def anomaly_gate(config: PipelineConfig, statistics, schema, anomalies) -> Anoma
     if config.validation.drift and "{SPAN}" in train_pattern:
         span_pattern = os.path.join(inputs.input_base(config), train_pattern)
     return AnomalyGate(
-        statistics=statistics, schema=schema, anomalies=anomalies,
+        examples=examples, statistics=statistics, schema=schema, anomalies=anomalies,
         fail_severity=config.validation.fail_severity, allow_anomalies=config.validation.allow_anomalies,
         serving_data=default_serving_data(config) if config.validation.skew else "",
-        span_pattern=span_pattern)
+        span_pattern=span_pattern, report_dir=os.path.join(config.output_dir, "validation"))
 
 
 def create_components(config: PipelineConfig) -> List:
@@ -106,7 +106,7 @@ def create_components(config: PipelineConfig) -> List:
     schema_gen = tfx.components.ImportSchemaGen(schema_file=os.path.abspath(config.schema_file))
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
-    gate = anomaly_gate(config, statistics_gen.outputs["statistics"], schema_gen.outputs["schema"],
+    gate = anomaly_gate(config, example_gen.outputs["examples"], statistics_gen.outputs["statistics"], schema_gen.outputs["schema"],
                         example_validator.outputs["anomalies"])
     custom_config = module_custom_config(config)
     transform = tfx.components.Transform(

@@ -231,3 +231,14 @@ def test_report_shows_distances_and_thresholds_in_html(tmp_path, taxi_root):
     html = open(report.write(str(tmp_path))).read()
     assert "<h2>Skew: eval vs unlabelled</h2>" in html
     assert all(f"<td>{d.feature}</td>" in html and f"{d.threshold:.4f}" in html for d in distances)
+
+
+def test_previous_span_is_found_from_a_span_pattern(tmp_path, taxi_root):
+    from components.anomaly_gate import previous_span_files
+    from validation.spans import make_spans
+
+    rows = make_spans(taxi_root, str(tmp_path), period="year")
+    pattern = str(tmp_path / "span-{SPAN}" / "train" / "*")
+    assert previous_span_files(pattern, 4) == (3, [str(tmp_path / "span-3" / "train" / "data.tfrecord.gz")])
+    assert previous_span_files(pattern, 1) == (None, [])
+    assert (tmp_path / "spans.tsv").read_text().splitlines()[1] == f"1\t2013\t{rows[0][2]}\t{rows[0][3]}"

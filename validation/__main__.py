@@ -106,15 +106,13 @@ def main(argv=None) -> int:
     parser.add_argument("--config", help="pipeline YAML config (validation: section, schema_file)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one setting")
     commands = parser.add_subparsers(dest="command", required=True)
-    default_dir = os.path.join("outputs", "validation", time.strftime("%Y%m%d-%H%M%S"))
-
     def add(name, func, help_text):
         sub = commands.add_parser(name, help=help_text)
         sub.set_defaults(func=func)
         if name != "make-spans":
             sub.add_argument("--schema", help="schema file (default: the config's schema_file)")
-            sub.add_argument("--report-dir", default=os.path.join(default_dir, name),
-                             help="where report.txt/.json/.html go")
+            sub.add_argument("--report-dir", help="where report.txt/.json/.html go "
+                                                   "(default: <output_dir>/validation/<command>-<time>)")
         return sub
 
     validate = add("validate", cmd_validate, "check a batch of TFRecords against the schema")
@@ -137,6 +135,9 @@ def main(argv=None) -> int:
     logging.getLogger().setLevel(logging.ERROR)
     try:
         config = load_config(args.config, args.set)
+        if args.command != "make-spans" and not args.report_dir:
+            args.report_dir = os.path.join(config.output_dir, "validation",
+                                           f"{args.command}-{time.strftime('%Y%m%d-%H%M%S')}")
         return args.func(args, config)
     except ConfigError as e:  # BadInputError included: unreadable input, named in the message.
         print(f"error: {e}", file=sys.stderr)

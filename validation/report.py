@@ -157,11 +157,13 @@ class Report:
         return "\n".join(parts)
 
     def write(self, directory: str) -> str:
-        """Writes report.txt, report.html and report.json; returns the HTML path."""
-        os.makedirs(directory, exist_ok=True)
+        """Writes report.txt, report.html and report.json (local or gs://); returns the HTML path."""
+        from tfx.dsl.io import fileio
+
+        fileio.makedirs(directory)
         for name, text in (("report.txt", self.to_text()), ("report.json", self.to_json()),
                            ("report.html", self.to_html())):
-            with open(os.path.join(directory, name), "w", encoding="utf-8") as f:
+            with fileio.open(os.path.join(directory, name), "w") as f:
                 f.write(text + "\n")
         return os.path.join(directory, "report.html")
 

@@ -3,8 +3,8 @@
     python -m validation make-spans --out DIR [--period month|quarter|year]
 
 Each example goes to the span of its `trip_start_timestamp` (UTC), keeping the
-split it came from: `DIR/span-001/train/data.tfrecord.gz`,
-`DIR/span-001/eval/...`, numbered 1..N in time order; `DIR/spans.tsv` says which
+split it came from: `DIR/span-1/train/data.tfrecord.gz`,
+`DIR/span-1/eval/...`, numbered 1..N in time order; `DIR/spans.tsv` says which
 period each span is. ImportExampleGen reads it with `{SPAN}` patterns
 (`data.train_pattern=span-{SPAN}/train/*`).
 """
@@ -30,7 +30,7 @@ def period_of(timestamp: int, period: str) -> str:
 
 
 def span_dir(root: str, span: int) -> str:
-    return os.path.join(root, f"span-{span:03d}")
+    return os.path.join(root, f"span-{span}")
 
 
 def make_spans(source_root: str, out: str, period: str = "month",
