@@ -36,7 +36,8 @@ SCHEMA_DIFF_FILE = "SchemaDiff.pb"  # what ExampleValidator writes per split
 class DataValidationReport(types.Artifact):
     """report.txt, report.json and report.html of one gate execution."""
 
-    TYPE_NAME = "DataValidationReport"
+    # namespace.Name: the form Kubeflow V2 requires of custom artifact types.
+    TYPE_NAME = "validation.DataValidationReport"
 
 
 class DataValidationFailed(RuntimeError):

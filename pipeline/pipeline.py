@@ -95,7 +95,7 @@ def anomaly_gate(config: PipelineConfig, examples, statistics, schema, anomalies
         examples=examples, statistics=statistics, schema=schema, anomalies=anomalies,
         fail_severity=config.validation.fail_severity, allow_anomalies=config.validation.allow_anomalies,
         serving_data=default_serving_data(config) if config.validation.skew else "",
-        span_pattern=span_pattern, report_dir=os.path.join(config.output_dir, "validation"))
+        span_pattern=span_pattern, report_dir=os.path.join(config.pipeline_root, "validation_reports"))
 
 
 def create_components(config: PipelineConfig) -> List:

@@ -132,7 +132,7 @@ def test_corrupted_span_stops_at_the_gate_and_the_served_model_stays(served, sma
     tips = next(line for line in printed.splitlines() if line.split()[:1] == ["tips"] and "JENSEN" in line)
     assert "OVER" in tips and f"span {latest} vs previous span {latest - 1}" in printed
     report_path = printed.split("Report: ")[-1].split()[0]
-    assert report_path.startswith(os.path.join(output_dir, "validation"))
+    assert report_path.startswith(os.path.join(config.pipeline_root, "validation_reports"))
     assert "Bitcoin" in open(report_path).read()
 
     run = read_run(config.metadata_path, config.pipeline_name)

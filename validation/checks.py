@@ -103,12 +103,19 @@ def request_logs_dir(config) -> str:
 
 
 def default_serving_data(config) -> str:
-    """`validation.serving_data`, else the request logs when there are any, else the bundled unlabelled split."""
+    """`validation.serving_data`, else the request logs when there are any, else the bundled unlabelled split.
+
+    "" (no skew check) when the pipeline reads remote data: this machine's copy of the
+    bundled split means nothing to cloud workers, and serving data must then be named.
+    """
+    from pipeline import inputs
+    from pipeline.config import is_remote
+
     if config.validation.serving_data:
         return config.validation.serving_data
     logs = request_logs_dir(config)
     if os.path.isdir(logs) and any(files for _, _, files in os.walk(logs)):
         return logs
-    from pipeline import inputs
-
+    if is_remote(inputs.input_base(config)):
+        return ""
     return os.path.join(inputs.bundled_taxi_root(), "unlabelled")

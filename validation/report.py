@@ -226,7 +226,7 @@ def findings_from_anomalies(anomalies: anomalies_pb2.Anomalies, dataset: str, po
         severity = severity_names(info.severity)
         for reason in info.reason or [anomalies_pb2.AnomalyInfo.Reason(short_description=info.description)]:
             anomaly = type_names(reason.type)
-            description = reason.description or reason.short_description or info.description
+            description = (reason.description or reason.short_description or info.description).strip()
             finding = Finding(dataset, feature, anomaly, severity, description,
                               offending_values(anomaly, feature, schema, statistics))
             if policy.allows(feature, anomaly):
