@@ -155,7 +155,8 @@ class AnomalyGate(base_component.BaseComponent):
     SPEC_CLASS = AnomalyGateSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
 
-    def __init__(self, examples: types.BaseChannel, statistics: types.BaseChannel, schema: types.BaseChannel, anomalies: types.BaseChannel,
+    def __init__(self, examples: types.BaseChannel, statistics: types.BaseChannel, schema: types.BaseChannel,
+                 anomalies: types.BaseChannel,
                  fail_severity: str, allow_anomalies: List[str], serving_data: str = "", span_pattern: str = "",
                  report_dir: str = ""):
         super().__init__(spec=AnomalyGateSpec(

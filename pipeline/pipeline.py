@@ -1,8 +1,9 @@
 """`create_pipeline(config)`: the one DAG every runner executes.
 
 ImportExampleGen -> StatisticsGen -> ImportSchemaGen -> ExampleValidator ->
-AnomalyGate (stops the run on bad data, skew or drift) -> Transform -> Tuner -> Trainer -> Resolver(latest blessed model) -> Evaluator ->
-ServingPusher. Runners differ only in how they execute it (`runners/`).
+AnomalyGate (stops the run on bad data, skew or drift) -> Transform -> Tuner ->
+Trainer -> Resolver(latest blessed model) -> Evaluator -> ServingPusher.
+Runners differ only in how they execute it (`runners/`).
 """
 
 import os
@@ -106,8 +107,8 @@ def create_components(config: PipelineConfig) -> List:
     schema_gen = tfx.components.ImportSchemaGen(schema_file=os.path.abspath(config.schema_file))
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
-    gate = anomaly_gate(config, example_gen.outputs["examples"], statistics_gen.outputs["statistics"], schema_gen.outputs["schema"],
-                        example_validator.outputs["anomalies"])
+    gate = anomaly_gate(config, example_gen.outputs["examples"], statistics_gen.outputs["statistics"],
+                        schema_gen.outputs["schema"], example_validator.outputs["anomalies"])
     custom_config = module_custom_config(config)
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],

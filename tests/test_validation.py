@@ -137,7 +137,8 @@ def test_span_whose_feature_is_entirely_empty(capsys, tmp_path, taxi_root):
     write_examples(os.path.join(last, "train", "data.tfrecord.gz"), examples)
     status, out, _ = _validate(capsys, os.path.join(last, "train"), tmp_path)
     assert status == 1
-    assert "trip_miles" in out and "FEATURE_TYPE_LOW_NUMBER_VALUES" in out and f"0 values in {rows[-1][2]} examples" in out
+    assert "trip_miles" in out and "FEATURE_TYPE_LOW_NUMBER_VALUES" in out
+    assert f"0 values in {rows[-1][2]} examples" in out
 
 
 # The policy: severity and allow-list.
@@ -242,3 +243,16 @@ def test_previous_span_is_found_from_a_span_pattern(tmp_path, taxi_root):
     assert previous_span_files(pattern, 4) == (3, [str(tmp_path / "span-3" / "train" / "data.tfrecord.gz")])
     assert previous_span_files(pattern, 1) == (None, [])
     assert (tmp_path / "spans.tsv").read_text().splitlines()[1] == f"1\t2013\t{rows[0][2]}\t{rows[0][3]}"
+
+
+def test_serving_data_defaults_to_request_logs_then_the_unlabelled_split(tmp_path, taxi_root, good_examples):
+    from pipeline.config import load_config
+
+    config = load_config(None, [f"output_dir={tmp_path}"])
+    assert checks.default_serving_data(config) == os.path.join(taxi_root, "unlabelled")
+    write_examples(os.path.join(checks.request_logs_dir(config), "2026-11-23", "requests-0.gz"), good_examples[:5])
+    assert checks.default_serving_data(config) == str(tmp_path / "request_logs" / "taxi")
+    named = load_config(None, [f"output_dir={tmp_path}", "validation.serving_data=/data/requests/*.gz"])
+    assert checks.default_serving_data(named) == "/data/requests/*.gz"
+    remote = load_config(None, [f"output_dir={tmp_path / 'other'}", "data.input_base=gs://bucket/taxi"])
+    assert checks.default_serving_data(remote) == ""

@@ -20,6 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 warnings.simplefilter("ignore", FutureWarning)
 
 import argparse  # noqa: E402
+import glob  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -39,8 +40,6 @@ def _files(location: str):
 
     if os.path.isdir(location):
         return files.list_files(location)
-    import glob
-
     found = sorted(f for f in glob.glob(location, recursive=True) if os.path.isfile(f))
     if not found:
         raise files.BadInputError(f"no file matches {location!r}; pass a directory or a glob of TFRecord files")

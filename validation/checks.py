@@ -16,8 +16,8 @@ from tensorflow_data_validation.statistics import stats_impl
 from tfx_bsl.coders import example_coder
 
 from validation import files as input_files
-from validation.report import Distance, Finding, GatePolicy, Report, distances_from_anomalies, \
-    findings_from_anomalies
+from validation.report import (Distance, Finding, GatePolicy, Report, distances_from_anomalies,
+                               findings_from_anomalies)
 
 TRAINING, SERVING = "TRAINING", "SERVING"
 # Reasons that come from comparing two datasets rather than checking one against the schema.

@@ -6,6 +6,7 @@ file once in plain Python (no Beam, no TensorFlow) and fail with one line that
 names the file and says what to do.
 """
 
+import glob
 import gzip
 import os
 import struct
@@ -29,8 +30,6 @@ class BadInputError(ConfigError):
 
 def list_files(data_root: str, pattern: str = "**/*") -> List[str]:
     """The regular files under `data_root` matching `pattern`, sorted; fails clearly when there are none."""
-    import glob
-
     if not os.path.isdir(data_root):
         raise BadInputError(f"{data_root} is not a directory; pass the directory that holds the TFRecord files")
     files = sorted(f for f in glob.glob(os.path.join(data_root, pattern), recursive=True)

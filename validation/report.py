@@ -153,6 +153,10 @@ class Report:
                              f"<td>{d.value:.4f}</td><td>{d.threshold:.4f}</td></tr>")
             parts.append("</table>")
         parts.extend(f"<p>{e(n)}</p>" for n in self.notes)
+        if not self.passed:
+            parts.append("<h2>What to do</h2><p>Fix the data at its source. If the change is expected, update the "
+                         "schema (a domain, or a skew/drift threshold), or tolerate the anomaly type with "
+                         "<code>--set validation.allow_anomalies=[feature:ANOMALY_TYPE]</code>.</p>")
         parts.append("</body></html>")
         return "\n".join(parts)
 
@@ -172,7 +176,7 @@ def _feature_stats(statistics: Optional[statistics_pb2.DatasetFeatureStatisticsL
     if statistics is None or not statistics.datasets:
         return None
     for feature in statistics.datasets[0].features:
-        if feature.path.step and feature.path.step[-1] == name or feature.name == name:
+        if (feature.path.step and feature.path.step[-1] == name) or feature.name == name:
             return feature
     return None
 
