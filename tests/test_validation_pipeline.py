@@ -48,7 +48,9 @@ def _assert_still_serving(config, versions):
 
 
 def test_clean_run_passed_the_gate_with_skew_measured(pushed_run):
-    _, summary = pushed_run
+    from runners.summary import format_summary
+
+    config, summary = pushed_run
     gate = summary.component("AnomalyGate")
     assert gate is not None and gate.state == "complete"
     with open(os.path.join(gate.outputs["report"][0], "report.json")) as f:
@@ -57,6 +59,8 @@ def test_clean_run_passed_the_gate_with_skew_measured(pushed_run):
     assert {"fare", "trip_miles", "company", "payment_type"} <= set(skew)
     assert all(d["value"] <= d["threshold"] for d in skew.values())
     assert "unlabelled" in report["comparisons"]["skew"]
+    report_html = os.path.join(gate.outputs["report"][0], "report.html")
+    assert f"data validation passed: {report_html}" in format_summary(summary, config, {})
 
 
 def _truncate_gzip(data):
