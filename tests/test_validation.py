@@ -256,3 +256,16 @@ def test_serving_data_defaults_to_request_logs_then_the_unlabelled_split(tmp_pat
     assert checks.default_serving_data(named) == "/data/requests/*.gz"
     remote = load_config(None, [f"output_dir={tmp_path / 'other'}", "data.input_base=gs://bucket/taxi"])
     assert checks.default_serving_data(remote) == ""
+
+
+def test_large_files_are_checked_by_their_head(tmp_path, good_examples):
+    from validation import files
+
+    path = write_examples(str(tmp_path / "big.tfrecord"), good_examples, compress=False)
+    assert len(files.read_examples(path, head_bytes=2000)) < len(good_examples)
+    files.check_files([path], full_check_bytes=100)  # head only: passes
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) - 10)
+    with pytest.raises(files.BadInputError, match="big.tfrecord: not a TFRecord file"):
+        files.check_files([path])
+    assert files.read_examples(path, head_bytes=2000)  # a cut beyond the head is left to the reader

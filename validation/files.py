@@ -22,6 +22,9 @@ _GZIP_MAGIC = b"\x1f\x8b"
 # A TFRecord is [uint64 length][uint32 crc of length][data][uint32 crc of data].
 _HEADER = struct.Struct("<QI")
 _MAX_RECORD_BYTES = 1 << 30
+# Files up to this size are read whole (the bundled shards are ~100 KB); larger ones only their head.
+FULL_CHECK_BYTES = 64 << 20
+HEAD_CHECK_BYTES = 1 << 20
 
 
 class BadInputError(ConfigError):
@@ -40,32 +43,41 @@ def list_files(data_root: str, pattern: str = "**/*") -> List[str]:
     return files
 
 
-def _read_payload(path: str) -> bytes:
+def _read_payload(path: str, head_bytes: int = 0) -> bytes:
+    """The file's (decompressed) bytes; only the first `head_bytes` of them when that is set."""
     with open(path, "rb") as f:
-        raw = f.read()
-    if raw[:2] != _GZIP_MAGIC:
-        return raw
-    try:
-        return gzip.decompress(raw)
-    except (EOFError, OSError, zlib.error) as e:
-        raise BadInputError(
-            f"{path}: corrupt or truncated gzip shard ({e}). Re-export or re-copy this file, "
-            "or move it out of the input directory") from None
+        gzipped = f.read(2) == _GZIP_MAGIC
+        f.seek(0)
+        if not gzipped:
+            return f.read(head_bytes or -1)
+        try:
+            return gzip.GzipFile(fileobj=f).read(head_bytes or -1)
+        except (EOFError, OSError, zlib.error) as e:
+            raise BadInputError(
+                f"{path}: corrupt or truncated gzip shard ({e}). Re-export or re-copy this file, "
+                "or move it out of the input directory") from None
 
 
-def read_examples(path: str) -> List[bytes]:
-    """The serialized tf.Examples of one file, after checking its framing and that each record is a tf.Example."""
-    payload = _read_payload(path)
+def read_examples(path: str, head_bytes: int = 0) -> List[bytes]:
+    """The serialized tf.Examples of one file, after checking its framing and that each record is a tf.Example.
+
+    With `head_bytes`, only the records complete within that many (decompressed) bytes.
+    """
+    payload = _read_payload(path, head_bytes)
     if not payload:
         raise BadInputError(f"{path}: the file is empty (no records). Remove it or re-export it")
     records: List[bytes] = []
     offset, count = 0, 0
+    cut_short = bool(head_bytes) and len(payload) == head_bytes  # the head may end inside a record
     while offset < len(payload):
-        if offset + _HEADER.size > len(payload):
-            raise _not_tfrecord(path, count)
-        length, _ = _HEADER.unpack_from(payload, offset)
+        complete = offset + _HEADER.size <= len(payload)
+        length = _HEADER.unpack_from(payload, offset)[0] if complete else 0
         end = offset + _HEADER.size + length + 4
-        if length > _MAX_RECORD_BYTES or end > len(payload):
+        if not complete or end > len(payload):
+            if cut_short and count > 0 and length <= _MAX_RECORD_BYTES:
+                break
+            raise _not_tfrecord(path, count)
+        if length > _MAX_RECORD_BYTES:
             raise _not_tfrecord(path, count)
         record = payload[offset + _HEADER.size:offset + _HEADER.size + length]
         try:
@@ -88,6 +100,9 @@ def _not_tfrecord(path: str, good_records: int) -> BadInputError:
         "Write tf.Example TFRecords (tf.io.TFRecordWriter, optionally gzip) or remove the file")
 
 
-def check_files(files: List[str]) -> int:
-    """Checks every file; returns the total number of records."""
-    return sum(len(read_examples(f)) for f in files)
+def check_files(files: List[str], full_check_bytes: int = FULL_CHECK_BYTES) -> None:
+    """Checks every file: whole when small, its first records when large (a full read would cost a pass
+    over the data in one Python process; Beam reads large inputs in parallel anyway)."""
+    for path in files:
+        large = os.path.getsize(path) > full_check_bytes
+        read_examples(path, head_bytes=HEAD_CHECK_BYTES if large else 0)
