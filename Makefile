@@ -17,7 +17,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-fast bench bench-data infer-schema clean help system-deps browser-deps \
+.PHONY: setup run test test-fast bench bench-data infer-schema validate clean help system-deps browser-deps \
 	lineage runs report notebooks strip-notebooks
 
 help:
@@ -31,6 +31,7 @@ help:
 	@echo "make runs       every recorded run with status, duration and metrics"
 	@echo "make report     write the newest run's HTML report (ARGS='--run ID')"
 	@echo "make notebooks  open notebooks/ in Jupyter Lab, on the outputs of make run"
+	@echo "make validate   ARGS='validate --data-root DIR' (or skew, drift, make-spans; see README)"
 	@echo "make clean      delete outputs/ (models, MLMD, logs)"
 
 setup: system-deps $(STAMP)
@@ -107,6 +108,8 @@ notebooks: setup
 # Notebooks are committed without outputs (a test checks it).
 strip-notebooks: setup
 	$(PY) notebooks/strip_outputs.py
+validate: setup
+	$(PY) -m validation $(ARGS)
 
 clean:
 	rm -rf outputs

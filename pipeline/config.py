@@ -95,6 +95,24 @@ class EvaluatorConfig:
 
 
 @dataclass
+class ValidationConfig:
+    """The anomaly gate after ExampleValidator (components/anomaly_gate.py) and `python -m validation`.
+
+    Skew and drift thresholds are not here: they are per feature in the schema file.
+    """
+
+    fail_severity: str = "ERROR"  # anomalies at or above this stop the run: WARNING | ERROR
+    # Anomalies tolerated: "TYPE" for every feature or "feature:TYPE". The bundled eval split has one
+    # 1,710-mile trip (schema max 1,000): reported as tolerated, not hidden by a looser schema.
+    allow_anomalies: List[str] = field(default_factory=lambda: ["trip_miles:FLOAT_TYPE_BIG_FLOAT"])
+    skew: bool = True  # compare the train split with serving traffic (serving_data)
+    # Glob of tf.Example TFRecords of serving traffic. "" = the request logs under
+    # <output_dir>/request_logs/<model_name>/ when there are any, else the bundled `unlabelled` split.
+    serving_data: str = ""
+    drift: bool = True  # with `{SPAN}` patterns: compare the current span with the previous one
+
+
+@dataclass
 class BeamConfig:
     direct_running_mode: str = "in_memory"  # in_memory | multi_processing
     direct_num_workers: int = 0  # 0 = one per core (multi_processing only)
@@ -155,6 +173,7 @@ class PipelineConfig:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     tuner: TunerConfig = field(default_factory=TunerConfig)
     evaluator: EvaluatorConfig = field(default_factory=EvaluatorConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
     beam: BeamConfig = field(default_factory=BeamConfig)
     gcp: GcpConfig = field(default_factory=GcpConfig)
     dataflow: DataflowConfig = field(default_factory=DataflowConfig)
@@ -291,6 +310,12 @@ def validate(config: PipelineConfig) -> None:
     if config.data.pattern and (len(config.data.hash_buckets) < 2 or min(config.data.hash_buckets) <= 0):
         raise ConfigError("data.hash_buckets needs two positive numbers, e.g. [4, 1] for train/eval")
     config.features.spec()  # raises on overlapping or empty feature lists
+    from validation.report import GatePolicy
+
+    try:
+        GatePolicy(config.validation.fail_severity, tuple(config.validation.allow_anomalies))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     if not os.path.exists(config.schema_file):
         raise ConfigError(
             f"schema_file {config.schema_file} does not exist; infer one with "

@@ -2,6 +2,7 @@
 
 import glob
 import os
+import re
 
 from pipeline.config import ConfigError, PipelineConfig, is_remote
 
@@ -36,7 +37,9 @@ def check_inputs(config: PipelineConfig) -> dict:
     """Fails early, naming the directory and pattern, when a split would read no file.
 
     Returns split name -> number of matching files. Patterns with `{SPAN}` or
-    `{VERSION}` are resolved by ImportExampleGen itself and only checked for a base.
+    `{VERSION}` are resolved by ImportExampleGen itself; their files are still
+    read by the preflight. Every shard is read once (`validation.files`), so a
+    corrupt or foreign file is named here instead of failing inside Beam.
     """
     base = input_base(config)
     if is_remote(base):
@@ -47,6 +50,9 @@ def check_inputs(config: PipelineConfig) -> dict:
     counts = {}
     for split, pattern in split_patterns(config).items():
         if "{" in pattern:
+            span_files = [f for f in glob.glob(os.path.join(base, re.sub(r"\{[A-Z]+\}", "*", pattern)))
+                          if os.path.isfile(f) and os.path.getsize(f) > 0]
+            check_files(span_files)
             counts[split] = -1
             continue
         files = [f for f in glob.glob(os.path.join(base, pattern)) if os.path.isfile(f)]
@@ -57,5 +63,13 @@ def check_inputs(config: PipelineConfig) -> dict:
         empty = [f for f in files if os.path.getsize(f) == 0]
         if len(empty) == len(files):
             raise ConfigError(f"every file matching {pattern!r} in {base} is empty: {empty[:3]}")
+        check_files([f for f in files if f not in empty])
         counts[split] = len(files)
     return counts
+
+
+def check_files(files) -> None:
+    """Reads every shard once: a corrupt gzip or non-tf.Example file fails here, named, not in a Beam worker."""
+    from validation.files import check_files as check_tfrecords
+
+    check_tfrecords(files)

@@ -1,8 +1,9 @@
 """`create_pipeline(config)`: the one DAG every runner executes.
 
 ImportExampleGen -> StatisticsGen -> ImportSchemaGen -> ExampleValidator ->
-Transform -> Tuner -> Trainer -> Resolver(latest blessed model) -> Evaluator ->
-ServingPusher. Runners differ only in how they execute it (`runners/`).
+AnomalyGate (stops the run on bad data, skew or drift) -> Transform -> Tuner ->
+Trainer -> Resolver(latest blessed model) -> Evaluator -> ServingPusher.
+Runners differ only in how they execute it (`runners/`).
 """
 
 import os
@@ -15,6 +16,7 @@ import tensorflow_model_analysis as tfma  # noqa: E402
 from tfx import v1 as tfx  # noqa: E402
 from tfx.proto import example_gen_pb2  # noqa: E402
 
+from components.anomaly_gate import AnomalyGate  # noqa: E402
 from components.serving_pusher import ServingPusher  # noqa: E402
 from pipeline import inputs  # noqa: E402
 from pipeline.config import REPO_ROOT, PipelineConfig  # noqa: E402
@@ -82,6 +84,21 @@ def module_custom_config(config: PipelineConfig) -> dict:
     }
 
 
+def anomaly_gate(config: PipelineConfig, examples, statistics, schema, anomalies) -> AnomalyGate:
+    """The gate, with skew against serving traffic and drift against the previous `{SPAN}` when enabled."""
+    from validation.checks import default_serving_data
+
+    span_pattern = ""
+    train_pattern = config.data.pattern or config.data.train_pattern
+    if config.validation.drift and "{SPAN}" in train_pattern:
+        span_pattern = os.path.join(inputs.input_base(config), train_pattern)
+    return AnomalyGate(
+        examples=examples, statistics=statistics, schema=schema, anomalies=anomalies,
+        fail_severity=config.validation.fail_severity, allow_anomalies=config.validation.allow_anomalies,
+        serving_data=default_serving_data(config) if config.validation.skew else "",
+        span_pattern=span_pattern, report_dir=os.path.join(config.pipeline_root, "validation_reports"))
+
+
 def create_components(config: PipelineConfig) -> List:
     input_config, output_config = example_gen_configs(config)
     example_gen = tfx.components.ImportExampleGen(
@@ -90,12 +107,16 @@ def create_components(config: PipelineConfig) -> List:
     schema_gen = tfx.components.ImportSchemaGen(schema_file=os.path.abspath(config.schema_file))
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
+    gate = anomaly_gate(config, example_gen.outputs["examples"], statistics_gen.outputs["statistics"],
+                        schema_gen.outputs["schema"], example_validator.outputs["anomalies"])
     custom_config = module_custom_config(config)
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],
         module_file=TRANSFORM_MODULE, custom_config=custom_config)
+    # Nothing downstream consumes the gate's report; this edge is what keeps training behind it.
+    transform.add_upstream_node(gate)
 
-    components = [example_gen, statistics_gen, schema_gen, example_validator, transform]
+    components = [example_gen, statistics_gen, schema_gen, example_validator, gate, transform]
     hyperparameters = None
     if config.tuner.enabled:
         tuner = tfx.components.Tuner(

@@ -6,7 +6,8 @@ The terminal shows one line per component as it starts and ends, then a
 summary (metrics of candidate and baseline, blessing, where the model went).
 Everything TensorFlow, Beam and TFX log goes to `<log_dir>/run-<time>.log`.
 Exit status: 0 when the run completed (blessed or not), 1 when a component
-failed, 2 for a configuration error.
+failed, 2 for a configuration error or unreadable input file, 3 when the
+anomaly gate stopped the run on bad data (its report is printed, with its path).
 """
 
 import os
@@ -107,6 +108,17 @@ def one_line_reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[-1] if text else ''}".strip()
 
 
+def data_validation_failure(error: BaseException):
+    """The anomaly gate's `DataValidationFailed` in an exception chain, or None."""
+    from components.anomaly_gate import DataValidationFailed
+
+    while error is not None:
+        if isinstance(error, DataValidationFailed):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def run(config: PipelineConfig, out: TextIO = sys.stdout, dag_runner=None) -> int:
     """Runs the pipeline with `dag_runner` (default: LocalDagRunner); returns the process exit status."""
     from pipeline import inputs
@@ -155,9 +167,16 @@ def run(config: PipelineConfig, out: TextIO = sys.stdout, dag_runner=None) -> in
         except Exception as error:  # Reported in one line; the traceback is in the log.
             logging.exception("Pipeline failed")
             component = handler.current if handler else None
-            terminal.write(f"\nFAILED{' in ' + component if component else ''}: {one_line_reason(error)}\n"
-                           f"Full traceback: {log_path}\n")
-            status = 1
+            rejected = data_validation_failure(error)
+            if rejected is not None:
+                terminal.write(f"\nSTOPPED by {component or 'AnomalyGate'}: the data did not pass validation; "
+                               "nothing was trained or pushed.\n"
+                               f"{rejected.report_text}\nReport: {rejected.report_path}\n")
+                status = 3
+            else:
+                terminal.write(f"\nFAILED{' in ' + component if component else ''}: {one_line_reason(error)}\n"
+                               f"Full traceback: {log_path}\n")
+                status = 1
         finally:
             # Later reads of MLMD log too; they belong in the log, not the summary.
             # A NullHandler keeps the next root-level log call from re-installing

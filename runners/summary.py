@@ -216,7 +216,10 @@ def format_summary(summary: RunSummary, config, timings: Dict[str, float]) -> st
     if cached:
         lines.append(f"  reused from cache: {', '.join(cached)}")
     for split, found in summary.anomalies.items():
-        lines.append(f"  data anomalies in {split} (recorded, not gating): {'; '.join(found)}")
+        lines.append(f"  data anomalies in {split} (tolerated by the anomaly gate): {'; '.join(found)}")
+    gate = summary.component("AnomalyGate")
+    if gate and gate.outputs.get("report"):
+        lines.append(f"  data validation passed: {os.path.join(gate.outputs['report'][0], 'report.html')}")
     if summary.hyperparameters:
         hp = ", ".join(f"{k}={v}" for k, v in summary.hyperparameters.items() if not k.startswith("tuner/"))
         lines.append(f"  tuned hyper-parameters: {hp}")

@@ -23,8 +23,8 @@ from tests.samples import make_sample, small_config
 
 pytestmark = pytest.mark.slow
 
-COMPONENTS = {"ImportExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "Transform", "Tuner",
-              "Trainer", "latest_blessed_model_resolver", "Evaluator", "Pusher"}
+COMPONENTS = {"ImportExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "AnomalyGate",
+              "Transform", "Tuner", "Trainer", "latest_blessed_model_resolver", "Evaluator", "Pusher"}
 
 
 @pytest.fixture(scope="module")
