@@ -229,24 +229,33 @@ def anomalies_section(summary: RunSummary) -> str:
 
 
 def validation_section(summary: RunSummary) -> str:
-    """Skew and drift tables written by the validation gate, when this run had one."""
+    """The anomaly gate's verdict, findings, and skew/drift distances against the schema's thresholds."""
     reports = []
-    for component in summary.components:
-        for uris in component.outputs.values():
-            for uri in uris:
-                reports.extend(glob.glob(os.path.join(uri, "validation_report.json")))
+    gate = summary.component("AnomalyGate")
+    for uri in (gate.outputs.get("report", []) if gate else []):
+        reports.extend(glob.glob(os.path.join(uri, "report.json")))
     if not reports:
         return ""
     with open(reports[0], encoding="utf-8") as f:
         report = json.load(f)
-    parts = []
+    findings = report.get("findings", [])
+    failing = [x for x in findings if x.get("status") == "fails"]
+    verdict = ('<span class="badge bad">failed</span>' if failing else '<span class="badge ok">passed</span>')
+    parts = [f"<p>{verdict} &nbsp;{_e(report.get('title', 'Anomaly gate'))}</p>"]
+    if findings:
+        parts.append(_table(["data", "feature", "anomaly", "severity", "status", "description", "examples"],
+                            [[x.get("dataset"), x.get("feature"), x.get("anomaly"), x.get("severity"),
+                              x.get("status"), x.get("description"), ", ".join(x.get("values") or [])]
+                             for x in findings]))
     for kind in ("skew", "drift"):
-        rows = [[r.get("feature"), r.get("comparator"), _num(r.get("distance")), _num(r.get("threshold")),
-                 '<span class="bad">over</span>' if r.get("over") else '<span class="ok">ok</span>']
-                for r in report.get(kind, [])]
+        rows = [[d.get("feature"), d.get("measure"), _num(d.get("value")), _num(d.get("threshold")),
+                 '<span class="bad">over</span>' if d.get("value", 0) > d.get("threshold", 0)
+                 else '<span class="ok">ok</span>']
+                for d in report.get("distances", []) if d.get("kind") == kind]
+        title = f"<h3>{kind.title()}: {_e(report.get('comparisons', {}).get(kind, ''))}</h3>"
         if rows:
-            parts.append(f"<h3>{kind.title()}</h3>" + _table(
-                ["feature", "comparator", "distance", "threshold", ""], rows, numeric=(2, 3)))
+            parts.append(title + _table(["feature", "measure", "distance", "threshold", ""], rows, numeric=(2, 3)))
+    parts.extend(f"<p class='muted'>{_e(note)}</p>" for note in report.get("notes", []))
     return "".join(parts)
 
 
@@ -374,7 +383,7 @@ def render(summary: RunSummary, config) -> str:
     sections.append(_section("Anomalies", anomalies_section(summary), "anomalies"))
     validation = validation_section(summary)
     if validation:
-        sections.append(_section("Skew and drift", validation, "skew-drift"))
+        sections.append(_section("Data validation gate: anomalies, skew, drift", validation, "gate"))
     sections.append(_section("Model evaluation", model_section(summary, config), "evaluation"))
     edge = edge_section(summary)
     if edge:

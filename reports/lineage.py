@@ -25,7 +25,7 @@ STAGES = (
     ("input examples", ("Examples",), ("ImportExampleGen", "CsvExampleGen", "BigQueryExampleGen")),
     ("statistics", ("ExampleStatistics",), ("StatisticsGen",)),
     ("schema", ("Schema",), ("ImportSchemaGen", "SchemaGen")),
-    ("anomalies", ("ExampleAnomalies",), ("ExampleValidator",)),
+    ("anomalies", ("ExampleAnomalies", "DataValidationReport"), ("ExampleValidator", "AnomalyGate")),
     ("transform graph", ("TransformGraph",), ()),
     ("hyper-parameters", ("HyperParameters",), ()),
     ("trained model", ("Model",), ("Trainer",)),
@@ -297,6 +297,8 @@ def _describe(stage: str, a: ArtifactInfo) -> str:
         return f"span {p.get('span', 0)}, version {p.get('version', 0)}, splits {splits}"
     if stage == "schema":
         return "curated (ImportSchemaGen)" if a.producer == "ImportSchemaGen" else f"by {a.producer}"
+    if stage == "anomalies" and a.type == "DataValidationReport":
+        return f"gate {'passed' if p.get('passed') else 'FAILED'}: {p.get('report', '')}"
     if stage == "anomalies":
         from runners.summary import read_anomalies
 
