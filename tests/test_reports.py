@@ -42,7 +42,8 @@ def test_lineage_of_the_pushed_version_names_the_exact_artifacts_that_made_it(pu
     assert ids["input examples"] == [_output_id(summary, "ImportExampleGen", "examples")]
     assert ids["statistics"] == [_output_id(summary, "StatisticsGen", "statistics")]
     assert ids["schema"] == [_output_id(summary, "ImportSchemaGen", "schema")]
-    assert ids["anomalies"] == [_output_id(summary, "ExampleValidator", "anomalies")]
+    assert ids["anomalies"] == sorted([_output_id(summary, "ExampleValidator", "anomalies"),
+                                       _output_id(summary, "AnomalyGate", "report")])
     assert ids["transform graph"] == [_output_id(summary, "Transform", "transform_graph")]
     assert ids["hyper-parameters"] == [_output_id(summary, "Tuner", "best_hyperparameters")]
     assert ids["trained model"] == [_output_id(summary, "Trainer", "model")]
@@ -112,7 +113,7 @@ def report(pushed_run):
 def test_report_has_metrics_anomalies_statistics_and_plots(report, pushed_run):
     _, summary = pushed_run
     _, page = report
-    for section in ('id="components"', 'id="data"', 'id="anomalies"', 'id="evaluation"'):
+    for section in ('id="components"', 'id="data"', 'id="anomalies"', 'id="gate"', 'id="evaluation"'):
         assert section in page
     assert f"{summary.candidate_metrics['auc']:.4f}" in page
     assert "ROC" in page and "Calibration" in page and page.count("<svg") > 10
