@@ -19,7 +19,7 @@ import json
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 import numpy as np
@@ -27,7 +27,7 @@ import tensorflow as tf
 
 from components.serving_pusher import next_version, serving_versions
 from edge import edgetpu, metadata
-from edge.runtime import MANIFEST, EdgeModel
+from edge.runtime import MANIFEST, EdgeModel, interpreter_module
 from models import edge_signature, features
 
 FILES = {"int8": "model_int8.tflite", "float": "model_float.tflite", "mapping": "edge_mapping.json"}
@@ -204,10 +204,20 @@ def _metrics(labels, scores, reference_decisions=None) -> Dict[str, float]:
 
 def input_order(model: bytes) -> List[str]:
     """Signature input names in the order of the model's input tensors (what metadata must follow)."""
-    interpreter = edgetpu.interpreter_module().Interpreter(model_content=model)
+    interpreter = interpreter_module().Interpreter(model_content=model)
     signature = next(iter(interpreter.get_signature_list()))
     by_index = {d["index"]: n for n, d in interpreter.get_signature_runner(signature).get_input_details().items()}
     return [by_index[d["index"]] for d in interpreter.get_input_details()]
+
+
+def op_versions(model: bytes) -> Dict[str, int]:
+    """Builtin op -> version in the flatbuffer: what an Edge TPU compiler must know to map the op."""
+    from tensorflow_lite_support.metadata import schema_py_generated as tflite_schema
+
+    names = {v: k for k, v in vars(tflite_schema.BuiltinOperator).items() if not k.startswith("_")}
+    parsed = tflite_schema.Model.GetRootAsModel(model, 0)
+    codes = [parsed.OperatorCodes(i) for i in range(parsed.OperatorCodesLength())]
+    return {names[max(c.BuiltinCode(), c.DeprecatedBuiltinCode())]: c.Version() for c in codes}
 
 
 def _sha256(data: bytes) -> str:
@@ -294,8 +304,11 @@ def export(saved_model_dir: str, transform_graph_dir: str, transformed_train_pat
             metrics[variant] = _metrics(labels, scores, reference > DECISION_THRESHOLD)
     readiness = edgetpu.check(model_content=files[FILES["int8"]])
     drop = metrics["saved_model"]["auc"] - metrics["int8"]["auc"]
-    result = EdgeResult(False, "", sizes={k: manifest["files"][k]["bytes"] for k in ("float", "int8")},
-                        metrics=metrics, auc_drop=float(drop), edgetpu=readiness.to_dict())
+    sizes = {k: manifest["files"][k]["bytes"] for k in ("float", "int8")}
+    sizes.update({f"{k}_without_metadata": len(models[k]) for k in ("float", "int8")})
+    result = EdgeResult(False, "", sizes=sizes,
+                        metrics=metrics, auc_drop=float(drop),
+                        edgetpu=dict(readiness.to_dict(), op_versions=op_versions(models["int8"])))
     if not drop <= settings.max_auc_drop:
         result.reason = (f"int8 AUC {metrics['int8']['auc']:.4f} is {drop:.4f} below the SavedModel's "
                          f"{metrics['saved_model']['auc']:.4f} (edge.max_auc_drop {settings.max_auc_drop}); "
@@ -309,7 +322,7 @@ def export(saved_model_dir: str, transform_graph_dir: str, transformed_train_pat
         "io_type": settings.io_type,
         "metrics": metrics, "auc_drop": float(drop), "max_auc_drop": settings.max_auc_drop,
         "eval_examples": len(eval_examples), "representative_examples": len(representative[0]),
-        "clip": mapping["clip"], "edgetpu": readiness.to_dict(),
+        "sizes": sizes, "clip": mapping["clip"], "edgetpu": result.edgetpu,
     })
     files[MANIFEST] = json.dumps(manifest, indent=2).encode("utf-8")
     result.version_dir = stage_and_rename(model_base_dir, version, files)

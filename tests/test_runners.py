@@ -224,7 +224,7 @@ def test_beam_runner_pushes_a_model(tmp_path, small_sample, mode, workers):
         str(tmp_path), small_sample,
         "training.train_steps=20", "training.eval_steps=5", "tuner.enabled=false",
         # A 20-step model is weak; this test is about the runner, not the blessing.
-        "evaluator.min_auc=0", "evaluator.min_binary_accuracy=0",
+        "evaluator.min_auc=0", "evaluator.min_binary_accuracy=0", "edge.enabled=false",
         f"beam.direct_running_mode={mode}", f"beam.direct_num_workers={workers}")
     out = io.StringIO()
     assert beam.run(config, out) == 0, out.getvalue()
