@@ -85,8 +85,8 @@ def main(argv=None) -> int:
           f"int8/float {sizes['int8'] / sizes['float']:.2f}x (target <= 0.30x)")
     bare = manifest.get("sizes", {})
     if "int8_without_metadata" in bare:
-        print(f"  without metadata: float {bare['float_without_metadata']:9d} B   int8 {bare['int8_without_metadata']:9d} B"
-              f"   int8/float {bare['int8_without_metadata'] / bare['float_without_metadata']:.2f}x")
+        small, large = bare["int8_without_metadata"], bare["float_without_metadata"]
+        print(f"  without metadata: float {large:9d} B   int8 {small:9d} B   int8/float {small / large:.2f}x")
     print(f"AUC       SavedModel {auc['SavedModel']:.4f}   float {auc['float']:.4f}   int8 {auc['int8']:.4f}   "
           f"drop {auc['SavedModel'] - auc['int8']:+.4f} (target <= 0.002)")
     print(f"decisions agreeing with SavedModel: float {agree['float']:.2%}, int8 {agree['int8']:.2%}")
@@ -94,7 +94,8 @@ def main(argv=None) -> int:
     base = seconds["SavedModel"]
     for name in ("SavedModel", "float", "int8"):
         label = name if name == "SavedModel" else f"edge {name} TFLite"
-        print(f"  {label:18s} {seconds[name] * 1e6:9.1f} us   {base / seconds[name]:6.1f}x faster than SavedModel")
+        ratio = "(baseline)" if name == "SavedModel" else f"{base / seconds[name]:6.1f}x faster than SavedModel"
+        print(f"  {label:18s} {seconds[name] * 1e6:9.1f} us   {ratio}")
     print(f"  of which raw-feature encoding (edge/encoder.py): {encode * 1e6:.1f} us   (target end-to-end <= 50 us)")
     return 0
 

@@ -32,9 +32,10 @@ def _load(args):
 def _warn_columns(model, records) -> None:
     unused, absent = model.encoder.unused_and_absent(records[0].keys())
     if absent:
-        sys.stderr.write(f"edge: input has no column for {', '.join(absent)}; scored as missing values\n")
+        sys.stderr.write(f"edge: the first record has no {', '.join(absent)}; missing values get Transform's "
+                         "defaults\n")
     if unused:
-        sys.stderr.write(f"edge: ignoring columns the model does not use: {', '.join(unused)}\n")
+        sys.stderr.write(f"edge: ignoring fields the model does not use: {', '.join(unused)}\n")
 
 
 def predict(args) -> int:

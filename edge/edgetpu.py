@@ -55,8 +55,9 @@ class Readiness:
 def check(model_path: str = "", model_content: bytes = b"") -> Readiness:
     module = interpreter_module()
     # Without default delegates: XNNPACK would replace the ops under inspection with one DELEGATE node.
-    interpreter = module.Interpreter(model_path=model_path or None, model_content=model_content or None,
-                                     experimental_op_resolver_type=module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interpreter = module.Interpreter(
+        model_path=model_path or None, model_content=model_content or None,
+        experimental_op_resolver_type=module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
     readiness = Readiness(ops=[])
     for detail in interpreter.get_input_details() + interpreter.get_output_details():

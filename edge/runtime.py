@@ -8,6 +8,7 @@ features (`edge_mapping.json`) and the `.tflite` files the manifest lists.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import sys
@@ -76,6 +77,9 @@ class EdgeModel:
         if edgetpu:
             compiled = self.model_path.replace(".tflite", "_edgetpu.tflite")
             try:
+                # Probing with ctypes first: a failed load_delegate leaves a half-built object behind
+                # whose destructor prints a traceback.
+                ctypes.CDLL(EDGETPU_LIBRARY)
                 delegates = [module.load_delegate(EDGETPU_LIBRARY)]
                 if os.path.exists(compiled):
                     self.model_path, self.device = compiled, "edgetpu"

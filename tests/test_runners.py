@@ -26,6 +26,7 @@ CLOUD = [
     "dataflow.temp_location=gs://my-bucket/tmp/",
     "pipeline_root=gs://my-bucket/taxi/root",
     "serving_dir=gs://my-bucket/taxi/serving",
+    "edge.edge_dir=gs://my-bucket/taxi/edge",
     "data.input_base=gs://my-bucket/taxi/data",
     "training.train_steps=321",
     "training.eval_steps=12",
