@@ -32,6 +32,9 @@ from models import edge_signature, features
 
 FILES = {"int8": "model_int8.tflite", "float": "model_float.tflite", "mapping": "edge_mapping.json"}
 DECISION_THRESHOLD = 0.5
+# Clip ranges and representative rows come from at most this many transformed training examples:
+# enough for stable quantiles, bounded memory (each row is a dense one-hot vector) on big datasets.
+CALIBRATION_EXAMPLES = 100_000
 
 
 @dataclass
@@ -179,8 +182,11 @@ def raw_records(examples: List[bytes], spec: features.FeatureSpec) -> List[Dict[
 
 def labels_of(examples: List[bytes], spec: features.FeatureSpec) -> np.ndarray:
     def value(example, key):
-        values = example.features.feature[key].float_list.value if key in example.features.feature else []
-        return values[0] if values else 0.0
+        """The first value of a float or int column; 0 when missing, as Transform's label rule does."""
+        feature = example.features.feature.get(key)
+        kind = feature.WhichOneof("kind") if feature is not None else None
+        values = getattr(feature, kind).value if kind else []
+        return float(values[0]) if values else 0.0
 
     parsed = [tf.train.Example.FromString(e) for e in examples]
     relative = [value(e, spec.label_relative_to) for e in parsed] if spec.label_relative_to else None
@@ -270,7 +276,8 @@ def export(saved_model_dir: str, transform_graph_dir: str, transformed_train_pat
     loaded = tf.saved_model.load(saved_model_dir)
 
     feature_spec = tft.TFTransformOutput(transform_graph_dir).transformed_feature_spec()
-    train_columns = transformed_inputs(_records(transformed_train_pattern), feature_spec, mapping)
+    train_columns = transformed_inputs(_records(transformed_train_pattern, CALIBRATION_EXAMPLES), feature_spec,
+                                       mapping)
     mapping["clip"] = clip_ranges(train_columns[:-1], mapping, settings.clip_quantile)
     representative = calibration_rows(train_columns, mapping["clip"], mapping, settings.representative_examples,
                                       float_scores(loaded, train_columns, mapping))
