@@ -17,8 +17,8 @@ export PYTHONDONTWRITEBYTECODE := 1
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-fast bench bench-data infer-schema validate clean help system-deps browser-deps \
-	lineage runs report notebooks strip-notebooks
+.PHONY: setup run test test-fast bench bench-data bench-edge infer-schema validate clean help system-deps \
+	browser-deps lineage runs report notebooks strip-notebooks
 
 help:
 	@echo "make run        set up, then run the pipeline on the bundled taxi data (ARGS=... for options)"
@@ -26,6 +26,7 @@ help:
 	@echo "make test-fast  unit tests only (no pipeline runs)"
 	@echo "make bench      stock TFX taxi example vs this pipeline, side by side"
 	@echo "make bench-data StatisticsGen + Transform at 1x/10x/50x data, Beam in_memory vs multi_processing"
+	@echo "make bench-edge edge int8/float TFLite vs SavedModel: size, AUC, latency per raw example (after make run)"
 	@echo "make infer-schema ARGS='--data-root DIR --out FILE'"
 	@echo "make lineage    what made the newest pushed model (ARGS='--version V | --run ID | --json')"
 	@echo "make runs       every recorded run with status, duration and metrics"
@@ -89,6 +90,9 @@ bench: setup
 
 bench-data: setup
 	$(PY) -m bench.data_stages $(ARGS)
+
+bench-edge: setup
+	$(PY) -m bench.edge_latency $(ARGS)
 
 infer-schema: setup
 	$(PY) -m schemas.infer $(ARGS)

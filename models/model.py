@@ -5,6 +5,7 @@
   Transform graph runs inside it, so clients send raw features.
 - `transform_features`: serialized tf.Examples -> transformed features; TFMA
   calls it to compute the label the same way training did.
+- `edge`: numeric inputs after Transform, for TFLite (`edge_signature.py`).
 """
 
 import json
@@ -21,8 +22,9 @@ from absl import logging  # noqa: E402
 from tfx_bsl.public import tfxio  # noqa: E402
 
 try:
-    from models import features
+    from models import edge_signature, features
 except ImportError:  # Loaded from TFX's module wheel, where sibling files are top-level.
+    import edge_signature  # type: ignore[no-redef]
     import features  # type: ignore[no-redef]
 
 PREDICTION_KEY = "probabilities"
@@ -110,7 +112,8 @@ def _serving_signatures(model: keras.Model, tf_transform_output, spec) -> Dict:
         parsed = tf.io.parse_example(serialized, tf_transform_output.raw_feature_spec())
         return model.tft_layer(parsed)
 
-    return {"serving_default": serve_tf_examples, "transform_features": transform_features}
+    return {"serving_default": serve_tf_examples, "transform_features": transform_features,
+            **edge_signature.edge_signatures(model, tf_transform_output, spec, PREDICTION_KEY)}
 
 
 def train_and_export(fn_args, hparams: Dict) -> keras.Model:

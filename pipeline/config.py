@@ -113,6 +113,21 @@ class ValidationConfig:
 
 
 @dataclass
+class EdgeConfig:
+    """Full-int8 TFLite export of the blessed model for Coral Edge TPU / Raspberry Pi (components/edge_export.py)."""
+
+    enabled: bool = True
+    edge_dir: str = ""  # default <output_dir>/edge; versions go to <edge_dir>/<model_name>/<version>/
+    # Push only when the int8 model's AUC is at most this much below the SavedModel's on the eval split.
+    max_auc_drop: float = 0.005
+    io_type: str = "int8"  # int8 | uint8: the integer type of the model's input and output tensors
+    # Transformed training examples that calibrate the int8 ranges (the converter's representative dataset).
+    representative_examples: int = 1000
+    # Numeric inputs are clipped to the [q, 1-q] quantiles of the training data; 0 = its min/max.
+    clip_quantile: float = 0.0
+
+
+@dataclass
 class BeamConfig:
     direct_running_mode: str = "in_memory"  # in_memory | multi_processing
     direct_num_workers: int = 0  # 0 = one per core (multi_processing only)
@@ -174,6 +189,7 @@ class PipelineConfig:
     tuner: TunerConfig = field(default_factory=TunerConfig)
     evaluator: EvaluatorConfig = field(default_factory=EvaluatorConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
+    edge: EdgeConfig = field(default_factory=EdgeConfig)
     beam: BeamConfig = field(default_factory=BeamConfig)
     gcp: GcpConfig = field(default_factory=GcpConfig)
     dataflow: DataflowConfig = field(default_factory=DataflowConfig)
@@ -187,6 +203,12 @@ class PipelineConfig:
         self.metadata_path = self.metadata_path or os.path.join(out, "metadata.sqlite")
         self.serving_dir = self.serving_dir or os.path.join(out, "serving")
         self.log_dir = self.log_dir or os.path.join(out, "logs")
+        self.edge.edge_dir = self.edge.edge_dir or os.path.join(out, "edge")
+
+    @property
+    def model_edge_dir(self) -> str:
+        """`<edge.edge_dir>/<model_name>`: where edge versions are pushed."""
+        return os.path.join(self.edge.edge_dir, self.model_name)
 
     @property
     def model_serving_dir(self) -> str:
@@ -283,6 +305,8 @@ def load_config(path: Optional[str] = None, overrides: Optional[List[str]] = Non
         for name in ("pipeline_root", "metadata_path", "serving_dir", "log_dir"):
             if name not in base:
                 setattr(config, name, "")
+        if not (values.get("edge") or {}).get("edge_dir"):
+            config.edge.edge_dir = ""
     config.__post_init__()
     validate(config)
     return config
@@ -309,6 +333,12 @@ def validate(config: PipelineConfig) -> None:
         raise ConfigError("data: set either pattern (hash split) or both train_pattern and eval_pattern")
     if config.data.pattern and (len(config.data.hash_buckets) < 2 or min(config.data.hash_buckets) <= 0):
         raise ConfigError("data.hash_buckets needs two positive numbers, e.g. [4, 1] for train/eval")
+    if config.edge.io_type not in ("int8", "uint8"):
+        raise ConfigError(f"edge.io_type: {config.edge.io_type!r} is not one of int8, uint8")
+    if config.edge.representative_examples <= 0:
+        raise ConfigError("edge.representative_examples must be positive")
+    if not 0.0 <= config.edge.clip_quantile < 0.5:
+        raise ConfigError(f"edge.clip_quantile must be in [0, 0.5), got {config.edge.clip_quantile}")
     config.features.spec()  # raises on overlapping or empty feature lists
     from validation.report import GatePolicy
 

@@ -2,10 +2,12 @@
 
 ImportExampleGen -> StatisticsGen -> ImportSchemaGen -> ExampleValidator ->
 AnomalyGate (stops the run on bad data, skew or drift) -> Transform -> Tuner ->
-Trainer -> Resolver(latest blessed model) -> Evaluator -> ServingPusher.
-Runners differ only in how they execute it (`runners/`).
+Trainer -> Resolver(latest blessed model) -> Evaluator -> ServingPusher ->
+EdgeExport (int8 TFLite, when `edge.enabled`). Runners differ only in how they
+execute it (`runners/`).
 """
 
+import dataclasses
 import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -17,6 +19,7 @@ from tfx import v1 as tfx  # noqa: E402
 from tfx.proto import example_gen_pb2  # noqa: E402
 
 from components.anomaly_gate import AnomalyGate  # noqa: E402
+from components.edge_export import EdgeExport  # noqa: E402
 from components.serving_pusher import ServingPusher  # noqa: E402
 from pipeline import inputs  # noqa: E402
 from pipeline.config import REPO_ROOT, PipelineConfig  # noqa: E402
@@ -154,7 +157,17 @@ def create_components(config: PipelineConfig) -> List:
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.model_serving_dir)),
     ).with_id("Pusher")
-    return components + [trainer, model_resolver, evaluator, pusher]
+    components += [trainer, model_resolver, evaluator, pusher]
+    if config.edge.enabled:
+        components.append(EdgeExport(
+            model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
+            transform_graph=transform.outputs["transform_graph"],
+            transformed_examples=transform.outputs["transformed_examples"],
+            examples=example_gen.outputs["examples"], pushed_model=pusher.outputs["pushed_model"],
+            settings={k: v for k, v in dataclasses.asdict(config.edge).items() if k not in ("enabled", "edge_dir")},
+            features=config.features.spec().to_dict(), model_name=config.model_name,
+            base_directory=config.model_edge_dir).with_id("EdgeExport"))
+    return components
 
 
 def beam_pipeline_args(config: PipelineConfig) -> List[str]:

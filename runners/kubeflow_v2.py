@@ -35,7 +35,8 @@ RUNTIME_PARAMETERS = {
 def check(config: PipelineConfig) -> None:
     """Rejects settings a Vertex AI run cannot use, naming them."""
     require(config, "Compiling for Vertex AI Pipelines", required=("gcp.image",),
-            gcs=("pipeline_root", "serving_dir", "data.input_base"))
+            gcs=("pipeline_root", "serving_dir", "data.input_base")
+            + (("edge.edge_dir",) if config.edge.enabled else ()))
     if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,127}", config.pipeline_name):
         raise ConfigError(
             f"pipeline_name {config.pipeline_name!r}: Vertex AI accepts only lowercase letters, "

@@ -54,6 +54,8 @@ class RunSummary:
     hyperparameters: Dict[str, object] = field(default_factory=dict)
     # split -> ["feature: short description"], from ExampleValidator
     anomalies: Dict[str, List[str]] = field(default_factory=dict)
+    # EdgeExport's report (edge/export.py EdgeResult as a dict); empty when it did not run.
+    edge: Dict[str, object] = field(default_factory=dict)
 
     def component(self, name: str) -> Optional[ComponentRun]:
         return next((c for c in self.components if c.name == name), None)
@@ -131,6 +133,12 @@ def _add_model_results(summary: RunSummary, store, artifacts) -> None:
         summary.pushed_path = props["pushed_destination"].string_value if "pushed_destination" in props else ""
         if "already_serving_version" in props:
             summary.already_serving_version = props["already_serving_version"].string_value
+    edge = summary.component("EdgeExport")
+    if edge and edge.outputs.get("edge_model"):
+        path = os.path.join(edge.outputs["edge_model"][0], "edge_export.json")
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                summary.edge = json.load(f)
     validator = summary.component("ExampleValidator")
     if validator and validator.outputs.get("anomalies"):
         summary.anomalies = read_anomalies(validator.outputs["anomalies"][0])
@@ -210,6 +218,30 @@ def _slice_lines(slice_metrics: Dict[str, Dict[str, float]], per_feature: int = 
     return lines
 
 
+def _edge_lines(edge: Dict, config) -> List[str]:
+    """Float vs int8 size and AUC, and where the edge model went (or why it did not)."""
+    if not edge:
+        return []
+    lines = []
+    metrics, sizes = edge.get("metrics", {}), edge.get("sizes", {})
+    if metrics:
+        lines.append("  edge model           float TFLite   int8 TFLite   SavedModel")
+        lines.append(f"  size (bytes)         {sizes['float']:12d}  {sizes['int8']:12d}            -"
+                     f"   (int8 {sizes['int8'] / sizes['float']:.2f}x float)")
+        lines.append(f"  AUC                  {metrics['float']['auc']:12.4f}  {metrics['int8']['auc']:12.4f}"
+                     f"  {metrics['saved_model']['auc']:11.4f}")
+        lines.append(f"  decisions agreeing   {metrics['float']['agreement']:12.2%}  "
+                     f"{metrics['int8']['agreement']:12.2%}            -")
+        ready = edge.get("edgetpu", {})
+        lines.append("  Edge TPU ready: " + ("yes" if ready.get("ready") else
+                                             "NO (" + "; ".join(ready.get("cpu_ops", [])[:3]) + ")"))
+    if edge.get("pushed"):
+        lines.append(f"  edge model pushed to: {edge['version_dir']}")
+    else:
+        lines.append(f"  edge model not pushed: {edge.get('reason', '')}")
+    return lines
+
+
 def format_summary(summary: RunSummary, config, timings: Dict[str, float]) -> str:
     lines = ["", f"Run {summary.run_id}"]
     cached = [c.name for c in summary.components if c.state == "cached"]
@@ -251,6 +283,7 @@ def format_summary(summary: RunSummary, config, timings: Dict[str, float]) -> st
                      f" in {config.model_serving_dir}")
     elif summary.blessed is False:
         lines.append(f"  not pushed: serving directory {config.model_serving_dir} is unchanged")
+    lines.extend(_edge_lines(summary.edge, config))
     lines.append(f"  total time: {sum(timings.values()):.1f}s")
     lines.append(f"  artifacts: {config.pipeline_root}")
     lines.append(f"  metadata:  {config.metadata_path}")

@@ -24,7 +24,7 @@ from tests.samples import make_sample, small_config
 pytestmark = pytest.mark.slow
 
 COMPONENTS = {"ImportExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "AnomalyGate",
-              "Transform", "Tuner", "Trainer", "latest_blessed_model_resolver", "Evaluator", "Pusher"}
+              "Transform", "Tuner", "Trainer", "latest_blessed_model_resolver", "Evaluator", "Pusher", "EdgeExport"}
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,7 @@ CLOUD = [
     "dataflow.temp_location=gs://my-bucket/tmp/",
     "pipeline_root=gs://my-bucket/taxi/root",
     "serving_dir=gs://my-bucket/taxi/serving",
+    "edge.edge_dir=gs://my-bucket/taxi/edge",
     "data.input_base=gs://my-bucket/taxi/data",
     "training.train_steps=321",
     "training.eval_steps=12",
@@ -224,7 +225,7 @@ def test_beam_runner_pushes_a_model(tmp_path, small_sample, mode, workers):
         str(tmp_path), small_sample,
         "training.train_steps=20", "training.eval_steps=5", "tuner.enabled=false",
         # A 20-step model is weak; this test is about the runner, not the blessing.
-        "evaluator.min_auc=0", "evaluator.min_binary_accuracy=0",
+        "evaluator.min_auc=0", "evaluator.min_binary_accuracy=0", "edge.enabled=false",
         f"beam.direct_running_mode={mode}", f"beam.direct_num_workers={workers}")
     out = io.StringIO()
     assert beam.run(config, out) == 0, out.getvalue()
