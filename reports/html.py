@@ -330,25 +330,30 @@ def model_section(summary: RunSummary, config) -> str:
 
 
 def edge_section(summary: RunSummary) -> str:
-    """Float vs int8 TFLite comparison from the edge export's manifest, when this run exported one."""
-    manifests = []
-    for component in summary.components:
-        for uris in component.outputs.values():
-            for uri in uris:
-                manifests.extend(glob.glob(os.path.join(uri, "**", "manifest.json"), recursive=True))
-    if not manifests:
+    """Float vs int8 TFLite against the SavedModel, from the edge export's own record of this run."""
+    component = summary.component("EdgeExport")
+    records = [os.path.join(uri, "edge_export.json") for uri in (component.outputs.get("edge_model", [])
+                                                                 if component else [])]
+    records = [r for r in records if os.path.exists(r)]
+    if not records:
         return ""
-    with open(manifests[0], encoding="utf-8") as f:
-        manifest = json.load(f)
-    rows = []
-    for name, values in sorted((manifest.get("models") or {}).items()):
-        rows.append([name, _num(values.get("size_bytes")), _num(values.get("auc")), _num(values.get("accuracy")),
-                     _num(values.get("agreement"))])
-    body = f"<p>Manifest <code>{_e(manifests[0])}</code></p>"
-    if rows:
-        body += _table(["model", "bytes", "AUC", "accuracy", "decision agreement"], rows, numeric=(1, 2, 3, 4))
-    body += f"<details><summary>manifest.json</summary><pre>{_e(json.dumps(manifest, indent=2))}</pre></details>"
-    return body
+    with open(records[0], encoding="utf-8") as f:
+        result = json.load(f)
+    verdict = (f'<span class="badge ok">pushed</span> to <code>{_e(result.get("version_dir"))}</code>'
+               if result.get("pushed") else f'<span class="badge muted">not pushed</span> {_e(result.get("reason"))}')
+    parts = [f"<p>{verdict}</p>"]
+    metrics, sizes = result.get("metrics") or {}, result.get("sizes") or {}
+    if metrics:
+        rows = [[name, _num(sizes.get(name)), _num(m.get("auc")), _num(m.get("accuracy")),
+                 _num(m.get("agreement"))] for name, m in metrics.items()]
+        parts.append(_table(["model", "bytes", "AUC", "accuracy", "decisions agreeing with the SavedModel"],
+                            rows, numeric=(1, 2, 3, 4)))
+        parts.append(f"<p>int8 AUC drop vs the SavedModel: <b>{_num(result.get('auc_drop'))}</b></p>")
+    edgetpu = result.get("edgetpu") or {}
+    if edgetpu:
+        parts.append(f"<details><summary>Edge TPU readiness</summary><pre>{_e(json.dumps(edgetpu, indent=2))}"
+                     "</pre></details>")
+    return "".join(parts)
 
 
 # --- page ---------------------------------------------------------------------------------------------------------

@@ -113,11 +113,12 @@ def report(pushed_run):
 def test_report_has_metrics_anomalies_statistics_and_plots(report, pushed_run):
     _, summary = pushed_run
     _, page = report
-    for section in ('id="components"', 'id="data"', 'id="anomalies"', 'id="gate"', 'id="evaluation"'):
+    for section in ('id="components"', 'id="data"', 'id="anomalies"', 'id="gate"', 'id="evaluation"', 'id="edge"'):
         assert section in page
     assert f"{summary.candidate_metrics['auc']:.4f}" in page
     assert "ROC" in page and "Calibration" in page and page.count("<svg") > 10
     assert "trip_miles" in page and "payment_type" in page
+    assert "model_int8.tflite" in page or "int8" in page
     assert "http://" not in page.replace("http://www.w3.org/2000/svg", "") and "https://" not in page
 
 
