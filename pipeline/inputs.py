@@ -38,7 +38,7 @@ def check_inputs(config: PipelineConfig) -> dict:
 
     Returns split name -> number of matching files. Patterns with `{SPAN}` or
     `{VERSION}` are resolved by ImportExampleGen itself; their files are still
-    read by the preflight. Every shard is read once (`validation.files`), so a
+    read by the preflight. Each shard is read once (`validation.files`), so a
     corrupt or foreign file is named here instead of failing inside Beam.
     """
     base = input_base(config)
@@ -69,7 +69,7 @@ def check_inputs(config: PipelineConfig) -> dict:
 
 
 def check_files(files) -> None:
-    """Reads every shard once: a corrupt gzip or non-tf.Example file fails here, named, not in a Beam worker."""
+    """Reads each shard (large ones by their head): a corrupt gzip or non-tf.Example file fails here, named."""
     from validation.files import check_files as check_tfrecords
 
     check_tfrecords(files)
