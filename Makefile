@@ -17,7 +17,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-fast bench bench-data infer-schema clean help system-deps
+.PHONY: setup run test test-fast bench bench-data infer-schema clean help system-deps serve bench-serving
 
 help:
 	@echo "make run        set up, then run the pipeline on the bundled taxi data (ARGS=... for options)"
@@ -25,6 +25,8 @@ help:
 	@echo "make test-fast  unit tests only (no pipeline runs)"
 	@echo "make bench      stock TFX taxi example vs this pipeline, side by side"
 	@echo "make bench-data StatisticsGen + Transform at 1x/10x/50x data, Beam in_memory vs multi_processing"
+	@echo "make serve      local TF Serving-compatible gRPC server on the pushed models (ARGS='--set serving.port=N')"
+	@echo "make bench-serving  gRPC latency/QPS at 1/8/32 clients, batching on/off, vs in-process"
 	@echo "make infer-schema ARGS='--data-root DIR --out FILE'"
 	@echo "make clean      delete outputs/ (models, MLMD, logs)"
 
@@ -80,3 +82,10 @@ infer-schema: setup
 
 clean:
 	rm -rf outputs
+
+# Online serving: the local TF Serving-compatible gRPC server, and its latency/throughput benchmark.
+serve: setup
+	$(PY) -m serving serve $(ARGS)
+
+bench-serving: setup
+	$(PY) -m bench.serving_latency $(ARGS)

@@ -149,8 +149,10 @@ class ServingConfig:
     poll_interval_seconds: float = 2.0
     enable_batching: bool = True
     max_batch_size: int = 64  # examples per merged model call; larger single requests are refused
-    batch_timeout_micros: int = 2000  # how long a batch waits for more requests before it runs
-    num_batch_threads: int = 2
+    # How long a batch waits for more requests. 0: a batch is whatever queued while the previous
+    # call ran, so a lone request never waits and batches still form under load (bench/serving_latency.py).
+    batch_timeout_micros: int = 0
+    num_batch_threads: int = 1  # model calls at once; more only helps with more cores than clients use
     warmup_requests: int = 6  # PredictionLog records the Pusher writes from real eval examples
     request_log_sample_rate: float = 0.01  # fraction of Predict requests logged for the skew check
     request_log_dir: str = ""  # default: <output_dir>/request_logs; files land in <dir>/<model_name>/
@@ -322,9 +324,11 @@ def validate(config: PipelineConfig) -> None:
     serving = config.serving
     if not 0 < serving.port < 65536:
         raise ConfigError(f"serving.port must be 1-65535, got {serving.port}")
-    for name in ("max_batch_size", "batch_timeout_micros", "num_batch_threads", "poll_interval_seconds"):
+    for name in ("max_batch_size", "num_batch_threads", "poll_interval_seconds"):
         if getattr(serving, name) <= 0:
             raise ConfigError(f"serving.{name} must be positive")
+    if serving.batch_timeout_micros < 0:
+        raise ConfigError("serving.batch_timeout_micros must be 0 (no waiting) or positive")
     if not 0.0 <= serving.request_log_sample_rate <= 1.0:
         raise ConfigError("serving.request_log_sample_rate must be between 0 and 1")
     if not config.data.pattern and not (config.data.train_pattern and config.data.eval_pattern):

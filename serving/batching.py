@@ -3,7 +3,9 @@
 A model call on a batch of 32 costs little more than on a batch of 1 (the graph
 overhead dominates), so under concurrent load merging raises throughput several
 times. Like TF Serving's batcher: a batch runs when it holds `max_batch_size`
-examples or when `timeout` has passed since its first request arrived.
+examples or when `timeout` has passed since its first request arrived, and it
+always takes the requests already queued. With a timeout of 0 a batch is simply
+whatever queued up while the previous call ran: no added latency at low load.
 """
 
 import queue
@@ -108,10 +110,9 @@ class Batcher:
             stop = False
             while total < self._max:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
                 try:
-                    task = self._queue.get(timeout=remaining)
+                    # What is already queued always joins; waiting for more lasts until the deadline.
+                    task = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if task is _STOP:

@@ -139,15 +139,19 @@ class ServingClient:
         request.inputs[EXAMPLES_INPUT].CopyFrom(tf.make_tensor_proto(serialized, dtype=tf.string))
         return request
 
+    def send(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
+        """One prepared Predict request, with this client's deadline and retries."""
+        return self._call(self._predict, request)
+
     def predict_response(self, examples: Iterable[tf.train.Example]) -> Iterator[predict_pb2.PredictResponse]:
         batch: List[bytes] = []
         for example in examples:
             batch.append(example.SerializeToString())
             if len(batch) == self.batch_size:
-                yield self._call(self._predict, self.predict_request(batch))
+                yield self.send(self.predict_request(batch))
                 batch = []
         if batch:
-            yield self._call(self._predict, self.predict_request(batch))
+            yield self.send(self.predict_request(batch))
 
     def predict(self, examples: Iterable[tf.train.Example], output: str = PREDICTION_KEY) -> np.ndarray:
         """One score per example, in order (`probabilities` for the taxi model)."""

@@ -38,6 +38,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      prediction_service_pb2_grpc, regression_pb2)
 
 from components.serving_pusher import SERVING_SIGNATURE, WARMUP_FILE, serving_versions
+from pipeline.config import ServingConfig
 from serving import model_config
 from serving.batching import Batcher
 from serving.request_log import RequestLogger
@@ -50,17 +51,17 @@ AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
 
 @dataclass
 class ServerSettings:
-    """The `serving:` section of the pipeline config, as the server uses it."""
+    """The `serving:` section of the pipeline config (defaults from there), as the server uses it."""
 
-    host: str = "127.0.0.1"
-    port: int = 8500
-    poll_interval_seconds: float = 2.0
-    enable_batching: bool = True
-    max_batch_size: int = 64
-    batch_timeout_micros: int = 2000
-    num_batch_threads: int = 2
-    request_log_sample_rate: float = 0.0
-    request_log_dir: str = ""  # the model name is appended per model
+    host: str = ServingConfig.host
+    port: int = ServingConfig.port
+    poll_interval_seconds: float = ServingConfig.poll_interval_seconds
+    enable_batching: bool = ServingConfig.enable_batching
+    max_batch_size: int = ServingConfig.max_batch_size
+    batch_timeout_micros: int = ServingConfig.batch_timeout_micros
+    num_batch_threads: int = ServingConfig.num_batch_threads
+    request_log_sample_rate: float = ServingConfig.request_log_sample_rate
+    request_log_dir: str = ""  # the model name is appended per model; "" logs nothing
 
     @classmethod
     def from_config(cls, serving_config) -> "ServerSettings":
@@ -505,9 +506,6 @@ class ModelServer:
             self._poller.join()
         self.manager.shutdown()
         self.loggers.flush()
-
-    def wait(self) -> None:
-        self._server.wait_for_termination()
 
 
 def serve_forever(server: ModelServer) -> None:

@@ -411,3 +411,48 @@ def test_hot_swap_under_load_then_rollout_and_rollback_without_restart(pushed_ru
     finally:
         channel.close()
         server.stop()
+
+
+def _classification_model(path):
+    """A TF1-style SavedModel with classify and regress signatures (what tf.estimator exported)."""
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        serialized = tf.compat.v1.placeholder(tf.string, [None], name="tf_example")
+        fare = tf.io.parse_example(serialized, {"fare": tf.io.FixedLenFeature([1], tf.float32, [0.0])})["fare"]
+        probability = tf.sigmoid(fare - 10.0)
+        scores = tf.concat([1.0 - probability, probability], axis=1)
+        classes = tf.tile(tf.constant([["small_tip", "big_tip"]]), [tf.shape(fare)[0], 1])
+        builder = tf.compat.v1.saved_model.Builder(path)
+        builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map={
+            "serving_default": tf.compat.v1.saved_model.classification_signature_def(serialized, classes, scores),
+            "regress": tf.compat.v1.saved_model.regression_signature_def(serialized, probability)})
+        builder.save()
+
+
+def test_classify_and_regress_on_signatures_exported_for_them(tmp_path):
+    base = str(tmp_path / "serving" / "tipper")
+    _classification_model(os.path.join(base, "1"))
+    path = str(tmp_path / "serving" / "models.config")
+    model_config.ensure(path, "tipper", base)
+    server = _start(path, tmp_path)
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    fares = [tf.train.Example(features=tf.train.Features(feature={
+        "fare": tf.train.Feature(float_list=tf.train.FloatList(value=[value]))})) for value in (5.0, 10.0, 20.0)]
+    expected = 1 / (1 + np.exp(-(np.array([5.0, 10.0, 20.0]) - 10.0)))
+    try:
+        classify = classification_pb2.ClassificationRequest()
+        classify.model_spec.name = "tipper"
+        classify.input.example_list.examples.extend(fares)
+        result = stub.Classify(classify, timeout=30).result.classifications
+        assert [[c.label for c in row.classes] for row in result] == [["small_tip", "big_tip"]] * 3
+        np.testing.assert_allclose([row.classes[1].score for row in result], expected, rtol=1e-5)
+
+        regress = regression_pb2.RegressionRequest()
+        regress.model_spec.name = "tipper"
+        regress.model_spec.signature_name = "regress"
+        regress.input.example_list.examples.extend(fares)
+        values = [r.value for r in stub.Regress(regress, timeout=30).result.regressions]
+        np.testing.assert_allclose(values, expected, rtol=1e-5)
+    finally:
+        channel.close()
+        server.stop()
