@@ -37,10 +37,10 @@ class RequestLogger:
         """Writes the examples logged since the last flush to a new file; returns its path ('' if none)."""
         with self._lock:
             records, self._pending = self._pending, []
+            if not records:
+                return ""
             self._files += 1
             number = self._files
-        if not records:
-            return ""
         tf.io.gfile.makedirs(self.directory)
         name = f"requests-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}-{number:05d}{FILE_SUFFIX}"
         final = os.path.join(self.directory, name)
