@@ -142,8 +142,8 @@ def test_deployment_files_parse_and_agree_with_the_config(tmp_path):
     assert f"batch_timeout_micros {{ value: {config.serving.batch_timeout_micros} }}" in batching
 
     command = shlex.split(open(files["docker-run.sh"]).read().splitlines()[-1])
-    import tensorflow_serving  # noqa: F401  (the image tag must match the installed API)
     from importlib.metadata import version
+    # The image must match the installed tensorflow-serving-api, whose protos the clients use.
     assert f"tensorflow/serving:{version('tensorflow-serving-api')}" in command
     assert command[command.index("-p") + 1] == "127.0.0.1:8500:8500"
     assert command[command.index("-v") + 1] == f"{config.serving_dir}:{config.serving_dir}:ro"
