@@ -105,7 +105,7 @@ def _client(config: PipelineConfig, args):
 def _predict(config: PipelineConfig, args) -> int:
     from serving.client import read_examples
 
-    examples = list(read_examples(args.input, config.schema_file))
+    examples = read_examples(args.input, config.schema_file)
     with _client(config, args) as client:
         if args.command == "classify":
             for value in client.classify(examples):

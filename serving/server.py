@@ -484,8 +484,12 @@ class ModelServer:
     def start(self) -> int:
         self.manager.poll()  # the first load happens before the port opens: no NOT_FOUND at startup
         address = f"{self.settings.host}:{self.settings.port}"
-        self.port = self._server.add_insecure_port(address)
+        try:
+            self.port = self._server.add_insecure_port(address)
+        except RuntimeError:
+            self.port = 0
         if not self.port:
+            self.manager.shutdown()
             raise OSError(f"could not bind {address}; is another server using port {self.settings.port}? "
                           "Choose another with --set serving.port=N")
         self._server.start()

@@ -254,7 +254,7 @@ def test_sampled_requests_are_logged_as_raw_tf_examples(served, eval_rows):
     assert all(e.SerializeToString() in serialized for e in eval_rows[:5])
 
 
-def test_client_reads_jsonl_csv_and_tfrecords_alike(served, eval_rows, pushed_run, tmp_path):
+def test_client_reads_jsonl_csv_and_tfrecords_alike(served, eval_rows, pushed_run, tmp_path, capsys):
     config, _ = pushed_run
     server, _, base = served
     rows = eval_rows[:6]
@@ -283,6 +283,10 @@ def test_client_reads_jsonl_csv_and_tfrecords_alike(served, eval_rows, pushed_ru
             np.testing.assert_allclose(scores, expected, rtol=1e-5, err_msg=str(path))
         assert list(client.classify(read_examples(str(jsonl), config.schema_file))) == list(
             (expected > 0.5).astype(int))
+
+    assert cli.main(["predict", "--input", str(csv_path), "--target", f"127.0.0.1:{server.port}"]) == 0
+    printed = [json.loads(line)["probability"] for line in capsys.readouterr().out.splitlines()]
+    np.testing.assert_allclose(printed, expected, atol=1e-6)
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"fare": "twelve"}) + "\n")

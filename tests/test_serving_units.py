@@ -170,3 +170,19 @@ def test_serving_settings_are_validated():
         load_config(None, ["serving.max_batch_size=0"])
     config = load_config(None, ["output_dir=/tmp/elsewhere"])
     assert config.model_request_log_dir == "/tmp/elsewhere/request_logs/taxi"
+
+
+def test_a_port_in_use_is_named_with_what_to_do(tmp_path):
+    import socket
+
+    from serving.server import ModelServer, ServerSettings
+
+    path = str(tmp_path / "models.config")
+    model_config.ensure(path, "taxi", str(tmp_path / "taxi"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = ModelServer(path, ServerSettings(port=port))
+        with pytest.raises(OSError, match=rf"could not bind 127.0.0.1:{port}.*--set serving.port=N"):
+            server.start()
