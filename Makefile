@@ -17,8 +17,8 @@ export PYTHONDONTWRITEBYTECODE := 1
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-fast bench bench-data bench-edge infer-schema validate clean help system-deps \
-	browser-deps lineage runs report notebooks strip-notebooks
+.PHONY: setup run test test-fast bench bench-data bench-edge bench-serving infer-schema validate clean help \
+	system-deps browser-deps serve lineage runs report notebooks strip-notebooks
 
 help:
 	@echo "make run        set up, then run the pipeline on the bundled taxi data (ARGS=... for options)"
@@ -27,6 +27,8 @@ help:
 	@echo "make bench      stock TFX taxi example vs this pipeline, side by side"
 	@echo "make bench-data StatisticsGen + Transform at 1x/10x/50x data, Beam in_memory vs multi_processing"
 	@echo "make bench-edge edge int8/float TFLite vs SavedModel: size, AUC, latency per raw example (after make run)"
+	@echo "make serve      local TF Serving-compatible gRPC server on the pushed models (ARGS='--set serving.port=N')"
+	@echo "make bench-serving  gRPC latency/QPS at 1/8/32 clients, batching on/off, vs in-process"
 	@echo "make infer-schema ARGS='--data-root DIR --out FILE'"
 	@echo "make lineage    what made the newest pushed model (ARGS='--version V | --run ID | --json')"
 	@echo "make runs       every recorded run with status, duration and metrics"
@@ -117,3 +119,10 @@ validate: setup
 
 clean:
 	rm -rf outputs
+
+# Online serving: the local TF Serving-compatible gRPC server, and its latency/throughput benchmark.
+serve: setup
+	$(PY) -m serving serve $(ARGS)
+
+bench-serving: setup
+	$(PY) -m bench.serving_latency $(ARGS)

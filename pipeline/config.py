@@ -172,6 +172,27 @@ class KubeflowConfig:
 
 
 @dataclass
+class ServingConfig:
+    """Online serving (`python -m serving`): the local gRPC server, the files for TF Serving, the clients."""
+
+    host: str = "127.0.0.1"  # loopback by default; 0.0.0.0 exposes the server to the network
+    port: int = 8500  # TF Serving's gRPC port
+    # How often the server re-reads models.config and rescans the model base path (TF Serving's
+    # --file_system_poll_wait_seconds and --model_config_file_poll_wait_seconds).
+    poll_interval_seconds: float = 2.0
+    enable_batching: bool = True
+    max_batch_size: int = 64  # examples per merged model call; larger single requests are refused
+    # How long a batch waits for more requests. 0: a batch is whatever queued while the previous
+    # call ran, so a lone request never waits and batches still form under load (bench/serving_latency.py).
+    batch_timeout_micros: int = 0
+    num_batch_threads: int = 1  # model calls at once; more only helps with more cores than clients use
+    warmup_requests: int = 6  # PredictionLog records the Pusher writes from real eval examples
+    request_log_sample_rate: float = 0.01  # fraction of Predict requests logged for the skew check
+    request_log_dir: str = ""  # default: <output_dir>/request_logs; files land in <dir>/<model_name>/
+    tf_serving_image: str = "tensorflow/serving:2.16.1"  # matches tensorflow-serving-api
+
+
+@dataclass
 class PipelineConfig:
     pipeline_name: str = "taxi"
     model_name: str = "taxi"
@@ -194,6 +215,7 @@ class PipelineConfig:
     gcp: GcpConfig = field(default_factory=GcpConfig)
     dataflow: DataflowConfig = field(default_factory=DataflowConfig)
     kubeflow: KubeflowConfig = field(default_factory=KubeflowConfig)
+    serving: ServingConfig = field(default_factory=ServingConfig)
 
     def __post_init__(self):
         # gs:// (and other remote) paths are joined as they are; local ones made absolute.
@@ -204,11 +226,22 @@ class PipelineConfig:
         self.serving_dir = self.serving_dir or os.path.join(out, "serving")
         self.log_dir = self.log_dir or os.path.join(out, "logs")
         self.edge.edge_dir = self.edge.edge_dir or os.path.join(out, "edge")
+        self.serving.request_log_dir = self.serving.request_log_dir or os.path.join(out, "request_logs")
 
     @property
     def model_edge_dir(self) -> str:
         """`<edge.edge_dir>/<model_name>`: where edge versions are pushed."""
         return os.path.join(self.edge.edge_dir, self.model_name)
+
+    @property
+    def models_config_path(self) -> str:
+        """`<serving_dir>/models.config`: the ModelServerConfig read by TF Serving and the local server."""
+        return os.path.join(self.serving_dir, "models.config")
+
+    @property
+    def model_request_log_dir(self) -> str:
+        """`<request_log_dir>/<model_name>`: sampled request logs, read by the skew check."""
+        return os.path.join(self.serving.request_log_dir, self.model_name)
 
     @property
     def model_serving_dir(self) -> str:
@@ -307,6 +340,8 @@ def load_config(path: Optional[str] = None, overrides: Optional[List[str]] = Non
                 setattr(config, name, "")
         if not (values.get("edge") or {}).get("edge_dir"):
             config.edge.edge_dir = ""
+        if "request_log_dir" not in values.get("serving", {}):
+            config.serving.request_log_dir = ""
     config.__post_init__()
     validate(config)
     return config
@@ -329,6 +364,16 @@ def validate(config: PipelineConfig) -> None:
     for name in ("max_num_workers", "disk_size_gb"):
         if getattr(config.dataflow, name) <= 0:
             raise ConfigError(f"dataflow.{name} must be positive")
+    serving = config.serving
+    if not 0 < serving.port < 65536:
+        raise ConfigError(f"serving.port must be 1-65535, got {serving.port}")
+    for name in ("max_batch_size", "num_batch_threads", "poll_interval_seconds"):
+        if getattr(serving, name) <= 0:
+            raise ConfigError(f"serving.{name} must be positive")
+    if serving.batch_timeout_micros < 0:
+        raise ConfigError("serving.batch_timeout_micros must be 0 (no waiting) or positive")
+    if not 0.0 <= serving.request_log_sample_rate <= 1.0:
+        raise ConfigError("serving.request_log_sample_rate must be between 0 and 1")
     if not config.data.pattern and not (config.data.train_pattern and config.data.eval_pattern):
         raise ConfigError("data: set either pattern (hash split) or both train_pattern and eval_pattern")
     if config.data.pattern and (len(config.data.hash_buckets) < 2 or min(config.data.hash_buckets) <= 0):

@@ -156,6 +156,9 @@ def create_components(config: PipelineConfig) -> List:
         model_blessing=evaluator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.model_serving_dir)),
+        examples=example_gen.outputs["examples"],
+        custom_config={"warmup_requests": config.serving.warmup_requests, "model_name": config.model_name,
+                       "label_only_columns": list(config.features.spec().label_only_columns)},
     ).with_id("Pusher")
     components += [trainer, model_resolver, evaluator, pusher]
     if config.edge.enabled:

@@ -57,3 +57,27 @@ def test_failure_mid_push_leaves_no_version_and_no_partial_directory(tmp_path, m
     with pytest.raises(OSError, match="No space left"):
         serving_pusher.push_atomically(model, str(base), 2, {})
     assert sorted(os.listdir(base)) == ["1"]
+
+
+def test_warmup_requests_are_prediction_logs_of_growing_batches_without_the_label(tmp_path):
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    examples = []
+    for fare in range(7):
+        example = tf.train.Example()
+        example.features.feature["fare"].float_list.value.append(float(fare))
+        example.features.feature["tips"].float_list.value.append(1.0)
+        examples.append(example)
+    records = serving_pusher.warmup_records(examples, "taxi", drop_features=["tips"])
+    requests = [prediction_log_pb2.PredictionLog.FromString(r).predict_log.request for r in records]
+    assert [len(r.inputs["examples"].string_val) for r in requests] == [1, 2, 4]
+    assert {(r.model_spec.name, r.model_spec.signature_name) for r in requests} == {("taxi", "serving_default")}
+    sent = [tf.train.Example.FromString(s) for r in requests for s in r.inputs["examples"].string_val]
+    assert [e.features.feature["fare"].float_list.value[0] for e in sent] == list(range(7))
+    assert not any("tips" in e.features.feature for e in sent)
+
+    model = _saved_model(tmp_path / "model")
+    final = serving_pusher.push_atomically(model, str(tmp_path / "serving"), 3, {}, records)
+    written = list(tf.data.TFRecordDataset(os.path.join(final, serving_pusher.WARMUP_FILE)))
+    assert [w.numpy() for w in written] == records

@@ -1,0 +1,462 @@
+"""The local server over real pushed models, through the real `tensorflow_serving.apis` stubs.
+
+Every server binds an ephemeral loopback port and serves a copy of `pushed_run`'s
+serving directory, so nothing here changes the shared run.
+"""
+
+import json
+import os
+import shutil
+import socket
+import threading
+import time
+
+import grpc
+import numpy as np
+import pytest
+import tensorflow as tf
+from google.protobuf import text_format
+from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2, predict_pb2,
+                                     prediction_log_pb2, prediction_service_pb2_grpc, model_service_pb2_grpc,
+                                     regression_pb2)
+from tensorflow_serving.config import model_server_config_pb2
+
+from components.serving_pusher import WARMUP_FILE, serving_versions
+from serving import __main__ as cli
+from serving import model_config
+from serving.client import ServingClient, read_examples
+from serving.server import ModelServer, ServerSettings
+from tests.samples import read_examples as read_tfrecords
+
+pytestmark = pytest.mark.slow
+MODEL = "taxi"
+MAX_BATCH = 16
+POLL = 0.5
+
+
+def _copy_serving(pushed_run, root):
+    config, _ = pushed_run
+    serving_dir = os.path.join(str(root), "serving")
+    shutil.copytree(config.serving_dir, serving_dir)
+    base = os.path.join(serving_dir, MODEL)
+    path = os.path.join(serving_dir, "models.config")
+    model_config.ensure(path, MODEL, base)
+    return path, base
+
+
+def _start(path, root, **overrides):
+    settings = ServerSettings(port=0, poll_interval_seconds=POLL, max_batch_size=MAX_BATCH,
+                              request_log_dir=os.path.join(str(root), "request_logs"), **overrides)
+    server = ModelServer(path, settings)
+    server.start()
+    return server
+
+
+@pytest.fixture(scope="module")
+def served(pushed_run, tmp_path_factory):
+    root = tmp_path_factory.mktemp("served")
+    path, base = _copy_serving(pushed_run, root)
+    server = _start(path, root, request_log_sample_rate=1.0)
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    yield server, prediction_service_pb2_grpc.PredictionServiceStub(channel), base
+    channel.close()
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def eval_rows(pushed_run):
+    config, _ = pushed_run
+    examples = read_tfrecords(os.path.join(config.data.input_base, "Split-eval", "*"), 40)
+    for example in examples:
+        del example.features.feature["tips"]
+    return examples
+
+
+def _request(examples, **spec):
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = spec.pop("name", MODEL)
+    for key, value in spec.items():
+        if key == "version":
+            request.model_spec.version.value = value
+        else:
+            setattr(request.model_spec, key, value)
+    request.inputs["examples"].CopyFrom(
+        tf.make_tensor_proto([e.SerializeToString() for e in examples], dtype=tf.string))
+    return request
+
+
+def _in_process(base, version, examples):
+    signature = tf.saved_model.load(os.path.join(base, str(version))).signatures["serving_default"]
+    return signature(examples=tf.constant([e.SerializeToString() for e in examples]))["probabilities"].numpy()
+
+
+def test_push_wrote_warmup_requests_from_the_eval_split(pushed_run, eval_rows):
+    config, _ = pushed_run
+    version = serving_versions(config.model_serving_dir)[-1]
+    records = list(tf.data.TFRecordDataset(os.path.join(config.model_serving_dir, str(version), WARMUP_FILE)))
+    requests = [prediction_log_pb2.PredictionLog.FromString(r.numpy()).predict_log.request for r in records]
+    assert len(requests) == config.serving.warmup_requests
+    assert [len(r.inputs["examples"].string_val) for r in requests] == [2 ** i for i in range(len(requests))]
+    first = tf.train.Example.FromString(requests[0].inputs["examples"].string_val[0])
+    assert first == eval_rows[0]  # the first eval example, label removed
+    assert {r.model_spec.name for r in requests} == {config.model_name}
+
+
+def test_grpc_predictions_equal_the_saved_model_in_process(served, eval_rows):
+    server, stub, base = served
+    version = serving_versions(base)[-1]
+    rows = eval_rows[:MAX_BATCH]
+    response = stub.Predict(_request(rows), timeout=30)
+    assert response.model_spec.version.value == version
+    over_grpc = tf.make_ndarray(response.outputs["probabilities"])
+    np.testing.assert_allclose(over_grpc, _in_process(base, version, rows), rtol=1e-6, atol=1e-7)
+
+
+def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(served, eval_rows):
+    server, stub, base = served
+    version = serving_versions(base)[-1]
+    expected = _in_process(base, version, eval_rows)
+    loaded = server.manager.resolve(_request([], version=version).model_spec)
+    calls_before, requests_before = loaded.batching_stats()
+    answers = {}
+
+    def send(i):
+        answers[i] = tf.make_ndarray(stub.Predict(_request([eval_rows[i]]), timeout=30).outputs["probabilities"])
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(eval_rows))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for i in range(len(eval_rows)):
+        np.testing.assert_allclose(answers[i][0], expected[i], rtol=1e-6, atol=1e-7)
+    calls, requests = loaded.batching_stats()
+    assert requests - requests_before == len(eval_rows)
+    assert calls - calls_before < len(eval_rows), "no two concurrent requests were merged"
+
+
+def test_metadata_and_status_over_the_real_stubs(served):
+    server, stub, base = served
+    request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+    request.model_spec.name = MODEL
+    response = stub.GetModelMetadata(request, timeout=30)
+    signatures = get_model_metadata_pb2.SignatureDefMap()
+    response.metadata["signature_def"].Unpack(signatures)
+    serving_default = signatures.signature_def["serving_default"]
+    assert serving_default.inputs["examples"].dtype == tf.string.as_datatype_enum
+    assert "probabilities" in serving_default.outputs
+
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    status_request = get_model_status_pb2.GetModelStatusRequest()
+    status_request.model_spec.name = MODEL
+    status = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(status_request, timeout=30)
+    channel.close()
+    assert [(s.version, s.state) for s in status.model_version_status] == [
+        (serving_versions(base)[-1], get_model_status_pb2.ModelVersionStatus.AVAILABLE)]
+
+
+def _garbage(examples):
+    request = _request(examples[:3])
+    request.inputs["examples"].string_val[1] = b"\xff\x00 this is not a tf.Example \x13"
+    return request
+
+
+def _wrong_dtype(examples):
+    request = _request([])
+    request.inputs["examples"].CopyFrom(tf.make_tensor_proto([1.0, 2.0], dtype=tf.float32))
+    return request
+
+
+def _wrong_input_name(examples):
+    request = _request([])
+    request.inputs["fare"].CopyFrom(request.inputs.pop("examples"))
+    return request
+
+
+BAD_REQUESTS = {
+    "unknown model": (lambda ex: _request(ex[:1], name="no_such_model"), grpc.StatusCode.NOT_FOUND,
+                      "this server serves taxi"),
+    "unknown version": (lambda ex: _request(ex[:1], version=7), grpc.StatusCode.NOT_FOUND,
+                        "version 7 of model 'taxi' is not being served; versions served: ["),
+    "unknown label": (lambda ex: _request(ex[:1], version_label="gold"), grpc.StatusCode.NOT_FOUND,
+                      "unknown version label 'gold'"),
+    "wrong input name": (_wrong_input_name, grpc.StatusCode.INVALID_ARGUMENT,
+                         "send exactly: examples (DT_STRING)"),
+    "wrong dtype": (_wrong_dtype, grpc.StatusCode.INVALID_ARGUMENT,
+                    "'examples' has dtype DT_FLOAT; the signature expects DT_STRING (serialized tf.Example"),
+    "garbage examples": (_garbage, grpc.StatusCode.INVALID_ARGUMENT,
+                         "Each value of 'examples' must be a serialized tf.Example"),
+    "batch over the limit": (lambda ex: _request(ex[:MAX_BATCH + 1]), grpc.StatusCode.RESOURCE_EXHAUSTED,
+                             f"batch of {MAX_BATCH + 1} is over this server's limit of {MAX_BATCH}"),
+    "empty request": (lambda ex: predict_pb2.PredictRequest(model_spec={"name": MODEL}),
+                      grpc.StatusCode.INVALID_ARGUMENT, "the request has no inputs; send examples (DT_STRING)"),
+    "empty batch": (lambda ex: _request([]), grpc.StatusCode.INVALID_ARGUMENT, "batch of 0"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_REQUESTS))
+def test_bad_request_gets_its_status_and_the_server_keeps_serving(served, eval_rows, name):
+    _, stub, _ = served
+    build, code, message = BAD_REQUESTS[name]
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.Predict(build(eval_rows), timeout=30)
+    assert raised.value.code() == code
+    assert message in raised.value.details()
+    assert stub.Predict(_request(eval_rows[:2]), timeout=30).outputs["probabilities"].tensor_shape.dim[0].size == 2
+
+
+def test_garbage_in_one_request_does_not_fail_its_batch_neighbours(served, eval_rows):
+    _, stub, _ = served
+    outcomes = []
+
+    def send(request):
+        try:
+            stub.Predict(request, timeout=30)
+            outcomes.append("ok")
+        except grpc.RpcError as error:
+            outcomes.append(error.code())
+
+    requests = [_garbage(eval_rows)] + [_request(eval_rows[i:i + 1]) for i in range(7)]
+    threads = [threading.Thread(target=send, args=(r,)) for r in requests]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(map(str, outcomes)) == sorted(["ok"] * 7 + [str(grpc.StatusCode.INVALID_ARGUMENT)])
+
+
+def test_classify_and_regress_need_signatures_of_that_kind(served, eval_rows):
+    _, stub, _ = served
+    classify = classification_pb2.ClassificationRequest()
+    classify.model_spec.name = MODEL
+    classify.input.example_list.examples.extend(eval_rows[:2])
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.Classify(classify, timeout=30)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "method_name to be tensorflow/serving/classify" in raised.value.details()
+    assert "Use Predict" in raised.value.details()
+    regress = regression_pb2.RegressionRequest()
+    regress.model_spec.name = MODEL
+    regress.input.example_list.examples.extend(eval_rows[:2])
+    with pytest.raises(grpc.RpcError, match="tensorflow/serving/regress"):
+        stub.Regress(regress, timeout=30)
+
+
+def test_sampled_requests_are_logged_as_raw_tf_examples(served, eval_rows):
+    server, stub, _ = served
+    stub.Predict(_request(eval_rows[:5]), timeout=30)
+    server.loggers.flush()
+    directory = os.path.join(server.settings.request_log_dir, MODEL)
+    files = sorted(f for f in os.listdir(directory) if f.endswith(".tfrecord.gz"))
+    assert files and not [f for f in os.listdir(directory) if f.startswith(".")]
+    logged = read_tfrecords(os.path.join(directory, "*.tfrecord.gz"))
+    serialized = {e.SerializeToString() for e in logged}
+    assert all(e.SerializeToString() in serialized for e in eval_rows[:5])
+
+
+def test_client_reads_jsonl_csv_and_tfrecords_alike(served, eval_rows, pushed_run, tmp_path, capsys):
+    config, _ = pushed_run
+    server, _, base = served
+    rows = eval_rows[:6]
+    json_rows = []
+    for example in rows:
+        row = {}
+        for name, feature in example.features.feature.items():
+            kind = feature.WhichOneof("kind")
+            values = list(getattr(feature, kind).value) if kind else []
+            row[name] = (values[0].decode() if isinstance(values[0], bytes) else values[0]) if values else None
+        json_rows.append(row)
+    jsonl = tmp_path / "rows.jsonl"
+    jsonl.write_text("\n".join(json.dumps(r) for r in json_rows) + "\n")
+    names = sorted({k for r in json_rows for k in r})
+    csv_path = tmp_path / "rows.csv"
+    csv_path.write_text(",".join(names) + "\n" + "\n".join(
+        ",".join("" if r.get(n) is None else str(r[n]) for n in names) for r in json_rows) + "\n")
+    tfrecords = tmp_path / "rows.tfrecord.gz"
+    from tests.samples import write_examples
+    write_examples(str(tfrecords), rows)
+
+    expected = _in_process(base, serving_versions(base)[-1], rows).reshape(-1)
+    with ServingClient(f"127.0.0.1:{server.port}", MODEL, batch_size=4) as client:
+        for path in (jsonl, csv_path, tfrecords):
+            scores = client.predict(read_examples(str(path), config.schema_file))
+            np.testing.assert_allclose(scores, expected, rtol=1e-5, err_msg=str(path))
+        assert list(client.classify(read_examples(str(jsonl), config.schema_file))) == list(
+            (expected > 0.5).astype(int))
+
+    assert cli.main(["predict", "--input", str(csv_path), "--target", f"127.0.0.1:{server.port}"]) == 0
+    printed = [json.loads(line)["probability"] for line in capsys.readouterr().out.splitlines()]
+    np.testing.assert_allclose(printed, expected, atol=1e-6)
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"fare": "twelve"}) + "\n")
+    with pytest.raises(ValueError, match=r"bad.jsonl line 1: feature 'fare' must be FLOAT, got 'twelve'"):
+        list(read_examples(str(bad), config.schema_file))
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_client_retries_unavailable_until_the_server_is_up_and_honours_deadlines(pushed_run, eval_rows, tmp_path):
+    path, _ = _copy_serving(pushed_run, tmp_path)
+    port = _free_port()
+    with ServingClient(f"127.0.0.1:{port}", MODEL, retries=0, timeout_seconds=2) as client:
+        with pytest.raises(grpc.RpcError) as raised:
+            client.predict(eval_rows[:1])
+        assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+
+    servers = []
+    starter = threading.Timer(0.3, lambda: servers.append(_start_on(path, port)))
+    starter.start()
+    try:
+        with ServingClient(f"127.0.0.1:{port}", MODEL, retries=10, timeout_seconds=5) as client:
+            assert client.predict(eval_rows[:3]).shape == (3,)
+        with ServingClient(f"127.0.0.1:{port}", MODEL, retries=3, timeout_seconds=1e-4) as client:
+            with pytest.raises(grpc.RpcError) as raised:
+                client.predict(eval_rows[:1])
+            assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    finally:
+        starter.join()
+        for server in servers:
+            server.stop()
+
+
+def _start_on(path, port):
+    settings = ServerSettings(port=port, poll_interval_seconds=POLL, max_batch_size=MAX_BATCH)
+    server = ModelServer(path, settings)
+    server.start()
+    return server
+
+
+def _copy_version_atomically(base, source, target):
+    staging = os.path.join(base, f".incoming-{target}")
+    shutil.copytree(os.path.join(base, str(source)), staging)
+    os.rename(staging, os.path.join(base, str(target)))
+
+
+def test_hot_swap_under_load_then_rollout_and_rollback_without_restart(pushed_run, eval_rows, tmp_path):
+    path, base = _copy_serving(pushed_run, tmp_path)
+    old = serving_versions(base)[-1]
+    new = old + 1
+    server = _start(path, tmp_path)
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    failures, served_versions, stop = [], [], threading.Event()
+    first_new = []
+
+    def hammer(i):
+        while not stop.is_set():
+            try:
+                version = stub.Predict(_request(eval_rows[i:i + 2]), timeout=30).model_spec.version.value
+                served_versions.append(version)
+                if version == new and not first_new:
+                    first_new.append(time.monotonic())
+            except grpc.RpcError as error:
+                failures.append(f"{error.code()}: {error.details()}")
+
+    clients = [threading.Thread(target=hammer, args=(i,)) for i in range(8)]
+    try:
+        for client in clients:
+            client.start()
+        time.sleep(1.0)
+        _copy_version_atomically(base, old, new)
+        pushed_at = time.monotonic()
+        deadline = pushed_at + 60
+        while not first_new and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for client in clients:
+            client.join()
+    assert not failures, failures[:3]
+    assert first_new, "the new version never served"
+    load_seconds = server.manager.resolve(_request([], version=new).model_spec).load_seconds
+    # TF Serving's contract: found by the next poll, then serving as soon as it is loaded and warmed up.
+    assert first_new[0] - pushed_at <= POLL + load_seconds + 0.5
+    assert served_versions[0] == old and served_versions[-1] == new
+
+    def version_for(**spec):
+        return stub.Predict(_request(eval_rows[:1], **spec), timeout=30).model_spec.version.value
+
+    def after_poll(check):
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if check():
+                    return True
+            except grpc.RpcError:
+                pass
+            time.sleep(0.05)
+        return False
+
+    try:
+        # Canary: the new version beside a pinned stable; both answer by label.
+        assert cli.main(["rollout", "--label", "canary", "--version", str(new),
+                         "--set", f"output_dir={tmp_path}"]) == 0
+        entry = text_format.Parse(open(path).read(), model_server_config_pb2.ModelServerConfig())
+        assert dict(entry.model_config_list.config[0].version_labels) == {"stable": old, "canary": new}
+        assert after_poll(lambda: version_for(version_label="stable") == old)
+        assert version_for(version_label="canary") == new
+
+        # Rollback with retire: one command, stable back on the old version, the bad one gone for good.
+        assert cli.main(["rollout", "--version", str(new), "--set", f"output_dir={tmp_path}"]) == 0
+        assert after_poll(lambda: version_for(version_label="stable") == new)
+        assert cli.main(["rollback", "--retire", "--set", f"output_dir={tmp_path}"]) == 0
+        assert after_poll(lambda: version_for(version_label="stable") == old)
+        assert after_poll(lambda: version_for() == old)
+        with pytest.raises(grpc.RpcError) as raised:
+            version_for(version=new)
+        assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+        assert serving_versions(base) == [old]
+    finally:
+        channel.close()
+        server.stop()
+
+
+def _classification_model(path):
+    """A TF1-style SavedModel with classify and regress signatures (what tf.estimator exported)."""
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        serialized = tf.compat.v1.placeholder(tf.string, [None], name="tf_example")
+        fare = tf.io.parse_example(serialized, {"fare": tf.io.FixedLenFeature([1], tf.float32, [0.0])})["fare"]
+        probability = tf.sigmoid(fare - 10.0)
+        scores = tf.concat([1.0 - probability, probability], axis=1)
+        classes = tf.tile(tf.constant([["small_tip", "big_tip"]]), [tf.shape(fare)[0], 1])
+        builder = tf.compat.v1.saved_model.Builder(path)
+        builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map={
+            "serving_default": tf.compat.v1.saved_model.classification_signature_def(serialized, classes, scores),
+            "regress": tf.compat.v1.saved_model.regression_signature_def(serialized, probability)})
+        builder.save()
+
+
+def test_classify_and_regress_on_signatures_exported_for_them(tmp_path):
+    base = str(tmp_path / "serving" / "tipper")
+    _classification_model(os.path.join(base, "1"))
+    path = str(tmp_path / "serving" / "models.config")
+    model_config.ensure(path, "tipper", base)
+    server = _start(path, tmp_path)
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    fares = [tf.train.Example(features=tf.train.Features(feature={
+        "fare": tf.train.Feature(float_list=tf.train.FloatList(value=[value]))})) for value in (5.0, 10.0, 20.0)]
+    expected = 1 / (1 + np.exp(-(np.array([5.0, 10.0, 20.0]) - 10.0)))
+    try:
+        classify = classification_pb2.ClassificationRequest()
+        classify.model_spec.name = "tipper"
+        classify.input.example_list.examples.extend(fares)
+        result = stub.Classify(classify, timeout=30).result.classifications
+        assert [[c.label for c in row.classes] for row in result] == [["small_tip", "big_tip"]] * 3
+        np.testing.assert_allclose([row.classes[1].score for row in result], expected, rtol=1e-5)
+
+        regress = regression_pb2.RegressionRequest()
+        regress.model_spec.name = "tipper"
+        regress.model_spec.signature_name = "regress"
+        regress.input.example_list.examples.extend(fares)
+        values = [r.value for r in stub.Regress(regress, timeout=30).result.regressions]
+        np.testing.assert_allclose(values, expected, rtol=1e-5)
+    finally:
+        channel.close()
+        server.stop()
