@@ -123,6 +123,7 @@ def line_chart(series: Dict[str, List[Tuple[float, float]]], x_label: str, y_lab
 
 def histogram_svg(series: Dict[str, List[Tuple[str, float]]], width: int = 160, height: int = 44) -> str:
     """Small grouped bars of bucket shares (each series normalised to 1) for comparing splits."""
+    series = {name: values for name, values in series.items() if values}
     if not series:
         return ""
     buckets = max(len(v) for v in series.values())
@@ -414,8 +415,9 @@ def write_report(config, run_id: Optional[str] = None, out: Optional[str] = None
     summary = summary or read_run(config.metadata_path, config.pipeline_name, run_id)
     path = out or report_path(config, summary.run_id)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    page = render(summary, config)  # before opening anything: a failure leaves no partial file
     temporary = path + ".tmp"
     with open(temporary, "w", encoding="utf-8") as f:
-        f.write(render(summary, config))
+        f.write(page)
     os.replace(temporary, path)
     return path

@@ -167,3 +167,9 @@ def test_notebook_runs_top_to_bottom_on_a_real_run(name, pushed_run, monkeypatch
                             resources={"metadata": {"path": os.path.join(REPO, "notebooks")}}).execute()
     errors = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors
+
+
+def test_histograms_skip_a_split_without_values():
+    svg = html_lib.histogram_svg({"train": [("[0, 1)", 3.0), ("[1, 2)", 1.0)], "eval": []})
+    assert svg.count("<rect") == 2
+    assert html_lib.histogram_svg({"eval": []}) == ""
