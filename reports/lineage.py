@@ -184,6 +184,8 @@ def lineage_of(store: metadata_store.MetadataStore, artifact_id: int, target: st
     stats_ids = _outputs_of_consumers(graph, example_ids, ("StatisticsGen",))
     artifact_ids.update(stats_ids)
     artifact_ids.update(_outputs_of_consumers(graph, stats_ids, _VALIDATORS))
+    # A serving push is followed by the edge export of the same model: both are where the model went.
+    artifact_ids.update(_outputs_of_consumers(graph, [artifact_id], ("EdgeExport",)))
     producer_of: Dict[int, str] = {}
     for event in store.get_events_by_artifact_ids(list(artifact_ids)):
         if event.type in _OUTPUT_EVENTS and event.artifact_id not in producer_of:
@@ -193,10 +195,11 @@ def lineage_of(store: metadata_store.MetadataStore, artifact_id: int, target: st
     for artifact in sorted(store.get_artifacts_by_id(list(artifact_ids)), key=lambda a: a.id):
         info = graph.info(artifact, producer_of.get(artifact.id, ""))
         for name, types, producers in STAGES:
-            if info.type in types and (not producers or info.producer in producers):
+            # Custom artifact types carry a namespace (validation.DataValidationReport).
+            if info.type.split(".")[-1] in types and (not producers or info.producer in producers):
                 stages[name].append(info)
-    for name in ("push",):
-        stages[name] = [a for a in stages[name] if a.id == artifact_id] or stages[name]
+    # Pushes that happened, plus the target itself (it may be a push that was skipped).
+    stages["push"] = [a for a in stages["push"] if a.properties.get("pushed") or a.id == artifact_id]
 
     baseline = None
     for event in events:
@@ -297,7 +300,7 @@ def _describe(stage: str, a: ArtifactInfo) -> str:
         return f"span {p.get('span', 0)}, version {p.get('version', 0)}, splits {splits}"
     if stage == "schema":
         return "curated (ImportSchemaGen)" if a.producer == "ImportSchemaGen" else f"by {a.producer}"
-    if stage == "anomalies" and a.type == "DataValidationReport":
+    if stage == "anomalies" and a.type.endswith("DataValidationReport"):
         return f"gate {'passed' if p.get('passed') else 'FAILED'}: {p.get('report', '')}"
     if stage == "anomalies":
         from runners.summary import read_anomalies

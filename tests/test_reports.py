@@ -49,9 +49,11 @@ def test_lineage_of_the_pushed_version_names_the_exact_artifacts_that_made_it(pu
     assert ids["trained model"] == [_output_id(summary, "Trainer", "model")]
     assert ids["evaluation"] == [_output_id(summary, "Evaluator", "evaluation")]
     assert ids["blessing"] == [_output_id(summary, "Evaluator", "blessing")]
-    assert ids["push"] == [_output_id(summary, "Pusher", "pushed_model")]
-    push = lineage["stages"]["push"][0]
-    assert push["properties"]["pushed_destination"] == summary.pushed_path
+    # Where the model went: TF Serving, then the edge export of the same model.
+    assert ids["push"] == [_output_id(summary, "Pusher", "pushed_model"), _output_id(summary, "EdgeExport", "edge_model")]
+    serving, edge = lineage["stages"]["push"]
+    assert serving["properties"]["pushed_destination"] == summary.pushed_path
+    assert edge["properties"]["pushed_destination"].startswith(config.model_edge_dir)
     assert lineage["stages"]["input examples"][0]["uri"] == summary.component("ImportExampleGen").outputs["examples"][0]
     assert lineage["pipeline_run"] == summary.run_id
 
@@ -74,8 +76,9 @@ def test_lineage_of_a_run_and_unknown_targets(pushed_run):
     config, summary = pushed_run
     where = ("--set", f"output_dir={config.output_dir}")
     status, printed = _cli("lineage", "--run", summary.run_id, "--json", *where)
-    assert status == 0 and json.loads(printed)["stages"]["push"][0]["id"] == _output_id(summary, "Pusher",
-                                                                                            "pushed_model")
+    assert status == 0, printed
+    pushes = [a["id"] for a in json.loads(printed)["stages"]["push"]]
+    assert _output_id(summary, "Pusher", "pushed_model") in pushes
     assert _cli("lineage", "--version", "123", *where)[0] == 1
     assert _cli("lineage", "--run", "no-such-run", *where)[0] == 1
 
