@@ -20,7 +20,7 @@ import sys
 import warnings
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"  # TensorFlow's start-up noise is not part of an answer
 warnings.filterwarnings("ignore")
 signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `... | head` ends quietly
 logging.getLogger("tensorflow").setLevel(logging.ERROR)  # TFMA's deprecation notices are not answers
