@@ -17,7 +17,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-fast bench bench-data infer-schema clean help system-deps
+.PHONY: setup run test test-fast bench bench-data bench-strategies infer-schema clean help system-deps
 
 help:
 	@echo "make run        set up, then run the pipeline on the bundled taxi data (ARGS=... for options)"
@@ -25,6 +25,7 @@ help:
 	@echo "make test-fast  unit tests only (no pipeline runs)"
 	@echo "make bench      stock TFX taxi example vs this pipeline, side by side"
 	@echo "make bench-data StatisticsGen + Transform at 1x/10x/50x data, Beam in_memory vs multi_processing"
+	@echo "make bench-strategies  default vs mirrored (2 replicas) vs parameter server (1 ps + 2 workers)"
 	@echo "make infer-schema ARGS='--data-root DIR --out FILE'"
 	@echo "make clean      delete outputs/ (models, MLMD, logs)"
 
@@ -74,6 +75,9 @@ bench: setup
 
 bench-data: setup
 	$(PY) -m bench.data_stages $(ARGS)
+
+bench-strategies: setup
+	$(PY) -m bench.strategies $(ARGS)
 
 infer-schema: setup
 	$(PY) -m schemas.infer $(ARGS)
