@@ -137,8 +137,9 @@ def train_and_export(fn_args, hparams: Dict, strategy=None) -> Dict:
     parameter_server = strategies.is_parameter_server(strategy)
     schedule = strategies.epoch_schedule(fn_args.train_steps, settings.checkpoint_every_steps)
     logging.info("Training with %s strategy (%s): %d replica(s), global batch %d = %d per replica x %d; "
-                 "%d steps in %d round(s), checkpoint after each", settings.strategy, type(strategy).__name__,
-                 replicas, global_batch, per_replica_batch, replicas, schedule.total_steps, schedule.epochs)
+                 "%d steps in %d round(s)%s", settings.strategy, type(strategy).__name__, replicas, global_batch,
+                 per_replica_batch, replicas, schedule.total_steps, schedule.epochs,
+                 ", checkpoint after each" if settings.checkpoint_every_steps > 0 else "")
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     train = strategies.distributed_dataset(strategy, lambda: input_fn(
         fn_args.train_files, fn_args.data_accessor, tf_transform_output, spec, global_batch))
