@@ -17,8 +17,8 @@ export PYTHONDONTWRITEBYTECODE := 1
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-fast bench bench-data bench-edge bench-serving infer-schema validate clean help \
-	system-deps browser-deps serve lineage runs report notebooks strip-notebooks
+.PHONY: setup run test test-fast bench bench-data bench-edge bench-serving bench-strategies infer-schema validate \
+	clean help system-deps browser-deps serve lineage runs report notebooks strip-notebooks
 
 help:
 	@echo "make run        set up, then run the pipeline on the bundled taxi data (ARGS=... for options)"
@@ -29,6 +29,7 @@ help:
 	@echo "make bench-edge edge int8/float TFLite vs SavedModel: size, AUC, latency per raw example (after make run)"
 	@echo "make serve      local TF Serving-compatible gRPC server on the pushed models (ARGS='--set serving.port=N')"
 	@echo "make bench-serving  gRPC latency/QPS at 1/8/32 clients, batching on/off, vs in-process"
+	@echo "make bench-strategies  default vs mirrored (2 replicas) vs parameter server (1 ps + 2 workers)"
 	@echo "make infer-schema ARGS='--data-root DIR --out FILE'"
 	@echo "make lineage    what made the newest pushed model (ARGS='--version V | --run ID | --json')"
 	@echo "make runs       every recorded run with status, duration and metrics"
@@ -95,6 +96,8 @@ bench-data: setup
 
 bench-edge: setup
 	$(PY) -m bench.edge_latency $(ARGS)
+bench-strategies: setup
+	$(PY) -m bench.strategies $(ARGS)
 
 infer-schema: setup
 	$(PY) -m schemas.infer $(ARGS)

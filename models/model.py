@@ -9,6 +9,7 @@
 """
 
 import json
+import math
 import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -22,10 +23,11 @@ from absl import logging  # noqa: E402
 from tfx_bsl.public import tfxio  # noqa: E402
 
 try:
-    from models import edge_signature, features
+    from models import edge_signature, features, strategies
 except ImportError:  # Loaded from TFX's module wheel, where sibling files are top-level.
     import edge_signature  # type: ignore[no-redef]
     import features  # type: ignore[no-redef]
+    import strategies  # type: ignore[no-redef]
 
 PREDICTION_KEY = "probabilities"
 HPARAMS_FILE = "hyperparameters.json"
@@ -60,8 +62,12 @@ def build_core(input_size: int, hparams: Dict) -> keras.Model:
     return keras.Model(vector, probability, name="core")
 
 
-def build_keras_model(spec: features.FeatureSpec, hparams: Dict) -> keras.Model:
-    """Transformed features -> probability: one-hot and concatenate, then the core."""
+def build_keras_model(spec: features.FeatureSpec, hparams: Dict, steps_per_execution: int = 1) -> keras.Model:
+    """Transformed features -> probability: one-hot and concatenate, then the core.
+
+    `steps_per_execution` > 1 runs several steps per call: a parameter-server
+    worker then makes one round trip to the coordinator for several steps.
+    """
     hparams = hparams_with_defaults(hparams)
     inputs, parts = {}, []
     for key in spec.numeric:
@@ -80,6 +86,7 @@ def build_keras_model(spec: features.FeatureSpec, hparams: Dict) -> keras.Model:
         optimizer=keras.optimizers.Adam(float(hparams["learning_rate"])),
         loss=keras.losses.BinaryCrossentropy(),
         metrics=[keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="binary_accuracy")],
+        steps_per_execution=steps_per_execution,
     )
     return model
 
@@ -116,36 +123,72 @@ def _serving_signatures(model: keras.Model, tf_transform_output, spec) -> Dict:
             **edge_signature.edge_signatures(model, tf_transform_output, spec, PREDICTION_KEY)}
 
 
-def train_and_export(fn_args, hparams: Dict) -> keras.Model:
+def train_and_export(fn_args, hparams: Dict, strategy=None) -> Dict:
+    """Builds, trains (under `strategy`) and exports the model; the one code path of every strategy.
+
+    Returns the facts `training.json` records: strategy, replicas, batch sizes,
+    steps, the step training resumed from, and training throughput.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
     spec = features.spec_from_custom_config(fn_args.custom_config)
     config = fn_args.custom_config or {}
-    batch_size = int(config.get("batch_size", 128))
+    settings = strategies.StrategySettings.from_custom_config(config)
+    per_replica_batch = int(config.get("batch_size", 128))
+    replicas = strategy.num_replicas_in_sync
+    # Synchronous replicas split one global batch; parameter-server workers each take their own.
+    global_batch = per_replica_batch * replicas
+    parameter_server = strategies.is_parameter_server(strategy)
+    schedule = strategies.epoch_schedule(fn_args.train_steps, settings.checkpoint_every_steps)
+    logging.info("Training with %s strategy (%s): %d replica(s), global batch %d = %d per replica x %d; "
+                 "%d steps in %d round(s)%s", settings.strategy, type(strategy).__name__, replicas, global_batch,
+                 per_replica_batch, replicas, schedule.total_steps, schedule.epochs,
+                 ", checkpoint after each" if settings.checkpoint_every_steps > 0 else "")
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-    train = input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output, spec, batch_size)
+    train = strategies.distributed_dataset(strategy, lambda: input_fn(
+        fn_args.train_files, fn_args.data_accessor, tf_transform_output, spec, global_batch))
     evaluation = input_fn(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, spec,
-                          batch_size, shuffle=False)
-    model = build_keras_model(spec, hparams)
+                          global_batch, shuffle=False)
     used = hparams_with_defaults(hparams)
     logging.info("Training with hyper-parameters %s", used)
     # Kept with the run so lineage can show exactly what trained this model.
     tf.io.gfile.makedirs(fn_args.model_run_dir)
     with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, HPARAMS_FILE), "w") as f:
         f.write(json.dumps(used, sort_keys=True))
+    steps_per_execution = math.gcd(settings.steps_per_execution, schedule.steps_per_epoch) if parameter_server else 1
+    with strategy.scope():
+        model = build_keras_model(spec, hparams, steps_per_execution=steps_per_execution)
+    callbacks, progress = strategies.fault_tolerance_callbacks(fn_args, used, settings)
     model.fit(
         train,
-        steps_per_epoch=fn_args.train_steps,
+        epochs=schedule.epochs,
+        steps_per_epoch=schedule.steps_per_epoch,
         validation_data=evaluation,
         validation_steps=fn_args.eval_steps,
-        callbacks=[keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch")],
+        validation_freq=[schedule.epochs],
+        callbacks=callbacks + [keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch")],
         verbose=2,
     )
-    model.save(fn_args.serving_model_dir, save_format="tf",
-               signatures=_serving_signatures(model, tf_transform_output, spec))
-    return model
+    if progress.resumed_from_step:
+        logging.info("Resumed from the checkpoint at step %d", progress.resumed_from_step)
+    # Exported from a strategy-free copy: the SavedModel is the same whichever strategy trained it.
+    exported = build_keras_model(spec, hparams)
+    exported.set_weights(model.get_weights())
+    exported.save(fn_args.serving_model_dir, save_format="tf",
+                  signatures=_serving_signatures(exported, tf_transform_output, spec))
+    trained_steps = schedule.total_steps - progress.resumed_from_step
+    return {
+        "strategy": settings.strategy, "replicas": replicas, "per_replica_batch": per_replica_batch,
+        "global_batch": global_batch, "train_steps": schedule.total_steps,
+        "checkpoint_every_steps": schedule.steps_per_epoch if schedule.epochs > 1 else 0,
+        "resumed_from_step": progress.resumed_from_step, "steps_per_execution": steps_per_execution,
+        "train_seconds": round(progress.train_seconds, 3),
+        "examples_per_second": round(trained_steps * global_batch / progress.train_seconds, 1)
+        if progress.train_seconds else None,
+    }
 
 
 def run_fn(fn_args) -> None:
     """TFX Trainer entry point."""
     # The Tuner's best values arrive as KerasTuner's HyperParameters config.
     hparams = (fn_args.hyperparameters or {}).get("values", {})
-    train_and_export(fn_args, hparams)
+    strategies.run(fn_args, hparams, train_and_export)

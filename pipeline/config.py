@@ -69,7 +69,15 @@ class TrainingConfig:
     # ~13 passes over the 9,909 taxi training examples; more overfits the one-hot features.
     train_steps: int = 1000
     eval_steps: int = 200
-    batch_size: int = 128
+    batch_size: int = 128  # per replica: mirrored training's global batch is this x replicas
+    # default | mirrored | parameter_server (models/strategies.py; README "Distributed training")
+    strategy: str = "default"
+    logical_cpu_devices: int = 2  # mirrored without GPUs: replicas made by splitting the CPU
+    parameter_servers: int = 1  # parameter_server without TF_CONFIG: the local cluster's size
+    workers: int = 2
+    steps_per_execution: int = 10  # parameter_server: steps a worker runs per round trip
+    # BackupAndRestore checkpoint interval; a re-run after a kill resumes from the last one. 0 = off.
+    checkpoint_every_steps: int = 100
 
 
 @dataclass
@@ -193,6 +201,23 @@ class ServingConfig:
 
 
 @dataclass
+class VertexConfig:
+    """Trainer and Tuner as Vertex AI custom jobs (tfx.extensions.google_cloud_ai_platform).
+
+    Worker pools follow training.strategy: the chief alone for default and
+    mirrored; chief + `training.workers` workers + `training.parameter_servers`
+    ps for parameter_server. Vertex AI sets TF_CONFIG in each replica, so the
+    same run_fn joins that cluster. Uses gcp.project, gcp.region and gcp.image.
+    """
+
+    enabled: bool = False
+    machine_type: str = "n1-standard-8"  # chief and workers
+    accelerator_type: str = ""  # e.g. NVIDIA_TESLA_T4: mirrored training then uses every GPU of the chief
+    accelerator_count: int = 0
+    ps_machine_type: str = "n1-highmem-4"
+
+
+@dataclass
 class PipelineConfig:
     pipeline_name: str = "taxi"
     model_name: str = "taxi"
@@ -216,6 +241,7 @@ class PipelineConfig:
     dataflow: DataflowConfig = field(default_factory=DataflowConfig)
     kubeflow: KubeflowConfig = field(default_factory=KubeflowConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
+    vertex: VertexConfig = field(default_factory=VertexConfig)
 
     def __post_init__(self):
         # gs:// (and other remote) paths are joined as they are; local ones made absolute.
@@ -356,9 +382,20 @@ def validate(config: PipelineConfig) -> None:
         raise ConfigError(
             f"beam.direct_running_mode: {config.beam.direct_running_mode!r} is not one of "
             "in_memory, multi_processing, multi_threading")
-    for name in ("train_steps", "eval_steps", "batch_size"):
+    for name in ("train_steps", "eval_steps", "batch_size", "logical_cpu_devices", "parameter_servers", "workers",
+                 "steps_per_execution"):
         if getattr(config.training, name) <= 0:
             raise ConfigError(f"training.{name} must be positive")
+    from models.strategies import STRATEGIES
+
+    if config.training.strategy not in STRATEGIES:
+        raise ConfigError(f"training.strategy: {config.training.strategy!r} is not one of {', '.join(STRATEGIES)}")
+    if config.training.checkpoint_every_steps < 0:
+        raise ConfigError("training.checkpoint_every_steps must be 0 (no checkpoints) or a positive number of steps")
+    if config.vertex.accelerator_count < 0 or bool(config.vertex.accelerator_type) != (
+            config.vertex.accelerator_count > 0):
+        raise ConfigError("vertex.accelerator_type and vertex.accelerator_count go together: set both "
+                          "(e.g. NVIDIA_TESLA_T4 and 1) or neither")
     if config.beam.direct_num_workers < 0:
         raise ConfigError("beam.direct_num_workers must be 0 (one per core) or a positive number")
     for name in ("max_num_workers", "disk_size_gb"):

@@ -21,7 +21,7 @@ from tfx.proto import example_gen_pb2  # noqa: E402
 from components.anomaly_gate import AnomalyGate  # noqa: E402
 from components.edge_export import EdgeExport  # noqa: E402
 from components.serving_pusher import ServingPusher  # noqa: E402
-from pipeline import inputs  # noqa: E402
+from pipeline import inputs, vertex_training  # noqa: E402
 from pipeline.config import REPO_ROOT, PipelineConfig  # noqa: E402
 
 MODULES_DIR = os.path.join(REPO_ROOT, "models")
@@ -102,6 +102,18 @@ def anomaly_gate(config: PipelineConfig, examples, statistics, schema, anomalies
         span_pattern=span_pattern, report_dir=os.path.join(config.pipeline_root, "validation_reports"))
 
 
+def trainer_custom_config(config: PipelineConfig, custom_config: dict) -> dict:
+    """The Trainer's custom_config: the modules' own plus the strategy settings (models/strategies.py).
+
+    Only the Trainer gets them, so changing the strategy re-runs the Trainer
+    alone and Transform stays cached.
+    """
+    from models.strategies import StrategySettings
+
+    fields = [f.name for f in dataclasses.fields(StrategySettings)]
+    return dict(custom_config, training={name: getattr(config.training, name) for name in fields})
+
+
 def create_components(config: PipelineConfig) -> List:
     input_config, output_config = example_gen_configs(config)
     example_gen = tfx.components.ImportExampleGen(
@@ -120,19 +132,25 @@ def create_components(config: PipelineConfig) -> List:
     transform.add_upstream_node(gate)
 
     components = [example_gen, statistics_gen, schema_gen, example_validator, gate, transform]
+    trainer_class, tuner_class = tfx.components.Trainer, tfx.components.Tuner
+    trainer_config, tuner_config = trainer_custom_config(config, custom_config), custom_config
+    if config.vertex.enabled:
+        trainer_class, tuner_class = vertex_training.components()
+        trainer_config = dict(trainer_config, **vertex_training.trainer_custom_config(config))
+        tuner_config = dict(tuner_config, **vertex_training.tuner_custom_config(config))
     hyperparameters = None
     if config.tuner.enabled:
-        tuner = tfx.components.Tuner(
+        tuner = tuner_class(
             module_file=TUNER_MODULE,
             examples=transform.outputs["transformed_examples"],
             transform_graph=transform.outputs["transform_graph"],
             train_args=tfx.proto.TrainArgs(num_steps=config.tuner.train_steps),
             eval_args=tfx.proto.EvalArgs(num_steps=config.tuner.eval_steps),
-            custom_config=custom_config)
+            custom_config=tuner_config)
         hyperparameters = tuner.outputs["best_hyperparameters"]
         components.append(tuner)
 
-    trainer = tfx.components.Trainer(
+    trainer = trainer_class(
         module_file=TRAINER_MODULE,
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
@@ -140,7 +158,7 @@ def create_components(config: PipelineConfig) -> List:
         hyperparameters=hyperparameters,
         train_args=tfx.proto.TrainArgs(num_steps=config.training.train_steps),
         eval_args=tfx.proto.EvalArgs(num_steps=config.training.eval_steps),
-        custom_config=custom_config)
+        custom_config=trainer_config)
     model_resolver = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),

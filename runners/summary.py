@@ -56,6 +56,8 @@ class RunSummary:
     anomalies: Dict[str, List[str]] = field(default_factory=dict)
     # EdgeExport's report (edge/export.py EdgeResult as a dict); empty when it did not run.
     edge: Dict[str, object] = field(default_factory=dict)
+    # The Trainer's training.json (models/strategies.py): strategy, replicas, batch, resumed step, cluster.
+    training: Dict[str, object] = field(default_factory=dict)
 
     def component(self, name: str) -> Optional[ComponentRun]:
         return next((c for c in self.components if c.name == name), None)
@@ -142,6 +144,12 @@ def _add_model_results(summary: RunSummary, store, artifacts) -> None:
     validator = summary.component("ExampleValidator")
     if validator and validator.outputs.get("anomalies"):
         summary.anomalies = read_anomalies(validator.outputs["anomalies"][0])
+    trainer = summary.component("Trainer")
+    if trainer and trainer.outputs.get("model_run"):
+        path = os.path.join(trainer.outputs["model_run"][0], "training.json")
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                summary.training = json.load(f)
     tuner = summary.component("Tuner")
     if tuner and tuner.outputs.get("best_hyperparameters"):
         path = os.path.join(tuner.outputs["best_hyperparameters"][0], "best_hyperparameters.txt")
@@ -242,6 +250,19 @@ def _edge_lines(edge: Dict, config) -> List[str]:
     return lines
 
 
+def training_line(facts: Dict[str, object]) -> str:
+    """`mirrored, 2 replicas, global batch 128 (64 per replica), 60 steps, resumed from step 20`."""
+    text = (f"{facts['strategy']}, {facts['replicas']} replica(s), global batch {facts['global_batch']} "
+            f"({facts['per_replica_batch']} per replica), {facts['train_steps']} steps")
+    cluster = facts.get("cluster") or []
+    if cluster:
+        jobs = [task["job"] for task in cluster]
+        text += f", cluster of {jobs.count('ps')} ps + {jobs.count('worker')} workers"
+    if facts.get("resumed_from_step"):
+        text += f", resumed from step {facts['resumed_from_step']}"
+    return text
+
+
 def format_summary(summary: RunSummary, config, timings: Dict[str, float]) -> str:
     lines = ["", f"Run {summary.run_id}"]
     cached = [c.name for c in summary.components if c.state == "cached"]
@@ -255,6 +276,8 @@ def format_summary(summary: RunSummary, config, timings: Dict[str, float]) -> st
     if summary.hyperparameters:
         hp = ", ".join(f"{k}={v}" for k, v in summary.hyperparameters.items() if not k.startswith("tuner/"))
         lines.append(f"  tuned hyper-parameters: {hp}")
+    if summary.training:
+        lines.append(f"  training: {training_line(summary.training)}")
     if summary.candidate_metrics:
         lines.append("  metric               candidate   baseline")
         for name in ("AUC", "binary_accuracy", "precision", "recall", "example_count"):
