@@ -310,8 +310,12 @@ def model_section(summary: RunSummary, config) -> str:
              f"<code>{_e(summary.baseline_model or 'none (first blessed model)')}</code></p>",
              "<h3>Overall (blessing thresholds)</h3>",
              _table(["metric", "candidate", "baseline", "threshold"], rows, numeric=(1, 2))]
+    def slice_order(item):
+        feature, _, value = item[0].partition("=")
+        return (feature, 0, float(value), "") if value.lstrip("-").replace(".", "", 1).isdigit() else (feature, 1, 0, value)
+
     slice_rows = [[name.partition("=")[0], name.partition("=")[2], _num(m.get("example_count")), _num(m.get("auc")),
-                   _num(m.get("binary_accuracy"))] for name, m in sorted(summary.slice_metrics.items())]
+                   _num(m.get("binary_accuracy"))] for name, m in sorted(summary.slice_metrics.items(), key=slice_order)]
     if slice_rows:
         parts += ["<h3>Per slice (reported, not gated)</h3>",
                   _table(["feature", "value", "examples", "AUC", "accuracy"], slice_rows, numeric=(2, 3, 4))]
