@@ -68,12 +68,13 @@ class EdgeExportExecutor(base_executor.BaseExecutor):
             return
         model = artifact_utils.get_single_instance(input_dict["model"])
         examples = artifact_utils.get_single_instance(input_dict["examples"])
-        transformed = artifact_utils.get_single_instance(input_dict["transformed_examples"])
         transform_graph = artifact_utils.get_single_instance(input_dict["transform_graph"])
         result = export.export(
             saved_model_dir=path_utils.serving_model_path(model.uri),
             transform_graph_dir=transform_graph.uri,
-            transformed_train_pattern=os.path.join(artifact_utils.get_split_uri([transformed], "train"), "*"),
+            # One artifact per span when training on a window of spans.
+            transformed_train_pattern=[os.path.join(uri, "*") for uri in artifact_utils.get_split_uris(
+                input_dict["transformed_examples"], "train")],
             raw_eval_pattern=os.path.join(artifact_utils.get_split_uri([examples], "eval"), "*"),
             spec=features.FeatureSpec.from_dict(json.loads(exec_properties["features"])),
             settings=export.EdgeSettings(**json.loads(exec_properties["settings"])),

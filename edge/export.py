@@ -20,7 +20,7 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
 import tensorflow as tf
@@ -58,10 +58,11 @@ class EdgeResult:
     edgetpu: Dict[str, Any] = field(default_factory=dict)
 
 
-def _records(pattern: str, limit: int = 0) -> List[bytes]:
-    files = sorted(glob.glob(pattern))
+def _records(pattern: Union[str, List[str]], limit: int = 0) -> List[bytes]:
+    patterns = [pattern] if isinstance(pattern, str) else pattern
+    files = sorted(f for p in patterns for f in glob.glob(p))
     if not files:
-        raise FileNotFoundError(f"no TFRecord files match {pattern}")
+        raise FileNotFoundError(f"no TFRecord files match {', '.join(patterns)}")
     records = []
     for record in tf.data.TFRecordDataset(files, compression_type="GZIP"):
         records.append(record.numpy())
@@ -250,9 +251,9 @@ def stage_and_rename(base_directory: str, version: int, files: Dict[str, bytes])
     return final
 
 
-def export(saved_model_dir: str, transform_graph_dir: str, transformed_train_pattern: str, raw_eval_pattern: str,
-           spec: features.FeatureSpec, settings: EdgeSettings, model_base_dir: str, model_name: str,
-           source: Optional[Dict[str, Any]] = None) -> EdgeResult:
+def export(saved_model_dir: str, transform_graph_dir: str, transformed_train_pattern: Union[str, List[str]],
+           raw_eval_pattern: str, spec: features.FeatureSpec, settings: EdgeSettings, model_base_dir: str,
+           model_name: str, source: Optional[Dict[str, Any]] = None) -> EdgeResult:
     """The whole edge export; returns what happened (pushed or why not)."""
     import tensorflow_transform as tft
 

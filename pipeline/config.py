@@ -45,6 +45,10 @@ class DataConfig:
     eval_pattern: str = "Split-eval/*"
     pattern: str = ""
     hash_buckets: List[int] = field(default_factory=lambda: [4, 1])
+    # With `{SPAN}` in the patterns each run ingests the latest span; Transform, Tuner and Trainer then
+    # learn from the `span_window` latest spans ingested so far (1 = the latest only). The gate, the
+    # Evaluator and the edge export's accuracy check look at the latest span.
+    span_window: int = 1
 
 
 @dataclass
@@ -411,6 +415,11 @@ def validate(config: PipelineConfig) -> None:
         raise ConfigError("serving.batch_timeout_micros must be 0 (no waiting) or positive")
     if not 0.0 <= serving.request_log_sample_rate <= 1.0:
         raise ConfigError("serving.request_log_sample_rate must be between 0 and 1")
+    if config.data.span_window < 1:
+        raise ConfigError("data.span_window must be 1 (the latest span) or more")
+    if config.data.span_window > 1 and "{SPAN}" not in (config.data.pattern or config.data.train_pattern):
+        raise ConfigError(f"data.span_window={config.data.span_window} needs span-partitioned input: put {{SPAN}} "
+                          "in data.train_pattern/eval_pattern (or data.pattern), e.g. 'span-{SPAN}/train/*'")
     if not config.data.pattern and not (config.data.train_pattern and config.data.eval_pattern):
         raise ConfigError("data: set either pattern (hash split) or both train_pattern and eval_pattern")
     if config.data.pattern and (len(config.data.hash_buckets) < 2 or min(config.data.hash_buckets) <= 0):

@@ -21,6 +21,7 @@ from tfx.proto import example_gen_pb2  # noqa: E402
 from components.anomaly_gate import AnomalyGate  # noqa: E402
 from components.edge_export import EdgeExport  # noqa: E402
 from components.serving_pusher import ServingPusher  # noqa: E402
+from components.span_window import LatestSpansStrategy  # noqa: E402
 from pipeline import inputs, vertex_training  # noqa: E402
 from pipeline.config import REPO_ROOT, PipelineConfig  # noqa: E402
 
@@ -125,13 +126,23 @@ def create_components(config: PipelineConfig) -> List:
     gate = anomaly_gate(config, example_gen.outputs["examples"], statistics_gen.outputs["statistics"],
                         schema_gen.outputs["schema"], example_validator.outputs["anomalies"])
     custom_config = module_custom_config(config)
+    training_examples, window = example_gen.outputs["examples"], []
+    if config.data.span_window > 1:
+        # Earlier runs' spans come from MLMD; this run's span must be registered before the lookup.
+        spans = tfx.dsl.Resolver(
+            strategy_class=LatestSpansStrategy, config={"num_spans": config.data.span_window},
+            examples=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Examples,
+                                     producer_component_id=example_gen.id),
+        ).with_id("span_window_resolver")
+        spans.add_upstream_node(example_gen)
+        training_examples, window = spans.outputs["examples"], [spans]
     transform = tfx.components.Transform(
-        examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],
+        examples=training_examples, schema=schema_gen.outputs["schema"],
         module_file=TRANSFORM_MODULE, custom_config=custom_config)
     # Nothing downstream consumes the gate's report; this edge is what keeps training behind it.
     transform.add_upstream_node(gate)
 
-    components = [example_gen, statistics_gen, schema_gen, example_validator, gate, transform]
+    components = [example_gen, statistics_gen, schema_gen, example_validator, gate, *window, transform]
     trainer_class, tuner_class = tfx.components.Trainer, tfx.components.Tuner
     trainer_config, tuner_config = trainer_custom_config(config, custom_config), custom_config
     if config.vertex.enabled:

@@ -29,8 +29,9 @@ from models import strategies
 from pipeline.config import REPO_ROOT, ConfigError, load_config
 from tests.samples import small_config
 
-# Fast pipeline settings on top of tests.samples.small_config: no Tuner, checkpoints every 20 steps.
-TRAINING = ["tuner.enabled=false", "training.checkpoint_every_steps=20", "training.steps_per_execution=5"]
+# Fast pipeline settings on top of tests.samples.small_config: no Tuner, no edge export, checkpoints every 20 steps.
+TRAINING = ["tuner.enabled=false", "edge.enabled=false", "training.checkpoint_every_steps=20",
+            "training.steps_per_execution=5"]
 
 
 # ---- unit tests ---------------------------------------------------------------------------------------------
