@@ -336,14 +336,9 @@ def model_section(summary: RunSummary, config) -> str:
 
 def edge_section(summary: RunSummary) -> str:
     """Float vs int8 TFLite against the SavedModel, from the edge export's own record of this run."""
-    component = summary.component("EdgeExport")
-    records = [os.path.join(uri, "edge_export.json") for uri in (component.outputs.get("edge_model", [])
-                                                                 if component else [])]
-    records = [r for r in records if os.path.exists(r)]
-    if not records:
+    result = summary.edge
+    if not result:
         return ""
-    with open(records[0], encoding="utf-8") as f:
-        result = json.load(f)
     verdict = (f'<span class="badge ok">pushed</span> to <code>{_e(result.get("version_dir"))}</code>'
                if result.get("pushed") else f'<span class="badge muted">not pushed</span> {_e(result.get("reason"))}')
     parts = [f"<p>{verdict}</p>"]

@@ -135,27 +135,24 @@ def _add_model_results(summary: RunSummary, store, artifacts) -> None:
         summary.pushed_path = props["pushed_destination"].string_value if "pushed_destination" in props else ""
         if "already_serving_version" in props:
             summary.already_serving_version = props["already_serving_version"].string_value
-    edge = summary.component("EdgeExport")
-    if edge and edge.outputs.get("edge_model"):
-        path = os.path.join(edge.outputs["edge_model"][0], "edge_export.json")
-        if os.path.exists(path):
-            with open(path, encoding="utf-8") as f:
-                summary.edge = json.load(f)
+    summary.edge = _output_json(summary, "EdgeExport", "edge_model", "edge_export.json")
     validator = summary.component("ExampleValidator")
     if validator and validator.outputs.get("anomalies"):
         summary.anomalies = read_anomalies(validator.outputs["anomalies"][0])
-    trainer = summary.component("Trainer")
-    if trainer and trainer.outputs.get("model_run"):
-        path = os.path.join(trainer.outputs["model_run"][0], "training.json")
-        if os.path.exists(path):
-            with open(path, encoding="utf-8") as f:
-                summary.training = json.load(f)
-    tuner = summary.component("Tuner")
-    if tuner and tuner.outputs.get("best_hyperparameters"):
-        path = os.path.join(tuner.outputs["best_hyperparameters"][0], "best_hyperparameters.txt")
-        if os.path.exists(path):
-            with open(path, encoding="utf-8") as f:
-                summary.hyperparameters = json.load(f).get("values", {})
+    summary.training = _output_json(summary, "Trainer", "model_run", "training.json")
+    summary.hyperparameters = _output_json(summary, "Tuner", "best_hyperparameters",
+                                           "best_hyperparameters.txt").get("values", {})
+
+
+def _output_json(summary: RunSummary, component: str, key: str, filename: str) -> Dict:
+    """A JSON file a component wrote into its first `key` output; {} when it did not run or write it."""
+    run = summary.component(component)
+    uris = run.outputs.get(key) if run else None
+    path = os.path.join(uris[0], filename) if uris else ""
+    if not path or not os.path.exists(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
 
 
 def read_anomalies(anomalies_uri: str) -> Dict[str, List[str]]:
