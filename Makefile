@@ -6,11 +6,9 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-REQ_HASH := $(shell cat requirements.txt requirements.lock | sha256sum | cut -c1-16)
+CLI := $(VENV)/bin/tfx-edge
+REQ_HASH := $(shell cat requirements.txt requirements.lock pyproject.toml | sha256sum | cut -c1-16)
 STAMP := $(VENV)/.installed-$(REQ_HASH)
-export TF_USE_LEGACY_KERAS := 1
-export TF_CPP_MIN_LOG_LEVEL := 2
-export PYTHONPATH := $(CURDIR)
 export PYTHONDONTWRITEBYTECODE := 1
 
 # Extra arguments for run/bench/infer-schema, e.g. make run ARGS="--set training.train_steps=500"
@@ -41,7 +39,7 @@ help:
 setup: system-deps $(STAMP)
 
 # Python 3.10: pyenv's 3.10.13 first (every machine here has it), else python3.10 on PATH.
-$(STAMP): requirements.txt requirements.lock
+$(STAMP): requirements.txt requirements.lock pyproject.toml
 	@set -e; \
 	if [ ! -x $(PY) ]; then \
 	  base=""; \
@@ -56,6 +54,8 @@ $(STAMP): requirements.txt requirements.lock
 	@echo "setup: installing pinned requirements into $(VENV) (a few minutes the first time)"
 	@$(PY) -m pip install --quiet --upgrade pip==26.3
 	@$(PY) -m pip install --quiet -r requirements.txt -c requirements.lock
+	@# The project itself, editable: `tfx-edge` and `python -m <package>` run this checkout.
+	@$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	@rm -f $(VENV)/.installed-*
 	@touch $(STAMP)
 	@echo "setup: done"
@@ -80,7 +80,7 @@ browser-deps:
 	fi
 
 run: setup
-	$(PY) -m runners.local $(ARGS)
+	$(CLI) pipeline run $(ARGS)
 
 test: setup browser-deps
 	$(PY) -m pytest tests $(PYTEST_ARGS)
@@ -100,16 +100,16 @@ bench-strategies: setup
 	$(PY) -m bench.strategies $(ARGS)
 
 infer-schema: setup
-	$(PY) -m schemas.infer $(ARGS)
+	$(CLI) schema infer $(ARGS)
 
 lineage: setup
-	@$(PY) -m reports lineage $(ARGS)
+	@$(CLI) reports lineage $(ARGS)
 
 runs: setup
-	@$(PY) -m reports runs $(ARGS)
+	@$(CLI) reports runs $(ARGS)
 
 report: setup
-	@$(PY) -m reports html $(ARGS)
+	@$(CLI) reports html $(ARGS)
 
 notebooks: setup
 	cd notebooks && ../$(VENV)/bin/jupyter lab --no-browser --ip 127.0.0.1
@@ -118,14 +118,14 @@ notebooks: setup
 strip-notebooks: setup
 	$(PY) notebooks/strip_outputs.py
 validate: setup
-	$(PY) -m validation $(ARGS)
+	$(CLI) validation $(ARGS)
 
 clean:
 	rm -rf outputs
 
 # Online serving: the local TF Serving-compatible gRPC server, and its latency/throughput benchmark.
 serve: setup
-	$(PY) -m serving serve $(ARGS)
+	$(CLI) serving serve $(ARGS)
 
 bench-serving: setup
 	$(PY) -m bench.serving_latency $(ARGS)

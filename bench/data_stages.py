@@ -48,8 +48,9 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from typing import Dict, List, Optional, Sequence
+
+from contract import cli
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUT_DIR = os.path.join(REPO_ROOT, "bench", "results")
@@ -177,7 +178,7 @@ def build_dataset(root: str, scale: int, seed: int = 0) -> Dict[str, int]:
 # --- One pipeline run (in a child process) ---------------------------------
 
 def stage_config(data_dir: str, work_dir: str, mode: str, workers: int):
-    from pipeline.config import load_config
+    from contract.config import load_config
 
     return load_config(None, [
         f"output_dir={work_dir}",
@@ -290,10 +291,8 @@ def _tail(path: str, lines: int = LOG_TAIL_LINES) -> str:
 
 def _child_env() -> Dict[str, str]:
     # The log file keeps TensorFlow's warnings, which the terminal (see `main`) does not show.
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="1")
-    # multi_processing workers are fresh interpreters; they import models/ through this path.
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO_ROOT, env.get("PYTHONPATH")) if p)
-    return env
+    # multi_processing workers are fresh interpreters; they import the installed package (pip install -e .).
+    return dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="1")
 
 
 def run_one(data_dir: str, work_root: str, scale: int, mode: str, workers: int, examples: Dict[str, int]) -> Run:
@@ -392,8 +391,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
 
     # Generating data imports TensorFlow here too; its start-up chatter would bury the progress lines.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    warnings.filterwarnings("ignore", category=FutureWarning)
+    cli.prepare()
     started = time.monotonic()
     work_root = tempfile.mkdtemp(prefix="data_stages-")
     print(f"Work directory: {work_root}", flush=True)

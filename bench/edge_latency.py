@@ -14,14 +14,14 @@ end-to-end <= 50 us per example.
 
 import os
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import argparse  # noqa: E402
-import glob  # noqa: E402
-import time  # noqa: E402
+import argparse
+import glob
+import time
 
-import numpy as np  # noqa: E402
+import numpy as np
+
+from contract import cli
 
 
 def per_example_seconds(fn, items, repeat: int) -> float:
@@ -35,6 +35,7 @@ def per_example_seconds(fn, items, repeat: int) -> float:
 
 
 def main(argv=None) -> int:
+    cli.prepare(tensorflow_log_level="2")
     parser = argparse.ArgumentParser(prog="python -m bench.edge_latency", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -47,14 +48,13 @@ def main(argv=None) -> int:
 
     from edge import export
     from edge.runtime import EdgeModel, resolve_version_dir
-    from pipeline import inputs
-    from pipeline.config import load_config
+    from contract.config import load_config
 
     config = load_config(args.config, args.set)
     version_dir = resolve_version_dir(args.model or config.model_edge_dir)
-    spec = config.features.spec()
-    patterns = inputs.split_patterns(config)  # one hash-split pattern: its files hold the eval examples too
-    pattern = os.path.join(inputs.input_base(config), patterns.get("eval", next(iter(patterns.values()))))
+    spec = config.features
+    patterns = config.split_patterns  # one hash-split pattern: its files hold the eval examples too
+    pattern = os.path.join(config.input_base, patterns.get("eval", next(iter(patterns.values()))))
     files = sorted(glob.glob(pattern))
     serialized = []
     for record in tf.data.TFRecordDataset(files, compression_type="GZIP").take(args.examples):

@@ -34,8 +34,8 @@ import threading
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from contract import cli
+
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUT_DIR = os.path.join(REPO_ROOT, "bench", "results")
@@ -120,6 +120,7 @@ def start_server(work_dir: str, batching: bool, extra_settings: Sequence[str], l
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    cli.prepare(tensorflow_log_level="3")
     parser = argparse.ArgumentParser(prog="python -m bench.serving_latency", description=__doc__.split("\n\n")[0])
     parser.add_argument("--concurrency", default="1,8,32", help="client threads, comma-separated")
     parser.add_argument("--seconds", type=float, default=4.0, help="measured window per cell")
@@ -134,25 +135,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     import tensorflow as tf
 
-    from components.serving_pusher import serving_versions
-    from pipeline import inputs
-    from pipeline.config import load_config
+    from contract.versions import list_versions
+    from contract.config import load_config
     from serving.client import ServingClient
 
     config = load_config(args.config, args.set)
     base = args.model_base or config.model_serving_dir
-    versions = serving_versions(base)
+    versions = list_versions(base)
     if not versions:
         print(f"error: no pushed model under {base}; run `make run` first or pass --model-base", file=sys.stderr)
         return 2
     work_dir = tempfile.mkdtemp(prefix="serving_latency-")
     model_dir = os.path.join(work_dir, "serving", config.model_name, str(versions[-1]))
     shutil.copytree(os.path.join(base, str(versions[-1])), model_dir)
-    files = sorted(glob.glob(os.path.join(inputs.input_base(config), config.data.eval_pattern)))
+    files = sorted(glob.glob(os.path.join(config.input_base, config.data.eval_pattern)))
     examples = [tf.train.Example.FromString(record.numpy()) for record in
                 tf.data.TFRecordDataset(files, compression_type="GZIP").take(EVAL_EXAMPLES)]
     for example in examples:
-        for column in config.features.spec().label_only_columns:
+        for column in config.features.label_only_columns:
             example.features.feature.pop(column, None)
     serialized = [e.SerializeToString() for e in examples]
     print(f"model {model_dir}; {len(serialized)} eval examples, one per request; "

@@ -41,13 +41,12 @@ import tempfile
 import time
 from typing import Dict, Sequence, Tuple
 
-from models.features import TAXI
+from contract.config import FeaturesConfig
 
-# Set before TensorFlow is imported (lazily, below) and inherited by both pipelines:
-# everything here runs tf_keras models; the C++ log level is the one `make run` uses.
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from contract import cli
 
+
+TAXI = FeaturesConfig()  # the defaults: the bundled taxi data's roles and label rule
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUT_DIR = os.path.join(REPO_ROOT, "bench", "results")
 LOG_TAIL_LINES = 30
@@ -80,18 +79,12 @@ def _tail(path: str, lines: int = LOG_TAIL_LINES) -> str:
         return "".join(f.readlines()[-lines:])
 
 
-def _child_env() -> Dict[str, str]:
-    """This process's environment (see the top), with the repository importable."""
-    pythonpath = os.pathsep.join(p for p in (REPO_ROOT, os.environ.get("PYTHONPATH")) if p)
-    return dict(os.environ, PYTHONPATH=pythonpath)
-
-
 def _timed_subprocess(command: Sequence[str], log_path: str) -> Tuple[int, float]:
     """Runs `command` with fd 1 and 2 in `log_path`; returns (exit status, wall seconds)."""
     started = time.monotonic()
     with open(log_path, "wb") as log:
         status = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
-                                env=_child_env(), check=False).returncode
+                                check=False).returncode
     return status, time.monotonic() - started
 
 
@@ -229,6 +222,7 @@ def format_report(report: Dict) -> str:
 
 
 def main(argv=None) -> int:
+    cli.prepare(tensorflow_log_level="2")
     parser = argparse.ArgumentParser(prog="python -m bench.stock_comparison",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--out-dir", default=DEFAULT_OUT_DIR, help="where stock_comparison.json goes")

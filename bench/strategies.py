@@ -32,8 +32,8 @@ import shutil
 import tempfile
 from typing import Dict
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from contract import cli
+
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUT_DIR = os.path.join(REPO_ROOT, "bench", "results")
@@ -42,9 +42,10 @@ _TRAINER_DONE = re.compile(r"\]\s+Trainer\s+done\s+([\d.]+)s")
 
 
 def run_strategy(work_dir: str, strategy: str, steps: int) -> Dict:
-    from pipeline.config import load_config
+    from contract.config import load_config
     from runners import local
-    from runners.summary import read_run
+    from reports.metadata import open_metadata
+    from reports.summary import read_run
 
     config = load_config(None, [
         f"output_dir={work_dir}", "tuner.enabled=false", f"training.train_steps={steps}",
@@ -54,7 +55,7 @@ def run_strategy(work_dir: str, strategy: str, steps: int) -> Dict:
     out = io.StringIO()
     if local.run(config, out=out) != 0:
         raise RuntimeError(f"the {strategy} run failed:\n{out.getvalue()}")
-    summary = read_run(config.metadata_path, config.pipeline_name)
+    summary = read_run(open_metadata(config.metadata_path), config.pipeline_name)
     trainer_seconds = float(_TRAINER_DONE.search(out.getvalue()).group(1))
     auc = next(v for k, v in summary.candidate_metrics.items() if k.lower() == "auc")
     facts = summary.training
@@ -78,6 +79,7 @@ def format_table(rows) -> str:
 
 
 def main(argv=None) -> int:
+    cli.prepare(tensorflow_log_level="2")
     parser = argparse.ArgumentParser(prog="python -m bench.strategies", description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=1000, help="training steps for every strategy")
     parser.add_argument("--out-dir", default=DEFAULT_OUT_DIR)

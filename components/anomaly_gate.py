@@ -27,6 +27,7 @@ from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 from tfx.utils import io_utils
 
+from contract.errors import DataValidationFailed
 from validation import checks
 from validation.report import GatePolicy, Report, findings_from_anomalies
 
@@ -40,15 +41,11 @@ class DataValidationReport(types.Artifact):
     TYPE_NAME = "validation.DataValidationReport"
 
 
-class DataValidationFailed(RuntimeError):
-    """The data did not pass the gate; `report_text` is what a person should read."""
-
-    def __init__(self, report: Report, report_path: str):
-        failures = "; ".join(f"{f.dataset} {f.feature} {f.anomaly}" for f in report.failures[:5])
-        more = f" (+{len(report.failures) - 5} more)" if len(report.failures) > 5 else ""
-        super().__init__(f"data validation failed: {failures}{more}. Report: {report_path}")
-        self.report_text = report.to_text()
-        self.report_path = report_path
+def validation_failure(report: Report, report_path: str) -> DataValidationFailed:
+    """The error that stops the run, naming the first failures."""
+    failures = "; ".join(f"{f.dataset} {f.feature} {f.anomaly}" for f in report.failures[:5])
+    more = f" (+{len(report.failures) - 5} more)" if len(report.failures) > 5 else ""
+    return DataValidationFailed(failures + more, report.to_text(), report_path)
 
 
 def previous_span_files(span_pattern: str, current_span: int) -> Tuple[Optional[int], List[str]]:
@@ -121,7 +118,7 @@ class Executor(base_executor.BaseExecutor):
         output.set_string_custom_property("report", path)
         logging.info("Anomaly gate report (%s):\n%s", path, report.to_text())
         if not report.passed:
-            raise DataValidationFailed(report, path)
+            raise validation_failure(report, path)
 
     @staticmethod
     def _compare(report: Report, kind: str, current, control_files: List[str], schema, policy: GatePolicy,

@@ -23,13 +23,15 @@ from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 from tfx.utils import io_utils, path_utils
 
+from contract.config import EdgeConfig, FeaturesConfig, section_from_dict
+
 REPORT_FILE = "edge_export.json"
 
 
 class EdgeExportSpec(types.ComponentSpec):
     PARAMETERS = {
-        "settings": ExecutionParameter(type=str),  # JSON of edge.export.EdgeSettings
-        "features": ExecutionParameter(type=str),  # JSON of models.features.FeatureSpec
+        "settings": ExecutionParameter(type=str),  # JSON of the edge: section (contract.config.EdgeConfig)
+        "features": ExecutionParameter(type=str),  # JSON of the features: section (FeaturesConfig)
         "model_name": ExecutionParameter(type=str),
         "base_directory": ExecutionParameter(type=str),  # <edge_dir>/<model_name>
     }
@@ -58,7 +60,6 @@ class EdgeExportExecutor(base_executor.BaseExecutor):
     def Do(self, input_dict: Dict[str, List[types.Artifact]], output_dict: Dict[str, List[types.Artifact]],
            exec_properties: Dict[str, Any]) -> None:
         from edge import export
-        from models import features
 
         output = artifact_utils.get_single_instance(output_dict["edge_model"])
         blessing = artifact_utils.get_single_instance(input_dict["model_blessing"])
@@ -76,8 +77,8 @@ class EdgeExportExecutor(base_executor.BaseExecutor):
             transformed_train_pattern=[os.path.join(uri, "*") for uri in artifact_utils.get_split_uris(
                 input_dict["transformed_examples"], "train")],
             raw_eval_pattern=os.path.join(artifact_utils.get_split_uri([examples], "eval"), "*"),
-            spec=features.FeatureSpec.from_dict(json.loads(exec_properties["features"])),
-            settings=export.EdgeSettings(**json.loads(exec_properties["settings"])),
+            spec=section_from_dict(FeaturesConfig, json.loads(exec_properties["features"])),
+            settings=section_from_dict(EdgeConfig, json.loads(exec_properties["settings"])),
             model_base_dir=exec_properties["base_directory"],
             model_name=exec_properties["model_name"],
             source={"source_model_artifact_id": model.id, "serving_version": _serving_version(input_dict)})

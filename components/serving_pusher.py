@@ -30,32 +30,11 @@ from tfx.types import artifact_utils, standard_artifacts, standard_component_spe
 from tfx.types.component_spec import ChannelParameter
 from tfx.utils import io_utils, json_utils, proto_utils
 
-PUSH_INFO = os.path.join("assets.extra", "push_info.json")
-# The path and record format TF Serving's SavedModel warm-up reads (PredictionLog TFRecords).
-WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+from contract import versions
+from contract.serving import EXAMPLES_INPUT, PUSH_INFO, SERVING_SIGNATURE, WARMUP_FILE
+
 EXAMPLES_KEY = "examples"
 WARMUP_SPLIT = "eval"
-SERVING_SIGNATURE = "serving_default"
-EXAMPLES_INPUT = "examples"
-
-
-def serving_versions(base_directory: str) -> List[int]:
-    """Versions TF Serving would see under a model base path, ascending."""
-    if not fileio.exists(base_directory):
-        return []
-    return sorted(int(name.rstrip("/")) for name in fileio.listdir(base_directory)
-                  if name.rstrip("/").isdigit())
-
-
-def read_push_info(version_dir: str) -> Optional[Dict[str, Any]]:
-    path = os.path.join(version_dir, PUSH_INFO)
-    if not fileio.exists(path):
-        return None
-    return json.loads(io_utils.read_string_file(path))
-
-
-def next_version(existing: List[int], now: Optional[float] = None) -> int:
-    return max(int(now if now is not None else time.time()), (existing[-1] + 1) if existing else 0)
 
 
 def read_eval_examples(split_uri: str, limit: int) -> List[tf.train.Example]:
@@ -98,29 +77,20 @@ def warmup_records(examples: Sequence[tf.train.Example], model_name: str,
 
 def push_atomically(model_path: str, base_directory: str, version: int, info: Dict[str, Any],
                     warmup: Sequence[bytes] = ()) -> str:
-    """Copies a SavedModel (plus push info and warm-up requests) to `<base>/<version>` via a temporary
-    directory and a rename."""
+    """Publishes a SavedModel (plus push info and warm-up requests) as `<base>/<version>`, whole or not at all."""
     if not fileio.exists(os.path.join(model_path, "saved_model.pb")):
         # io_utils.copy_dir would silently create an empty version from a missing source.
         raise ValueError(f"no SavedModel at {model_path} (saved_model.pb missing); nothing was pushed")
-    final = os.path.join(base_directory, str(version))
-    staging = os.path.join(base_directory, f".incomplete-{version}-{os.getpid()}")
-    if fileio.exists(staging):
-        fileio.rmtree(staging)
-    fileio.makedirs(base_directory)
-    try:
+
+    def fill(staging: str) -> None:
         io_utils.copy_dir(model_path, staging)
         io_utils.write_string_file(os.path.join(staging, PUSH_INFO), json.dumps(info, indent=2))
         if warmup:
             with tf.io.TFRecordWriter(os.path.join(staging, WARMUP_FILE)) as writer:
                 for record in warmup:
                     writer.write(record)
-        fileio.rename(staging, final)
-    except BaseException:
-        if fileio.exists(staging):
-            fileio.rmtree(staging)
-        raise
-    return final
+
+    return versions.publish_version(base_directory, version, fill)
 
 
 class ServingPusherExecutor(pusher_executor.Executor):
@@ -139,17 +109,14 @@ class ServingPusherExecutor(pusher_executor.Executor):
             raise ValueError("ServingPusher pushes to a filesystem destination (TF Serving model base path)")
         base = destination.filesystem.base_directory
 
-        existing = serving_versions(base)
-        if existing:
-            latest_info = read_push_info(os.path.join(base, str(existing[-1]))) or {}
-            if latest_info.get("source_model") == model_path:
-                logging.info("Model %s is already serving as version %d; not pushing it again.",
-                             model_path, existing[-1])
-                self._MarkNotPushed(model_push)
-                model_push.set_string_custom_property("already_serving_version", str(existing[-1]))
-                return
+        serving = versions.latest_if_same_source(base, PUSH_INFO, model_path)
+        if serving is not None:
+            logging.info("Model %s is already serving as version %d; not pushing it again.", model_path, serving)
+            self._MarkNotPushed(model_push)
+            model_push.set_string_custom_property("already_serving_version", str(serving))
+            return
 
-        version = next_version(existing)
+        version = versions.next_version(versions.list_versions(base))
         info = {"source_model": model_path, "version": version,
                 "pushed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         serving_path = push_atomically(model_path, base, version, info,
@@ -163,15 +130,14 @@ class ServingPusherExecutor(pusher_executor.Executor):
     def _warmup(input_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[str, Any]) -> List[bytes]:
         custom_config = json_utils.loads(exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY)
                                          or "null") or {}
-        count = int(custom_config.get("warmup_requests", 0))
+        count = int(custom_config["warmup_requests"])
         if not input_dict.get(EXAMPLES_KEY) or count <= 0:
             return []
         examples = artifact_utils.get_single_instance(input_dict[EXAMPLES_KEY])
         split_uri = artifact_utils.get_split_uri([examples], WARMUP_SPLIT)
         # Batch sizes 1, 2, 4, ...: `count` requests need 2**count - 1 examples.
         eval_examples = read_eval_examples(split_uri, 2 ** count - 1)
-        return warmup_records(eval_examples, custom_config.get("model_name", ""),
-                              custom_config.get("label_only_columns", ()))
+        return warmup_records(eval_examples, custom_config["model_name"], custom_config["label_only_columns"])
 
 
 class ServingPusherSpec(standard_component_specs.PusherSpec):

@@ -25,26 +25,19 @@ from typing import Any, Dict, List, Optional, Union
 import numpy as np
 import tensorflow as tf
 
-from components.serving_pusher import next_version, serving_versions
+from contract import versions
+from contract.config import EdgeConfig, FeaturesConfig
+from contract.serving import SERVING_SIGNATURE
 from edge import edgetpu, metadata
 from edge.runtime import MANIFEST, EdgeModel, interpreter_module
-from models import edge_signature, features
+from models import features
+from models.trainer import edge_signature
 
 FILES = {"int8": "model_int8.tflite", "float": "model_float.tflite", "mapping": "edge_mapping.json"}
 DECISION_THRESHOLD = 0.5
 # Clip ranges and representative rows come from at most this many transformed training examples:
 # enough for stable quantiles, bounded memory (each row is a dense one-hot vector) on big datasets.
 CALIBRATION_EXAMPLES = 100_000
-
-
-@dataclass
-class EdgeSettings:
-    """The `edge:` configuration section, as the component receives it."""
-
-    max_auc_drop: float = 0.005
-    io_type: str = "int8"
-    representative_examples: int = 1000
-    clip_quantile: float = 0.0
 
 
 @dataclass
@@ -166,7 +159,7 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float((ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives))
 
 
-def raw_records(examples: List[bytes], spec: features.FeatureSpec) -> List[Dict[str, Any]]:
+def raw_records(examples: List[bytes], spec: FeaturesConfig) -> List[Dict[str, Any]]:
     """Serialized raw tf.Examples -> {feature: [values]}, what a device would receive."""
     wanted = set(spec.raw_input_features)
     out = []
@@ -181,7 +174,7 @@ def raw_records(examples: List[bytes], spec: features.FeatureSpec) -> List[Dict[
     return out
 
 
-def labels_of(examples: List[bytes], spec: features.FeatureSpec) -> np.ndarray:
+def labels_of(examples: List[bytes], spec: FeaturesConfig) -> np.ndarray:
     def value(example, key):
         """The first value of a float or int column; 0 when missing, as Transform's label rule does."""
         feature = example.features.feature.get(key)
@@ -195,7 +188,7 @@ def labels_of(examples: List[bytes], spec: features.FeatureSpec) -> np.ndarray:
 
 
 def serving_predictions(loaded, examples: List[bytes], batch: int = 1024) -> np.ndarray:
-    serve = loaded.signatures["serving_default"]
+    serve = loaded.signatures[SERVING_SIGNATURE]
     out = [next(iter(serve(examples=tf.constant(examples[i:i + batch])).values())).numpy().reshape(-1)
            for i in range(0, len(examples), batch)]
     return np.concatenate(out)
@@ -231,41 +224,29 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def stage_and_rename(base_directory: str, version: int, files: Dict[str, bytes]) -> str:
-    """Writes `files` into `<base>/.incomplete-<version>-<pid>` and renames it to `<base>/<version>`."""
-    final = os.path.join(base_directory, str(version))
-    staging = os.path.join(base_directory, f".incomplete-{version}-{os.getpid()}")
-    tf.io.gfile.makedirs(base_directory)
-    if tf.io.gfile.exists(staging):
-        tf.io.gfile.rmtree(staging)
-    try:
-        tf.io.gfile.makedirs(staging)
+def publish(base_directory: str, version: int, files: Dict[str, bytes]) -> str:
+    """Publishes `files` as `<base>/<version>`, whole or not at all (contract.versions)."""
+
+    def fill(staging: str) -> None:
         for name, data in files.items():
             with tf.io.gfile.GFile(os.path.join(staging, name), "wb") as f:
                 f.write(data)
-        tf.io.gfile.rename(staging, final)
-    except BaseException:
-        if tf.io.gfile.exists(staging):
-            tf.io.gfile.rmtree(staging)
-        raise
-    return final
+
+    return versions.publish_version(base_directory, version, fill)
 
 
 def export(saved_model_dir: str, transform_graph_dir: str, transformed_train_pattern: Union[str, List[str]],
-           raw_eval_pattern: str, spec: features.FeatureSpec, settings: EdgeSettings, model_base_dir: str,
+           raw_eval_pattern: str, spec: FeaturesConfig, settings: EdgeConfig, model_base_dir: str,
            model_name: str, source: Optional[Dict[str, Any]] = None) -> EdgeResult:
     """The whole edge export; returns what happened (pushed or why not)."""
     import tensorflow_transform as tft
 
     source = dict(source or {}, source_model=saved_model_dir)
-    existing = serving_versions(model_base_dir)
-    if existing:
-        latest = os.path.join(model_base_dir, str(existing[-1]), MANIFEST)
-        if tf.io.gfile.exists(latest):
-            with tf.io.gfile.GFile(latest) as f:
-                if json.load(f).get("source_model") == saved_model_dir:
-                    return EdgeResult(False, f"already exported as version {existing[-1]}",
-                                      version_dir=os.path.dirname(latest))
+    already = versions.latest_if_same_source(model_base_dir, MANIFEST, saved_model_dir)
+    if already is not None:
+        return EdgeResult(False, f"already exported as version {already}",
+                          version_dir=os.path.join(model_base_dir, str(already)))
+    existing = versions.list_versions(model_base_dir)
 
     mapping_path = os.path.join(saved_model_dir, "assets", edge_signature.MAPPING_ASSET)
     if not tf.io.gfile.exists(mapping_path):
@@ -284,7 +265,7 @@ def export(saved_model_dir: str, transform_graph_dir: str, transformed_train_pat
                                       float_scores(loaded, train_columns, mapping))
     models = convert(loaded, mapping, representative, settings.io_type)
 
-    version = next_version(existing)
+    version = versions.next_version(existing)
     info = {"name": model_name, "version": str(version), "author": "TFX pipeline edge export",
             "description": f"{model_name}: full-integer ({settings.io_type} io) model exported from {saved_model_dir}",
             "output": f"probability that {spec.label_key} is true; decide positive above {DECISION_THRESHOLD}"}
@@ -333,6 +314,6 @@ def export(saved_model_dir: str, transform_graph_dir: str, transformed_train_pat
         "sizes": sizes, "clip": mapping["clip"], "edgetpu": result.edgetpu,
     })
     files[MANIFEST] = json.dumps(manifest, indent=2).encode("utf-8")
-    result.version_dir = stage_and_rename(model_base_dir, version, files)
+    result.version_dir = publish(model_base_dir, version, files)
     result.pushed, result.reason = True, f"int8 AUC drop {drop:.4f} <= {settings.max_auc_drop}"
     return result

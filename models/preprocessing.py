@@ -5,17 +5,11 @@ inside every exported serving signature, so training and serving prepare
 features identically.
 """
 
-import os
+import tensorflow as tf
+import tensorflow_transform as tft
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
-import tensorflow as tf  # noqa: E402
-import tensorflow_transform as tft  # noqa: E402
-
-try:
-    from models import features
-except ImportError:  # Loaded from TFX's module wheel, where sibling files are top-level.
-    import features  # type: ignore[no-redef]
+# The installed package, also when TFX loads this file from its module wheel.
+from models import features
 
 
 def _dense(x, default):

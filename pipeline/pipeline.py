@@ -7,32 +7,34 @@ EdgeExport (int8 TFLite, when `edge.enabled`). Runners differ only in how they
 execute it (`runners/`).
 """
 
-import dataclasses
 import os
+from typing import List, Optional
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import tensorflow_model_analysis as tfma
+from tfx import v1 as tfx
+from tfx.proto import example_gen_pb2
 
-from typing import List, Optional  # noqa: E402
+import models.preprocessing
+import models.trainer.model
+import models.trainer.tuning
+from components.anomaly_gate import AnomalyGate
+from components.edge_export import EdgeExport
+from components.serving_pusher import ServingPusher
+from components.span_window import LatestSpansStrategy
+from contract.config import PipelineConfig, section_to_dict
+from contract.serving import SERVING_SIGNATURE, TRANSFORM_SIGNATURE
+from pipeline import vertex_training
+from validation.checks import default_serving_data
 
-import tensorflow_model_analysis as tfma  # noqa: E402
-from tfx import v1 as tfx  # noqa: E402
-from tfx.proto import example_gen_pb2  # noqa: E402
-
-from components.anomaly_gate import AnomalyGate  # noqa: E402
-from components.edge_export import EdgeExport  # noqa: E402
-from components.serving_pusher import ServingPusher  # noqa: E402
-from components.span_window import LatestSpansStrategy  # noqa: E402
-from pipeline import inputs, vertex_training  # noqa: E402
-from pipeline.config import REPO_ROOT, PipelineConfig  # noqa: E402
-
-MODULES_DIR = os.path.join(REPO_ROOT, "models")
-TRANSFORM_MODULE = os.path.join(MODULES_DIR, "preprocessing.py")
-TRAINER_MODULE = os.path.join(MODULES_DIR, "model.py")
-TUNER_MODULE = os.path.join(MODULES_DIR, "tuning.py")
+# TFX packages each module file's directory into a wheel and fingerprints it for caching: Transform's
+# directory (models/) holds only the feature code, so Trainer or training-infrastructure edits keep it cached.
+TRANSFORM_MODULE = models.preprocessing.__file__
+TRAINER_MODULE = models.trainer.model.__file__
+TUNER_MODULE = models.trainer.tuning.__file__
 
 
 def example_gen_configs(config: PipelineConfig):
-    patterns = inputs.split_patterns(config)
+    patterns = config.split_patterns
     input_config = example_gen_pb2.Input(
         splits=[example_gen_pb2.Input.Split(name=n, pattern=p) for n, p in patterns.items()])
     output_config = None
@@ -48,7 +50,7 @@ def example_gen_configs(config: PipelineConfig):
 def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
     """Blessing thresholds apply to the overall slice only; slices are reported, not gated."""
     overall = tfma.SlicingSpec()
-    label_key = config.features.spec().label_key
+    label_key = config.features.label_key
 
     def gated(metric: str, lower_bound: float) -> tfma.MetricConfig:
         change = None
@@ -63,8 +65,8 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
                 change_threshold=change))])
 
     return tfma.EvalConfig(
-        model_specs=[tfma.ModelSpec(signature_name="serving_default", label_key=label_key,
-                                    preprocessing_function_names=["transform_features"])],
+        model_specs=[tfma.ModelSpec(signature_name=SERVING_SIGNATURE, label_key=label_key,
+                                    preprocessing_function_names=[TRANSFORM_SIGNATURE])],
         slicing_specs=[overall] + [tfma.SlicingSpec(feature_keys=[f]) for f in config.evaluator.slice_features],
         metrics_specs=[tfma.MetricsSpec(metrics=[
             tfma.MetricConfig(class_name="ExampleCount"),
@@ -78,24 +80,32 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
     )
 
 
-def module_custom_config(config: PipelineConfig) -> dict:
-    """What Transform, Tuner and Trainer module functions receive as `custom_config`."""
-    return {
-        "features": config.features.spec().to_dict(),
-        "batch_size": config.training.batch_size,
-        "tuner_algorithm": config.tuner.algorithm,
-        "tuner_max_trials": config.tuner.max_trials,
-    }
+def transform_custom_config(config: PipelineConfig) -> dict:
+    """Transform's custom_config: the feature spec alone, so only a feature change re-runs Transform."""
+    return {"features": section_to_dict(config.features)}
+
+
+def tuner_custom_config(config: PipelineConfig) -> dict:
+    """The Tuner's: features, the search settings and the batch size it trains trials with."""
+    return dict(transform_custom_config(config), tuner=section_to_dict(config.tuner),
+                training=section_to_dict(config.training, "batch_size"))
+
+
+def trainer_custom_config(config: PipelineConfig) -> dict:
+    """The Trainer's: features and the whole `training:` section (strategy, checkpoints, batch size).
+
+    Only the Trainer gets the strategy settings, so changing the strategy
+    re-runs the Trainer alone and Transform and Tuner stay cached.
+    """
+    return dict(transform_custom_config(config), training=section_to_dict(config.training))
 
 
 def anomaly_gate(config: PipelineConfig, examples, statistics, schema, anomalies) -> AnomalyGate:
     """The gate, with skew against serving traffic and drift against the previous `{SPAN}` when enabled."""
-    from validation.checks import default_serving_data
-
     span_pattern = ""
     train_pattern = config.data.pattern or config.data.train_pattern
     if config.validation.drift and "{SPAN}" in train_pattern:
-        span_pattern = os.path.join(inputs.input_base(config), train_pattern)
+        span_pattern = os.path.join(config.input_base, train_pattern)
     return AnomalyGate(
         examples=examples, statistics=statistics, schema=schema, anomalies=anomalies,
         fail_severity=config.validation.fail_severity, allow_anomalies=config.validation.allow_anomalies,
@@ -103,29 +113,16 @@ def anomaly_gate(config: PipelineConfig, examples, statistics, schema, anomalies
         span_pattern=span_pattern, report_dir=os.path.join(config.pipeline_root, "validation_reports"))
 
 
-def trainer_custom_config(config: PipelineConfig, custom_config: dict) -> dict:
-    """The Trainer's custom_config: the modules' own plus the strategy settings (models/strategies.py).
-
-    Only the Trainer gets them, so changing the strategy re-runs the Trainer
-    alone and Transform stays cached.
-    """
-    from models.strategies import StrategySettings
-
-    fields = [f.name for f in dataclasses.fields(StrategySettings)]
-    return dict(custom_config, training={name: getattr(config.training, name) for name in fields})
-
-
 def create_components(config: PipelineConfig) -> List:
     input_config, output_config = example_gen_configs(config)
     example_gen = tfx.components.ImportExampleGen(
-        input_base=inputs.input_base(config), input_config=input_config, output_config=output_config)
+        input_base=config.input_base, input_config=input_config, output_config=output_config)
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     schema_gen = tfx.components.ImportSchemaGen(schema_file=os.path.abspath(config.schema_file))
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
     gate = anomaly_gate(config, example_gen.outputs["examples"], statistics_gen.outputs["statistics"],
                         schema_gen.outputs["schema"], example_validator.outputs["anomalies"])
-    custom_config = module_custom_config(config)
     training_examples, window = example_gen.outputs["examples"], []
     if config.data.span_window > 1:
         # Earlier runs' spans come from MLMD; this run's span must be registered before the lookup.
@@ -138,13 +135,13 @@ def create_components(config: PipelineConfig) -> List:
         training_examples, window = spans.outputs["examples"], [spans]
     transform = tfx.components.Transform(
         examples=training_examples, schema=schema_gen.outputs["schema"],
-        module_file=TRANSFORM_MODULE, custom_config=custom_config)
+        module_file=TRANSFORM_MODULE, custom_config=transform_custom_config(config))
     # Nothing downstream consumes the gate's report; this edge is what keeps training behind it.
     transform.add_upstream_node(gate)
 
     components = [example_gen, statistics_gen, schema_gen, example_validator, gate, *window, transform]
     trainer_class, tuner_class = tfx.components.Trainer, tfx.components.Tuner
-    trainer_config, tuner_config = trainer_custom_config(config, custom_config), custom_config
+    trainer_config, tuner_config = trainer_custom_config(config), tuner_custom_config(config)
     if config.vertex.enabled:
         trainer_class, tuner_class = vertex_training.components()
         trainer_config = dict(trainer_config, **vertex_training.trainer_custom_config(config))
@@ -187,7 +184,7 @@ def create_components(config: PipelineConfig) -> List:
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.model_serving_dir)),
         examples=example_gen.outputs["examples"],
         custom_config={"warmup_requests": config.serving.warmup_requests, "model_name": config.model_name,
-                       "label_only_columns": list(config.features.spec().label_only_columns)},
+                       "label_only_columns": config.features.label_only_columns},
     ).with_id("Pusher")
     components += [trainer, model_resolver, evaluator, pusher]
     if config.edge.enabled:
@@ -196,8 +193,9 @@ def create_components(config: PipelineConfig) -> List:
             transform_graph=transform.outputs["transform_graph"],
             transformed_examples=transform.outputs["transformed_examples"],
             examples=example_gen.outputs["examples"], pushed_model=pusher.outputs["pushed_model"],
-            settings={k: v for k, v in dataclasses.asdict(config.edge).items() if k not in ("enabled", "edge_dir")},
-            features=config.features.spec().to_dict(), model_name=config.model_name,
+            # Where and whether to export are not the export's inputs: changing them must not re-run it.
+            settings={k: v for k, v in section_to_dict(config.edge).items() if k not in ("enabled", "edge_dir")},
+            features=section_to_dict(config.features), model_name=config.model_name,
             base_directory=config.model_edge_dir).with_id("EdgeExport"))
     return components
 

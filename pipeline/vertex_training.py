@@ -17,7 +17,7 @@ sequential.
 
 from typing import Any, Dict, List
 
-from pipeline.config import PipelineConfig, require
+from contract.config import PipelineConfig, require
 
 
 def check(config: PipelineConfig) -> None:

@@ -13,20 +13,11 @@ Exit status: 0 answered, 1 nothing matches, 2 bad arguments.
 import argparse
 import dataclasses
 import json
-import logging
-import os
-import signal
 import sys
-import warnings
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"  # TensorFlow's start-up noise is not part of an answer
-warnings.filterwarnings("ignore")
-signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `... | head` ends quietly
-logging.getLogger("tensorflow").setLevel(logging.ERROR)  # TFMA's deprecation notices are not answers
-
-from pipeline.config import ConfigError, load_config  # noqa: E402
-from reports import lineage as lineage_lib  # noqa: E402
+from contract import cli
+from reports import lineage as lineage_lib
+from reports.metadata import open_metadata
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,9 +25,7 @@ def _parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", metavar="FILE", help="YAML settings file, as for `python -m runners`")
-    common.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a setting, e.g. --set output_dir=/data/taxi-outputs")
+    cli.add_settings_arguments(common)
     common.add_argument("--mysql", default="", metavar="USER@HOST:PORT/DB",
                         help="read a MySQL MLMD store instead of <output_dir>/metadata.sqlite "
                              "(password from $MLMD_MYSQL_PASSWORD)")
@@ -77,7 +66,9 @@ def check_report(path: str, screenshot: str) -> int:
     return 1 if result.console else 0
 
 
+@cli.command
 def main(argv=None) -> int:
+    cli.prepare()
     args = _parser().parse_args(argv)
     if args.command == "check":
         try:
@@ -85,13 +76,10 @@ def main(argv=None) -> int:
         except (FileNotFoundError, RuntimeError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
+    config = cli.load_settings(args)
+    cli.log_to_file(config, "reports")
     try:
-        config = load_config(args.config, args.set)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    try:
-        store = lineage_lib.open_metadata(config.metadata_path, args.mysql)
+        store = open_metadata(config.metadata_path, args.mysql)
         if args.command == "lineage":
             if args.run:
                 target = lineage_lib.run_artifact(store, args.run)
@@ -104,14 +92,13 @@ def main(argv=None) -> int:
             result = lineage_lib.lineage_of(store, target.id, label)
             print(result.to_json() if args.json else lineage_lib.format_lineage(result))
         elif args.command == "runs":
-            rows = lineage_lib.list_runs(store, config.pipeline_name,
-                                         "" if args.mysql else config.metadata_path)
+            rows = lineage_lib.list_runs(store, config.pipeline_name)
             print(json.dumps([dataclasses.asdict(r) for r in rows], indent=2) if args.json
                   else lineage_lib.format_runs(rows))
         else:
             from reports import html as html_lib
 
-            path = html_lib.write_report(config, run_id=args.run or None, out=args.out or None)
+            path = html_lib.write_report(config, run_id=args.run or None, out=args.out or None, store=store)
             print(json.dumps({"report": path}) if args.json else f"report: {path}")
     except (LookupError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -14,7 +14,8 @@ import json
 import os
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from runners.summary import RunSummary, read_anomalies, read_run
+from reports.metadata import iso, node_name, open_metadata
+from reports.summary import RunSummary, read_anomalies, read_run
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d2329;background:#f6f7f9}
@@ -367,20 +368,16 @@ def _components_section(summary: RunSummary, timings: Dict[str, Tuple[str, float
     return _table(["component", "state", "started (UTC)", "seconds"], rows, numeric=(3,))
 
 
-def _timings(config, run_id: str) -> Dict[str, Tuple[str, float]]:
-    from reports.lineage import _iso, open_metadata
-    from runners.summary import _node_name
-
-    store = open_metadata(config.metadata_path)
+def _timings(store, run_id: str) -> Dict[str, Tuple[str, float]]:
     run = next(c for c in store.get_contexts_by_type("pipeline_run") if c.name == run_id)
-    return {_node_name(store, e.id): (_iso(e.create_time_since_epoch),
+    return {node_name(store, e.id): (iso(e.create_time_since_epoch),
                                       (e.last_update_time_since_epoch - e.create_time_since_epoch) / 1000)
             for e in store.get_executions_by_context(run.id)}
 
 
-def render(summary: RunSummary, config) -> str:
+def render(summary: RunSummary, config, store) -> str:
     """The report of one run as a complete HTML document."""
-    timings = _timings(config, summary.run_id)
+    timings = _timings(store, summary.run_id)
     sections = [_section("Components", _components_section(summary, timings), "components")]
     stats = summary.component("StatisticsGen")
     if stats and stats.outputs.get("statistics"):
@@ -409,12 +406,16 @@ def report_path(config, run_id: str) -> str:
 
 
 def write_report(config, run_id: Optional[str] = None, out: Optional[str] = None,
-                 summary: Optional[RunSummary] = None) -> str:
-    """Render the run's report and write it atomically; returns its path."""
-    summary = summary or read_run(config.metadata_path, config.pipeline_name, run_id)
+                 summary: Optional[RunSummary] = None, store=None) -> str:
+    """Render the run's report and write it atomically; returns its path.
+
+    `store` defaults to the run's local SQLite MLMD (`reports.metadata.open_metadata`).
+    """
+    store = store or open_metadata(config.metadata_path)
+    summary = summary or read_run(store, config.pipeline_name, run_id)
     path = out or report_path(config, summary.run_id)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    page = render(summary, config)  # before opening anything: a failure leaves no partial file
+    page = render(summary, config, store)  # before opening anything: a failure leaves no partial file
     temporary = path + ".tmp"
     with open(temporary, "w", encoding="utf-8") as f:
         f.write(page)

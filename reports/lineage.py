@@ -9,7 +9,6 @@ answers against the local SQLite store and a production MySQL store.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import json
 import os
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from typing import Dict, Iterable, List, Optional, Set
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from runners.summary import _INPUT_EVENTS, _OUTPUT_EVENTS, _STATES, _node_name
+from reports.metadata import INPUT_EVENTS, OUTPUT_EVENTS, STATES, iso, node_name
 
 # The chain, in the order a reader follows it; each stage lists the MLMD artifact types it shows.
 STAGES = (
@@ -37,36 +36,6 @@ STAGES = (
 _VALIDATORS = ("ExampleValidator", "AnomalyGate")
 # Inputs that point at another model's history: shown, never walked through.
 _NOT_UPSTREAM = {"baseline_model"}
-
-
-def open_metadata(sqlite_path: str = "", mysql: str = "") -> metadata_store.MetadataStore:
-    """A read-only store: the local SQLite file, or `mysql` as user@host:port/database.
-
-    The MySQL password comes from the MLMD_MYSQL_PASSWORD environment variable, never a flag.
-    """
-    config = metadata_store_pb2.ConnectionConfig()
-    if mysql:
-        user, _, rest = mysql.rpartition("@")
-        address, _, database = rest.partition("/")
-        host, _, port = address.partition(":")
-        if not (host and database):
-            raise ValueError(f"--mysql {mysql!r}: expected user@host:port/database")
-        config.mysql.host = host
-        config.mysql.port = int(port or 3306)
-        config.mysql.database = database
-        config.mysql.user = user or "root"
-        config.mysql.password = os.environ.get("MLMD_MYSQL_PASSWORD", "")
-    else:
-        if not os.path.exists(sqlite_path):
-            raise FileNotFoundError(f"no ML Metadata store at {sqlite_path}: run the pipeline first (make run), "
-                                    "or pass the output_dir of the run you mean")
-        config.sqlite.filename_uri = sqlite_path
-        config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-    return metadata_store.MetadataStore(config)
-
-
-def _iso(ms: int) -> str:
-    return datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _value(v: metadata_store_pb2.Value):
@@ -117,7 +86,7 @@ class _Graph:
 
     def node(self, execution_id: int) -> str:
         if execution_id not in self._producer:
-            self._producer[execution_id] = _node_name(self.store, execution_id)
+            self._producer[execution_id] = node_name(self.store, execution_id)
         return self._producer[execution_id]
 
     def info(self, artifact, producer: str) -> ArtifactInfo:
@@ -125,7 +94,7 @@ class _Graph:
         props.update({k: _value(v) for k, v in artifact.custom_properties.items()
                       if k not in ("tfx_version", "is_external")})
         return ArtifactInfo(artifact.id, self.type_name(artifact), artifact.uri, producer,
-                            _iso(artifact.create_time_since_epoch), props)
+                            iso(artifact.create_time_since_epoch), props)
 
 
 def _upstream(graph: _Graph, start_ids: Iterable[int]):
@@ -135,7 +104,7 @@ def _upstream(graph: _Graph, start_ids: Iterable[int]):
     executions: Dict[int, metadata_store_pb2.Execution] = {}
     frontier = list(seen_artifacts)
     while frontier:
-        events = [e for e in store.get_events_by_artifact_ids(frontier) if e.type in _OUTPUT_EVENTS]
+        events = [e for e in store.get_events_by_artifact_ids(frontier) if e.type in OUTPUT_EVENTS]
         candidates = {x.id: x for x in store.get_executions_by_id(list({e.execution_id for e in events}))}
         producers = set()
         for artifact in {e.artifact_id for e in events}:
@@ -150,7 +119,7 @@ def _upstream(graph: _Graph, start_ids: Iterable[int]):
             executions[execution.id] = execution
             for event in store.get_events_by_execution_ids([execution.id]):
                 key = event.path.steps[0].key if event.path.steps else ""
-                if event.type in _INPUT_EVENTS and key not in _NOT_UPSTREAM and event.artifact_id not in seen_artifacts:
+                if event.type in INPUT_EVENTS and key not in _NOT_UPSTREAM and event.artifact_id not in seen_artifacts:
                     seen_artifacts.add(event.artifact_id)
                     frontier.append(event.artifact_id)
     return executions
@@ -160,13 +129,13 @@ def _outputs_of_consumers(graph: _Graph, artifact_ids: List[int], nodes: Iterabl
     """Outputs of the `nodes` executions that read any of the artifacts (computing runs preferred over cached)."""
     store = graph.store
     readers = {e.execution_id for e in store.get_events_by_artifact_ids(artifact_ids)
-               if e.type in _INPUT_EVENTS and graph.node(e.execution_id) in nodes}
+               if e.type in INPUT_EVENTS and graph.node(e.execution_id) in nodes}
     executions = store.get_executions_by_id(list(readers))
     computed = [x for x in executions if x.last_known_state != metadata_store_pb2.Execution.CACHED]
     outputs: Set[int] = set()
     for execution in computed or executions:
         outputs.update(e.artifact_id for e in store.get_events_by_execution_ids([execution.id])
-                       if e.type in _OUTPUT_EVENTS)
+                       if e.type in OUTPUT_EVENTS)
     return outputs
 
 
@@ -176,7 +145,7 @@ def lineage_of(store: metadata_store.MetadataStore, artifact_id: int, target: st
     executions = _upstream(graph, [artifact_id])
     # The evaluation sits beside the blessing (same Evaluator run); anomalies beside the statistics.
     events = store.get_events_by_execution_ids(list(executions))
-    artifact_ids = {e.artifact_id for e in events if e.type in _OUTPUT_EVENTS or
+    artifact_ids = {e.artifact_id for e in events if e.type in OUTPUT_EVENTS or
                     (e.path.steps and e.path.steps[0].key not in _NOT_UPSTREAM)}
     artifact_ids.add(artifact_id)
     # Statistics and anomalies are not inputs of the model, but they judged the very examples it used.
@@ -188,7 +157,7 @@ def lineage_of(store: metadata_store.MetadataStore, artifact_id: int, target: st
     artifact_ids.update(_outputs_of_consumers(graph, [artifact_id], ("EdgeExport",)))
     producer_of: Dict[int, str] = {}
     for event in store.get_events_by_artifact_ids(list(artifact_ids)):
-        if event.type in _OUTPUT_EVENTS and event.artifact_id not in producer_of:
+        if event.type in OUTPUT_EVENTS and event.artifact_id not in producer_of:
             producer_of[event.artifact_id] = graph.node(event.execution_id)
 
     stages: Dict[str, List[ArtifactInfo]] = {name: [] for name, _, _ in STAGES}
@@ -210,8 +179,8 @@ def lineage_of(store: metadata_store.MetadataStore, artifact_id: int, target: st
     for context in store.get_contexts_by_artifact(artifact_id):
         if store.get_context_types_by_id([context.type_id])[0].name == "pipeline_run":
             run = context.name
-    steps = [{"id": e.id, "node": graph.node(e.id), "state": _STATES.get(e.last_known_state, "unknown"),
-              "started": _iso(e.create_time_since_epoch), "ended": _iso(e.last_update_time_since_epoch)}
+    steps = [{"id": e.id, "node": graph.node(e.id), "state": STATES.get(e.last_known_state, "unknown"),
+              "started": iso(e.create_time_since_epoch), "ended": iso(e.last_update_time_since_epoch)}
              for e in sorted(executions.values(), key=lambda e: e.id)]
     return Lineage(target, run, stages, steps, baseline)
 
@@ -262,10 +231,9 @@ class RunRow:
     pushed: str = ""
 
 
-def list_runs(store: metadata_store.MetadataStore, pipeline_name: str, metadata_path: str = "",
-              with_metrics: bool = True) -> List[RunRow]:
+def list_runs(store: metadata_store.MetadataStore, pipeline_name: str, with_metrics: bool = True) -> List[RunRow]:
     """Every recorded run of the pipeline, oldest first, with its status and evaluation."""
-    from runners.summary import read_run
+    from reports.summary import read_run
 
     pipeline_ctx = store.get_context_by_type_and_name("pipeline", pipeline_name)
     if pipeline_ctx is None:
@@ -277,13 +245,13 @@ def list_runs(store: metadata_store.MetadataStore, pipeline_name: str, metadata_
         executions = store.get_executions_by_context(run.id)
         if not executions:
             continue
-        states = {_STATES.get(e.last_known_state, "unknown") for e in executions}
+        states = {STATES.get(e.last_known_state, "unknown") for e in executions}
         status = "failed" if "failed" in states else "running" if states & {"running", "new"} else "complete"
         start = min(e.create_time_since_epoch for e in executions)
         end = max(e.last_update_time_since_epoch for e in executions)
-        row = RunRow(run.name, status, _iso(start), (end - start) / 1000, len(executions))
-        if with_metrics and metadata_path:
-            summary = read_run(metadata_path, pipeline_name, run.name)
+        row = RunRow(run.name, status, iso(start), (end - start) / 1000, len(executions))
+        if with_metrics:
+            summary = read_run(store, pipeline_name, run.name)
             row.auc = summary.candidate_metrics.get("auc")
             row.accuracy = summary.candidate_metrics.get("binary_accuracy")
             row.blessed = summary.blessed
@@ -303,7 +271,7 @@ def _describe(stage: str, a: ArtifactInfo) -> str:
     if stage == "anomalies" and a.type.endswith("DataValidationReport"):
         return f"gate {'passed' if p.get('passed') else 'FAILED'}: {p.get('report', '')}"
     if stage == "anomalies":
-        from runners.summary import read_anomalies
+        from reports.summary import read_anomalies
 
         found = read_anomalies(a.uri)
         return "; ".join(f"{split}: {', '.join(lines)}" for split, lines in found.items()) or "none"

@@ -18,8 +18,9 @@ import time
 import traceback
 from typing import Optional
 
-from runners import local  # first: sets the environment TensorFlow reads at import
-from pipeline.config import ConfigError, load_config  # noqa: I100
+from contract import cli
+from contract.errors import ConfigError
+from runners import local
 
 EPILOG = """\
 settings: every KEY=VALUE names a field of pipeline/config.py, e.g.
@@ -28,12 +29,6 @@ settings: every KEY=VALUE names a field of pipeline/config.py, e.g.
   --set pipeline_root=gs://BUCKET/taxi/root --set serving_dir=gs://BUCKET/taxi/serving
   --set data.input_base=gs://BUCKET/taxi/data --set dataflow.temp_location=gs://BUCKET/tmp
 """
-
-
-def _settings_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="FILE", help="YAML file with settings; any subset of pipeline/config.py")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one setting after --config, e.g. --set training.train_steps=500 (repeatable)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,7 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--runner", choices=["local", "beam"], default="local",
                      help="local: TFX LocalDagRunner (default). beam: TFX BeamDagRunner; with both, the components' "
                           "Beam jobs use beam.direct_running_mode and beam.direct_num_workers")
-    _settings_options(run)
+    cli.add_settings_arguments(run)
+    run.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
 
     for name, text in (("compile", "write the Vertex AI Pipelines / KFP v2 PipelineJob JSON"),
                        ("submit", "compile, then start the pipeline on Vertex AI Pipelines")):
@@ -63,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
                          help="kubeflow_v2: TFX KubeflowV2DagRunner (the only compiler; default)")
         sub.add_argument("--out", default="pipeline.json", metavar="FILE",
                          help="where to write the compiled PipelineJob JSON (default: pipeline.json)")
-        _settings_options(sub)
+        cli.add_settings_arguments(sub)
     submit = commands.choices["submit"]
     submit.add_argument("--param", action="append", default=[], metavar="NAME=JSON",
                         help="runtime parameter for this job, e.g. --param 'train_args={\"num_steps\": 5000}'; "
@@ -76,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
             "Print the Beam options, one per line, that send the components' Beam jobs to Dataflow "
             "(from gcp.* and dataflow.*). Vertex AI runs use them with --set kubeflow.use_dataflow=true."),
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    _settings_options(args)
+    cli.add_settings_arguments(args)
     return parser
 
 
@@ -108,34 +104,35 @@ def _compile(config, out_path: str) -> Optional[dict]:
     return job
 
 
+@cli.command
 def main(argv=None) -> int:
+    cli.prepare(tensorflow_log_level="2")  # `run` and `compile` send fd 2 to their log file
     args = _parser().parse_args(argv)
-    try:
-        config = load_config(args.config, args.set)
-        if args.command == "run":
-            if args.runner == "beam":
-                from runners import beam
-
-                return beam.run(config)
-            return local.run(config)
-        if args.command == "dataflow-args":
-            from runners.dataflow import dataflow_beam_args
-
-            print("\n".join(dataflow_beam_args(config)))
+    config = cli.load_settings(args)
+    if args.command == "run":
+        if args.print_config:
+            print(config.to_yaml())
             return 0
-        from runners import kubeflow_v2
+        if args.runner == "beam":
+            from runners import beam
 
-        parameters = kubeflow_v2.parse_parameters(getattr(args, "param", []))
-        if args.command == "submit":
-            kubeflow_v2.check_submit(config)  # before compiling uploads anything
-        if _compile(config, args.out) is None:
-            return 1
-        if args.command == "submit":
-            print(f"Submitted: {kubeflow_v2.submit(config, args.out, parameters, wait=args.wait)}")
+            return beam.run(config)
+        return local.run(config)
+    if args.command == "dataflow-args":
+        from pipeline.dataflow import dataflow_beam_args
+
+        print("\n".join(dataflow_beam_args(config)))
         return 0
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    from runners import kubeflow_v2
+
+    parameters = kubeflow_v2.parse_parameters(getattr(args, "param", []))
+    if args.command == "submit":
+        kubeflow_v2.check_submit(config)  # before compiling uploads anything
+    if _compile(config, args.out) is None:
+        return 1
+    if args.command == "submit":
+        print(f"Submitted: {kubeflow_v2.submit(config, args.out, parameters, wait=args.wait)}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -13,8 +13,8 @@ and worker count in `beam.direct_running_mode` / `beam.direct_num_workers`
 import sys
 from typing import TextIO
 
-from runners import local  # first: sets the environment TensorFlow reads at import
-from pipeline.config import PipelineConfig  # noqa: I100
+from contract.config import PipelineConfig
+from runners import local
 
 
 def run(config: PipelineConfig, out: TextIO = sys.stdout) -> int:

@@ -23,7 +23,8 @@ import os
 import re
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-from pipeline.config import REPO_ROOT, ConfigError, PipelineConfig, require
+from contract.config import REPO_ROOT, PipelineConfig, require
+from contract.errors import ConfigError
 
 # Pipeline parameter -> the (component id, exec property) it stands for.
 RUNTIME_PARAMETERS = {
@@ -52,7 +53,7 @@ def build(config: PipelineConfig) -> Tuple[Any, Dict[str, str]]:
     from ml_metadata.proto import metadata_store_pb2
 
     from pipeline.pipeline import create_pipeline
-    from runners.dataflow import dataflow_beam_args
+    from pipeline.dataflow import dataflow_beam_args
 
     check(config)
     in_image = dataclasses.replace(config, schema_file=os.path.join(

@@ -10,26 +10,18 @@ failed, 2 for a configuration error or unreadable input file, 3 when the
 anomaly gate stopped the run on bad data (its report is printed, with its path).
 """
 
+import argparse
+import contextlib
+import logging
 import os
+import re
+import sys
+import time
+from typing import Dict, Optional, TextIO
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import argparse  # noqa: E402
-import contextlib  # noqa: E402
-import logging  # noqa: E402
-import re  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from typing import Dict, Optional, TextIO  # noqa: E402
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO_ROOT not in sys.path:
-    sys.path.insert(0, REPO_ROOT)
-# Beam's multi-process workers and TFX's module wheels import the project's packages.
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (REPO_ROOT, os.environ.get("PYTHONPATH")) if p)
-
-from pipeline.config import ConfigError, PipelineConfig, load_config  # noqa: E402
+from contract import cli
+from contract.config import PipelineConfig
+from contract.errors import ConfigError, DataValidationFailed
 
 # LocalDagRunner says "Component X", BeamDagRunner "node X".
 _STARTED = re.compile(r"^(?:Component|node) (\S+) is running\.$")
@@ -110,8 +102,6 @@ def one_line_reason(error: BaseException) -> str:
 
 def data_validation_failure(error: BaseException):
     """The anomaly gate's `DataValidationFailed` in an exception chain, or None."""
-    from components.anomaly_gate import DataValidationFailed
-
     while error is not None:
         if isinstance(error, DataValidationFailed):
             return error
@@ -121,17 +111,19 @@ def data_validation_failure(error: BaseException):
 
 def run(config: PipelineConfig, out: TextIO = sys.stdout, dag_runner=None) -> int:
     """Runs the pipeline with `dag_runner` (default: LocalDagRunner); returns the process exit status."""
-    from pipeline import inputs
-
     for path in (config.pipeline_root, config.log_dir, os.path.dirname(config.metadata_path)):
         os.makedirs(path, exist_ok=True)
     log_path = os.path.join(config.log_dir, time.strftime("run-%Y%m%d-%H%M%S.log"))
     try:
-        counts = inputs.check_inputs(config)
+        # The preflight reads tf.Example protos: TensorFlow's start-up lines go to the log, not the terminal.
+        with output_to_log(log_path):
+            from pipeline import inputs
+
+            counts = inputs.check_inputs(config)
     except ConfigError as e:
         out.write(f"error: {e}\n")
         return 2
-    out.write(f"Pipeline {config.pipeline_name}: data {inputs.input_base(config)} "
+    out.write(f"Pipeline {config.pipeline_name}: data {config.input_base} "
               f"({', '.join(f'{k}: {v} files' for k, v in counts.items())})\n")
     config_path = log_path[:-len(".log")] + ".config.yaml"
     with open(config_path, "w", encoding="utf-8") as f:
@@ -186,9 +178,10 @@ def run(config: PipelineConfig, out: TextIO = sys.stdout, dag_runner=None) -> in
             logging.getLogger().addHandler(logging.NullHandler())
             logging.getLogger().setLevel(logging.WARNING)
     if status == 0:
-        from runners.summary import format_summary, read_run
+        from reports.metadata import open_metadata
+        from reports.summary import format_summary, read_run
 
-        summary = read_run(config.metadata_path, config.pipeline_name)
+        summary = read_run(open_metadata(config.metadata_path), config.pipeline_name)
         out.write(format_summary(summary, config, handler.timings) + "\n")
         out.write(f"  logs:      {log_path}\n")
     report = write_run_report(config, log_path)
@@ -217,18 +210,14 @@ def write_run_report(config: PipelineConfig, log_path: str) -> str:
         return ""
 
 
+@cli.command
 def main(argv=None) -> int:
+    cli.prepare(tensorflow_log_level="2")  # fd 2 goes to the run log, where TensorFlow's C++ lines belong
     parser = argparse.ArgumentParser(prog="python -m runners.local", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", help="YAML file with settings (see configs/default.yaml)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one setting, e.g. --set training.train_steps=500 (repeatable)")
+    cli.add_settings_arguments(parser)
     parser.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
     args = parser.parse_args(argv)
-    try:
-        config = load_config(args.config, args.set)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    config = cli.load_settings(args)
     if args.print_config:
         print(config.to_yaml())
         return 0

@@ -9,19 +9,14 @@ TRAINING. Review and curate the result (domains, presence) before using it as
 `schema_file`: inference describes the data you have, not the data you accept.
 """
 
+import argparse
+import glob
 import os
+import sys
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from tensorflow_metadata.proto.v0 import schema_pb2
 
-import argparse  # noqa: E402
-import glob  # noqa: E402
-import logging  # noqa: E402
-import sys  # noqa: E402
-
-import tensorflow_data_validation as tfdv  # noqa: E402
-from absl import logging as absl_logging  # noqa: E402
-from tensorflow_metadata.proto.v0 import schema_pb2  # noqa: E402
+from contract import cli
 
 TRAINING, SERVING = "TRAINING", "SERVING"
 
@@ -40,6 +35,8 @@ def tfrecord_files(data_root: str, pattern: str):
 
 
 def infer_schema(files, label_column: str = "") -> schema_pb2.Schema:
+    import tensorflow_data_validation as tfdv
+
     compressed = {is_gzip(f) for f in files}
     if len(compressed) > 1:
         raise SystemExit("infer-schema: the files mix gzip and plain TFRecords; pass a --pattern that picks one kind")
@@ -66,16 +63,17 @@ def _common_pattern(files):
     raise SystemExit("infer-schema: files span several directories; pass a --pattern within one directory")
 
 
+@cli.command
 def main(argv=None) -> int:
+    cli.prepare()
     parser = argparse.ArgumentParser(prog="infer-schema", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-root", required=True, help="directory of tf.Example TFRecord files")
     parser.add_argument("--pattern", default="*", help="glob under --data-root (default: *)")
     parser.add_argument("--out", required=True, help="where to write schema.pbtxt")
     parser.add_argument("--label-column", default="", help="column present only in training data")
     args = parser.parse_args(argv)
-    # TFDV and Beam log progress and deprecations at INFO/WARNING; the summary below is the output.
-    logging.getLogger().setLevel(logging.ERROR)
-    absl_logging.set_verbosity(absl_logging.ERROR)
+    import tensorflow_data_validation as tfdv
+
     files = tfrecord_files(args.data_root, args.pattern)
     schema = infer_schema(files, args.label_column)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

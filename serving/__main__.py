@@ -13,19 +13,14 @@ Settings come from the pipeline config (--config FILE, --set serving.port=8600 .
 Exit status: 0 done, 1 the server refused or failed, 2 a setting or input is wrong.
 """
 
-import os
+import argparse
+import json
+import logging
+import sys
+from typing import Optional
 
-# Before TensorFlow is imported: the exported model was built with tf_keras; quiet C++ logs.
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import sys  # noqa: E402
-from typing import Optional  # noqa: E402
-
-from pipeline.config import ConfigError, PipelineConfig, load_config  # noqa: E402
+from contract import cli
+from contract.config import PipelineConfig
 
 GIL_SWITCH_SECONDS = 0.0005
 
@@ -37,9 +32,7 @@ def _parser() -> argparse.ArgumentParser:
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text)
-        sub.add_argument("--config", metavar="FILE", help="YAML settings (pipeline/configs/default.yaml)")
-        sub.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                         help="override a setting, e.g. --set serving.port=8600")
+        cli.add_settings_arguments(sub)
         return sub
 
     command("serve", "run the local gRPC server until Ctrl-C / SIGTERM")
@@ -68,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _serve(config: PipelineConfig) -> int:
     from serving import model_config
-    from serving.server import ModelServer, ServerSettings, serve_forever
+    from serving.server import ModelServer, serve_forever
 
     # A request crosses threads twice (gRPC handler -> batcher -> handler); with Python's default 5 ms
     # GIL switch interval each crossing can wait that long, which dwarfs a 1-2 ms model call.
@@ -81,7 +74,7 @@ def _serve(config: PipelineConfig) -> int:
     server_log.setLevel(logging.INFO)
     server_log.propagate = False
     model_config.ensure(config.models_config_path, config.model_name, config.model_serving_dir)
-    settings = ServerSettings.from_config(config.serving)
+    settings = config.serving
     server = ModelServer(config.models_config_path, settings)
     port = server.start()
     batching = (f"batching max {settings.max_batch_size} / {settings.batch_timeout_micros} us"
@@ -135,13 +128,12 @@ def _status(config: PipelineConfig, args) -> int:
     return 0
 
 
+@cli.command
 def main(argv: Optional[list] = None) -> int:
+    cli.prepare()
     args = _parser().parse_args(argv)
-    try:
-        config = load_config(args.config, args.set)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    config = cli.load_settings(args)
+    cli.log_to_file(config, "serving")  # library logs; the server's own events still go to the terminal
     import grpc
 
     from serving import deploy, model_config

@@ -21,8 +21,7 @@ from tensorflow_metadata.proto.v0 import schema_pb2
 from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc, predict_pb2, \
     prediction_service_pb2_grpc
 
-from components.serving_pusher import EXAMPLES_INPUT, SERVING_SIGNATURE
-from models.model import PREDICTION_KEY
+from contract.serving import EXAMPLES_INPUT, PREDICTION_KEY, SERVING_SIGNATURE
 
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
 

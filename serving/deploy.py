@@ -23,7 +23,7 @@ from typing import Dict, List
 import yaml
 from tfx.dsl.io import fileio
 
-from pipeline.config import PipelineConfig, is_remote
+from contract.config import PipelineConfig, is_remote
 from serving import model_config
 
 GRPC_PORT = 8500

@@ -21,7 +21,7 @@ from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 from tfx.dsl.io import fileio
 
-from components.serving_pusher import serving_versions
+from contract.versions import list_versions
 
 STABLE = "stable"
 CANARY = "canary"
@@ -108,7 +108,7 @@ def _pin(model, labels: Dict[str, int]) -> Rollout:
 
 
 def _available(model) -> List[int]:
-    versions = serving_versions(model.base_path)
+    versions = list_versions(model.base_path)
     if not versions:
         raise RolloutError(f"no versions under {model.base_path}; push a model first")
     return versions

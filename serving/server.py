@@ -37,35 +37,14 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      model_service_pb2_grpc, predict_pb2, prediction_log_pb2,
                                      prediction_service_pb2_grpc, regression_pb2)
 
-from components.serving_pusher import SERVING_SIGNATURE, WARMUP_FILE, serving_versions
-from pipeline.config import ServingConfig
+from contract.config import ServingConfig
+from contract.serving import CLASSIFY_METHOD, EXAMPLES_INPUT, REGRESS_METHOD, SERVING_SIGNATURE, WARMUP_FILE
+from contract.versions import list_versions
 from serving import model_config
 from serving.batching import Batcher
 from serving.request_log import RequestLogger
 
-EXAMPLES_INPUT = "examples"
-CLASSIFY_METHOD = "tensorflow/serving/classify"
-REGRESS_METHOD = "tensorflow/serving/regress"
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
-
-
-@dataclass
-class ServerSettings:
-    """The `serving:` section of the pipeline config (defaults from there), as the server uses it."""
-
-    host: str = ServingConfig.host
-    port: int = ServingConfig.port
-    poll_interval_seconds: float = ServingConfig.poll_interval_seconds
-    enable_batching: bool = ServingConfig.enable_batching
-    max_batch_size: int = ServingConfig.max_batch_size
-    batch_timeout_micros: int = ServingConfig.batch_timeout_micros
-    num_batch_threads: int = ServingConfig.num_batch_threads
-    request_log_sample_rate: float = ServingConfig.request_log_sample_rate
-    request_log_dir: str = ""  # the model name is appended per model; "" logs nothing
-
-    @classmethod
-    def from_config(cls, serving_config) -> "ServerSettings":
-        return cls(**{name: getattr(serving_config, name) for name in cls.__dataclass_fields__})
 
 
 class RequestError(Exception):
@@ -86,7 +65,7 @@ def _signature_defs(path: str):
 class LoadedVersion:
     """One SavedModel version: its signatures, their definitions and (with batching) their batchers."""
 
-    def __init__(self, name: str, version: int, path: str, settings: ServerSettings):
+    def __init__(self, name: str, version: int, path: str, settings: ServingConfig):
         self.name, self.version, self.path = name, version, path
         started = time.monotonic()
         self.signature_defs = _signature_defs(path)
@@ -147,7 +126,7 @@ class _ModelState:
 class ModelManager:
     """Keeps the loaded versions in line with models.config and the base paths, one poll at a time."""
 
-    def __init__(self, models_config_path: str, settings: ServerSettings):
+    def __init__(self, models_config_path: str, settings: ServingConfig):
         self.models_config_path = models_config_path
         self.settings = settings
         self._models: Dict[str, _ModelState] = {}
@@ -167,7 +146,7 @@ class ModelManager:
             current = self._models
             wanted: Dict[str, _ModelState] = {}
             for entry in config.model_config_list.config:
-                on_disk = serving_versions(entry.base_path)
+                on_disk = list_versions(entry.base_path)
                 loaded = current.get(entry.name, _ModelState({}, {})).versions
                 versions = {}
                 for version in model_config.versions_to_serve(entry, on_disk):
@@ -442,7 +421,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
 class RequestLoggers:
     """One sampled request logger per model, under `<request_log_dir>/<model_name>/`."""
 
-    def __init__(self, settings: ServerSettings):
+    def __init__(self, settings: ServingConfig):
         self._settings = settings
         self._loggers: Dict[str, RequestLogger] = {}
         self._lock = threading.Lock()
@@ -468,7 +447,7 @@ class RequestLoggers:
 class ModelServer:
     """The gRPC server, its model manager and its poll thread. `start()` returns the bound port."""
 
-    def __init__(self, models_config_path: str, settings: ServerSettings, max_workers: int = 64):
+    def __init__(self, models_config_path: str, settings: ServingConfig, max_workers: int = 64):
         self.settings = settings
         self.manager = ModelManager(models_config_path, settings)
         self.loggers = RequestLoggers(settings)

@@ -2,18 +2,19 @@
 
 import os
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from contract import cli
+
+cli.prepare(tensorflow_log_level="2")  # before any test module imports TensorFlow
 
 import pytest  # noqa: E402
 
-from pipeline import inputs  # noqa: E402
+from contract.config import bundled_taxi_root  # noqa: E402
 from tests.samples import make_sample, read_examples  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def taxi_root():
-    return inputs.bundled_taxi_root()
+    return bundled_taxi_root()
 
 
 @pytest.fixture(scope="session")
@@ -36,14 +37,15 @@ def pushed_run(tmp_path_factory, small_sample):
     """
     import io
 
+    from reports.metadata import open_metadata
+    from reports.summary import read_run
     from runners import local
-    from runners.summary import read_run
     from tests.samples import small_config
 
     config = small_config(str(tmp_path_factory.mktemp("pushed_run")), small_sample)
     out = io.StringIO()
     status = local.run(config, out=out)
     assert status == 0, out.getvalue()
-    summary = read_run(config.metadata_path, config.pipeline_name)
+    summary = read_run(open_metadata(config.metadata_path), config.pipeline_name)
     assert summary.pushed, out.getvalue()
     return config, summary

@@ -6,7 +6,7 @@ import random
 
 import tensorflow as tf
 
-from pipeline.config import load_config
+from contract.config import load_config
 
 
 def read_examples(pattern: str, limit: int = 0):

@@ -4,7 +4,8 @@ import os
 
 import pytest
 
-from pipeline.config import ConfigError, PipelineConfig, load_config
+from contract.config import PipelineConfig, load_config
+from contract.errors import ConfigError
 
 
 def test_defaults_need_no_file():
@@ -12,7 +13,7 @@ def test_defaults_need_no_file():
     assert config.data.input_base == ""
     assert config.training.train_steps > 0
     assert config.model_serving_dir == os.path.join(config.serving_dir, "taxi")
-    assert config.features.spec().label_column == "tips"
+    assert config.features.label_column == "tips"
 
 
 def test_yaml_then_overrides(tmp_path):
@@ -64,6 +65,6 @@ def test_remote_paths_are_kept_as_they_are():
     from pipeline import inputs
 
     config = load_config(None, ["data.input_base=gs://bucket/taxi", "output_dir=gs://bucket/out"])
-    assert inputs.input_base(config) == "gs://bucket/taxi"
+    assert config.input_base == "gs://bucket/taxi"
     assert config.pipeline_root == "gs://bucket/out/pipeline_root"
     assert inputs.check_inputs(config) == {"train": -1, "eval": -1}

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from edge.encoder import FeatureEncoder, FeatureError
-from pipeline.config import ConfigError, load_config
+from contract.config import load_config
+from contract.errors import ConfigError
 
 MAPPING = {
     "missing": {"string": "", "int": -1, "float": 0.0},
@@ -69,13 +70,13 @@ def test_auc_matches_pairwise_definition():
 
 
 def test_failed_push_leaves_the_previous_version_and_no_staging(tmp_path):
-    from edge.export import stage_and_rename
+    from edge.export import publish
 
     base = str(tmp_path / "taxi")
-    first = stage_and_rename(base, 1, {"manifest.json": b"{}", "model_int8.tflite": b"v1"})
+    first = publish(base, 1, {"manifest.json": b"{}", "model_int8.tflite": b"v1"})
     with pytest.raises(Exception):
         # A file name that cannot be created inside the staging directory fails half-way.
-        stage_and_rename(base, 2, {"manifest.json": b"{}", "missing/dir/model.tflite": b"v2"})
+        publish(base, 2, {"manifest.json": b"{}", "missing/dir/model.tflite": b"v2"})
     assert sorted(os.listdir(base)) == ["1"]
     assert open(os.path.join(first, "model_int8.tflite"), "rb").read() == b"v1"
 

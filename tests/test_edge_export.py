@@ -12,11 +12,11 @@ import tensorflow as tf
 
 from edge import export, metadata
 from edge.runtime import EdgeModel
+from contract.config import EdgeConfig, FeaturesConfig
 from models import features
 from tests.samples import read_examples
 
 pytestmark = pytest.mark.slow
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,7 @@ def test_int8_model_is_integer_only_in_the_real_interpreter(edge_run):
 
 
 def test_summary_prints_float_vs_int8(edge_run):
-    from runners.summary import format_summary
+    from reports.summary import format_summary
 
     config, summary, version_dir = edge_run
     printed = format_summary(summary, config, {})
@@ -83,7 +83,7 @@ def test_edge_runtime_agrees_with_serving_default_on_raw_examples(edge_run, smal
     serialized = [e.SerializeToString() for e in read_examples(os.path.join(small_sample, "Split-eval", "*"))]
     loaded = tf.saved_model.load(summary.candidate_model + "/Format-Serving")
     reference = export.serving_predictions(loaded, serialized) > 0.5
-    records = export.raw_records(serialized, features.TAXI)
+    records = export.raw_records(serialized, FeaturesConfig())
     edge = EdgeModel(version_dir).predict(records) > 0.5
     assert np.mean(edge == reference) >= 0.99
     # The mapping reproduces Transform itself: same ids, same z-scores (before clipping).
@@ -103,7 +103,7 @@ def test_edge_cli_runs_without_tensorflow(edge_run, tmp_path, small_sample):
     _, _, version_dir = edge_run
     records = export.raw_records(
         [e.SerializeToString() for e in read_examples(os.path.join(small_sample, "Split-eval", "*"), 20)],
-        features.TAXI)
+        FeaturesConfig())
     lines = tmp_path / "raw.jsonl"
     lines.write_text("".join(json.dumps({k: [v.decode() if isinstance(v, bytes) else v for v in values]
                                          for k, values in r.items()}) + "\n" for r in records))
@@ -122,8 +122,7 @@ def test_edge_cli_runs_without_tensorflow(edge_run, tmp_path, small_sample):
         "    assert not done.code, done.code\n"
         "assert not [m for m in sys.modules if m.split('.')[0] == 'tensorflow']\n"
         "print('NO_TENSORFLOW_OK')\n")
-    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, cwd=REPO,
-                            env=dict(os.environ, PYTHONPATH=REPO), timeout=120)
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     out = result.stdout.splitlines()
     assert out[-1] == "NO_TENSORFLOW_OK"
@@ -145,13 +144,13 @@ def test_gate_keeps_the_previous_edge_version(edge_run, tmp_path):
         json.dump(dict(manifest, source_model="/models/previous"), f)
     before = sorted(os.listdir(os.path.join(base, "1")))
     inputs = _component_inputs(summary)
-    settings = export.EdgeSettings(max_auc_drop=-1.0, representative_examples=100)
-    result = export.export(**inputs, spec=features.TAXI, settings=settings, model_base_dir=base,
+    settings = EdgeConfig(max_auc_drop=-1.0, representative_examples=100)
+    result = export.export(**inputs, spec=FeaturesConfig(), settings=settings, model_base_dir=base,
                            model_name=config.model_name)
     assert not result.pushed
     assert "edge.max_auc_drop -1.0" in result.reason and f"{base} keeps version 1" in result.reason
     assert result.metrics["int8"]["auc"] > 0.5
     with pytest.raises(FileNotFoundError, match="no TFRecord files match"):
-        export.export(**dict(inputs, raw_eval_pattern=str(tmp_path / "nothing" / "*")), spec=features.TAXI,
-                      settings=export.EdgeSettings(), model_base_dir=base, model_name=config.model_name)
+        export.export(**dict(inputs, raw_eval_pattern=str(tmp_path / "nothing" / "*")), spec=FeaturesConfig(),
+                      settings=EdgeConfig(), model_base_dir=base, model_name=config.model_name)
     assert os.listdir(base) == ["1"] and sorted(os.listdir(os.path.join(base, "1"))) == before

@@ -5,10 +5,10 @@ import pytest
 import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import schema_pb2
 
+from contract.config import DEFAULT_SCHEMA, FeaturesConfig, section_from_dict, section_to_dict
 from models import features
-from pipeline.config import DEFAULT_SCHEMA
 
-SPEC = features.TAXI
+SPEC = FeaturesConfig()  # the defaults: the bundled taxi data
 
 
 @pytest.fixture(scope="module")
@@ -40,14 +40,14 @@ def test_label_rule_is_computed_in_float32():
 
 
 def test_label_rule_without_reference_column():
-    spec = features.FeatureSpec(numeric=("x",), bucketized=(), categorical=(), label_column="y",
-                                label_threshold=0.5)
+    spec = FeaturesConfig(numeric=["x"], bucketized=[], categorical=[], label_column="y", label_threshold=0.5,
+                          label_relative_to="")
     assert spec.label(np.array([0.4, 0.6])).tolist() == [0, 1]
 
 
 def test_dense_input_size_counts_every_block():
     expected = 3 + 4 * SPEC.bucket_count + 8 * (SPEC.vocab_top_k + features.OOV_BUCKETS)
-    assert SPEC.dense_input_size() == expected
+    assert features.dense_input_size(SPEC) == expected
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -57,18 +57,18 @@ def test_dense_input_size_counts_every_block():
     (dict(bucket_count=1), "bucket_count"),
 ])
 def test_invalid_specs_are_rejected_with_the_reason(kwargs, message):
-    values = SPEC.to_dict()
+    values = section_to_dict(SPEC)
     values.update({k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()})
     with pytest.raises(ValueError, match=message):
-        features.FeatureSpec.from_dict(values)
+        features.spec_from_custom_config({"features": values})
 
 
 def test_spec_round_trips_through_custom_config():
-    restored = features.spec_from_custom_config({"features": SPEC.to_dict()})
+    restored = features.spec_from_custom_config({"features": section_to_dict(SPEC)})
     assert restored == SPEC
     assert features.spec_from_custom_config(None) == SPEC
 
 
 def test_unknown_spec_setting_is_named():
     with pytest.raises(ValueError, match="unknown settings \\['colour'\\]"):
-        features.FeatureSpec.from_dict({**SPEC.to_dict(), "colour": 1})
+        section_from_dict(FeaturesConfig, {**section_to_dict(SPEC), "colour": 1})

@@ -4,11 +4,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models import features, model
+from contract.serving import PREDICTION_KEY
+from contract.config import FeaturesConfig
+from models import features
+from models.trainer import model
 from tests.samples import read_examples
 from tests.transform_helpers import analyze_and_transform
 
-SPEC = features.TAXI
+SPEC = FeaturesConfig()  # the bundled taxi data
 
 
 def _batch(rows, keras_model):
@@ -25,7 +28,7 @@ def exported(tmp_path_factory, taxi_root):
     keras_model.fit(_batch(rows, keras_model), labels, epochs=2, batch_size=64, verbose=0)
     export_dir = str(tmp / "serving_model")
     keras_model.save(export_dir, save_format="tf",
-                     signatures=model._serving_signatures(keras_model, tft_output, SPEC))
+                     signatures=model.serving_signatures(keras_model, tft_output, SPEC))
     return examples, rows, keras_model, tf.saved_model.load(export_dir)
 
 
@@ -44,7 +47,7 @@ def test_serving_default_scores_raw_examples_without_the_label(exported):
     examples, _, _, loaded = exported
     serve = loaded.signatures["serving_default"]
     result = serve(examples=_serialized(examples[:20], drop=["tips"]))
-    probabilities = result[model.PREDICTION_KEY].numpy()
+    probabilities = result[PREDICTION_KEY].numpy()
     assert probabilities.shape == (20, 1)
     assert ((probabilities >= 0) & (probabilities <= 1)).all()
 
@@ -52,7 +55,7 @@ def test_serving_default_scores_raw_examples_without_the_label(exported):
 def test_serving_applies_the_same_transform_as_training(exported):
     """No training/serving skew: raw examples through the signature == model on Transform's output."""
     examples, rows, keras_model, loaded = exported
-    served = loaded.signatures["serving_default"](examples=_serialized(examples))[model.PREDICTION_KEY]
+    served = loaded.signatures["serving_default"](examples=_serialized(examples))[PREDICTION_KEY]
     direct = keras_model.predict(_batch(rows, keras_model), verbose=0)
     np.testing.assert_allclose(served.numpy(), direct, atol=1e-5)
 
@@ -68,7 +71,7 @@ def test_transform_features_signature_yields_the_label(exported):
 def test_core_consumes_the_dense_feature_vector(exported):
     _, _, keras_model, _ = exported
     core = keras_model.get_layer("core")
-    assert core.input_shape == (None, SPEC.dense_input_size())
+    assert core.input_shape == (None, features.dense_input_size(SPEC))
 
 
 def test_hyperparameters_shape_the_model():
@@ -79,6 +82,6 @@ def test_hyperparameters_shape_the_model():
 
 
 def test_tuner_search_space_names_match_model_hyperparameters():
-    from models import tuning
+    from models.trainer import tuning
 
     assert set(tuning.search_space().values) == set(model.DEFAULT_HPARAMS)

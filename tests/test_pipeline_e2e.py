@@ -15,10 +15,12 @@ import os
 import pytest
 import tensorflow as tf
 
-from components.serving_pusher import serving_versions
-from models import model as model_lib
+from contract.versions import list_versions
+from contract.serving import PREDICTION_KEY
+from models.trainer import model as model_lib
 from runners import local
-from runners.summary import read_run
+from reports.metadata import open_metadata
+from reports.summary import read_run
 from tests.samples import make_sample, small_config
 
 pytestmark = pytest.mark.slow
@@ -43,7 +45,7 @@ def first_run(workspace, small_sample):
     config = small_config(str(workspace / "out"), small_sample)
     status, printed = _run(config)
     assert status == 0, printed
-    return config, printed, read_run(config.metadata_path, config.pipeline_name)
+    return config, printed, read_run(open_metadata(config.metadata_path), config.pipeline_name)
 
 
 def test_every_component_completes_and_a_model_is_pushed(first_run):
@@ -51,7 +53,7 @@ def test_every_component_completes_and_a_model_is_pushed(first_run):
     assert {c.name for c in summary.components} == COMPONENTS
     assert all(c.state == "complete" for c in summary.components), [(c.name, c.state) for c in summary.components]
     assert summary.blessed is True and summary.pushed
-    assert serving_versions(config.model_serving_dir) == [int(os.path.basename(summary.pushed_path))]
+    assert list_versions(config.model_serving_dir) == [int(os.path.basename(summary.pushed_path))]
     assert "pushed to: " + summary.pushed_path in printed
     for name in COMPONENTS - {"latest_blessed_model_resolver"}:
         assert f"{name}" in printed
@@ -61,7 +63,7 @@ def test_pushed_model_answers_serving_default_on_raw_examples(first_run, eval_ex
     _, _, summary = first_run
     loaded = tf.saved_model.load(summary.pushed_path)
     batch = tf.constant([e.SerializeToString() for e in eval_examples[:32]])
-    probabilities = loaded.signatures["serving_default"](examples=batch)[model_lib.PREDICTION_KEY].numpy()
+    probabilities = loaded.signatures["serving_default"](examples=batch)[PREDICTION_KEY].numpy()
     assert probabilities.shape == (32, 1) and ((probabilities >= 0) & (probabilities <= 1)).all()
 
 
@@ -80,7 +82,7 @@ def second_run(first_run):
     config, _, _ = first_run
     status, printed = _run(config)
     assert status == 0, printed
-    return config, printed, read_run(config.metadata_path, config.pipeline_name)
+    return config, printed, read_run(open_metadata(config.metadata_path), config.pipeline_name)
 
 
 def test_unchanged_rerun_reuses_cache_and_compares_with_the_first_model(first_run, second_run):
@@ -92,24 +94,24 @@ def test_unchanged_rerun_reuses_cache_and_compares_with_the_first_model(first_ru
     assert second.baseline_model == first.candidate_model
     assert second.baseline_metrics, "the first model should be the baseline"
     assert not second.pushed and second.already_serving_version
-    assert len(serving_versions(config.model_serving_dir)) == 1
+    assert len(list_versions(config.model_serving_dir)) == 1
     assert "reused from cache" in printed
 
 
 def test_worse_candidate_is_not_blessed_and_serving_is_unchanged(first_run, second_run, workspace, taxi_root):
     config, _, first = first_run
-    before = serving_versions(config.model_serving_dir)
+    before = list_versions(config.model_serving_dir)
     bad_data = make_sample(str(workspace / "shuffled"), taxi_root, 600, 300, shuffle_train_labels=True)
     bad_config = small_config(config.output_dir, bad_data)
     status, printed = _run(bad_config)
     assert status == 0, printed
-    summary = read_run(bad_config.metadata_path, bad_config.pipeline_name)
+    summary = read_run(open_metadata(bad_config.metadata_path), bad_config.pipeline_name)
     assert summary.blessed is False
     assert summary.baseline_model == first.candidate_model
     assert summary.candidate_metrics["auc"] < summary.baseline_metrics["auc"]
     assert not summary.pushed
     assert "blessed: NO" in printed and "serving directory" in printed
-    assert serving_versions(config.model_serving_dir) == before
+    assert list_versions(config.model_serving_dir) == before
     latest = os.path.join(config.model_serving_dir, str(before[-1]))
     assert "serving_default" in tf.saved_model.load(latest).signatures
 

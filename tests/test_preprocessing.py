@@ -3,11 +3,12 @@
 import numpy as np
 import pytest
 
+from contract.config import FeaturesConfig
 from models import features
 from tests.samples import read_examples
 from tests.transform_helpers import analyze_and_transform
 
-SPEC = features.TAXI
+SPEC = FeaturesConfig()  # the bundled taxi data
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,7 @@ def test_bucket_and_vocabulary_ids_fit_their_one_hot_blocks(transformed):
     _, _, rows = transformed
     for key in SPEC.bucketized + SPEC.categorical:
         ids = np.array([r[features.transformed_name(key)] for r in rows])
-        assert ids.min() >= 0 and ids.max() < SPEC.one_hot_size(key), key
+        assert ids.min() >= 0 and ids.max() < features.one_hot_size(SPEC, key), key
 
 
 def test_label_matches_the_feature_spec_rule(transformed):

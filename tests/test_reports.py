@@ -12,7 +12,6 @@ import pytest
 
 from reports import __main__ as cli
 from reports import html as html_lib
-from reports import lineage as lineage_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = sorted(f for f in os.listdir(os.path.join(REPO, "notebooks")) if f.endswith(".ipynb"))

@@ -12,10 +12,11 @@ import socket
 
 import pytest
 
-from pipeline.config import ConfigError, load_config
+from contract.config import load_config
+from contract.errors import ConfigError
 from runners import kubeflow_v2
 from runners.__main__ import main
-from runners.dataflow import dataflow_beam_args
+from pipeline.dataflow import dataflow_beam_args
 from tests.samples import small_config
 
 IMAGE = "us-docker.pkg.dev/my-project/ml/taxi:test"
@@ -220,7 +221,8 @@ def test_beam_runner_pushes_a_model(tmp_path, small_sample, mode, workers):
     """BeamDagRunner end to end. in_memory: multi_processing costs CI ~1 minute more per run; `make bench-data`
     runs the Beam stages in both modes."""
     from runners import beam
-    from runners.summary import read_run
+    from reports.metadata import open_metadata
+    from reports.summary import read_run
 
     config = small_config(
         str(tmp_path), small_sample,
@@ -232,6 +234,6 @@ def test_beam_runner_pushes_a_model(tmp_path, small_sample, mode, workers):
     assert beam.run(config, out) == 0, out.getvalue()
     # BeamDagRunner's "node X is running." lines reach the progress display.
     assert "Trainer" in out.getvalue() and "done" in out.getvalue()
-    summary = read_run(config.metadata_path, config.pipeline_name)
+    summary = read_run(open_metadata(config.metadata_path), config.pipeline_name)
     assert summary.pushed, out.getvalue()
     assert os.listdir(config.model_serving_dir)

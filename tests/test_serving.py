@@ -21,11 +21,13 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      regression_pb2)
 from tensorflow_serving.config import model_server_config_pb2
 
-from components.serving_pusher import WARMUP_FILE, serving_versions
+from contract.serving import WARMUP_FILE
+from contract.versions import list_versions
 from serving import __main__ as cli
 from serving import model_config
 from serving.client import ServingClient, read_examples
-from serving.server import ModelServer, ServerSettings
+from contract.config import ServingConfig
+from serving.server import ModelServer
 from tests.samples import read_examples as read_tfrecords
 
 pytestmark = pytest.mark.slow
@@ -45,7 +47,7 @@ def _copy_serving(pushed_run, root):
 
 
 def _start(path, root, **overrides):
-    settings = ServerSettings(port=0, poll_interval_seconds=POLL, max_batch_size=MAX_BATCH,
+    settings = ServingConfig(port=0, poll_interval_seconds=POLL, max_batch_size=MAX_BATCH,
                               request_log_dir=os.path.join(str(root), "request_logs"), **overrides)
     server = ModelServer(path, settings)
     server.start()
@@ -92,7 +94,7 @@ def _in_process(base, version, examples):
 
 def test_push_wrote_warmup_requests_from_the_eval_split(pushed_run, eval_rows):
     config, _ = pushed_run
-    version = serving_versions(config.model_serving_dir)[-1]
+    version = list_versions(config.model_serving_dir)[-1]
     records = list(tf.data.TFRecordDataset(os.path.join(config.model_serving_dir, str(version), WARMUP_FILE)))
     requests = [prediction_log_pb2.PredictionLog.FromString(r.numpy()).predict_log.request for r in records]
     assert len(requests) == config.serving.warmup_requests
@@ -104,7 +106,7 @@ def test_push_wrote_warmup_requests_from_the_eval_split(pushed_run, eval_rows):
 
 def test_grpc_predictions_equal_the_saved_model_in_process(served, eval_rows):
     server, stub, base = served
-    version = serving_versions(base)[-1]
+    version = list_versions(base)[-1]
     rows = eval_rows[:MAX_BATCH]
     response = stub.Predict(_request(rows), timeout=30)
     assert response.model_spec.version.value == version
@@ -114,7 +116,7 @@ def test_grpc_predictions_equal_the_saved_model_in_process(served, eval_rows):
 
 def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(served, eval_rows):
     server, stub, base = served
-    version = serving_versions(base)[-1]
+    version = list_versions(base)[-1]
     expected = _in_process(base, version, eval_rows)
     loaded = server.manager.resolve(_request([], version=version).model_spec)
     calls_before, requests_before = loaded.batching_stats()
@@ -152,7 +154,7 @@ def test_metadata_and_status_over_the_real_stubs(served):
     status = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(status_request, timeout=30)
     channel.close()
     assert [(s.version, s.state) for s in status.model_version_status] == [
-        (serving_versions(base)[-1], get_model_status_pb2.ModelVersionStatus.AVAILABLE)]
+        (list_versions(base)[-1], get_model_status_pb2.ModelVersionStatus.AVAILABLE)]
 
 
 def _garbage(examples):
@@ -276,7 +278,7 @@ def test_client_reads_jsonl_csv_and_tfrecords_alike(served, eval_rows, pushed_ru
     from tests.samples import write_examples
     write_examples(str(tfrecords), rows)
 
-    expected = _in_process(base, serving_versions(base)[-1], rows).reshape(-1)
+    expected = _in_process(base, list_versions(base)[-1], rows).reshape(-1)
     with ServingClient(f"127.0.0.1:{server.port}", MODEL, batch_size=4) as client:
         for path in (jsonl, csv_path, tfrecords):
             scores = client.predict(read_examples(str(path), config.schema_file))
@@ -325,7 +327,7 @@ def test_client_retries_unavailable_until_the_server_is_up_and_honours_deadlines
 
 
 def _start_on(path, port):
-    settings = ServerSettings(port=port, poll_interval_seconds=POLL, max_batch_size=MAX_BATCH)
+    settings = ServingConfig(port=port, poll_interval_seconds=POLL, max_batch_size=MAX_BATCH)
     server = ModelServer(path, settings)
     server.start()
     return server
@@ -339,7 +341,7 @@ def _copy_version_atomically(base, source, target):
 
 def test_hot_swap_under_load_then_rollout_and_rollback_without_restart(pushed_run, eval_rows, tmp_path):
     path, base = _copy_serving(pushed_run, tmp_path)
-    old = serving_versions(base)[-1]
+    old = list_versions(base)[-1]
     new = old + 1
     server = _start(path, tmp_path)
     channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
@@ -411,7 +413,7 @@ def test_hot_swap_under_load_then_rollout_and_rollback_without_restart(pushed_ru
         with pytest.raises(grpc.RpcError) as raised:
             version_for(version=new)
         assert raised.value.code() == grpc.StatusCode.NOT_FOUND
-        assert serving_versions(base) == [old]
+        assert list_versions(base) == [old]
     finally:
         channel.close()
         server.stop()

@@ -6,6 +6,8 @@ import os
 import pytest
 
 from components import serving_pusher
+from contract import versions
+from contract.serving import PUSH_INFO, WARMUP_FILE
 
 
 def _saved_model(path):
@@ -18,22 +20,22 @@ def _saved_model(path):
 def test_versions_are_numeric_directories_only(tmp_path):
     for name in ("3", "12", ".incomplete-13-99", "notes"):
         (tmp_path / name).mkdir()
-    assert serving_pusher.serving_versions(str(tmp_path)) == [3, 12]
-    assert serving_pusher.serving_versions(str(tmp_path / "missing")) == []
+    assert versions.list_versions(str(tmp_path)) == [3, 12]
+    assert versions.list_versions(str(tmp_path / "missing")) == []
 
 
 def test_next_version_never_goes_backwards():
-    assert serving_pusher.next_version([], now=1000) == 1000
-    assert serving_pusher.next_version([5], now=1000) == 1000
+    assert versions.next_version([], now=1000) == 1000
+    assert versions.next_version([5], now=1000) == 1000
     # A clock behind the latest version (skew, or several pushes in one second).
-    assert serving_pusher.next_version([2000], now=1000) == 2001
+    assert versions.next_version([2000], now=1000) == 2001
 
 
 def test_push_writes_model_and_push_info(tmp_path):
     model = _saved_model(tmp_path / "model")
     final = serving_pusher.push_atomically(model, str(tmp_path / "serving"), 7, {"source_model": model})
     assert sorted(os.listdir(final)) == ["assets.extra", "saved_model.pb", "variables"]
-    assert json.load(open(os.path.join(final, serving_pusher.PUSH_INFO)))["source_model"] == model
+    assert json.load(open(os.path.join(final, PUSH_INFO)))["source_model"] == model
     assert os.listdir(tmp_path / "serving") == ["7"]
 
 
@@ -79,5 +81,5 @@ def test_warmup_requests_are_prediction_logs_of_growing_batches_without_the_labe
 
     model = _saved_model(tmp_path / "model")
     final = serving_pusher.push_atomically(model, str(tmp_path / "serving"), 3, {}, records)
-    written = list(tf.data.TFRecordDataset(os.path.join(final, serving_pusher.WARMUP_FILE)))
+    written = list(tf.data.TFRecordDataset(os.path.join(final, WARMUP_FILE)))
     assert [w.numpy() for w in written] == records

@@ -10,7 +10,7 @@ import yaml
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from pipeline.config import load_config
+from contract.config import load_config
 from serving import deploy, model_config
 from serving.batching import Batcher
 
@@ -162,7 +162,7 @@ def test_deployment_files_parse_and_agree_with_the_config(tmp_path):
 
 
 def test_serving_settings_are_validated():
-    from pipeline.config import ConfigError
+    from contract.errors import ConfigError
 
     with pytest.raises(ConfigError, match="serving.request_log_sample_rate must be between 0 and 1"):
         load_config(None, ["serving.request_log_sample_rate=2"])
@@ -175,7 +175,8 @@ def test_serving_settings_are_validated():
 def test_a_port_in_use_is_named_with_what_to_do(tmp_path):
     import socket
 
-    from serving.server import ModelServer, ServerSettings
+    from contract.config import ServingConfig
+    from serving.server import ModelServer
 
     path = str(tmp_path / "models.config")
     model_config.ensure(path, "taxi", str(tmp_path / "taxi"))
@@ -183,6 +184,6 @@ def test_a_port_in_use_is_named_with_what_to_do(tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        server = ModelServer(path, ServerSettings(port=port))
+        server = ModelServer(path, ServingConfig(port=port))
         with pytest.raises(OSError, match=rf"could not bind 127.0.0.1:{port}.*--set serving.port=N"):
             server.start()

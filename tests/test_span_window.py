@@ -1,14 +1,14 @@
 """Training on a rolling window of spans: the resolver's choice, the setting, and two real pipeline runs."""
 
 import io
-import os
 import shutil
 
 import pytest
 from tfx.types import standard_artifacts
 
 from components.span_window import latest_spans, span_of
-from pipeline.config import ConfigError, load_config
+from contract.config import load_config
+from contract.errors import ConfigError
 from tests.samples import small_config
 
 SPAN_PATTERNS = ["data.train_pattern=span-{SPAN}/train/*", "data.eval_pattern=span-{SPAN}/eval/*"]
@@ -40,12 +40,11 @@ def _ingest_only(config, monkeypatch):
     """What an earlier run left in MLMD for the window: ImportExampleGen's Examples of the span it ingested."""
     from tfx import v1 as tfx
 
-    from pipeline import inputs
     from pipeline.pipeline import example_gen_configs
 
     input_config, output_config = example_gen_configs(config)
     example_gen = tfx.components.ImportExampleGen(  # the same node as in the pipeline, alone
-        input_base=inputs.input_base(config), input_config=input_config, output_config=output_config)
+        input_base=config.input_base, input_config=input_config, output_config=output_config)
     monkeypatch.setattr("sys.argv", ["ingest"])  # Beam parses sys.argv; pytest's flags are not Beam's
     tfx.orchestration.LocalDagRunner().run(tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name, pipeline_root=config.pipeline_root, components=[example_gen],
@@ -57,7 +56,8 @@ def _ingest_only(config, monkeypatch):
 def test_a_run_trains_on_the_two_latest_spans(tmp_path, small_sample, monkeypatch):
     """An earlier run ingested one span; a new span arrives; this run's Transform (so the Trainer) reads both."""
     from runners import local
-    from runners.summary import open_store, read_run
+    from reports.metadata import open_metadata
+    from reports.summary import read_run
     from validation.spans import make_spans, span_dir
 
     spans_root = str(tmp_path / "spans")
@@ -75,12 +75,12 @@ def test_a_run_trains_on_the_two_latest_spans(tmp_path, small_sample, monkeypatc
     shutil.move(held_back, span_dir(spans_root, latest))
     out = io.StringIO()
     assert local.run(config, out=out) == 0, out.getvalue()
-    summary = read_run(config.metadata_path, config.pipeline_name)
+    summary = read_run(open_metadata(config.metadata_path), config.pipeline_name)
     assert summary.component("Trainer").state == "complete"
-    examples = open_store(config.metadata_path).get_artifacts_by_id(summary.component("Transform").input_ids["examples"])
+    examples = open_metadata(config.metadata_path).get_artifacts_by_id(summary.component("Transform").input_ids["examples"])
     assert sorted(a.custom_properties["span"].int_value for a in examples) == [previous, latest]
     # The gate and the Evaluator judge the new span only.
     gate_examples = summary.component("AnomalyGate").input_ids["examples"]
-    assert [a.custom_properties["span"].int_value for a in open_store(config.metadata_path).get_artifacts_by_id(
+    assert [a.custom_properties["span"].int_value for a in open_metadata(config.metadata_path).get_artifacts_by_id(
         gate_examples)] == [latest]
     assert "span_window_resolver" in out.getvalue()

@@ -4,7 +4,7 @@ import os
 
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 
-from runners.summary import read_anomalies
+from reports.summary import read_anomalies
 
 
 def test_anomalies_are_listed_per_split_with_feature_and_description(tmp_path):

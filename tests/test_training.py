@@ -24,9 +24,10 @@ import psutil
 import pytest
 import tensorflow as tf
 
-from models import model as model_lib
-from models import strategies
-from pipeline.config import REPO_ROOT, ConfigError, load_config
+from contract.config import load_config
+from contract.errors import ConfigError
+from contract.serving import PREDICTION_KEY
+from training import strategies
 from tests.samples import small_config
 
 # Fast pipeline settings on top of tests.samples.small_config: no Tuner, no edge export, checkpoints every 20 steps.
@@ -45,12 +46,11 @@ def test_epoch_schedule_checkpoints_at_most_every_n_steps(steps, every, expected
 
 
 def test_strategy_settings_come_from_the_trainer_custom_config():
-    assert strategies.StrategySettings.from_custom_config({}).strategy == "default"
-    settings = strategies.StrategySettings.from_custom_config({"training": {"strategy": "parameter_server",
-                                                                            "workers": 3}})
+    assert strategies.training_settings({}).strategy == "default"
+    settings = strategies.training_settings({"training": {"strategy": "parameter_server", "workers": 3}})
     assert (settings.strategy, settings.workers) == ("parameter_server", 3)
     with pytest.raises(ValueError, match="'horovod' is not one of default, mirrored, parameter_server"):
-        strategies.StrategySettings.from_custom_config({"training": {"strategy": "horovod"}})
+        strategies.training_settings({"training": {"strategy": "horovod"}})
 
 
 @pytest.mark.parametrize("override, message", [
@@ -72,8 +72,9 @@ def test_pipeline_passes_strategy_settings_to_the_trainer_only():
     trainer_config = json.loads(components["Trainer"].exec_properties["custom_config"])
     assert trainer_config["training"]["strategy"] == "parameter_server"
     assert trainer_config["training"]["workers"] == 3
-    for name in ("Transform", "Tuner"):
-        assert "training" not in json.loads(components[name].exec_properties["custom_config"])
+    assert "training" not in json.loads(components["Transform"].exec_properties["custom_config"])
+    # The Tuner trains its trials with the batch size alone: a strategy change must not re-run it.
+    assert json.loads(components["Tuner"].exec_properties["custom_config"])["training"] == {"batch_size": 128}
 
 
 class _FnArgs:
@@ -167,9 +168,8 @@ def _nothing_listens(address: str) -> bool:
 def test_cluster_tasks_die_with_a_sigkilled_trainer(tmp_path):
     """No orphans even when the process that started the cluster gets no chance to clean up."""
     script = textwrap.dedent(f"""
-        import json, sys, time
-        sys.path.insert(0, {REPO_ROOT!r})
-        from models.ps_cluster import LocalCluster
+        import json, time
+        from training.ps_cluster import LocalCluster
         with LocalCluster(1, 2, ready_dir={str(tmp_path / "ready")!r}) as cluster:
             print(json.dumps(cluster.tasks()), flush=True)
             time.sleep(600)
@@ -198,18 +198,19 @@ def workspace(tmp_path_factory, small_sample):
 
 def _run(config):
     from runners import local
-    from runners.summary import read_run
+    from reports.metadata import open_metadata
+    from reports.summary import read_run
 
     out = io.StringIO()
     status = local.run(config, out=out)
     assert status == 0, out.getvalue()
-    return out.getvalue(), read_run(config.metadata_path, config.pipeline_name)
+    return out.getvalue(), read_run(open_metadata(config.metadata_path), config.pipeline_name)
 
 
 def _answers_serving_default(model_dir, eval_examples):
     loaded = tf.saved_model.load(model_dir)
     batch = tf.constant([e.SerializeToString() for e in eval_examples[:16]])
-    probabilities = loaded.signatures["serving_default"](examples=batch)[model_lib.PREDICTION_KEY].numpy()
+    probabilities = loaded.signatures["serving_default"](examples=batch)[PREDICTION_KEY].numpy()
     return probabilities.shape == (16, 1) and ((probabilities >= 0) & (probabilities <= 1)).all()
 
 
@@ -225,8 +226,8 @@ def resumed_run(workspace):
     with open(config_file, "w", encoding="utf-8") as f:
         f.write(config.to_yaml())
     command = [sys.executable, "-m", "runners.local", "--config", config_file]
-    killed = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              start_new_session=True, env=dict(os.environ, PYTHONPATH=REPO_ROOT))
+    killed = subprocess.Popen(command, cwd=out_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              start_new_session=True)
     pattern = os.path.join(config.pipeline_root, "Trainer", strategies.BACKUP_DIR, "*", "**", "checkpoint")
     try:
         deadline = time.time() + 600

@@ -164,7 +164,8 @@ def test_policy_allow_list_and_severity():
 
 
 def test_unknown_anomaly_type_in_config_is_a_config_error():
-    from pipeline.config import ConfigError, load_config
+    from contract.config import load_config
+    from contract.errors import ConfigError
 
     with pytest.raises(ConfigError, match="BAD_TYPE"):
         load_config(None, ["validation.allow_anomalies=[BAD_TYPE]"])
@@ -246,11 +247,11 @@ def test_previous_span_is_found_from_a_span_pattern(tmp_path, taxi_root):
 
 
 def test_serving_data_defaults_to_request_logs_then_the_unlabelled_split(tmp_path, taxi_root, good_examples):
-    from pipeline.config import load_config
+    from contract.config import load_config
 
     config = load_config(None, [f"output_dir={tmp_path}"])
     assert checks.default_serving_data(config) == os.path.join(taxi_root, "unlabelled")
-    write_examples(os.path.join(checks.request_logs_dir(config), "2026-11-23", "requests-0.gz"), good_examples[:5])
+    write_examples(os.path.join(config.model_request_log_dir, "2026-11-23", "requests-0.gz"), good_examples[:5])
     assert checks.default_serving_data(config) == str(tmp_path / "request_logs" / "taxi")
     named = load_config(None, [f"output_dir={tmp_path}", "validation.serving_data=/data/requests/*.gz"])
     assert checks.default_serving_data(named) == "/data/requests/*.gz"

@@ -13,9 +13,10 @@ import shutil
 import pytest
 import tensorflow as tf
 
-from components.serving_pusher import serving_versions
+from contract.versions import list_versions
 from runners import local
-from runners.summary import read_run
+from reports.metadata import open_metadata
+from reports.summary import read_run
 from tests.samples import read_examples, small_config, write_examples
 
 pytestmark = pytest.mark.slow
@@ -27,7 +28,7 @@ def served(pushed_run, tmp_path):
     config, _ = pushed_run
     out = tmp_path / "out"
     shutil.copytree(config.output_dir, out)
-    return str(out), serving_versions(os.path.join(out, "serving", config.model_name))
+    return str(out), list_versions(os.path.join(out, "serving", config.model_name))
 
 
 def _bad_copy(small_sample, tmp_path):
@@ -43,12 +44,12 @@ def _run(output_dir, data):
 
 
 def _assert_still_serving(config, versions):
-    assert serving_versions(config.model_serving_dir) == versions
+    assert list_versions(config.model_serving_dir) == versions
     assert not [n for n in os.listdir(config.model_serving_dir) if n.startswith(".incomplete")]
 
 
 def test_clean_run_passed_the_gate_with_skew_measured(pushed_run):
-    from runners.summary import format_summary
+    from reports.summary import format_summary
 
     config, summary = pushed_run
     gate = summary.component("AnomalyGate")
@@ -139,7 +140,7 @@ def test_corrupted_span_stops_at_the_gate_and_the_served_model_stays(served, sma
     assert report_path.startswith(os.path.join(config.pipeline_root, "validation_reports"))
     assert "Bitcoin" in open(report_path).read()
 
-    run = read_run(config.metadata_path, config.pipeline_name)
+    run = read_run(open_metadata(config.metadata_path), config.pipeline_name)
     ran = {c.name: c.state for c in run.components}
     assert ran.get("AnomalyGate") == "failed"
     assert not {"Transform", "Tuner", "Trainer", "Evaluator", "Pusher"} & set(ran), ran

@@ -8,7 +8,7 @@ import tensorflow_transform.beam as tft_beam
 from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils
 
 from models import preprocessing
-from pipeline.config import DEFAULT_SCHEMA
+from contract.config import DEFAULT_SCHEMA
 
 
 def raw_schema():

@@ -12,26 +12,20 @@ Gate settings (severity, tolerated anomalies) come from the pipeline config:
 --config FILE and --set validation.allow_anomalies=[...] work as for the runner.
 """
 
+import argparse
+import glob
 import os
-import warnings
+import sys
+import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# google-cloud packages warn about the Python version at import; the report is the output.
-warnings.simplefilter("ignore", FutureWarning)
-
-import argparse  # noqa: E402
-import glob  # noqa: E402
-import logging  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-
-from pipeline.config import ConfigError, PipelineConfig, load_config  # noqa: E402
+from contract import cli
+from contract.config import PipelineConfig, bundled_taxi_root
 
 
 def _policy(config: PipelineConfig):
     from validation.report import GatePolicy
 
-    return GatePolicy(config.validation.fail_severity, tuple(config.validation.allow_anomalies))
+    return GatePolicy.from_config(config.validation)
 
 
 def _files(location: str):
@@ -76,10 +70,9 @@ def _comparison(args, config: PipelineConfig, kind: str, current: str, control: 
 
 
 def cmd_skew(args, config: PipelineConfig) -> int:
-    from pipeline import inputs
     from validation import checks
 
-    training = args.training or os.path.join(inputs.input_base(config), config.data.train_pattern)
+    training = args.training or os.path.join(config.input_base, config.data.train_pattern)
     serving = args.serving or checks.default_serving_data(config)
     return _comparison(args, config, "skew", training, serving)
 
@@ -89,10 +82,9 @@ def cmd_drift(args, config: PipelineConfig) -> int:
 
 
 def cmd_make_spans(args, config: PipelineConfig) -> int:
-    from pipeline import inputs
     from validation.spans import make_spans
 
-    rows = make_spans(args.source or inputs.bundled_taxi_root(), args.out, args.period)
+    rows = make_spans(args.source or bundled_taxi_root(), args.out, args.period)
     print(f"{len(rows)} spans ({args.period}) under {args.out}: span {rows[0][0]} = {rows[0][1]} ... "
           f"span {rows[-1][0]} = {rows[-1][1]}; periods in {os.path.join(args.out, 'spans.tsv')}")
     print(f"train on them: --set data.input_base={args.out} --set 'data.train_pattern=span-{{SPAN}}/train/*' "
@@ -100,10 +92,11 @@ def cmd_make_spans(args, config: PipelineConfig) -> int:
     return 0
 
 
+@cli.command
 def main(argv=None) -> int:
+    cli.prepare()
     parser = argparse.ArgumentParser(prog="python -m validation", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", help="pipeline YAML config (validation: section, schema_file)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one setting")
+    cli.add_settings_arguments(parser)
     commands = parser.add_subparsers(dest="command", required=True)
     def add(name, func, help_text):
         sub = commands.add_parser(name, help=help_text)
@@ -130,17 +123,13 @@ def main(argv=None) -> int:
     spans.add_argument("--period", default="month", choices=["month", "quarter", "year"])
     spans.add_argument("--source", help="directory with Split-train/ and Split-eval/ (default: bundled taxi data)")
     args = parser.parse_args(argv)
-    # TFDV and Beam log at INFO/WARNING; the report is the output.
-    logging.getLogger().setLevel(logging.ERROR)
-    try:
-        config = load_config(args.config, args.set)
-        if args.command != "make-spans" and not args.report_dir:
-            args.report_dir = os.path.join(config.output_dir, "validation",
-                                           f"{args.command}-{time.strftime('%Y%m%d-%H%M%S')}")
-        return args.func(args, config)
-    except ConfigError as e:  # BadInputError included: unreadable input, named in the message.
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    config = cli.load_settings(args)
+    cli.log_to_file(config, "validation")  # TFDV and Beam log at INFO/WARNING; the report is the output
+    if args.command != "make-spans" and not args.report_dir:
+        args.report_dir = os.path.join(config.output_dir, "validation",
+                                       f"{args.command}-{time.strftime('%Y%m%d-%H%M%S')}")
+    # An unreadable input (files.BadInputError, a ConfigError) is named by run_main, exit 2.
+    return args.func(args, config)
 
 
 if __name__ == "__main__":

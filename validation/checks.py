@@ -15,6 +15,7 @@ from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_p
 from tensorflow_data_validation.statistics import stats_impl
 from tfx_bsl.coders import example_coder
 
+from contract.config import bundled_taxi_root, is_remote
 from validation import files as input_files
 from validation.report import (Distance, Finding, GatePolicy, Report, distances_from_anomalies,
                                findings_from_anomalies)
@@ -97,25 +98,17 @@ def validate_batch(paths: Sequence[str], schema: schema_pb2.Schema, environment:
     return report
 
 
-def request_logs_dir(config) -> str:
-    """Where the serving side writes sampled requests as gzip tf.Example TFRecords."""
-    return os.path.join(config.output_dir, "request_logs", config.model_name)
-
-
 def default_serving_data(config) -> str:
     """`validation.serving_data`, else the request logs when there are any, else the bundled unlabelled split.
 
     "" (no skew check) when the pipeline reads remote data: this machine's copy of the
     bundled split means nothing to cloud workers, and serving data must then be named.
     """
-    from pipeline import inputs
-    from pipeline.config import is_remote
-
     if config.validation.serving_data:
         return config.validation.serving_data
-    logs = request_logs_dir(config)
+    logs = config.model_request_log_dir
     if os.path.isdir(logs) and any(files for _, _, files in os.walk(logs)):
         return logs
-    if is_remote(inputs.input_base(config)):
+    if is_remote(config.input_base):
         return ""
-    return os.path.join(inputs.bundled_taxi_root(), "unlabelled")
+    return os.path.join(bundled_taxi_root(), "unlabelled")

@@ -16,7 +16,7 @@ from typing import List
 from google.protobuf.message import DecodeError
 from tensorflow.core.example import example_pb2
 
-from pipeline.config import ConfigError
+from contract.errors import ConfigError
 
 _GZIP_MAGIC = b"\x1f\x8b"
 # A TFRecord is [uint64 length][uint32 crc of length][data][uint32 crc of data].

@@ -18,7 +18,8 @@ from typing import Dict, List, Optional, Sequence
 
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_pb2
 
-SEVERITIES = ("WARNING", "ERROR")
+from contract.config import SEVERITIES, ValidationConfig, check_gate_policy
+
 _MAX_VALUES = 5
 
 
@@ -34,15 +35,11 @@ class GatePolicy:
     allow: Sequence[str] = ()
 
     def __post_init__(self):
-        if self.fail_severity not in SEVERITIES:
-            raise ValueError(f"validation.fail_severity must be one of {', '.join(SEVERITIES)}, "
-                             f"not {self.fail_severity!r}")
-        known = set(anomalies_pb2.AnomalyInfo.Type.keys())
-        for entry in self.allow:
-            anomaly_type = entry.split(":")[-1]
-            if anomaly_type not in known:
-                raise ValueError(f"validation.allow_anomalies: {anomaly_type!r} (in {entry!r}) is not a TFDV "
-                                 "anomaly type, e.g. ENUM_TYPE_UNEXPECTED_STRING_VALUES or FLOAT_TYPE_BIG_FLOAT")
+        check_gate_policy(self.fail_severity, self.allow)
+
+    @classmethod
+    def from_config(cls, validation: ValidationConfig) -> "GatePolicy":
+        return cls(validation.fail_severity, tuple(validation.allow_anomalies))
 
     def allows(self, feature: str, anomaly_type: str) -> bool:
         return anomaly_type in self.allow or f"{feature}:{anomaly_type}" in self.allow

@@ -14,19 +14,8 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 from ml_metadata import metadata_store
-from ml_metadata.proto import metadata_store_pb2
 
-_STATES = {
-    metadata_store_pb2.Execution.COMPLETE: "complete",
-    metadata_store_pb2.Execution.CACHED: "cached",
-    metadata_store_pb2.Execution.FAILED: "failed",
-    metadata_store_pb2.Execution.RUNNING: "running",
-    metadata_store_pb2.Execution.CANCELED: "canceled",
-    metadata_store_pb2.Execution.NEW: "new",
-}
-_OUTPUT_EVENTS = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
-_INPUT_EVENTS = (metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.DECLARED_INPUT)
-
+from reports.metadata import INPUT_EVENTS, OUTPUT_EVENTS, STATES, node_name
 
 @dataclass
 class ComponentRun:
@@ -56,7 +45,7 @@ class RunSummary:
     anomalies: Dict[str, List[str]] = field(default_factory=dict)
     # EdgeExport's report (edge/export.py EdgeResult as a dict); empty when it did not run.
     edge: Dict[str, object] = field(default_factory=dict)
-    # The Trainer's training.json (models/strategies.py): strategy, replicas, batch, resumed step, cluster.
+    # The Trainer's training.json (training/strategies.py): strategy, replicas, batch, resumed step, cluster.
     training: Dict[str, object] = field(default_factory=dict)
 
     def component(self, name: str) -> Optional[ComponentRun]:
@@ -66,23 +55,8 @@ class RunSummary:
         return json.dumps(dataclasses.asdict(self), indent=2, default=str)
 
 
-def open_store(metadata_path: str) -> metadata_store.MetadataStore:
-    config = metadata_store_pb2.ConnectionConfig()
-    config.sqlite.filename_uri = metadata_path
-    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-    return metadata_store.MetadataStore(config)
-
-
-def _node_name(store, execution_id: int) -> str:
-    for context in store.get_contexts_by_execution(execution_id):
-        if store.get_context_types_by_id([context.type_id])[0].name == "node":
-            return context.name.split(".", 1)[-1]
-    return str(execution_id)
-
-
-def read_run(metadata_path: str, pipeline_name: str, run_id: Optional[str] = None) -> RunSummary:
-    """The latest run of `pipeline_name` (or `run_id`) as recorded in MLMD."""
-    store = open_store(metadata_path)
+def read_run(store: metadata_store.MetadataStore, pipeline_name: str, run_id: Optional[str] = None) -> RunSummary:
+    """The latest run of `pipeline_name` (or `run_id`) as recorded in MLMD (`reports.metadata.open_metadata`)."""
     runs = [c for c in store.get_contexts_by_type("pipeline_run")
             if run_id is None or c.name == run_id]
     pipeline_ctx = store.get_context_by_type_and_name("pipeline", pipeline_name)
@@ -90,7 +64,7 @@ def read_run(metadata_path: str, pipeline_name: str, run_id: Optional[str] = Non
         in_pipeline = {c.id for c in store.get_children_contexts_by_context(pipeline_ctx.id)}
         runs = [c for c in runs if not in_pipeline or c.id in in_pipeline]
     if not runs:
-        raise LookupError(f"no run of pipeline {pipeline_name!r} in {metadata_path}")
+        raise LookupError(f"no run of pipeline {pipeline_name!r} in this metadata store")
     run = max(runs, key=lambda c: (c.create_time_since_epoch, c.id))
     executions = sorted(store.get_executions_by_context(run.id), key=lambda e: e.id)
     events = store.get_events_by_execution_ids([e.id for e in executions])
@@ -98,13 +72,13 @@ def read_run(metadata_path: str, pipeline_name: str, run_id: Optional[str] = Non
 
     components = []
     for execution in executions:
-        comp = ComponentRun(_node_name(store, execution.id), _STATES.get(execution.last_known_state, "unknown"))
+        comp = ComponentRun(node_name(store, execution.id), STATES.get(execution.last_known_state, "unknown"))
         for event in (e for e in events if e.execution_id == execution.id):
             key = event.path.steps[0].key if event.path.steps else ""
-            if event.type in _OUTPUT_EVENTS:
+            if event.type in OUTPUT_EVENTS:
                 comp.outputs.setdefault(key, []).append(artifacts[event.artifact_id].uri)
                 comp.output_ids.setdefault(key, []).append(event.artifact_id)
-            elif event.type in _INPUT_EVENTS:
+            elif event.type in INPUT_EVENTS:
                 comp.input_ids.setdefault(key, []).append(event.artifact_id)
         components.append(comp)
     summary = RunSummary(run_id=run.name, components=components)

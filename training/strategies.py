@@ -8,7 +8,7 @@ named by `training.strategy` and runs model.py's one training function under it:
   `logical_cpu_devices` logical CPUs. Logical devices can only be made before
   TensorFlow initialises its devices; in a pipeline run earlier components
   already have, so training then moves to a fresh child process
-  (`python strategies.py REQUEST`).
+  (`python -m training.strategies REQUEST`).
 - parameter_server: asynchronous training on a real cluster. With `TF_CONFIG`
   set (Kubeflow TFJob, Vertex AI worker pools) this process joins that cluster:
   the chief coordinates, ps and worker tasks serve. Without it, a child process
@@ -19,7 +19,6 @@ steps (BackupAndRestore) into a directory that a re-run of the same inputs
 finds again, and writes `training.json` next to the run's TensorBoard logs.
 """
 
-import dataclasses
 import hashlib
 import json
 import math
@@ -29,11 +28,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+from contract.config import STRATEGIES, TrainingConfig, section_from_dict
+from contract.errors import ConfigError
+from training import ps_cluster
 
-STRATEGIES = ("default", "mirrored", "parameter_server")
 TRAINING_FILE = "training.json"
 BACKUP_DIR = "backup"  # under the Trainer's directory in the pipeline root
 # The fn_args fields a child training process needs; data_accessor is rebuilt there.
@@ -42,28 +43,15 @@ _CHILD_FN_ARGS = ("working_dir", "train_files", "eval_files", "train_steps", "ev
                   "hyperparameters", "custom_config")
 
 
-@dataclasses.dataclass
-class StrategySettings:
-    """`training.*` settings the Trainer receives in custom_config["training"] (pipeline/config.py)."""
-
-    strategy: str = "default"
-    logical_cpu_devices: int = 2
-    parameter_servers: int = 1
-    workers: int = 2
-    steps_per_execution: int = 1
-    checkpoint_every_steps: int = 0  # 0: no checkpoints, one uninterrupted fit
-
-    @classmethod
-    def from_custom_config(cls, custom_config: Optional[Dict]) -> "StrategySettings":
-        values = (custom_config or {}).get("training") or {}
-        names = {f.name for f in dataclasses.fields(cls)}
-        settings = cls(**{k: v for k, v in values.items() if k in names})
-        if settings.strategy not in STRATEGIES:
-            raise ValueError(f"training.strategy {settings.strategy!r} is not one of {', '.join(STRATEGIES)}")
-        return settings
+def training_settings(custom_config: Optional[Dict]) -> TrainingConfig:
+    """The `training:` section the Trainer received in custom_config["training"]."""
+    settings = section_from_dict(TrainingConfig, (custom_config or {}).get("training"))
+    if settings.strategy not in STRATEGIES:
+        raise ConfigError(f"training.strategy: {settings.strategy!r} is not one of {', '.join(STRATEGIES)}")
+    return settings
 
 
-@dataclasses.dataclass
+@dataclass
 class EpochSchedule:
     """Training as `epochs` rounds of `steps_per_epoch`: a checkpoint at the end of each round."""
 
@@ -102,7 +90,7 @@ def backup_dir(fn_args, hparams: Dict) -> str:
     return os.path.join(trainer_dir, BACKUP_DIR, hashlib.sha256(identity.encode()).hexdigest()[:16])
 
 
-def fault_tolerance_callbacks(fn_args, hparams: Dict, settings: StrategySettings):
+def fault_tolerance_callbacks(fn_args, hparams: Dict, settings: TrainingConfig):
     """BackupAndRestore (when checkpoints are on), then a callback that sees what it restored."""
     import tf_keras as keras
 
@@ -116,8 +104,7 @@ def fault_tolerance_callbacks(fn_args, hparams: Dict, settings: StrategySettings
 def _training_progress():
     """A callback recording the step training starts from (after any restore) and the time spent in steps.
 
-    Defined on first use: pipeline/config.py imports this module (STRATEGIES)
-    without paying for TensorFlow.
+    Defined on first use, so importing this module costs no TensorFlow.
     """
     import tf_keras as keras
 
@@ -164,22 +151,25 @@ def is_parameter_server(strategy) -> bool:
     return isinstance(strategy, tf.distribute.experimental.ParameterServerStrategy)
 
 
-def run(fn_args, hparams: Dict, train_and_export: Callable) -> Dict:
-    """Trains with the configured strategy; returns (and writes to model_run) what `training.json` holds."""
-    settings = StrategySettings.from_custom_config(fn_args.custom_config)
+def run(fn_args, hparams: Dict, train_and_export: Callable, train_function: str) -> Dict:
+    """Trains with the configured strategy; returns (and writes to model_run) what `training.json` holds.
+
+    `train_function` ("package.module:function") names `train_and_export` for a
+    child training process, which imports it from the installed package.
+    """
+    settings = training_settings(fn_args.custom_config)
     if settings.strategy == "parameter_server" and os.environ.get("TF_CONFIG"):
         return _train_in_tf_config_cluster(fn_args, hparams, train_and_export)
     if settings.strategy == "default" or (settings.strategy == "mirrored" and _mirrored_devices_here(settings)):
         return train_here(fn_args, hparams, settings, train_and_export)
-    return _train_in_child_process(fn_args, hparams)
+    return _train_in_child_process(fn_args, hparams, train_function)
 
 
-def train_here(fn_args, hparams: Dict, settings: StrategySettings, train_and_export: Callable) -> Dict:
+def train_here(fn_args, hparams: Dict, settings: TrainingConfig, train_and_export: Callable) -> Dict:
     """Trains in this process; a local parameter-server cluster lives exactly as long as the training."""
     import tensorflow as tf
 
     if settings.strategy == "parameter_server":
-        ps_cluster = _sibling("ps_cluster")
         cluster = ps_cluster.LocalCluster(settings.parameter_servers, settings.workers,
                                           ready_dir=os.path.join(fn_args.model_run_dir, "cluster"))
         with cluster:
@@ -195,7 +185,7 @@ def train_here(fn_args, hparams: Dict, settings: StrategySettings, train_and_exp
     return facts
 
 
-def _mirrored_devices_here(settings: StrategySettings) -> Optional[List[str]]:
+def _mirrored_devices_here(settings: TrainingConfig) -> Optional[List[str]]:
     """The devices MirroredStrategy can use in this process: all GPUs, else enough logical CPUs; None if not."""
     import tensorflow as tf
 
@@ -218,7 +208,7 @@ def _train_in_tf_config_cluster(fn_args, hparams: Dict, train_and_export: Callab
 
     resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
     if resolver.task_type in ("ps", "worker"):
-        _sibling("ps_cluster").serve(resolver.cluster_spec().as_dict(), resolver.task_type, resolver.task_id)
+        ps_cluster.serve(resolver.cluster_spec().as_dict(), resolver.task_type, resolver.task_id)
         return {}
     os.environ["GRPC_FAIL_FAST"] = "use_caller"
     facts = train_and_export(fn_args, hparams, tf.distribute.experimental.ParameterServerStrategy(resolver))
@@ -237,19 +227,18 @@ def _write_training_facts(fn_args, facts: Dict) -> None:
         f.write(json.dumps(facts, indent=1, sort_keys=True))
 
 
-def _train_in_child_process(fn_args, hparams: Dict) -> Dict:
-    """Runs the training in `python strategies.py REQUEST`; the child dies with this process.
+def _train_in_child_process(fn_args, hparams: Dict, train_function: str) -> Dict:
+    """Runs the training in `python -m training.strategies REQUEST`; the child dies with this process.
 
     The child's output goes where this process's goes (the run log).
     """
     request = {name: getattr(fn_args, name) for name in _CHILD_FN_ARGS}
     request["hparams"] = hparams
+    request["train_function"] = train_function
     with tempfile.NamedTemporaryFile("w", suffix="-training-request.json", delete=False) as f:
         json.dump(request, f)
     request_path = f.name
-    repo_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (repo_root, os.environ.get("PYTHONPATH")) if p))
-    child = subprocess.Popen([sys.executable, os.path.abspath(__file__), request_path], env=env)
+    child = subprocess.Popen([sys.executable, "-m", "training.strategies", request_path])
     try:
         status = child.wait()
     finally:
@@ -268,14 +257,12 @@ def _train_in_child_process(fn_args, hparams: Dict) -> Dict:
         return json.load(f)
 
 
-def _sibling(name: str):
-    """A module next to this one, whether models/ is a package or (in TFX's module wheel) top-level files."""
+def _import_function(path: str) -> Callable:
+    """`package.module:function` -> the function."""
     import importlib
 
-    try:
-        return importlib.import_module(f"models.{name}")
-    except ImportError:
-        return importlib.import_module(name)
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def _tf_example_dataset_factory(file_pattern, options, schema):
@@ -289,13 +276,14 @@ def _tf_example_dataset_factory(file_pattern, options, schema):
 
 
 def _child_main(request_path: str) -> None:
-    _sibling("ps_cluster").exit_with_parent()
+    ps_cluster.exit_with_parent()
     # SIGTERM (the Trainer stopping us) unwinds through `finally`, which shuts the local cluster down.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with open(request_path, encoding="utf-8") as f:
         request = json.load(f)
     hparams = request.pop("hparams")
-    settings = StrategySettings.from_custom_config(request["custom_config"])
+    train_function = request.pop("train_function")
+    settings = training_settings(request["custom_config"])
     if settings.strategy == "mirrored":
         _mirrored_devices_here(settings)  # before anything initialises TensorFlow's devices
     from absl import logging
@@ -304,7 +292,7 @@ def _child_main(request_path: str) -> None:
     logging.set_verbosity(logging.INFO)
     fn_args = FnArgs(**request, data_accessor=DataAccessor(
         tf_dataset_factory=_tf_example_dataset_factory, record_batch_factory=None, data_view_decode_fn=None))
-    train_here(fn_args, hparams, settings, _sibling("model").train_and_export)
+    train_here(fn_args, hparams, settings, _import_function(train_function))
     # The cluster is down; TensorFlow's teardown of its remote contexts would only log connection errors.
     sys.stdout.flush()
     sys.stderr.flush()
@@ -312,6 +300,4 @@ def _child_main(request_path: str) -> None:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     _child_main(sys.argv[1])

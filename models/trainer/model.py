@@ -11,26 +11,24 @@
 import json
 import math
 import os
+from typing import Dict, List
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import tensorflow as tf
+import tensorflow_transform as tft
+import tf_keras as keras
+from absl import logging
+from tfx_bsl.public import tfxio
 
-from typing import Dict, List  # noqa: E402
+# The installed packages, also when TFX loads this file from its module wheel.
+from contract.config import FeaturesConfig
+from contract.serving import EXAMPLES_INPUT, PREDICTION_KEY, SERVING_SIGNATURE, TRANSFORM_SIGNATURE
+from models import features
+from models.trainer import edge_signature
+from training import strategies
 
-import tensorflow as tf  # noqa: E402
-import tensorflow_transform as tft  # noqa: E402
-import tf_keras as keras  # noqa: E402
-from absl import logging  # noqa: E402
-from tfx_bsl.public import tfxio  # noqa: E402
-
-try:
-    from models import edge_signature, features, strategies
-except ImportError:  # Loaded from TFX's module wheel, where sibling files are top-level.
-    import edge_signature  # type: ignore[no-redef]
-    import features  # type: ignore[no-redef]
-    import strategies  # type: ignore[no-redef]
-
-PREDICTION_KEY = "probabilities"
 HPARAMS_FILE = "hyperparameters.json"
+# How a separate training process (mirrored on CPU, local parameter-server cluster) finds train_and_export.
+TRAIN_FUNCTION = "models.trainer.model:train_and_export"
 
 # Hyper-parameters used when the Tuner is off; the Tuner searches around them.
 DEFAULT_HPARAMS = {"hidden_units": 64, "num_layers": 2, "learning_rate": 0.003, "dropout": 0.1, "l2": 0.01}
@@ -62,7 +60,7 @@ def build_core(input_size: int, hparams: Dict) -> keras.Model:
     return keras.Model(vector, probability, name="core")
 
 
-def build_keras_model(spec: features.FeatureSpec, hparams: Dict, steps_per_execution: int = 1) -> keras.Model:
+def build_keras_model(spec: FeaturesConfig, hparams: Dict, steps_per_execution: int = 1) -> keras.Model:
     """Transformed features -> probability: one-hot and concatenate, then the core.
 
     `steps_per_execution` > 1 runs several steps per call: a parameter-server
@@ -78,10 +76,10 @@ def build_keras_model(spec: features.FeatureSpec, hparams: Dict, steps_per_execu
         name = features.transformed_name(key)
         inputs[name] = keras.Input(shape=(1,), name=name, dtype=tf.int64)
         parts.append(keras.layers.CategoryEncoding(
-            num_tokens=spec.one_hot_size(key), output_mode="one_hot", name=f"{key}_one_hot")(inputs[name]))
+            num_tokens=features.one_hot_size(spec, key), output_mode="one_hot", name=f"{key}_one_hot")(inputs[name]))
     vector = keras.layers.Concatenate(name="feature_vector")(parts)
-    output = build_core(spec.dense_input_size(), hparams)(vector)
-    model = keras.Model(inputs, output, name="taxi" if spec == features.TAXI else "model")
+    output = build_core(features.dense_input_size(spec), hparams)(vector)
+    model = keras.Model(inputs, output, name="model")
     model.compile(
         optimizer=keras.optimizers.Adam(float(hparams["learning_rate"])),
         loss=keras.losses.BinaryCrossentropy(),
@@ -101,11 +99,11 @@ def input_fn(file_pattern: List[str], data_accessor, tf_transform_output, spec, 
     ).repeat()
 
 
-def _serving_signatures(model: keras.Model, tf_transform_output, spec) -> Dict:
+def serving_signatures(model: keras.Model, tf_transform_output, spec) -> Dict:
     model.tft_layer = tf_transform_output.transform_features_layer()
     model_inputs = set(model.input_names)
 
-    @tf.function(input_signature=[tf.TensorSpec(shape=[None], dtype=tf.string, name="examples")])
+    @tf.function(input_signature=[tf.TensorSpec(shape=[None], dtype=tf.string, name=EXAMPLES_INPUT)])
     def serve_tf_examples(serialized):
         raw_spec = tf_transform_output.raw_feature_spec()
         for column in spec.label_only_columns:
@@ -114,12 +112,12 @@ def _serving_signatures(model: keras.Model, tf_transform_output, spec) -> Dict:
         transformed = model.tft_layer(parsed)
         return {PREDICTION_KEY: model({k: v for k, v in transformed.items() if k in model_inputs})}
 
-    @tf.function(input_signature=[tf.TensorSpec(shape=[None], dtype=tf.string, name="examples")])
+    @tf.function(input_signature=[tf.TensorSpec(shape=[None], dtype=tf.string, name=EXAMPLES_INPUT)])
     def transform_features(serialized):
         parsed = tf.io.parse_example(serialized, tf_transform_output.raw_feature_spec())
         return model.tft_layer(parsed)
 
-    return {"serving_default": serve_tf_examples, "transform_features": transform_features,
+    return {SERVING_SIGNATURE: serve_tf_examples, TRANSFORM_SIGNATURE: transform_features,
             **edge_signature.edge_signatures(model, tf_transform_output, spec, PREDICTION_KEY)}
 
 
@@ -131,9 +129,8 @@ def train_and_export(fn_args, hparams: Dict, strategy=None) -> Dict:
     """
     strategy = strategy or tf.distribute.get_strategy()
     spec = features.spec_from_custom_config(fn_args.custom_config)
-    config = fn_args.custom_config or {}
-    settings = strategies.StrategySettings.from_custom_config(config)
-    per_replica_batch = int(config.get("batch_size", 128))
+    settings = strategies.training_settings(fn_args.custom_config)
+    per_replica_batch = settings.batch_size
     replicas = strategy.num_replicas_in_sync
     # Synchronous replicas split one global batch; parameter-server workers each take their own.
     global_batch = per_replica_batch * replicas
@@ -174,7 +171,7 @@ def train_and_export(fn_args, hparams: Dict, strategy=None) -> Dict:
     exported = build_keras_model(spec, hparams)
     exported.set_weights(model.get_weights())
     exported.save(fn_args.serving_model_dir, save_format="tf",
-                  signatures=_serving_signatures(exported, tf_transform_output, spec))
+                  signatures=serving_signatures(exported, tf_transform_output, spec))
     trained_steps = schedule.total_steps - progress.resumed_from_step
     return {
         "strategy": settings.strategy, "replicas": replicas, "per_replica_batch": per_replica_batch,
@@ -191,4 +188,4 @@ def run_fn(fn_args) -> None:
     """TFX Trainer entry point."""
     # The Tuner's best values arrive as KerasTuner's HyperParameters config.
     hparams = (fn_args.hyperparameters or {}).get("values", {})
-    strategies.run(fn_args, hparams, train_and_export)
+    strategies.run(fn_args, hparams, train_and_export, TRAIN_FUNCTION)

@@ -2,8 +2,11 @@
 
 Defaults run the bundled Chicago taxi data with no file at all. A YAML file
 (`--config FILE`) overrides any subset; `--set section.key=value` overrides a
-single value last. Every runner, test and benchmark builds its pipeline from a
-`PipelineConfig`, so there is exactly one place where a setting lives.
+single value last. Every runner, component, module file, test and benchmark
+uses these classes: a component receives its section as a dict (custom_config
+or an exec property) and rebuilds it with `section_from_dict`, so each setting
+has exactly one definition and one default. Importing this module costs no
+TensorFlow.
 """
 
 from __future__ import annotations
@@ -11,23 +14,23 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, ClassVar, Dict, List, Optional, Sequence, Type, TypeVar
 
 import yaml
 
-from models import features
+from contract.errors import ConfigError
 
+# The directory holding the project's packages: the checkout with `pip install -e .`, site-packages
+# (or the image's /pipeline) otherwise. schemas/ is installed beside contract/.
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_SCHEMA = os.path.join(REPO_ROOT, "schemas", "taxi", "schema.pbtxt")
+STRATEGIES = ("default", "mirrored", "parameter_server")
+SEVERITIES = ("WARNING", "ERROR")
 
 
 def is_remote(path: str) -> bool:
     """gs://, s3:// and the like: read by TFX's filesystem layer, never made absolute locally."""
     return "://" in path
-
-
-class ConfigError(ValueError):
-    """A configuration value is missing, unknown or of the wrong type."""
 
 
 @dataclass
@@ -53,19 +56,79 @@ class DataConfig:
 
 @dataclass
 class FeaturesConfig:
-    """Which raw columns play which role; defaults are the taxi features in `models/features.py`."""
+    """Which raw columns play which role, and the label rule: the one feature spec.
 
-    numeric: List[str] = field(default_factory=lambda: list(features.TAXI.numeric))
-    bucketized: List[str] = field(default_factory=lambda: list(features.TAXI.bucketized))
-    categorical: List[str] = field(default_factory=lambda: list(features.TAXI.categorical))
-    label_column: str = features.TAXI.label_column
-    label_threshold: float = features.TAXI.label_threshold
-    label_relative_to: str = features.TAXI.label_relative_to
-    bucket_count: int = features.TAXI.bucket_count
-    vocab_top_k: int = features.TAXI.vocab_top_k
+    Transform, the Keras model and its signatures, the Tuner, the edge export and
+    the clients all read it (module files get it back from `custom_config` with
+    `section_from_dict`). Defaults are the bundled Chicago taxi data.
 
-    def spec(self) -> features.FeatureSpec:
-        return features.FeatureSpec.from_dict(dataclasses.asdict(self))
+    numeric: signed log1p, then z-score.
+    bucketized: quantile buckets (`bucket_count`), one-hot encoded.
+    categorical: strings or integer codes; vocabulary of the `vocab_top_k` most
+        frequent values plus OOV buckets, one-hot encoded.
+    label: positive when `label_column > label_threshold * label_relative_to`
+        (or `> label_threshold` when `label_relative_to` is empty), computed in
+        float32. The label column is never a model input and is absent at serving.
+    """
+
+    # Heavy-tailed amounts: a handful of $1000 fares would otherwise set the scale.
+    numeric: List[str] = field(default_factory=lambda: ["trip_miles", "fare", "trip_seconds"])
+    bucketized: List[str] = field(default_factory=lambda: [
+        "pickup_latitude", "pickup_longitude", "dropoff_latitude", "dropoff_longitude"])
+    # pickup_census_tract is left out: 1 of 9,909 training examples has it and the eval split has none.
+    # trip_start_timestamp is decomposed into hour/day/month.
+    categorical: List[str] = field(default_factory=lambda: [
+        "payment_type", "company", "trip_start_hour", "trip_start_day", "trip_start_month",
+        "dropoff_census_tract", "pickup_community_area", "dropoff_community_area"])
+    label_column: str = "tips"
+    label_threshold: float = 0.2
+    label_relative_to: str = "fare"
+    bucket_count: int = 10
+    vocab_top_k: int = 100
+
+    # Name of the label after Transform: what the model and TFMA see.
+    LABEL_KEY: ClassVar[str] = "big_tipper"
+
+    def check(self) -> None:
+        """Raises ConfigError on roles that cannot train: none, overlapping, or the label as an input."""
+        inputs = self.raw_input_features
+        if not inputs:
+            raise ConfigError("features: no input features configured (features.numeric, .bucketized, .categorical)")
+        duplicated = sorted({k for k in inputs if inputs.count(k) > 1})
+        if duplicated:
+            raise ConfigError(f"features: {duplicated} appear in more than one role")
+        if self.label_column in inputs:
+            raise ConfigError(
+                f"features: the label column {self.label_column!r} is also an input; "
+                "remove it from the input lists (it would leak the label)")
+        if self.bucket_count < 2 or self.vocab_top_k < 1:
+            raise ConfigError("features: bucket_count must be >= 2 and vocab_top_k >= 1")
+
+    @property
+    def raw_input_features(self) -> List[str]:
+        return list(self.numeric) + list(self.bucketized) + list(self.categorical)
+
+    @property
+    def label_key(self) -> str:
+        return self.LABEL_KEY
+
+    @property
+    def label_only_columns(self) -> List[str]:
+        """Raw columns that exist only in training data and must not be parsed at serving."""
+        return [self.label_column]
+
+    def label(self, label_values, relative_values=None):
+        """The label rule on numpy values, in float32 exactly as Transform computes it.
+
+        float64 would flip examples that sit on the boundary (a $1.00 tip on a $5.00 fare).
+        """
+        import numpy as np
+
+        column = np.asarray(label_values, dtype=np.float32)
+        bound = np.float32(self.label_threshold)
+        if self.label_relative_to:
+            bound = bound * np.asarray(relative_values, dtype=np.float32)
+        return (column > bound).astype(np.int64)
 
 
 @dataclass
@@ -74,7 +137,7 @@ class TrainingConfig:
     train_steps: int = 1000
     eval_steps: int = 200
     batch_size: int = 128  # per replica: mirrored training's global batch is this x replicas
-    # default | mirrored | parameter_server (models/strategies.py; README "Distributed training")
+    # default | mirrored | parameter_server (training/strategies.py; README "Distributed training")
     strategy: str = "default"
     logical_cpu_devices: int = 2  # mirrored without GPUs: replicas made by splitting the CPU
     parameter_servers: int = 1  # parameter_server without TF_CONFIG: the local cluster's size
@@ -226,7 +289,7 @@ class PipelineConfig:
     pipeline_name: str = "taxi"
     model_name: str = "taxi"
     # Everything a run writes lives under output_dir unless overridden below.
-    output_dir: str = os.path.join(REPO_ROOT, "outputs")
+    output_dir: str = "outputs"  # relative to the directory the command runs in
     pipeline_root: str = ""
     metadata_path: str = ""
     serving_dir: str = ""
@@ -278,11 +341,80 @@ class PipelineConfig:
         """`<serving_dir>/<model_name>`: TF Serving's model base path."""
         return os.path.join(self.serving_dir, self.model_name)
 
+    @property
+    def input_base(self) -> str:
+        """`data.input_base` made absolute, or the bundled taxi TFRecords when it is empty."""
+        base = self.data.input_base
+        if not base:
+            return bundled_taxi_root()
+        return base if is_remote(base) else os.path.abspath(base)
+
+    @property
+    def split_patterns(self) -> Dict[str, str]:
+        """ExampleGen split name -> file pattern relative to `input_base`."""
+        if self.data.pattern:
+            return {"single_split": self.data.pattern}
+        return {"train": self.data.train_pattern, "eval": self.data.eval_pattern}
+
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def bundled_taxi_root() -> str:
+    """The Chicago taxi TFRecords shipped inside the installed tfx wheel (never downloaded).
+
+    Found without importing tfx, which would start TensorFlow.
+    """
+    import importlib.util
+
+    found = importlib.util.find_spec("tfx")
+    tfx_dir = os.path.dirname(found.origin) if found and found.origin else ""
+    root = os.path.join(tfx_dir, "components", "testdata", "csv_example_gen")
+    if not os.path.isdir(root):
+        raise ConfigError(
+            f"the bundled taxi data is missing from the tfx package at {root}; "
+            "reinstall with `make setup` (tfx==1.16.0 ships it)")
+    return root
+
+
+Section = TypeVar("Section")
+
+
+def section_from_dict(cls: Type[Section], values: Optional[Dict[str, Any]]) -> Section:
+    """Rebuilds a configuration section from the dict a component received (custom_config, exec property).
+
+    Unknown keys are an error, not silently dropped: they mean the sender and
+    this code disagree about the section.
+    """
+    values = dict(values or {})
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(f"{cls.__name__}: unknown settings {unknown}; known: {sorted(names)}")
+    return cls(**values)
+
+
+def section_to_dict(section: Any, *names: str) -> Dict[str, Any]:
+    """A section as a plain dict (all fields, or only `names`), for custom_config and exec properties."""
+    values = dataclasses.asdict(section)
+    return {k: values[k] for k in names} if names else values
+
+
+def check_gate_policy(fail_severity: str, allow_anomalies: Sequence[str]) -> None:
+    """`validation.fail_severity` and `validation.allow_anomalies` name real TFDV severities and anomaly types."""
+    from tensorflow_metadata.proto.v0 import anomalies_pb2  # protobuf only, no TensorFlow
+
+    if fail_severity not in SEVERITIES:
+        raise ConfigError(f"validation.fail_severity must be one of {', '.join(SEVERITIES)}, not {fail_severity!r}")
+    known = set(anomalies_pb2.AnomalyInfo.Type.keys())
+    for entry in allow_anomalies:
+        anomaly_type = entry.split(":")[-1]
+        if anomaly_type not in known:
+            raise ConfigError(f"validation.allow_anomalies: {anomaly_type!r} (in {entry!r}) is not a TFDV "
+                              "anomaly type, e.g. ENUM_TYPE_UNEXPECTED_STRING_VALUES or FLOAT_TYPE_BIG_FLOAT")
 
 
 def _coerce(value: Any, current: Any, where: str) -> Any:
@@ -390,8 +522,6 @@ def validate(config: PipelineConfig) -> None:
                  "steps_per_execution"):
         if getattr(config.training, name) <= 0:
             raise ConfigError(f"training.{name} must be positive")
-    from models.strategies import STRATEGIES
-
     if config.training.strategy not in STRATEGIES:
         raise ConfigError(f"training.strategy: {config.training.strategy!r} is not one of {', '.join(STRATEGIES)}")
     if config.training.checkpoint_every_steps < 0:
@@ -430,13 +560,8 @@ def validate(config: PipelineConfig) -> None:
         raise ConfigError("edge.representative_examples must be positive")
     if not 0.0 <= config.edge.clip_quantile < 0.5:
         raise ConfigError(f"edge.clip_quantile must be in [0, 0.5), got {config.edge.clip_quantile}")
-    config.features.spec()  # raises on overlapping or empty feature lists
-    from validation.report import GatePolicy
-
-    try:
-        GatePolicy(config.validation.fail_severity, tuple(config.validation.allow_anomalies))
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+    config.features.check()
+    check_gate_policy(config.validation.fail_severity, config.validation.allow_anomalies)
     if not os.path.exists(config.schema_file):
         raise ConfigError(
             f"schema_file {config.schema_file} does not exist; infer one with "

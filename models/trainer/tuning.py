@@ -7,20 +7,15 @@ train and score the tf_keras model themselves. The best values reach the
 Trainer through the Tuner's `best_hyperparameters` artifact.
 """
 
-import os
+import keras_tuner as kt
+import tensorflow_transform as tft
+from absl import logging
+from tfx import v1 as tfx
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
-import keras_tuner as kt  # noqa: E402
-import tensorflow_transform as tft  # noqa: E402
-from absl import logging  # noqa: E402
-from tfx import v1 as tfx  # noqa: E402
-
-try:
-    from models import features, model
-except ImportError:  # Loaded from TFX's module wheel, where sibling files are top-level.
-    import features  # type: ignore[no-redef]
-    import model  # type: ignore[no-redef]
+# The installed packages, also when TFX loads this file from its module wheel.
+from contract.config import TrainingConfig, TunerConfig, section_from_dict
+from models import features
+from models.trainer import model
 
 OBJECTIVE = kt.Objective("val_auc", direction="max")
 
@@ -78,13 +73,14 @@ class TfKerasTuner(kt.engine.base_tuner.BaseTuner):
 def tuner_fn(fn_args) -> tfx.components.TunerFnResult:
     """TFX Tuner entry point."""
     spec = features.spec_from_custom_config(fn_args.custom_config)
-    config = fn_args.custom_config or {}
+    custom_config = fn_args.custom_config or {}
+    settings = section_from_dict(TunerConfig, custom_config.get("tuner"))
+    batch_size = section_from_dict(TrainingConfig, custom_config.get("training")).batch_size
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
-    batch_size = int(config.get("batch_size", 128))
     train = model.input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output, spec, batch_size)
     validation = model.input_fn(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, spec,
                                 batch_size, shuffle=False)
-    oracle = make_oracle(config.get("tuner_algorithm", "random"), int(config.get("tuner_max_trials", 4)))
+    oracle = make_oracle(settings.algorithm, settings.max_trials)
     tuner = TfKerasTuner(oracle, spec, directory=fn_args.working_dir, project_name="search", overwrite=True)
     return tfx.components.TunerFnResult(
         tuner=tuner,

@@ -11,7 +11,7 @@ pinned Beam SDK and the project's packages, so nothing is installed at job start
 
 from typing import List
 
-from pipeline.config import PipelineConfig, require
+from contract.config import PipelineConfig, require
 
 
 def dataflow_beam_args(config: PipelineConfig) -> List[str]:

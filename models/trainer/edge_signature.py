@@ -18,18 +18,14 @@ TF-free runtime in `edge/` applies on devices.
 import json
 import os
 import tempfile
+from typing import Dict, List
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import numpy as np
+import tensorflow as tf
 
-from typing import Dict, List  # noqa: E402
-
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-try:
-    from models import features
-except ImportError:  # Loaded from TFX's module wheel, where sibling files are top-level.
-    import features  # type: ignore[no-redef]
+# The installed packages, also when TFX loads this file from its module wheel.
+from contract.config import FeaturesConfig
+from models import features
 
 EDGE_SIGNATURE = "edge"
 ONE_HOT_INPUT = "one_hot"
@@ -48,7 +44,7 @@ def _raw_kind(dtype: tf.DType) -> str:
 class _TransformProbe:
     """Runs the Transform graph on tf.Examples holding a single feature each."""
 
-    def __init__(self, tft_output, spec: features.FeatureSpec):
+    def __init__(self, tft_output, spec: FeaturesConfig):
         self.layer = tft_output.transform_features_layer()
         self.raw_spec = {k: v for k, v in tft_output.raw_feature_spec().items()
                          if k not in spec.label_only_columns}
@@ -93,7 +89,7 @@ def _bucket_boundaries(probe: _TransformProbe, key: str) -> List[float]:
     return [float(b) for b in _ordered_to_float32(high)]
 
 
-def transform_mapping(tft_output, spec: features.FeatureSpec) -> Dict:
+def transform_mapping(tft_output, spec: FeaturesConfig) -> Dict:
     """Raw feature -> edge input, as numbers read from the fitted Transform graph.
 
     Numeric: preprocessing.py applies signed_log1p then tft.scale_to_z_score, an affine
@@ -112,7 +108,7 @@ def transform_mapping(tft_output, spec: features.FeatureSpec) -> Dict:
                         "mean": -float(at_zero) / scale, "std": 1.0 / scale})
     one_hot, offset = [], 0
     for key in spec.bucketized + spec.categorical:
-        size = spec.one_hot_size(key)
+        size = features.one_hot_size(spec, key)
         entry = {"feature": key, "offset": offset, "size": size, "raw_type": probe.kind(key)}
         if key in spec.bucketized:
             entry.update(kind="bucketized", boundaries=_bucket_boundaries(probe, key))
@@ -132,7 +128,7 @@ def transform_mapping(tft_output, spec: features.FeatureSpec) -> Dict:
     }
 
 
-def edge_signatures(model, tft_output, spec: features.FeatureSpec, output_key: str) -> Dict:
+def edge_signatures(model, tft_output, spec: FeaturesConfig, output_key: str) -> Dict:
     """{"edge": concrete function} for `model.save(signatures=...)`; attaches the mapping asset."""
     mapping = transform_mapping(tft_output, spec)
     mapping_dir = tempfile.mkdtemp(prefix="edge_mapping_")

@@ -1,6 +1,6 @@
 """A parameter-server cluster on this machine: ps and worker tasks as separate processes speaking gRPC.
 
-`LocalCluster` starts each task as `python ps_cluster.py --job ps --index 0 ...`
+`LocalCluster` starts each task as `python -m training.ps_cluster --job ps --index 0 ...`
 (a `tf.distribute.Server` on a free 127.0.0.1 port) and hands the coordinator a
 cluster resolver. It is what `training.strategy=parameter_server` uses when no
 `TF_CONFIG` names a real cluster. Every task dies with the cluster:
@@ -88,7 +88,7 @@ class LocalCluster:
             for job in ("ps", "worker"):
                 for index in range(len(self.spec[job])):
                     self.processes[(job, index)] = subprocess.Popen(
-                        [sys.executable, os.path.abspath(__file__), "--job", job, "--index", str(index),
+                        [sys.executable, "-m", "training.ps_cluster", "--job", job, "--index", str(index),
                          "--cluster", json.dumps(self.spec), "--ready-file", self._ready_file(job, index)],
                         env=dict(os.environ, CUDA_VISIBLE_DEVICES=""))
             self._wait_until_ready()
@@ -182,5 +182,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     main()
