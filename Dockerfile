@@ -1,9 +1,11 @@
-# This project's image. Vertex AI Pipelines runs every step in it (gcp.image) and
-# Dataflow starts its workers from it (--sdk_container_image), so both run the
-# pinned stack and can import pipeline/, components/ and models/.
+# This project's image. Vertex AI Pipelines runs every step in it (gcp.image) and Dataflow starts its
+# workers from it (--sdk_container_image), so both run the pinned stack and the installed project:
+# every executor (components/), what they call (validation/, edge/, models/, training/, contract/) and
+# the command lines (runners/, serving/, reports/). tests/test_image.py rebuilds this file's COPY and
+# install steps into a temporary directory and imports every executor the compiled pipeline names.
 #
 #   docker build -t REGISTRY/taxi:TAG . && docker push REGISTRY/taxi:TAG
-#   python -m runners compile --set gcp.image=REGISTRY/taxi:TAG ...
+#   tfx-edge pipeline compile --set gcp.image=REGISTRY/taxi:TAG ...
 
 # Must equal apache-beam in requirements.txt: Dataflow's worker boot and the SDK go together.
 ARG BEAM_VERSION=2.59.0
@@ -29,12 +31,22 @@ COPY --from=beam /opt/apache/beam /opt/apache/beam
 # Dataflow's worker harness; Vertex AI steps name their own command and bypass it.
 ENTRYPOINT ["/opt/apache/beam/boot"]
 
-COPY pipeline/ pipeline/
-COPY components/ components/
+# The project: one package per lifecycle stage (pyproject.toml lists them), installed with its data
+# files. The source stays in /pipeline too: kubeflow.image_project_dir, where steps read schema_file.
+COPY pyproject.toml README.md ./
+COPY contract/ contract/
 COPY schemas/ schemas/
 COPY models/ models/
+COPY training/ training/
+COPY validation/ validation/
+COPY edge/ edge/
+COPY components/ components/
+COPY pipeline/ pipeline/
+COPY serving/ serving/
+COPY reports/ reports/
 COPY runners/ runners/
+RUN python -m pip install --no-cache-dir --no-deps --no-build-isolation . \
+ && python -c "import components.anomaly_gate, components.edge_export, components.serving_pusher"
 
-# /pipeline is kubeflow.image_project_dir in pipeline/config.py: keep them equal.
-ENV PYTHONPATH=/pipeline \
-    TF_USE_LEGACY_KERAS=1
+# TFX 1.16 needs Keras 2 (tf_keras) in every step and every Dataflow worker.
+ENV TF_USE_LEGACY_KERAS=1

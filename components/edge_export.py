@@ -24,6 +24,7 @@ from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 from tfx.utils import io_utils, path_utils
 
 from contract.config import EdgeConfig, FeaturesConfig, section_from_dict
+from edge import export
 
 REPORT_FILE = "edge_export.json"
 
@@ -59,8 +60,6 @@ class EdgeExportExecutor(base_executor.BaseExecutor):
 
     def Do(self, input_dict: Dict[str, List[types.Artifact]], output_dict: Dict[str, List[types.Artifact]],
            exec_properties: Dict[str, Any]) -> None:
-        from edge import export
-
         output = artifact_utils.get_single_instance(output_dict["edge_model"])
         blessing = artifact_utils.get_single_instance(input_dict["model_blessing"])
         if not model_utils.is_model_blessed(blessing):

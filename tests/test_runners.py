@@ -12,7 +12,7 @@ import socket
 
 import pytest
 
-from contract.config import load_config
+from contract.config import REPO_ROOT, load_config
 from contract.errors import ConfigError
 from runners import kubeflow_v2
 from runners.__main__ import main
@@ -237,3 +237,75 @@ def test_beam_runner_pushes_a_model(tmp_path, small_sample, mode, workers):
     summary = read_run(open_metadata(config.metadata_path), config.pipeline_name)
     assert summary.pushed, out.getvalue()
     assert os.listdir(config.model_serving_dir)
+
+
+# --- The production image ---------------------------------------------------------------------------------------
+
+def _image_imports(compiled) -> list:
+    """Every `module:Class` executor and every module-file module the compiled pipeline makes a step import."""
+    _, job, wheels = compiled
+    names = set()
+    for executor in job["pipelineSpec"]["deploymentSpec"]["executors"].values():
+        args = executor.get("container", {}).get("args", [])
+        if "--executor_class_path" in args:
+            module, _, cls = args[args.index("--executor_class_path") + 1].rpartition(".")
+            names.add(f"{module}:{cls}")
+    tasks = job["pipelineSpec"]["root"]["dag"]["tasks"]
+    for task in ("Transform", "Tuner", "Trainer"):  # `preprocessing@<wheel>`: the step installs the wheel
+        names.add(tasks[task]["inputs"]["parameters"]["module_path"]["runtimeValue"]["constant"].split("@")[0])
+    return sorted(names)
+
+
+def _image(dockerfile: str, tmp_path, wheels: str):
+    from tests.image import image_python_path, install
+
+    root = str(tmp_path / "image")
+    path = image_python_path(dockerfile, REPO_ROOT, root)
+    for wheel in os.listdir(wheels):  # what each module-file step pip-installs at run time
+        install(os.path.join(wheels, wheel), os.path.join(root, "module-wheels"))
+    return root, path + [os.path.join(root, "module-wheels")]
+
+
+# The image as it was before the project became a package: five folders on PYTHONPATH.
+FOLDERS_ON_PYTHONPATH = """
+FROM tensorflow/tfx:1.16.0
+WORKDIR /pipeline
+COPY pipeline/ pipeline/
+COPY components/ components/
+COPY schemas/ schemas/
+COPY models/ models/
+COPY runners/ runners/
+ENV PYTHONPATH=/pipeline
+"""
+
+
+def _own(names) -> list:
+    """Top-level names that are this project's: its packages and the module files' modules."""
+    from importlib.metadata import distribution
+
+    packages = {line.split("/")[0] for line in distribution("tfx-edge-pipeline").read_text("top_level.txt").split()}
+    return sorted(packages | {n.split(":")[0] for n in names if "." not in n.split(":")[0]})
+
+
+@pytest.mark.slow
+def test_the_image_imports_every_executor_the_compiled_pipeline_names(compiled, tmp_path):
+    from tests.image import import_in_image
+
+    names = _image_imports(compiled)
+    ours = [n for n in names if n.split(".")[0].split(":")[0] in ("components", "preprocessing", "model", "tuning")]
+    assert len(ours) == 6, names  # AnomalyGate, Pusher, EdgeExport executors + the three module files
+    with open(os.path.join(REPO_ROOT, "Dockerfile"), encoding="utf-8") as f:
+        root, path = _image(f.read(), tmp_path, compiled[2])
+    assert import_in_image(names, path, root, _own(names)) == {}
+
+
+@pytest.mark.slow
+def test_the_image_check_fails_on_an_image_that_lacks_packages(compiled, tmp_path):
+    from tests.image import import_in_image
+
+    names = _image_imports(compiled)
+    root, path = _image(FOLDERS_ON_PYTHONPATH, tmp_path, compiled[2])
+    failures = import_in_image(names, path, root, _own(names))
+    for executor in ("components.anomaly_gate:Executor", "components.edge_export:EdgeExportExecutor",
+                     "components.serving_pusher:ServingPusherExecutor"):
+        assert "No module named" in failures.get(executor, ""), failures

@@ -1,0 +1,62 @@
+"""The architecture holds: layers import one way (import-linter), public helpers are public, notebooks use the package."""
+
+import ast
+import glob
+import json
+import os
+import subprocess
+import sys
+
+from contract.config import REPO_ROOT
+
+PACKAGES = ("contract", "schemas", "models", "training", "validation", "edge", "components", "pipeline", "serving",
+            "reports", "runners")
+
+
+def test_import_contracts_hold():
+    """.importlinter: the layer order, a TensorFlow-free contract and device runtime, a light gRPC client."""
+    lint = os.path.join(os.path.dirname(sys.executable), "lint-imports")
+    result = subprocess.run([lint, "--config", os.path.join(REPO_ROOT, ".importlinter"), "--no-cache"],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "BROKEN" not in result.stdout and "0 broken" in result.stdout
+
+
+def _sources(folders=PACKAGES + ("tests", "bench")):
+    for folder in folders:
+        yield from glob.glob(os.path.join(REPO_ROOT, folder, "**", "*.py"), recursive=True)
+
+
+def test_no_module_imports_another_modules_private_names():
+    offenders = []
+    for path in _sources():
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read(), path)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in PACKAGES:
+                offenders += [f"{os.path.relpath(path, REPO_ROOT)}:{node.lineno} {node.module}.{a.name}"
+                              for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+    assert not offenders, offenders
+
+
+def test_notebooks_import_the_package_not_test_helpers_or_paths():
+    for path in glob.glob(os.path.join(REPO_ROOT, "notebooks", "*.ipynb")):
+        with open(path, encoding="utf-8") as f:
+            code = "\n".join("".join(c["source"]) for c in json.load(f)["cells"] if c["cell_type"] == "code")
+        assert "from tests" not in code and "import tests" not in code, path
+        assert "sys.path" not in code and "TF_USE_LEGACY_KERAS" not in code, path
+
+
+def test_no_module_edits_the_import_path_or_sets_keras_at_import():
+    """The package is installed (pip install -e .); entry points call contract.cli.prepare()."""
+    offenders = []
+    for path in _sources(PACKAGES + ("bench",)):
+        if path.endswith(os.path.join("contract", "cli.py")):
+            continue
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        for needle in ("sys.path.insert", "sys.path.append", 'environ["PYTHONPATH"]', "PYTHONPATH=",
+                       'setdefault("TF_USE_LEGACY_KERAS"'):
+            if needle in text:
+                offenders.append(f"{os.path.relpath(path, REPO_ROOT)}: {needle}")
+    assert not offenders, offenders
