@@ -27,6 +27,7 @@ from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 from tfx.utils import io_utils
 
+from components.span_window import span_of
 from contract.errors import DataValidationFailed
 from validation import checks
 from validation.report import GatePolicy, Report, findings_from_anomalies
@@ -62,13 +63,6 @@ def previous_span_files(span_pattern: str, current_span: int) -> Tuple[Optional[
     return previous, sorted(spans[previous])
 
 
-def data_span(examples: types.Artifact) -> int:
-    """ImportExampleGen records the span as a custom property (StatisticsGen's copy of it stays 0)."""
-    if "span" in examples.mlmd_artifact.custom_properties:
-        return examples.get_int_custom_property("span")
-    return examples.span if examples.has_property("span") else 0
-
-
 class Executor(base_executor.BaseExecutor):
 
     def Do(self, input_dict: Dict[str, List[types.Artifact]], output_dict: Dict[str, List[types.Artifact]],
@@ -78,7 +72,7 @@ class Executor(base_executor.BaseExecutor):
         schema = io_utils.SchemaReader().read(
             io_utils.get_only_uri_in_dir(artifact_utils.get_single_uri(input_dict["schema"])))
         policy = GatePolicy(exec_properties["fail_severity"], tuple(json.loads(exec_properties["allow_anomalies"])))
-        span = data_span(artifact_utils.get_single_instance(input_dict["examples"]))
+        span = span_of(artifact_utils.get_single_instance(input_dict["examples"]))
         report = Report(f"Anomaly gate (data span {span})")
 
         splits = artifact_utils.decode_split_names(anomalies_artifact.split_names)

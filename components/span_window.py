@@ -16,6 +16,7 @@ SPAN_PROPERTY = "span"  # what ExampleGen records on every Examples artifact
 
 
 def span_of(artifact: types.Artifact) -> int:
+    """The span of an Examples artifact: ImportExampleGen records it as a custom property (0 without spans)."""
     if artifact.has_custom_property(SPAN_PROPERTY):
         value = artifact.get_custom_property(SPAN_PROPERTY)
         return int(value)

@@ -3,6 +3,7 @@
 import os
 
 import pytest
+import yaml
 
 from contract.config import PipelineConfig, load_config
 from contract.errors import ConfigError
@@ -57,8 +58,15 @@ def test_missing_config_file_is_named(tmp_path):
 
 def test_checked_in_example_config_loads():
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    config = load_config(os.path.join(here, "pipeline", "configs", "default.yaml"))
+    path = os.path.join(here, "pipeline", "configs", "default.yaml")
+    config = load_config(path)
     assert config.to_dict() == PipelineConfig().to_dict()
+    # Every section and every setting in it is written out, not only those whose default matches.
+    with open(path, encoding="utf-8") as f:
+        listed = yaml.safe_load(f)
+    for section, values in PipelineConfig().to_dict().items():
+        if isinstance(values, dict):
+            assert sorted(listed.get(section) or {}) == sorted(values), section
 
 
 def test_remote_paths_are_kept_as_they_are():
