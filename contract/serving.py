@@ -11,6 +11,13 @@ SERVING_SIGNATURE = "serving_default"  # serialized raw tf.Examples -> PREDICTIO
 TRANSFORM_SIGNATURE = "transform_features"  # serialized tf.Examples -> transformed features (TFMA's label)
 EXAMPLES_INPUT = "examples"  # the input tensor of both: a [batch] string tensor of serialized tf.Examples
 PREDICTION_KEY = "probabilities"  # serving_default's output: [batch, 1] probability of the positive class
+# TF Serving's Classify API: serialized tf.Examples in `inputs`, `classes` + `scores` [batch, classes] out.
+CLASSIFY_SIGNATURE = "classify"
+CLASSIFY_INPUTS = "inputs"
+CLASSIFY_CLASSES = "classes"
+CLASSIFY_SCORES = "scores"
+# Class labels of the binary task in the classify signature, as tf.estimator's classifiers exported them.
+BINARY_CLASS_LABELS = ("0", "1")
 
 # TF Serving's signature method names (SignatureDef.method_name), as its Classify/Regress/Predict APIs check them.
 PREDICT_METHOD = "tensorflow/serving/predict"
