@@ -55,7 +55,8 @@ $(STAMP): requirements.txt requirements.lock pyproject.toml
 	@$(PY) -m pip install --quiet --upgrade pip==26.3
 	@$(PY) -m pip install --quiet -r requirements.txt -c requirements.lock
 	@# The project itself, editable: `tfx-edge` and `python -m <package>` run this checkout.
-	@$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	@$(PY) -m pip install --quiet --no-deps --no-build-isolation -e . > $(VENV)/install-project.log 2>&1 \
+	  || { cat $(VENV)/install-project.log; exit 1; }
 	@rm -f $(VENV)/.installed-*
 	@touch $(STAMP)
 	@echo "setup: done"

@@ -1,0 +1,1 @@
+"""Custom TFX components: the steps the stock components do not cover."""

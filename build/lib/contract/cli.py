@@ -1,0 +1,77 @@
+"""The prologue every command line shares: a quiet start, `--config/--set`, and one way to report a bad setting.
+
+Each CLI's `main` is decorated with `@command` (a ConfigError becomes one
+`error: ...` line and exit status 2), calls `prepare()` before anything imports
+TensorFlow, and builds its settings with `add_settings_arguments` + `load_settings`.
+"""
+
+import argparse
+import functools
+import logging
+import os
+import signal
+import sys
+from typing import Callable, List, Optional
+
+from contract.config import PipelineConfig, load_config
+from contract.errors import ConfigError
+
+
+def prepare(tensorflow_log_level: str = "3") -> None:
+    """Sets up the process before TensorFlow is first imported.
+
+    - TFX 1.16 needs Keras 2: `TF_USE_LEGACY_KERAS=1` makes `tf.keras` tf_keras.
+    - TensorFlow's C++ start-up lines (CUDA factory registrations on a machine
+      without GPUs) are not output: level 3 hides them unless TF_CPP_MIN_LOG_LEVEL
+      is set. The pipeline runner passes "2", because it sends fd 2 to the run log.
+    - Python warnings (google.api_core's FutureWarnings at import) go to the
+      logging system, and logging goes nowhere until a command attaches a log file.
+    """
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", tensorflow_log_level)
+    logging.captureWarnings(True)
+    root = logging.getLogger()
+    if not root.handlers:
+        root.addHandler(logging.NullHandler())
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `... | head` ends quietly
+
+
+def log_to_file(config: PipelineConfig, command: str) -> str:
+    """Sends library logging (TensorFlow, TFX, Beam, warnings) of this command to `<log_dir>/<command>.log`."""
+    os.makedirs(config.log_dir, exist_ok=True)
+    path = os.path.join(config.log_dir, f"{command}.log")
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, logging.NullHandler)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    return path
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE",
+                        help="YAML file with settings; any subset of pipeline/configs/default.yaml")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one setting after --config, e.g. --set training.train_steps=500 (repeatable)")
+
+
+def load_settings(args: argparse.Namespace) -> PipelineConfig:
+    """Defaults, then --config, then each --set; a ConfigError names the setting."""
+    return load_config(getattr(args, "config", None), getattr(args, "set", []))
+
+
+def command(main: Callable[[Optional[List[str]]], int]) -> Callable[[Optional[List[str]]], int]:
+    """Wraps a CLI's `main(argv) -> status`: a ConfigError becomes `error: ...` on stderr and status 2."""
+
+    @functools.wraps(main)
+    def wrapper(argv: Optional[List[str]] = None) -> int:
+        try:
+            return main(argv)
+        except ConfigError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+
+    return wrapper

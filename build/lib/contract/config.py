@@ -1,0 +1,593 @@
+"""Pipeline configuration: one dataclass tree, loaded from YAML, overridable on the command line.
+
+Defaults run the bundled Chicago taxi data with no file at all. A YAML file
+(`--config FILE`) overrides any subset; `--set section.key=value` overrides a
+single value last. Every runner, component, module file, test and benchmark
+uses these classes: a component receives its section as a dict (custom_config
+or an exec property) and rebuilds it with `section_from_dict`, so each setting
+has exactly one definition and one default. Importing this module costs no
+TensorFlow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Dict, List, Optional, Sequence, Type, TypeVar
+
+import yaml
+
+from contract.errors import ConfigError
+
+# The directory holding the project's packages: the checkout with `pip install -e .`, site-packages
+# (or the image's /pipeline) otherwise. schemas/ is installed beside contract/.
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_SCHEMA = os.path.join(REPO_ROOT, "schemas", "taxi", "schema.pbtxt")
+STRATEGIES = ("default", "mirrored", "parameter_server")
+SEVERITIES = ("WARNING", "ERROR")
+
+
+def is_remote(path: str) -> bool:
+    """gs://, s3:// and the like: read by TFX's filesystem layer, never made absolute locally."""
+    return "://" in path
+
+
+@dataclass
+class DataConfig:
+    """Where the TFRecords come from and how they split into train and eval.
+
+    `input_base` empty means the Chicago taxi TFRecords shipped inside the tfx
+    wheel. With `train_pattern`/`eval_pattern` set, each pattern (relative to
+    `input_base`) is one split. With only `pattern` set, one set of files is
+    hash-split by `hash_buckets` (e.g. [4, 1] for 80/20).
+    """
+
+    input_base: str = ""
+    train_pattern: str = "Split-train/*"
+    eval_pattern: str = "Split-eval/*"
+    pattern: str = ""
+    hash_buckets: List[int] = field(default_factory=lambda: [4, 1])
+    # With `{SPAN}` in the patterns each run ingests the latest span; Transform, Tuner and Trainer then
+    # learn from the `span_window` latest spans ingested so far (1 = the latest only). The gate, the
+    # Evaluator and the edge export's accuracy check look at the latest span.
+    span_window: int = 1
+
+
+@dataclass
+class FeaturesConfig:
+    """Which raw columns play which role, and the label rule: the one feature spec.
+
+    Transform, the Keras model and its signatures, the Tuner, the edge export and
+    the clients all read it (module files get it back from `custom_config` with
+    `section_from_dict`). Defaults are the bundled Chicago taxi data.
+
+    numeric: signed log1p, then z-score.
+    bucketized: quantile buckets (`bucket_count`), one-hot encoded.
+    categorical: strings or integer codes; vocabulary of the `vocab_top_k` most
+        frequent values plus OOV buckets, one-hot encoded.
+    label: positive when `label_column > label_threshold * label_relative_to`
+        (or `> label_threshold` when `label_relative_to` is empty), computed in
+        float32. The label column is never a model input and is absent at serving.
+    """
+
+    # Heavy-tailed amounts: a handful of $1000 fares would otherwise set the scale.
+    numeric: List[str] = field(default_factory=lambda: ["trip_miles", "fare", "trip_seconds"])
+    bucketized: List[str] = field(default_factory=lambda: [
+        "pickup_latitude", "pickup_longitude", "dropoff_latitude", "dropoff_longitude"])
+    # pickup_census_tract is left out: 1 of 9,909 training examples has it and the eval split has none.
+    # trip_start_timestamp is decomposed into hour/day/month.
+    categorical: List[str] = field(default_factory=lambda: [
+        "payment_type", "company", "trip_start_hour", "trip_start_day", "trip_start_month",
+        "dropoff_census_tract", "pickup_community_area", "dropoff_community_area"])
+    label_column: str = "tips"
+    label_threshold: float = 0.2
+    label_relative_to: str = "fare"
+    bucket_count: int = 10
+    vocab_top_k: int = 100
+
+    # Name of the label after Transform: what the model and TFMA see.
+    LABEL_KEY: ClassVar[str] = "big_tipper"
+
+    def check(self) -> None:
+        """Raises ConfigError on roles that cannot train: none, overlapping, or the label as an input."""
+        inputs = self.raw_input_features
+        if not inputs:
+            raise ConfigError("features: no input features configured (features.numeric, .bucketized, .categorical)")
+        duplicated = sorted({k for k in inputs if inputs.count(k) > 1})
+        if duplicated:
+            raise ConfigError(f"features: {duplicated} appear in more than one role")
+        if self.label_column in inputs:
+            raise ConfigError(
+                f"features: the label column {self.label_column!r} is also an input; "
+                "remove it from the input lists (it would leak the label)")
+        if self.bucket_count < 2 or self.vocab_top_k < 1:
+            raise ConfigError("features: bucket_count must be >= 2 and vocab_top_k >= 1")
+
+    @property
+    def raw_input_features(self) -> List[str]:
+        return list(self.numeric) + list(self.bucketized) + list(self.categorical)
+
+    @property
+    def label_key(self) -> str:
+        return self.LABEL_KEY
+
+    @property
+    def label_only_columns(self) -> List[str]:
+        """Raw columns that exist only in training data and must not be parsed at serving."""
+        return [self.label_column]
+
+    def label(self, label_values, relative_values=None):
+        """The label rule on numpy values, in float32 exactly as Transform computes it.
+
+        float64 would flip examples that sit on the boundary (a $1.00 tip on a $5.00 fare).
+        """
+        import numpy as np
+
+        column = np.asarray(label_values, dtype=np.float32)
+        bound = np.float32(self.label_threshold)
+        if self.label_relative_to:
+            bound = bound * np.asarray(relative_values, dtype=np.float32)
+        return (column > bound).astype(np.int64)
+
+
+@dataclass
+class TrainingConfig:
+    # ~13 passes over the 9,909 taxi training examples; more overfits the one-hot features.
+    train_steps: int = 1000
+    eval_steps: int = 200
+    batch_size: int = 128  # per replica: mirrored training's global batch is this x replicas
+    # default | mirrored | parameter_server (training/strategies.py; README "Distributed training")
+    strategy: str = "default"
+    logical_cpu_devices: int = 2  # mirrored without GPUs: replicas made by splitting the CPU
+    parameter_servers: int = 1  # parameter_server without TF_CONFIG: the local cluster's size
+    workers: int = 2
+    steps_per_execution: int = 10  # parameter_server: steps a worker runs per round trip
+    # BackupAndRestore checkpoint interval; a re-run after a kill resumes from the last one. 0 = off.
+    checkpoint_every_steps: int = 100
+
+
+@dataclass
+class TunerConfig:
+    """KerasTuner search run before training; its best hyper-parameters feed the Trainer."""
+
+    enabled: bool = True
+    algorithm: str = "random"  # random | hyperband | bayesian
+    max_trials: int = 4
+    train_steps: int = 500
+    eval_steps: int = 100
+
+
+@dataclass
+class EvaluatorConfig:
+    """Blessing rules, applied to the overall slice; other slices are reported only."""
+
+    min_auc: float = 0.85
+    min_binary_accuracy: float = 0.75
+    # The candidate may not be worse than the last blessed model by more than this.
+    max_auc_drop: float = 0.0
+    slice_features: List[str] = field(default_factory=lambda: ["payment_type", "trip_start_hour"])
+
+
+@dataclass
+class ValidationConfig:
+    """The anomaly gate after ExampleValidator (components/anomaly_gate.py) and `python -m validation`.
+
+    Skew and drift thresholds are not here: they are per feature in the schema file.
+    """
+
+    fail_severity: str = "ERROR"  # anomalies at or above this stop the run: WARNING | ERROR
+    # Anomalies tolerated: "TYPE" for every feature or "feature:TYPE". The bundled eval split has one
+    # 1,710-mile trip (schema max 1,000): reported as tolerated, not hidden by a looser schema.
+    allow_anomalies: List[str] = field(default_factory=lambda: ["trip_miles:FLOAT_TYPE_BIG_FLOAT"])
+    skew: bool = True  # compare the train split with serving traffic (serving_data)
+    # Glob of tf.Example TFRecords of serving traffic. "" = the request logs under
+    # <output_dir>/request_logs/<model_name>/ when there are any, else the bundled `unlabelled` split.
+    serving_data: str = ""
+    drift: bool = True  # with `{SPAN}` patterns: compare the current span with the previous one
+
+
+@dataclass
+class EdgeConfig:
+    """Full-int8 TFLite export of the blessed model for Coral Edge TPU / Raspberry Pi (components/edge_export.py)."""
+
+    enabled: bool = True
+    edge_dir: str = ""  # default <output_dir>/edge; versions go to <edge_dir>/<model_name>/<version>/
+    # Push only when the int8 model's AUC is at most this much below the SavedModel's on the eval split.
+    max_auc_drop: float = 0.005
+    io_type: str = "int8"  # int8 | uint8: the integer type of the model's input and output tensors
+    # Transformed training examples that calibrate the int8 ranges (the converter's representative dataset).
+    representative_examples: int = 1000
+    # Numeric inputs are clipped to the [q, 1-q] quantiles of the training data; 0 = its min/max.
+    clip_quantile: float = 0.0
+
+
+@dataclass
+class BeamConfig:
+    direct_running_mode: str = "in_memory"  # in_memory | multi_processing
+    direct_num_workers: int = 0  # 0 = one per core (multi_processing only)
+
+
+@dataclass
+class GcpConfig:
+    """Google Cloud settings shared by the Dataflow and Vertex AI runners; local runs ignore them."""
+
+    project: str = ""
+    region: str = ""
+    # This project's image, built from ./Dockerfile (e.g. us-docker.pkg.dev/PROJECT/REPO/taxi:TAG).
+    # Vertex AI runs every step in it and Dataflow workers use it, so both can import models/.
+    image: str = ""
+    service_account: str = ""  # empty: the project's default compute service account
+
+
+@dataclass
+class DataflowConfig:
+    """Beam on Dataflow for ExampleGen, StatisticsGen, Transform and Evaluator."""
+
+    temp_location: str = ""  # gs:// path; required
+    staging_location: str = ""  # empty: <temp_location>/staging
+    machine_type: str = "n1-standard-4"
+    max_num_workers: int = 4
+    disk_size_gb: int = 50
+
+
+@dataclass
+class KubeflowConfig:
+    """Compiling for Vertex AI Pipelines / KFP v2 (`python -m runners compile`).
+
+    Steps run in `gcp.image`, so pipeline_root, serving_dir and data.input_base
+    must then be gs:// paths.
+    """
+
+    display_name: str = ""  # empty: pipeline_name
+    # Run the Beam steps on Dataflow (dataflow.* settings) instead of inside each step's container.
+    use_dataflow: bool = False
+    # Where the Dockerfile copies this repository; the steps read repository files (schema_file) there.
+    image_project_dir: str = "/pipeline"
+
+
+@dataclass
+class ServingConfig:
+    """Online serving (`python -m serving`): the local gRPC server, the files for TF Serving, the clients."""
+
+    host: str = "127.0.0.1"  # loopback by default; 0.0.0.0 exposes the server to the network
+    port: int = 8500  # TF Serving's gRPC port
+    # How often the server re-reads models.config and rescans the model base path (TF Serving's
+    # --file_system_poll_wait_seconds and --model_config_file_poll_wait_seconds).
+    poll_interval_seconds: float = 2.0
+    enable_batching: bool = True
+    max_batch_size: int = 64  # examples per merged model call; larger single requests are refused
+    # How long a batch waits for more requests. 0: a batch is whatever queued while the previous
+    # call ran, so a lone request never waits and batches still form under load (bench/serving_latency.py).
+    batch_timeout_micros: int = 0
+    num_batch_threads: int = 1  # model calls at once; more only helps with more cores than clients use
+    warmup_requests: int = 6  # PredictionLog records the Pusher writes from real eval examples
+    request_log_sample_rate: float = 0.01  # fraction of Predict requests logged for the skew check
+    request_log_dir: str = ""  # default: <output_dir>/request_logs; files land in <dir>/<model_name>/
+    tf_serving_image: str = "tensorflow/serving:2.16.1"  # matches tensorflow-serving-api
+
+
+@dataclass
+class VertexConfig:
+    """Trainer and Tuner as Vertex AI custom jobs (tfx.extensions.google_cloud_ai_platform).
+
+    Worker pools follow training.strategy: the chief alone for default and
+    mirrored; chief + `training.workers` workers + `training.parameter_servers`
+    ps for parameter_server. Vertex AI sets TF_CONFIG in each replica, so the
+    same run_fn joins that cluster. Uses gcp.project, gcp.region and gcp.image.
+    """
+
+    enabled: bool = False
+    machine_type: str = "n1-standard-8"  # chief and workers
+    accelerator_type: str = ""  # e.g. NVIDIA_TESLA_T4: mirrored training then uses every GPU of the chief
+    accelerator_count: int = 0
+    ps_machine_type: str = "n1-highmem-4"
+
+
+@dataclass
+class PipelineConfig:
+    pipeline_name: str = "taxi"
+    model_name: str = "taxi"
+    # Everything a run writes lives under output_dir unless overridden below.
+    output_dir: str = "outputs"  # relative to the directory the command runs in
+    pipeline_root: str = ""
+    metadata_path: str = ""
+    serving_dir: str = ""
+    log_dir: str = ""
+    schema_file: str = DEFAULT_SCHEMA
+    enable_cache: bool = True
+    data: DataConfig = field(default_factory=DataConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    tuner: TunerConfig = field(default_factory=TunerConfig)
+    evaluator: EvaluatorConfig = field(default_factory=EvaluatorConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    edge: EdgeConfig = field(default_factory=EdgeConfig)
+    beam: BeamConfig = field(default_factory=BeamConfig)
+    gcp: GcpConfig = field(default_factory=GcpConfig)
+    dataflow: DataflowConfig = field(default_factory=DataflowConfig)
+    kubeflow: KubeflowConfig = field(default_factory=KubeflowConfig)
+    serving: ServingConfig = field(default_factory=ServingConfig)
+    vertex: VertexConfig = field(default_factory=VertexConfig)
+
+    def __post_init__(self):
+        # gs:// (and other remote) paths are joined as they are; local ones made absolute.
+        out = self.output_dir if is_remote(self.output_dir) else os.path.abspath(self.output_dir)
+        self.output_dir = out
+        self.pipeline_root = self.pipeline_root or os.path.join(out, "pipeline_root")
+        self.metadata_path = self.metadata_path or os.path.join(out, "metadata.sqlite")
+        self.serving_dir = self.serving_dir or os.path.join(out, "serving")
+        self.log_dir = self.log_dir or os.path.join(out, "logs")
+        self.edge.edge_dir = self.edge.edge_dir or os.path.join(out, "edge")
+        self.serving.request_log_dir = self.serving.request_log_dir or os.path.join(out, "request_logs")
+
+    @property
+    def model_edge_dir(self) -> str:
+        """`<edge.edge_dir>/<model_name>`: where edge versions are pushed."""
+        return os.path.join(self.edge.edge_dir, self.model_name)
+
+    @property
+    def models_config_path(self) -> str:
+        """`<serving_dir>/models.config`: the ModelServerConfig read by TF Serving and the local server."""
+        return os.path.join(self.serving_dir, "models.config")
+
+    @property
+    def model_request_log_dir(self) -> str:
+        """`<request_log_dir>/<model_name>`: sampled request logs, read by the skew check."""
+        return os.path.join(self.serving.request_log_dir, self.model_name)
+
+    @property
+    def model_serving_dir(self) -> str:
+        """`<serving_dir>/<model_name>`: TF Serving's model base path."""
+        return os.path.join(self.serving_dir, self.model_name)
+
+    @property
+    def input_base(self) -> str:
+        """`data.input_base` made absolute, or the bundled taxi TFRecords when it is empty."""
+        base = self.data.input_base
+        if not base:
+            return bundled_taxi_root()
+        return base if is_remote(base) else os.path.abspath(base)
+
+    @property
+    def split_patterns(self) -> Dict[str, str]:
+        """ExampleGen split name -> file pattern relative to `input_base`."""
+        if self.data.pattern:
+            return {"single_split": self.data.pattern}
+        return {"train": self.data.train_pattern, "eval": self.data.eval_pattern}
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def bundled_taxi_root() -> str:
+    """The Chicago taxi TFRecords shipped inside the installed tfx wheel (never downloaded).
+
+    Found without importing tfx, which would start TensorFlow.
+    """
+    import importlib.util
+
+    found = importlib.util.find_spec("tfx")
+    tfx_dir = os.path.dirname(found.origin) if found and found.origin else ""
+    root = os.path.join(tfx_dir, "components", "testdata", "csv_example_gen")
+    if not os.path.isdir(root):
+        raise ConfigError(
+            f"the bundled taxi data is missing from the tfx package at {root}; "
+            "reinstall with `make setup` (tfx==1.16.0 ships it)")
+    return root
+
+
+Section = TypeVar("Section")
+
+
+def section_from_dict(cls: Type[Section], values: Optional[Dict[str, Any]]) -> Section:
+    """Rebuilds a configuration section from the dict a component received (custom_config, exec property).
+
+    Unknown keys are an error, not silently dropped: they mean the sender and
+    this code disagree about the section.
+    """
+    values = dict(values or {})
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(f"{cls.__name__}: unknown settings {unknown}; known: {sorted(names)}")
+    return cls(**values)
+
+
+def section_to_dict(section: Any, *names: str) -> Dict[str, Any]:
+    """A section as a plain dict (all fields, or only `names`), for custom_config and exec properties."""
+    values = dataclasses.asdict(section)
+    return {k: values[k] for k in names} if names else values
+
+
+def check_gate_policy(fail_severity: str, allow_anomalies: Sequence[str]) -> None:
+    """`validation.fail_severity` and `validation.allow_anomalies` name real TFDV severities and anomaly types."""
+    from tensorflow_metadata.proto.v0 import anomalies_pb2  # protobuf only, no TensorFlow
+
+    if fail_severity not in SEVERITIES:
+        raise ConfigError(f"validation.fail_severity must be one of {', '.join(SEVERITIES)}, not {fail_severity!r}")
+    known = set(anomalies_pb2.AnomalyInfo.Type.keys())
+    for entry in allow_anomalies:
+        anomaly_type = entry.split(":")[-1]
+        if anomaly_type not in known:
+            raise ConfigError(f"validation.allow_anomalies: {anomaly_type!r} (in {entry!r}) is not a TFDV "
+                              "anomaly type, e.g. ENUM_TYPE_UNEXPECTED_STRING_VALUES or FLOAT_TYPE_BIG_FLOAT")
+
+
+def _coerce(value: Any, current: Any, where: str) -> Any:
+    """Converts a YAML or command-line value to the type of the field's default."""
+    if isinstance(current, bool):
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in ("true", "1", "yes"):
+            return True
+        if str(value).lower() in ("false", "0", "no"):
+            return False
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if isinstance(current, (int, float)):
+        try:
+            return type(current)(value)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"{where}: expected a {type(current).__name__}, got {value!r}") from None
+    if isinstance(current, list):
+        if isinstance(value, str):
+            value = yaml.safe_load(value) if value.startswith("[") else [
+                v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return value
+    return "" if value is None else str(value)
+
+
+def _apply(obj: Any, values: Dict[str, Any], prefix: str = "") -> None:
+    names = {f.name for f in dataclasses.fields(obj)}
+    for key, value in values.items():
+        where = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(
+                f"unknown setting {where!r}; known settings here: {', '.join(sorted(names))}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: expected a mapping of settings, got {value!r}")
+            _apply(current, value, where + ".")
+        else:
+            setattr(obj, key, _coerce(value, current, where))
+
+
+def _parse_override_value(raw: str) -> Any:
+    """YAML scalars and lists (`500`, `true`, `[4, 1]`); anything else, like a glob, as text."""
+    if not raw.strip():
+        return ""
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def load_config(path: Optional[str] = None, overrides: Optional[List[str]] = None) -> PipelineConfig:
+    """Builds the configuration: defaults, then the YAML file, then `key.sub=value` overrides."""
+    values: Dict[str, Any] = {}
+    if path:
+        if not os.path.exists(path):
+            raise ConfigError(f"config file {path} does not exist")
+        with open(path, encoding="utf-8") as f:
+            loaded = yaml.safe_load(f) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of settings")
+        values = loaded
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        dotted, raw = item.split("=", 1)
+        node = values
+        parts = dotted.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is a value, not a section")
+        node[parts[-1]] = _parse_override_value(raw)
+
+    base = {k: v for k, v in values.items() if not isinstance(v, dict)}
+    config = PipelineConfig()
+    _apply(config, values)
+    if "output_dir" in base:
+        # Derived paths follow a changed output_dir unless they were set explicitly.
+        for name in ("pipeline_root", "metadata_path", "serving_dir", "log_dir"):
+            if name not in base:
+                setattr(config, name, "")
+        if not (values.get("edge") or {}).get("edge_dir"):
+            config.edge.edge_dir = ""
+        if "request_log_dir" not in values.get("serving", {}):
+            config.serving.request_log_dir = ""
+    config.__post_init__()
+    validate(config)
+    return config
+
+
+def validate(config: PipelineConfig) -> None:
+    """Rejects settings that would only fail later, deep inside a component."""
+    if config.tuner.algorithm not in ("random", "hyperband", "bayesian"):
+        raise ConfigError(
+            f"tuner.algorithm: {config.tuner.algorithm!r} is not one of random, hyperband, bayesian")
+    if config.beam.direct_running_mode not in ("in_memory", "multi_processing", "multi_threading"):
+        raise ConfigError(
+            f"beam.direct_running_mode: {config.beam.direct_running_mode!r} is not one of "
+            "in_memory, multi_processing, multi_threading")
+    for name in ("train_steps", "eval_steps", "batch_size", "logical_cpu_devices", "parameter_servers", "workers",
+                 "steps_per_execution"):
+        if getattr(config.training, name) <= 0:
+            raise ConfigError(f"training.{name} must be positive")
+    if config.training.strategy not in STRATEGIES:
+        raise ConfigError(f"training.strategy: {config.training.strategy!r} is not one of {', '.join(STRATEGIES)}")
+    if config.training.checkpoint_every_steps < 0:
+        raise ConfigError("training.checkpoint_every_steps must be 0 (no checkpoints) or a positive number of steps")
+    if config.vertex.accelerator_count < 0 or bool(config.vertex.accelerator_type) != (
+            config.vertex.accelerator_count > 0):
+        raise ConfigError("vertex.accelerator_type and vertex.accelerator_count go together: set both "
+                          "(e.g. NVIDIA_TESLA_T4 and 1) or neither")
+    if config.beam.direct_num_workers < 0:
+        raise ConfigError("beam.direct_num_workers must be 0 (one per core) or a positive number")
+    for name in ("max_num_workers", "disk_size_gb"):
+        if getattr(config.dataflow, name) <= 0:
+            raise ConfigError(f"dataflow.{name} must be positive")
+    serving = config.serving
+    if not 0 < serving.port < 65536:
+        raise ConfigError(f"serving.port must be 1-65535, got {serving.port}")
+    for name in ("max_batch_size", "num_batch_threads", "poll_interval_seconds"):
+        if getattr(serving, name) <= 0:
+            raise ConfigError(f"serving.{name} must be positive")
+    if serving.batch_timeout_micros < 0:
+        raise ConfigError("serving.batch_timeout_micros must be 0 (no waiting) or positive")
+    if not 0.0 <= serving.request_log_sample_rate <= 1.0:
+        raise ConfigError("serving.request_log_sample_rate must be between 0 and 1")
+    if config.data.span_window < 1:
+        raise ConfigError("data.span_window must be 1 (the latest span) or more")
+    if config.data.span_window > 1 and "{SPAN}" not in (config.data.pattern or config.data.train_pattern):
+        raise ConfigError(f"data.span_window={config.data.span_window} needs span-partitioned input: put {{SPAN}} "
+                          "in data.train_pattern/eval_pattern (or data.pattern), e.g. 'span-{SPAN}/train/*'")
+    if not config.data.pattern and not (config.data.train_pattern and config.data.eval_pattern):
+        raise ConfigError("data: set either pattern (hash split) or both train_pattern and eval_pattern")
+    if config.data.pattern and (len(config.data.hash_buckets) < 2 or min(config.data.hash_buckets) <= 0):
+        raise ConfigError("data.hash_buckets needs two positive numbers, e.g. [4, 1] for train/eval")
+    if config.edge.io_type not in ("int8", "uint8"):
+        raise ConfigError(f"edge.io_type: {config.edge.io_type!r} is not one of int8, uint8")
+    if config.edge.representative_examples <= 0:
+        raise ConfigError("edge.representative_examples must be positive")
+    if not 0.0 <= config.edge.clip_quantile < 0.5:
+        raise ConfigError(f"edge.clip_quantile must be in [0, 0.5), got {config.edge.clip_quantile}")
+    config.features.check()
+    check_gate_policy(config.validation.fail_severity, config.validation.allow_anomalies)
+    if not os.path.exists(config.schema_file):
+        raise ConfigError(
+            f"schema_file {config.schema_file} does not exist; infer one with "
+            "`python -m schemas.infer --data-root DIR --out FILE`")
+
+
+def setting(config: PipelineConfig, dotted: str) -> Any:
+    """The value of `section.key` (or a top-level `key`)."""
+    value: Any = config
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def require(config: PipelineConfig, purpose: str, required: Sequence[str] = (),
+            gcs: Sequence[str] = ()) -> None:
+    """Fails, naming every missing setting at once, when `purpose` cannot run without them.
+
+    Cloud runners call this, not `load_config`, so local runs need none of their
+    settings. `gcs` settings must be gs:// paths: cloud workers cannot see this disk.
+    """
+    problems = [f"{name} is not set" for name in required if not setting(config, name)]
+    for name in gcs:
+        value = setting(config, name)
+        if not str(value).startswith("gs://"):
+            problems.append(f"{name} must be a gs:// path" + (f", not {value!r}" if value else " and is not set"))
+    if problems:
+        raise ConfigError(f"{purpose}: " + "; ".join(problems) +
+                          ". Set them in the --config file or with --set KEY=VALUE")

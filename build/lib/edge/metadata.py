@@ -1,0 +1,104 @@
+"""TFLite model metadata (tflite-support schema) for the exported edge models.
+
+Imports `tensorflow_lite_support.metadata` directly: importing the `tflite_support`
+package after TensorFlow crashes the process. The metadata makes the `.tflite`
+self-describing for any TFLite tool: name, version, what each input holds and how
+it was normalized, the vocabularies behind the one-hot input, the output's meaning,
+and the full raw-feature mapping as an associated file.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, List
+
+import flatbuffers
+from tensorflow_lite_support.metadata import metadata_schema_py_generated as schema
+from tensorflow_lite_support.metadata.python import metadata as tflite_metadata
+
+
+def _tensor(name: str, description: str, low: float = None, high: float = None) -> Any:
+    tensor = schema.TensorMetadataT()
+    tensor.name = name
+    tensor.description = description
+    tensor.content = schema.ContentT()
+    tensor.content.contentProperties = schema.FeaturePropertiesT()
+    tensor.content.contentPropertiesType = schema.ContentProperties.FeatureProperties
+    if low is not None:
+        tensor.stats = schema.StatsT()
+        tensor.stats.min, tensor.stats.max = [float(low)], [float(high)]
+    return tensor
+
+
+def _vocabulary_file(feature: str) -> str:
+    return f"vocabulary_{feature}.txt"
+
+
+def populate(model: bytes, input_order: List[str], mapping: Dict[str, Any], info: Dict[str, str]) -> bytes:
+    """`model` with metadata; `input_order` is the subgraph's input tensor order (names as in the mapping)."""
+    clip = mapping.get("clip", {})
+    numeric = {e["input"]: e for e in mapping["numeric"]}
+    one_hot = mapping["one_hot"]
+    inputs = []
+    for name in input_order:
+        if name in numeric:
+            e = numeric[name]
+            tensor = _tensor(
+                name, f"{e['feature']}: z = (sign(x)*log1p(|x|) - {e['mean']:.6g}) / {e['std']:.6g}, "
+                      f"clipped to the calibrated range", *clip.get(name, (None, None)))
+            # The z-score is applied before the model; recorded as the standard normalization unit.
+            unit = schema.ProcessUnitT()
+            unit.optionsType = schema.ProcessUnitOptions.NormalizationOptions
+            unit.options = schema.NormalizationOptionsT()
+            unit.options.mean, unit.options.std = [float(e["mean"])], [float(e["std"])]
+            tensor.processUnits = [unit]
+        else:
+            blocks = ", ".join(f"{f['feature']}[{f['offset']}:{f['offset'] + f['size']}]"
+                               for f in one_hot["features"])
+            tensor = _tensor(name, f"one-hot ids of bucketized and categorical features: {blocks}; "
+                                   "categorical ids index the associated vocabulary files, the id after "
+                                   "the last entry is out-of-vocabulary", 0.0, 1.0)
+            tensor.associatedFiles = []
+            for f in one_hot["features"]:
+                if f["kind"] == "categorical":
+                    vocabulary = schema.AssociatedFileT()
+                    vocabulary.name = _vocabulary_file(f["feature"])
+                    vocabulary.description = f"vocabulary of {f['feature']} (id = line number)"
+                    vocabulary.type = schema.AssociatedFileType.VOCABULARY
+                    tensor.associatedFiles.append(vocabulary)
+        inputs.append(tensor)
+    output = _tensor("probability", info["output"], 0.0, 1.0)
+
+    subgraph = schema.SubGraphMetadataT()
+    subgraph.inputTensorMetadata = inputs
+    subgraph.outputTensorMetadata = [output]
+    mapping_file = schema.AssociatedFileT()
+    mapping_file.name = "edge_mapping.json"
+    mapping_file.description = "raw feature -> input mapping used by the edge runtime (edge/encoder.py)"
+    mapping_file.type = schema.AssociatedFileType.DESCRIPTIONS
+    model_metadata = schema.ModelMetadataT()
+    model_metadata.name = info["name"]
+    model_metadata.version = info["version"]
+    model_metadata.description = info["description"]
+    model_metadata.author = info.get("author", "")
+    model_metadata.subgraphMetadata = [subgraph]
+    model_metadata.associatedFiles = [mapping_file]
+
+    builder = flatbuffers.Builder(0)
+    builder.Finish(model_metadata.Pack(builder), tflite_metadata.MetadataPopulator.METADATA_FILE_IDENTIFIER)
+    populator = tflite_metadata.MetadataPopulator.with_model_buffer(model)
+    populator.load_metadata_buffer(builder.Output())
+    files = {"edge_mapping.json": json.dumps(mapping, indent=1).encode("utf-8")}
+    for f in one_hot["features"]:
+        if f["kind"] == "categorical":
+            files[_vocabulary_file(f["feature"])] = "\n".join(f["vocabulary"]).encode("utf-8") + b"\n"
+    populator.load_associated_file_buffers(files)
+    populator.populate()
+    return populator.get_model_buffer()
+
+
+def read(model: bytes) -> Dict[str, Any]:
+    """The metadata as JSON (for tests and `python -m edge check`)."""
+    displayer = tflite_metadata.MetadataDisplayer.with_model_buffer(model)
+    return {"metadata": json.loads(displayer.get_metadata_json()),
+            "associated_files": sorted(displayer.get_packed_associated_file_list())}

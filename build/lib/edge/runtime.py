@@ -1,0 +1,183 @@
+"""The device runtime: a pushed edge version in, probabilities for raw records out.
+
+Depends on numpy and a TFLite interpreter only (`ai-edge-litert`, or `tflite-runtime`
+on 32-bit Raspberry Pi OS), never on TensorFlow. A version directory
+(`<edge_dir>/<model_name>/<version>/`) holds `manifest.json`, the mapping of raw
+features (`edge_mapping.json`) and the `.tflite` files the manifest lists.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import sys
+from typing import Any, Dict, Iterable, List, Mapping, Optional, TextIO
+
+import numpy as np
+
+from edge.encoder import FeatureEncoder
+
+MANIFEST = "manifest.json"
+EDGETPU_LIBRARY = "libedgetpu.so.1"
+
+
+def interpreter_module():
+    """`ai_edge_litert.interpreter` (LiteRT), else `tflite_runtime.interpreter`."""
+    try:
+        from ai_edge_litert import interpreter
+    except ImportError:
+        try:
+            from tflite_runtime import interpreter  # type: ignore[no-redef]
+        except ImportError:
+            raise ImportError(
+                "no TFLite interpreter: install one with `pip install -r edge/requirements.txt` "
+                "(ai-edge-litert, or tflite-runtime on 32-bit ARM)") from None
+    return interpreter
+
+
+def read_manifest(version_dir: str) -> Dict[str, Any]:
+    path = os.path.join(version_dir, MANIFEST)
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"{path} does not exist: pass an edge version directory (<edge_dir>/<model_name>/<version>) "
+            "or a model directory <edge_dir>/<model_name> to use its latest version")
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def resolve_version_dir(path: str) -> str:
+    """A version directory as given, or the latest numbered version under a model directory."""
+    if os.path.exists(os.path.join(path, MANIFEST)):
+        return path
+    versions = sorted(int(n) for n in os.listdir(path) if n.isdigit()) if os.path.isdir(path) else []
+    if not versions:
+        raise FileNotFoundError(f"{path} holds neither {MANIFEST} nor numbered edge versions")
+    return os.path.join(path, str(versions[-1]))
+
+
+class EdgeModel:
+    """One edge model loaded in the interpreter; `predict` takes raw feature records."""
+
+    def __init__(self, path: str, variant: str = "int8", edgetpu: bool = False, num_threads: int = 1,
+                 log: TextIO = sys.stderr):
+        self.version_dir = resolve_version_dir(path)
+        self.manifest = read_manifest(self.version_dir)
+        files = self.manifest["files"]
+        if variant not in files or variant == "mapping":
+            raise ValueError(f"variant {variant!r} is not in {self.version_dir}; choose one of "
+                             f"{sorted(k for k in files if k != 'mapping')}")
+        with open(os.path.join(self.version_dir, files["mapping"]["path"]), encoding="utf-8") as f:
+            self.encoder = FeatureEncoder(json.load(f))
+        self.model_path = os.path.join(self.version_dir, files[variant]["path"])
+        self.threshold = float(self.manifest.get("decision_threshold", 0.5))
+        self.device = "cpu"
+        module = interpreter_module()
+        delegates = []
+        if edgetpu:
+            compiled = self.model_path.replace(".tflite", "_edgetpu.tflite")
+            try:
+                # Probing with ctypes first: a failed load_delegate leaves a half-built object behind
+                # whose destructor prints a traceback.
+                ctypes.CDLL(EDGETPU_LIBRARY)
+                delegates = [module.load_delegate(EDGETPU_LIBRARY)]
+                if os.path.exists(compiled):
+                    self.model_path, self.device = compiled, "edgetpu"
+                else:
+                    log.write(f"edge: {compiled} not found (compile it with edgetpu_compiler, see README); "
+                              "the delegate is loaded but every op runs on the CPU\n")
+            except (ValueError, OSError) as error:
+                log.write(f"edge: Edge TPU delegate {EDGETPU_LIBRARY} could not be loaded ({error}); "
+                          "running on the CPU\n")
+                delegates = []
+        self.interpreter = module.Interpreter(model_path=self.model_path, experimental_delegates=delegates,
+                                              num_threads=num_threads)
+        self.interpreter.allocate_tensors()
+        self._bind()
+
+    def _bind(self) -> None:
+        signature = next(iter(self.interpreter.get_signature_list()))
+        runner = self.interpreter.get_signature_runner(signature)
+        inputs = runner.get_input_details()
+        missing = [n for n in self.encoder.input_names if n not in inputs]
+        if missing:
+            raise ValueError(f"{self.model_path}: inputs {missing} of the feature mapping are not in the "
+                             f"model (it has {sorted(inputs)}); the mapping and the model do not belong together")
+        # Per numeric input: tensor index, a reusable [1, 1] buffer, 1/scale, zero point, integer limits.
+        self._numeric = []
+        for name in self.encoder.input_names[:-1]:
+            detail = inputs[name]
+            scale, zero = detail["quantization"]
+            limits = (np.iinfo(detail["dtype"]).min, np.iinfo(detail["dtype"]).max) if scale else (0, 0)
+            self._numeric.append((detail["index"], np.zeros((1, 1), detail["dtype"]),
+                                  1.0 / scale if scale else 0.0, zero, *limits))
+        one_hot = inputs[self.encoder.one_hot_input]
+        self._one_hot_index, dtype = one_hot["index"], one_hot["dtype"]
+        scale, zero = one_hot["quantization"]
+        self._one_hot_values = (self._quantize(0.0, dtype, scale, zero), self._quantize(1.0, dtype, scale, zero))
+        self._one_hot = np.full((1, self.encoder.one_hot_size), self._one_hot_values[0], dtype=dtype)
+        output = next(iter(runner.get_output_details().values()))
+        self._output_index = output["index"]
+        self._output_scale, self._output_zero = output["quantization"]
+        self.input_type = np.dtype(dtype).name
+
+    @staticmethod
+    def _quantize(value: float, dtype, scale: float, zero: int):
+        if not scale:
+            return np.asarray(value, dtype=dtype)
+        info = np.iinfo(dtype)
+        return np.asarray(min(max(round(value / scale) + zero, info.min), info.max), dtype=dtype)
+
+    def predict_one(self, record: Mapping[str, Any]) -> float:
+        """Probability of the positive class for one raw record."""
+        numeric, hot = self.encoder.encode(record)
+        set_tensor = self.interpreter.set_tensor
+        for z, (index, buffer, inverse_scale, zero, low, high) in zip(numeric, self._numeric):
+            if inverse_scale:
+                q = round(z * inverse_scale) + zero
+                buffer[0, 0] = low if q < low else high if q > high else q
+            else:
+                buffer[0, 0] = z
+            set_tensor(index, buffer)
+        one_hot = self._one_hot
+        one_hot[0, hot] = self._one_hot_values[1]
+        set_tensor(self._one_hot_index, one_hot)
+        one_hot[0, hot] = self._one_hot_values[0]
+        self.interpreter.invoke()
+        out = float(self.interpreter.get_tensor(self._output_index).reshape(-1)[0])
+        return (out - self._output_zero) * self._output_scale if self._output_scale else out
+
+    def predict(self, records: Iterable[Mapping[str, Any]]) -> np.ndarray:
+        return np.array([self.predict_one(r) for r in records], dtype=np.float64)
+
+
+def read_records(path: str, limit: int = 0) -> List[Dict[str, Any]]:
+    """Raw records from JSON lines (`.jsonl`/`.json`) or CSV with a header (`.csv`); `-` is stdin."""
+    import csv
+
+    stream = sys.stdin if path == "-" else open(path, encoding="utf-8", newline="")
+    try:
+        first = stream.readline()
+        rest = stream
+        if first.lstrip().startswith("{"):
+            records = [json.loads(first)] + [json.loads(line) for line in rest if line.strip()]
+            for number, record in enumerate(records, 1):
+                if not isinstance(record, dict):
+                    raise ValueError(f"{path}: line {number} is not a JSON object of feature -> value")
+        else:
+            reader = csv.DictReader([first] + list(rest))
+            records = [dict(row) for row in reader]
+    finally:
+        if stream is not sys.stdin:
+            stream.close()
+    if not records:
+        raise ValueError(f"{path}: no records (expected JSON lines or CSV with a header row)")
+    return records[:limit] if limit else records
+
+
+def describe(model: EdgeModel, extra: Optional[Dict[str, Any]] = None) -> str:
+    m = model.manifest
+    parts = [f"model {m['model_name']} version {m['version']}", os.path.basename(model.model_path),
+             f"io {model.input_type}", f"device {model.device}"]
+    parts += [f"{k} {v}" for k, v in (extra or {}).items()]
+    return ", ".join(parts)

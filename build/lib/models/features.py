@@ -1,0 +1,45 @@
+"""How the feature spec becomes model inputs: the naming and encoding Transform, the model and the edge share.
+
+The roles of the raw columns and the label rule are the `features:` section of
+the configuration (`contract.config.FeaturesConfig`); a TFX module function gets
+it back from `custom_config` with `spec_from_custom_config`. This file and
+`preprocessing.py` are the whole of Transform's module directory: TFX
+fingerprints the directory, so only what changes Transform's output lives here.
+
+Every feature becomes part of one dense float vector inside the model: numeric
+features are z-scored, the others are one-hot encoded from an integer id (a
+vocabulary index or a bucket index). A model whose core is a plain dense vector
+is what lets the same weights run on edge devices later.
+"""
+
+from contract.config import FeaturesConfig, section_from_dict
+
+# Ids beyond the vocabulary share these buckets, so unseen values never fail.
+OOV_BUCKETS = 1
+CUSTOM_CONFIG_KEY = "features"
+
+
+def transformed_name(key: str) -> str:
+    """Name of a feature after Transform: `fare` -> `fare_xf`."""
+    return key + "_xf"
+
+
+def one_hot_size(spec: FeaturesConfig, key: str) -> int:
+    """Width of a bucketized or categorical feature's one-hot block."""
+    if key in spec.bucketized:
+        return spec.bucket_count
+    if key in spec.categorical:
+        return spec.vocab_top_k + OOV_BUCKETS
+    raise KeyError(f"{key!r} is not a bucketized or categorical feature")
+
+
+def dense_input_size(spec: FeaturesConfig) -> int:
+    """Length of the dense vector the model's core consumes."""
+    return len(spec.numeric) + sum(one_hot_size(spec, k) for k in list(spec.bucketized) + list(spec.categorical))
+
+
+def spec_from_custom_config(custom_config) -> FeaturesConfig:
+    """The spec a TFX module function should use: the pipeline's (its defaults when a test passes none)."""
+    spec = section_from_dict(FeaturesConfig, (custom_config or {}).get(CUSTOM_CONFIG_KEY))
+    spec.check()
+    return spec

@@ -1,0 +1,89 @@
+"""The Tuner's `tuner_fn`: KerasTuner's search over the model in `model.py`.
+
+KerasTuner 1.4 is written for Keras 3 and rejects tf_keras models in its
+`Tuner` class (FatalTypeError). We keep KerasTuner's oracles (random,
+Hyperband, Bayesian) and drive them from a `BaseTuner` whose trials build,
+train and score the tf_keras model themselves. The best values reach the
+Trainer through the Tuner's `best_hyperparameters` artifact.
+"""
+
+import keras_tuner as kt
+import tensorflow_transform as tft
+from absl import logging
+from tfx import v1 as tfx
+
+# The installed packages, also when TFX loads this file from its module wheel.
+from contract.config import TrainingConfig, TunerConfig, section_from_dict
+from models import features
+from models.trainer import model
+
+OBJECTIVE = kt.Objective("val_auc", direction="max")
+
+
+def search_space() -> kt.HyperParameters:
+    """The hyper-parameters the Tuner explores; names match `model.DEFAULT_HPARAMS`."""
+    hp = kt.HyperParameters()
+    hp.Choice("hidden_units", [32, 64, 128], default=model.DEFAULT_HPARAMS["hidden_units"])
+    hp.Int("num_layers", 1, 3, default=model.DEFAULT_HPARAMS["num_layers"])
+    hp.Choice("learning_rate", [0.001, 0.003, 0.01], default=model.DEFAULT_HPARAMS["learning_rate"])
+    hp.Choice("dropout", [0.0, 0.1, 0.2], default=model.DEFAULT_HPARAMS["dropout"])
+    hp.Choice("l2", [0.001, 0.003, 0.01], default=model.DEFAULT_HPARAMS["l2"])
+    return hp
+
+
+def make_oracle(algorithm: str, max_trials: int, seed: int = 42) -> kt.Oracle:
+    hp = search_space()
+    if algorithm == "random":
+        return kt.oracles.RandomSearchOracle(OBJECTIVE, max_trials=max_trials, hyperparameters=hp, seed=seed)
+    if algorithm == "bayesian":
+        return kt.oracles.BayesianOptimizationOracle(
+            OBJECTIVE, max_trials=max_trials, hyperparameters=hp, seed=seed)
+    if algorithm == "hyperband":
+        # Hyperband counts budget in epochs; each of our epochs is `steps` steps.
+        return kt.oracles.HyperbandOracle(OBJECTIVE, max_epochs=max(2, max_trials), factor=3,
+                                          hyperparameters=hp, seed=seed)
+    raise ValueError(f"tuner algorithm {algorithm!r} is not one of random, hyperband, bayesian")
+
+
+class TfKerasTuner(kt.engine.base_tuner.BaseTuner):
+    """Runs each trial as a tf_keras fit and reports its validation metrics to the oracle."""
+
+    def __init__(self, oracle, spec, **kwargs):
+        super().__init__(oracle=oracle, hypermodel=None, **kwargs)
+        self.spec = spec
+
+    def run_trial(self, trial, train, validation, steps, validation_steps):
+        keras_model = model.build_keras_model(self.spec, trial.hyperparameters.values)
+        # Hyperband assigns epochs per trial; the other oracles train one epoch.
+        epochs = int(trial.hyperparameters.values.get("tuner/epochs", 1))
+        initial_epoch = int(trial.hyperparameters.values.get("tuner/initial_epoch", 0))
+        history = keras_model.fit(train, steps_per_epoch=steps, epochs=epochs, initial_epoch=initial_epoch,
+                                  validation_data=validation, validation_steps=validation_steps, verbose=0)
+        metrics = {name: values[-1] for name, values in history.history.items()}
+        logging.info("Trial %s %s -> %s", trial.trial_id, trial.hyperparameters.values, metrics)
+        return metrics
+
+    def save_model(self, trial_id, model, step=0):
+        """Trial models are not kept: the Trainer retrains the best configuration."""
+
+    def load_model(self, trial):
+        raise NotImplementedError("trial models are not kept; use the best hyper-parameters")
+
+
+def tuner_fn(fn_args) -> tfx.components.TunerFnResult:
+    """TFX Tuner entry point."""
+    spec = features.spec_from_custom_config(fn_args.custom_config)
+    custom_config = fn_args.custom_config or {}
+    settings = section_from_dict(TunerConfig, custom_config.get("tuner"))
+    batch_size = section_from_dict(TrainingConfig, custom_config.get("training")).batch_size
+    tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
+    train = model.input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output, spec, batch_size)
+    validation = model.input_fn(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, spec,
+                                batch_size, shuffle=False)
+    oracle = make_oracle(settings.algorithm, settings.max_trials)
+    tuner = TfKerasTuner(oracle, spec, directory=fn_args.working_dir, project_name="search", overwrite=True)
+    return tfx.components.TunerFnResult(
+        tuner=tuner,
+        fit_kwargs={"train": train, "validation": validation,
+                    "steps": fn_args.train_steps, "validation_steps": fn_args.eval_steps},
+    )

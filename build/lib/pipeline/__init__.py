@@ -1,0 +1,1 @@
+"""Pipeline definition: configuration (`config.py`), inputs (`inputs.py`), wiring (`pipeline.py`)."""

@@ -1,0 +1,223 @@
+"""`create_pipeline(config)`: the one DAG every runner executes.
+
+ImportExampleGen -> StatisticsGen -> ImportSchemaGen -> ExampleValidator ->
+AnomalyGate (stops the run on bad data, skew or drift) -> Transform -> Tuner ->
+Trainer -> Resolver(latest blessed model) -> Evaluator -> ServingPusher ->
+EdgeExport (int8 TFLite, when `edge.enabled`). Runners differ only in how they
+execute it (`runners/`).
+"""
+
+import os
+from typing import List, Optional
+
+import tensorflow_model_analysis as tfma
+from tfx import v1 as tfx
+from tfx.proto import example_gen_pb2
+
+import models.preprocessing
+import models.trainer.model
+import models.trainer.tuning
+from components.anomaly_gate import AnomalyGate
+from components.edge_export import EdgeExport
+from components.serving_pusher import ServingPusher
+from components.span_window import LatestSpansStrategy
+from contract.config import PipelineConfig, section_to_dict
+from contract.serving import SERVING_SIGNATURE, TRANSFORM_SIGNATURE
+from pipeline import vertex_training
+from validation.checks import default_serving_data
+
+# TFX packages each module file's directory into a wheel and fingerprints it for caching: Transform's
+# directory (models/) holds only the feature code, so Trainer or training-infrastructure edits keep it cached.
+TRANSFORM_MODULE = models.preprocessing.__file__
+TRAINER_MODULE = models.trainer.model.__file__
+TUNER_MODULE = models.trainer.tuning.__file__
+
+
+def example_gen_configs(config: PipelineConfig):
+    patterns = config.split_patterns
+    input_config = example_gen_pb2.Input(
+        splits=[example_gen_pb2.Input.Split(name=n, pattern=p) for n, p in patterns.items()])
+    output_config = None
+    if config.data.pattern:
+        train, evaluation = config.data.hash_buckets[:2]
+        output_config = example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(splits=[
+            example_gen_pb2.SplitConfig.Split(name="train", hash_buckets=train),
+            example_gen_pb2.SplitConfig.Split(name="eval", hash_buckets=evaluation),
+        ]))
+    return input_config, output_config
+
+
+def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
+    """Blessing thresholds apply to the overall slice only; slices are reported, not gated."""
+    overall = tfma.SlicingSpec()
+    label_key = config.features.label_key
+
+    def gated(metric: str, lower_bound: float) -> tfma.MetricConfig:
+        change = None
+        if metric == "AUC":
+            change = tfma.GenericChangeThreshold(
+                direction=tfma.MetricDirection.HIGHER_IS_BETTER,
+                absolute={"value": -config.evaluator.max_auc_drop - 1e-10})
+        return tfma.MetricConfig(class_name=metric, per_slice_thresholds=[tfma.PerSliceMetricThreshold(
+            slicing_specs=[overall],
+            threshold=tfma.MetricThreshold(
+                value_threshold=tfma.GenericValueThreshold(lower_bound={"value": lower_bound}),
+                change_threshold=change))])
+
+    return tfma.EvalConfig(
+        model_specs=[tfma.ModelSpec(signature_name=SERVING_SIGNATURE, label_key=label_key,
+                                    preprocessing_function_names=[TRANSFORM_SIGNATURE])],
+        slicing_specs=[overall] + [tfma.SlicingSpec(feature_keys=[f]) for f in config.evaluator.slice_features],
+        metrics_specs=[tfma.MetricsSpec(metrics=[
+            tfma.MetricConfig(class_name="ExampleCount"),
+            gated("AUC", config.evaluator.min_auc),
+            gated("BinaryAccuracy", config.evaluator.min_binary_accuracy),
+            tfma.MetricConfig(class_name="Precision"),
+            tfma.MetricConfig(class_name="Recall"),
+            tfma.MetricConfig(class_name="CalibrationPlot"),
+            tfma.MetricConfig(class_name="ConfusionMatrixPlot"),
+        ])],
+    )
+
+
+def transform_custom_config(config: PipelineConfig) -> dict:
+    """Transform's custom_config: the feature spec alone, so only a feature change re-runs Transform."""
+    return {"features": section_to_dict(config.features)}
+
+
+def tuner_custom_config(config: PipelineConfig) -> dict:
+    """The Tuner's: features, the search settings and the batch size it trains trials with."""
+    return dict(transform_custom_config(config), tuner=section_to_dict(config.tuner),
+                training=section_to_dict(config.training, "batch_size"))
+
+
+def trainer_custom_config(config: PipelineConfig) -> dict:
+    """The Trainer's: features and the whole `training:` section (strategy, checkpoints, batch size).
+
+    Only the Trainer gets the strategy settings, so changing the strategy
+    re-runs the Trainer alone and Transform and Tuner stay cached.
+    """
+    return dict(transform_custom_config(config), training=section_to_dict(config.training))
+
+
+def anomaly_gate(config: PipelineConfig, examples, statistics, schema, anomalies) -> AnomalyGate:
+    """The gate, with skew against serving traffic and drift against the previous `{SPAN}` when enabled."""
+    span_pattern = ""
+    train_pattern = config.data.pattern or config.data.train_pattern
+    if config.validation.drift and "{SPAN}" in train_pattern:
+        span_pattern = os.path.join(config.input_base, train_pattern)
+    return AnomalyGate(
+        examples=examples, statistics=statistics, schema=schema, anomalies=anomalies,
+        fail_severity=config.validation.fail_severity, allow_anomalies=config.validation.allow_anomalies,
+        serving_data=default_serving_data(config) if config.validation.skew else "",
+        span_pattern=span_pattern, report_dir=os.path.join(config.pipeline_root, "validation_reports"))
+
+
+def create_components(config: PipelineConfig) -> List:
+    input_config, output_config = example_gen_configs(config)
+    example_gen = tfx.components.ImportExampleGen(
+        input_base=config.input_base, input_config=input_config, output_config=output_config)
+    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+    schema_gen = tfx.components.ImportSchemaGen(schema_file=os.path.abspath(config.schema_file))
+    example_validator = tfx.components.ExampleValidator(
+        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
+    gate = anomaly_gate(config, example_gen.outputs["examples"], statistics_gen.outputs["statistics"],
+                        schema_gen.outputs["schema"], example_validator.outputs["anomalies"])
+    training_examples, window = example_gen.outputs["examples"], []
+    if config.data.span_window > 1:
+        # Earlier runs' spans come from MLMD; this run's span must be registered before the lookup.
+        spans = tfx.dsl.Resolver(
+            strategy_class=LatestSpansStrategy, config={"num_spans": config.data.span_window},
+            examples=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Examples,
+                                     producer_component_id=example_gen.id),
+        ).with_id("span_window_resolver")
+        spans.add_upstream_node(example_gen)
+        training_examples, window = spans.outputs["examples"], [spans]
+    transform = tfx.components.Transform(
+        examples=training_examples, schema=schema_gen.outputs["schema"],
+        module_file=TRANSFORM_MODULE, custom_config=transform_custom_config(config))
+    # Nothing downstream consumes the gate's report; this edge is what keeps training behind it.
+    transform.add_upstream_node(gate)
+
+    components = [example_gen, statistics_gen, schema_gen, example_validator, gate, *window, transform]
+    trainer_class, tuner_class = tfx.components.Trainer, tfx.components.Tuner
+    trainer_config, tuner_config = trainer_custom_config(config), tuner_custom_config(config)
+    if config.vertex.enabled:
+        trainer_class, tuner_class = vertex_training.components()
+        trainer_config = dict(trainer_config, **vertex_training.trainer_custom_config(config))
+        tuner_config = dict(tuner_config, **vertex_training.tuner_custom_config(config))
+    hyperparameters = None
+    if config.tuner.enabled:
+        tuner = tuner_class(
+            module_file=TUNER_MODULE,
+            examples=transform.outputs["transformed_examples"],
+            transform_graph=transform.outputs["transform_graph"],
+            train_args=tfx.proto.TrainArgs(num_steps=config.tuner.train_steps),
+            eval_args=tfx.proto.EvalArgs(num_steps=config.tuner.eval_steps),
+            custom_config=tuner_config)
+        hyperparameters = tuner.outputs["best_hyperparameters"]
+        components.append(tuner)
+
+    trainer = trainer_class(
+        module_file=TRAINER_MODULE,
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        schema=schema_gen.outputs["schema"],
+        hyperparameters=hyperparameters,
+        train_args=tfx.proto.TrainArgs(num_steps=config.training.train_steps),
+        eval_args=tfx.proto.EvalArgs(num_steps=config.training.eval_steps),
+        custom_config=trainer_config)
+    model_resolver = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id("latest_blessed_model_resolver")
+    evaluator = tfx.components.Evaluator(
+        examples=example_gen.outputs["examples"],
+        model=trainer.outputs["model"],
+        baseline_model=model_resolver.outputs["model"],
+        eval_config=eval_config(config))
+    pusher = ServingPusher(
+        model=trainer.outputs["model"],
+        model_blessing=evaluator.outputs["blessing"],
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.model_serving_dir)),
+        examples=example_gen.outputs["examples"],
+        custom_config={"warmup_requests": config.serving.warmup_requests, "model_name": config.model_name,
+                       "label_only_columns": config.features.label_only_columns},
+    ).with_id("Pusher")
+    components += [trainer, model_resolver, evaluator, pusher]
+    if config.edge.enabled:
+        components.append(EdgeExport(
+            model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
+            transform_graph=transform.outputs["transform_graph"],
+            transformed_examples=transform.outputs["transformed_examples"],
+            examples=example_gen.outputs["examples"], pushed_model=pusher.outputs["pushed_model"],
+            # Where and whether to export are not the export's inputs: changing them must not re-run it.
+            settings={k: v for k, v in section_to_dict(config.edge).items() if k not in ("enabled", "edge_dir")},
+            features=section_to_dict(config.features), model_name=config.model_name,
+            base_directory=config.model_edge_dir).with_id("EdgeExport"))
+    return components
+
+
+def beam_pipeline_args(config: PipelineConfig) -> List[str]:
+    args = [f"--direct_running_mode={config.beam.direct_running_mode}"]
+    if config.beam.direct_running_mode != "in_memory":
+        args.append(f"--direct_num_workers={config.beam.direct_num_workers}")
+    return args
+
+
+def create_pipeline(config: PipelineConfig, metadata_connection_config=None,
+                    extra_beam_args: Optional[List[str]] = None) -> tfx.dsl.Pipeline:
+    """The pipeline for `config`; runners pass their own MLMD connection and Beam args."""
+    if metadata_connection_config is None:
+        metadata_connection_config = tfx.orchestration.metadata.sqlite_metadata_connection_config(
+            config.metadata_path)
+    return tfx.dsl.Pipeline(
+        pipeline_name=config.pipeline_name,
+        pipeline_root=config.pipeline_root,
+        components=create_components(config),
+        enable_cache=config.enable_cache,
+        metadata_connection_config=metadata_connection_config,
+        beam_pipeline_args=beam_pipeline_args(config) + list(extra_beam_args or []),
+    )

@@ -1,0 +1,423 @@
+"""One self-contained HTML page per run: data, anomalies, metrics, plots, edge export.
+
+Everything is inlined (CSS, SVG charts, a few lines of JS), so the file opens
+from disk in any browser with no server and no internet. TFDV's interactive
+Facets view loads its code from the internet, so the statistics here are drawn
+from the same DatasetFeatureStatistics protos as static tables and histograms.
+"""
+
+from __future__ import annotations
+
+import glob
+import html
+import json
+import os
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+from reports.metadata import iso, node_name, open_metadata
+from reports.summary import RunSummary, read_anomalies, read_run
+
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d2329;background:#f6f7f9}
+header{background:#1d3557;color:#fff;padding:18px 28px}header h1{margin:0;font-size:20px}
+header p{margin:4px 0 0;opacity:.85}main{padding:12px 28px 40px;max-width:1200px}
+section{background:#fff;border:1px solid #dde1e6;border-radius:6px;margin:16px 0;padding:4px 18px 14px}
+h2{font-size:16px;cursor:pointer;user-select:none}h2::before{content:'\\25BE  '}
+section.closed h2::before{content:'\\25B8  '}section.closed>.body{display:none}
+table{border-collapse:collapse;margin:6px 0 12px;font-size:13px}
+th,td{border-bottom:1px solid #e6e9ed;padding:4px 10px;text-align:left;vertical-align:top}
+th{background:#f0f2f5;cursor:pointer}td.num{text-align:right;font-variant-numeric:tabular-nums}
+.ok{color:#1a7f37;font-weight:600}.bad{color:#c62828;font-weight:600}.muted{color:#68707a}
+.badge{display:inline-block;border-radius:10px;padding:1px 9px;font-size:12px;color:#fff}
+.badge.ok{background:#1a7f37}.badge.bad{background:#c62828}.badge.muted{background:#8a939d}
+.charts{display:flex;flex-wrap:wrap;gap:24px}figure{margin:0}figcaption{font-size:12px;color:#68707a}
+svg text{font:11px system-ui,sans-serif;fill:#444}.scroll{overflow-x:auto}
+"""
+
+# Collapsible sections and click-to-sort tables; no external code.
+_JS = """
+document.querySelectorAll('section > h2').forEach(function (h) {
+  h.addEventListener('click', function () { h.parentElement.classList.toggle('closed'); });
+});
+document.querySelectorAll('table.sortable th').forEach(function (th, index) {
+  th.addEventListener('click', function () {
+    var table = th.closest('table'), body = table.tBodies[0];
+    var column = Array.prototype.indexOf.call(th.parentElement.children, th);
+    var rows = Array.prototype.slice.call(body.rows);
+    var descending = th.dataset.order !== 'desc';
+    rows.sort(function (a, b) {
+      var x = a.cells[column].dataset.v || a.cells[column].textContent;
+      var y = b.cells[column].dataset.v || b.cells[column].textContent;
+      var nx = parseFloat(x), ny = parseFloat(y);
+      var c = (isNaN(nx) || isNaN(ny)) ? x.localeCompare(y) : nx - ny;
+      return descending ? -c : c;
+    });
+    th.dataset.order = descending ? 'desc' : 'asc';
+    rows.forEach(function (r) { body.appendChild(r); });
+  });
+});
+"""
+
+_PALETTE = ("#1f77b4", "#e4572e", "#2a9d8f", "#8e44ad")
+
+
+def _e(value) -> str:
+    return html.escape(str(value))
+
+
+def _num(value, digits: int = 4) -> str:
+    if value is None or value != value:
+        return "-"
+    if isinstance(value, float) and not value.is_integer() and abs(value) < 1000:
+        return f"{value:.{digits}f}"
+    return f"{int(value):,}" if abs(value) >= 1000 else f"{value:g}"
+
+
+def _table(headers: Sequence[str], rows: Iterable[Sequence], numeric: Sequence[int] = (), cls: str = "sortable") -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+    body = []
+    for row in rows:
+        cells = []
+        for i, cell in enumerate(row):
+            raw = cell if isinstance(cell, str) and cell.startswith("<") else _e(cell)
+            cells.append(f'<td class="num">{raw}</td>' if i in numeric else f"<td>{raw}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return (f'<div class="scroll"><table class="{cls}"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table></div>')
+
+
+def _section(title: str, body: str, anchor: str) -> str:
+    return f'<section id="{anchor}"><h2>{_e(title)}</h2><div class="body">{body}</div></section>'
+
+
+# --- charts (inline SVG) ------------------------------------------------------------------------------------------
+
+def line_chart(series: Dict[str, List[Tuple[float, float]]], x_label: str, y_label: str, diagonal: bool = True,
+               size: int = 300) -> str:
+    """A square [0,1]x[0,1] chart: ROC curves, calibration (reliability) curves."""
+    pad = 36
+    inner = size - 2 * pad
+
+    def xy(x, y):
+        return pad + x * inner, size - pad - y * inner
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="{size}" role="img">',
+             f'<rect x="{pad}" y="{pad}" width="{inner}" height="{inner}" fill="#fff" stroke="#ccd"/>']
+    for t in (0, 0.25, 0.5, 0.75, 1):
+        gx, gy = xy(t, t)
+        parts.append(f'<text x="{gx:.0f}" y="{size - pad + 14}" text-anchor="middle">{t:g}</text>')
+        parts.append(f'<text x="{pad - 6}" y="{gy + 4:.0f}" text-anchor="end">{t:g}</text>')
+    if diagonal:
+        (x0, y0), (x1, y1) = xy(0, 0), xy(1, 1)
+        parts.append(f'<line x1="{x0}" y1="{y0}" x2="{x1}" y2="{y1}" stroke="#bbb" stroke-dasharray="4 4"/>')
+    for i, (name, points) in enumerate(series.items()):
+        color = _PALETTE[i % len(_PALETTE)]
+        path = " ".join(f"{'M' if j == 0 else 'L'}{px:.1f},{py:.1f}" for j, (px, py) in
+                        enumerate(xy(x, y) for x, y in points))
+        parts.append(f'<path d="{path}" fill="none" stroke="{color}" stroke-width="2"><title>{_e(name)}</title></path>')
+        parts.append(f'<text x="{pad + 8}" y="{pad + 16 + 14 * i}" style="fill:{color}">{_e(name)}</text>')
+    parts.append(f'<text x="{size / 2}" y="{size - 4}" text-anchor="middle">{_e(x_label)}</text>')
+    parts.append(f'<text x="12" y="{size / 2}" text-anchor="middle" transform="rotate(-90 12 {size / 2})">'
+                 f'{_e(y_label)}</text></svg>')
+    return "".join(parts)
+
+
+def histogram_svg(series: Dict[str, List[Tuple[str, float]]], width: int = 160, height: int = 44) -> str:
+    """Small grouped bars of bucket shares (each series normalised to 1) for comparing splits."""
+    series = {name: values for name, values in series.items() if values}
+    if not series:
+        return ""
+    buckets = max(len(v) for v in series.values())
+    if buckets == 0:
+        return ""
+    group = width / buckets
+    bar = max(group / (len(series) + 0.5), 1)
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}">']
+    for s, (name, values) in enumerate(series.items()):
+        total = sum(v for _, v in values) or 1.0
+        peak = max(v / total for _, v in values) or 1.0
+        for b, (label, value) in enumerate(values):
+            h = (value / total) / peak * (height - 4)
+            x = b * group + s * bar
+            parts.append(f'<rect x="{x:.1f}" y="{height - h:.1f}" width="{bar * 0.9:.1f}" height="{h:.1f}" '
+                         f'fill="{_PALETTE[s % len(_PALETTE)]}"><title>{_e(name)} {_e(label)}: '
+                         f'{value / total:.1%}</title></rect>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+# --- data ---------------------------------------------------------------------------------------------------------
+
+def load_split_statistics(statistics_uri: str) -> Dict[str, object]:
+    """Split name -> DatasetFeatureStatistics from a StatisticsGen artifact."""
+    import tensorflow_data_validation as tfdv
+
+    found = {}
+    for path in glob.glob(os.path.join(statistics_uri, "Split-*", "FeatureStats.pb")):
+        split = os.path.basename(os.path.dirname(path))[len("Split-"):]
+        found[split] = tfdv.load_stats_binary(path).datasets[0]
+    # Training data first: it is what the other splits are compared with.
+    return dict(sorted(found.items(), key=lambda item: (item[0] != "train", item[0])))
+
+
+def _feature_rows(splits: Dict[str, object]) -> Tuple[List[list], List[list]]:
+    """Numeric and categorical feature rows; the first split's figures, histograms of every split."""
+    by_feature: Dict[str, Dict[str, object]] = {}
+    for split, dataset in splits.items():
+        for feature in dataset.features:
+            by_feature.setdefault(".".join(feature.path.step) or feature.name, {})[split] = (feature, dataset)
+    numeric, categorical = [], []
+    for name, per_split in sorted(by_feature.items()):
+        first, dataset = next(iter(per_split.values()))
+        kind = first.WhichOneof("stats")
+        if kind == "num_stats":
+            common = first.num_stats.common_stats
+        elif kind == "string_stats":
+            common = first.string_stats.common_stats
+        else:
+            continue
+        total = dataset.num_examples or 1
+        missing = 1 - common.num_non_missing / total
+        missing_cell = f'<span class="{"bad" if missing > 0.5 else ""}">{missing:.1%}</span>'
+        if kind == "num_stats":
+            s = first.num_stats
+            hist = {split: [(f"[{b.low_value:g}, {b.high_value:g})", b.sample_count)
+                            for b in f.num_stats.histograms[0].buckets] if f.num_stats.histograms else []
+                    for split, (f, _) in per_split.items()}
+            numeric.append([name, _num(common.num_non_missing), missing_cell, _num(s.mean), _num(s.std_dev),
+                            _num(s.num_zeros), _num(s.min), _num(s.median), _num(s.max), histogram_svg(hist)])
+        else:
+            s = first.string_stats
+            top = ", ".join(f"{v.value} ({int(v.frequency)})" for v in s.top_values[:5])
+            hist = {split: [(v.value, v.frequency) for v in f.string_stats.top_values[:10]]
+                    for split, (f, _) in per_split.items()}
+            categorical.append([name, _num(common.num_non_missing), missing_cell, _num(s.unique), top,
+                                histogram_svg(hist)])
+    return numeric, categorical
+
+
+def data_section(statistics_uri: str) -> str:
+    splits = load_split_statistics(statistics_uri)
+    if not splits:
+        return "<p class='muted'>No statistics were computed in this run.</p>"
+    legend = " ".join(f'<span style="color:{_PALETTE[i]}">&#9632; {_e(s)} ({_num(d.num_examples)} examples)</span>'
+                      for i, (s, d) in enumerate(splits.items()))
+    numeric, categorical = _feature_rows(splits)
+    first = next(iter(splits))
+    return (f"<p>Statistics by TFDV over every split. Figures are from <b>{_e(first)}</b>; histograms compare the "
+            f"splits: {legend}. Source: <code>{_e(statistics_uri)}</code></p>"
+            "<h3>Numeric features</h3>" +
+            _table(["feature", "count", "missing", "mean", "std dev", "zeros", "min", "median", "max", "histogram"],
+                   numeric, numeric=range(1, 9)) +
+            "<h3>Categorical features</h3>" +
+            _table(["feature", "count", "missing", "unique", "top values", "top-10 shares"], categorical,
+                   numeric=(1, 3)))
+
+
+def anomalies_section(summary: RunSummary) -> str:
+    validator = summary.component("ExampleValidator")
+    if not validator or not validator.outputs.get("anomalies"):
+        return "<p class='muted'>ExampleValidator did not run.</p>"
+    found = read_anomalies(validator.outputs["anomalies"][0])
+    if not found:
+        return "<p class='ok'>No anomalies: every split matches the schema.</p>"
+    rows = []
+    for split, lines in found.items():
+        for line in lines:
+            feature, _, description = line.partition(": ")
+            rows.append([split, feature, description])
+    return "<p>ExampleValidator compared every split with the schema.</p>" + _table(
+        ["split", "feature", "anomaly"], rows)
+
+
+def validation_section(summary: RunSummary) -> str:
+    """The anomaly gate's verdict, findings, and skew/drift distances against the schema's thresholds."""
+    reports = []
+    gate = summary.component("AnomalyGate")
+    for uri in (gate.outputs.get("report", []) if gate else []):
+        reports.extend(glob.glob(os.path.join(uri, "report.json")))
+    if not reports:
+        return ""
+    with open(reports[0], encoding="utf-8") as f:
+        report = json.load(f)
+    findings = report.get("findings", [])
+    failing = [x for x in findings if x.get("status") == "fails"]
+    verdict = ('<span class="badge bad">failed</span>' if failing else '<span class="badge ok">passed</span>')
+    parts = [f"<p>{verdict} &nbsp;{_e(report.get('title', 'Anomaly gate'))}</p>"]
+    if findings:
+        parts.append(_table(["data", "feature", "anomaly", "severity", "status", "description", "examples"],
+                            [[x.get("dataset"), x.get("feature"), x.get("anomaly"), x.get("severity"),
+                              x.get("status"), x.get("description"), ", ".join(x.get("values") or [])]
+                             for x in findings]))
+    for kind in ("skew", "drift"):
+        rows = [[d.get("feature"), d.get("measure"), _num(d.get("value")), _num(d.get("threshold")),
+                 '<span class="bad">over</span>' if d.get("value", 0) > d.get("threshold", 0)
+                 else '<span class="ok">ok</span>']
+                for d in report.get("distances", []) if d.get("kind") == kind]
+        title = f"<h3>{kind.title()}: {_e(report.get('comparisons', {}).get(kind, ''))}</h3>"
+        if rows:
+            parts.append(title + _table(["feature", "measure", "distance", "threshold", ""], rows, numeric=(2, 3)))
+    parts.extend(f"<p class='muted'>{_e(note)}</p>" for note in report.get("notes", []))
+    return "".join(parts)
+
+
+# --- model --------------------------------------------------------------------------------------------------------
+
+def _plot_series(evaluation_uri: str) -> Tuple[Dict[str, list], Dict[str, list]]:
+    """ROC points and 10-bin calibration per model (candidate, baseline) on the overall slice."""
+    import tensorflow_model_analysis as tfma
+
+    roc, calibration = {}, {}
+    for plots in tfma.load_plots(evaluation_uri):
+        if plots.slice_key.single_slice_keys:
+            continue
+        for kv in plots.plot_keys_and_values:
+            model = kv.key.model_name or "candidate"
+            matrices = kv.value.confusion_matrix_at_thresholds.matrices
+            if matrices:
+                points = sorted({(m.false_positive_rate, m.recall) for m in matrices})
+                roc[model] = [(0.0, 0.0)] + points + [(1.0, 1.0)]
+            buckets = kv.value.calibration_histogram_buckets.buckets
+            if buckets:
+                bins = [[0.0, 0.0, 0.0] for _ in range(10)]  # weight, label sum, prediction sum
+                for b in buckets:
+                    if not b.num_weighted_examples.value:
+                        continue
+                    i = min(max(int(b.lower_threshold_inclusive * 10), 0), 9)
+                    bins[i][0] += b.num_weighted_examples.value
+                    bins[i][1] += b.total_weighted_label.value
+                    bins[i][2] += b.total_weighted_refined_prediction.value
+                calibration[model] = [(p / w, y / w) for w, y, p in bins if w]
+    return roc, calibration
+
+
+def model_section(summary: RunSummary, config) -> str:
+    if not summary.candidate_metrics:
+        return "<p class='muted'>The model was not evaluated in this run.</p>"
+    names = [k for k in ("auc", "binary_accuracy", "precision", "recall", "example_count")
+             if k in summary.candidate_metrics]
+    thresholds = {"auc": f">= {config.evaluator.min_auc}" + (
+        f", no more than {config.evaluator.max_auc_drop} below baseline" if summary.baseline_metrics else ""),
+        "binary_accuracy": f">= {config.evaluator.min_binary_accuracy}"}
+    rows = [[n, _num(summary.candidate_metrics.get(n)), _num(summary.baseline_metrics.get(n)),
+             thresholds.get(n, "reported")] for n in names]
+    if summary.blessed:
+        verdict = '<span class="badge ok">blessed</span>'
+    elif summary.blessed is False:
+        verdict = '<span class="badge bad">not blessed</span> ' + "; ".join(_e(r) for r in summary.blessing_reasons)
+    else:
+        verdict = '<span class="badge muted">no blessing</span>'
+    parts = [f"<p>{verdict} &nbsp; candidate <code>{_e(summary.candidate_model)}</code>; baseline "
+             f"<code>{_e(summary.baseline_model or 'none (first blessed model)')}</code></p>",
+             "<h3>Overall (blessing thresholds)</h3>",
+             _table(["metric", "candidate", "baseline", "threshold"], rows, numeric=(1, 2))]
+    def slice_order(item):
+        feature, _, value = item[0].partition("=")
+        return (feature, 0, float(value), "") if value.lstrip("-").replace(".", "", 1).isdigit() else (feature, 1, 0, value)
+
+    slice_rows = [[name.partition("=")[0], name.partition("=")[2], _num(m.get("example_count")), _num(m.get("auc")),
+                   _num(m.get("binary_accuracy"))] for name, m in sorted(summary.slice_metrics.items(), key=slice_order)]
+    if slice_rows:
+        parts += ["<h3>Per slice (reported, not gated)</h3>",
+                  _table(["feature", "value", "examples", "AUC", "accuracy"], slice_rows, numeric=(2, 3, 4))]
+    evaluator = summary.component("Evaluator")
+    roc, calibration = _plot_series(evaluator.outputs["evaluation"][0])
+    charts = []
+    if roc:
+        charts.append(f"<figure>{line_chart(roc, 'false positive rate', 'true positive rate')}"
+                      "<figcaption>ROC, overall slice (TFMA confusion matrices at 1,000 thresholds)</figcaption>"
+                      "</figure>")
+    if calibration:
+        charts.append(f"<figure>{line_chart(calibration, 'mean predicted probability', 'observed rate')}"
+                      "<figcaption>Calibration, 10 bins of predicted probability</figcaption></figure>")
+    if charts:
+        parts.append('<div class="charts">' + "".join(charts) + "</div>")
+    return "".join(parts)
+
+
+def edge_section(summary: RunSummary) -> str:
+    """Float vs int8 TFLite against the SavedModel, from the edge export's own record of this run."""
+    result = summary.edge
+    if not result:
+        return ""
+    verdict = (f'<span class="badge ok">pushed</span> to <code>{_e(result.get("version_dir"))}</code>'
+               if result.get("pushed") else f'<span class="badge muted">not pushed</span> {_e(result.get("reason"))}')
+    parts = [f"<p>{verdict}</p>"]
+    metrics, sizes = result.get("metrics") or {}, result.get("sizes") or {}
+    if metrics:
+        rows = [[name, _num(sizes.get(name)), _num(m.get("auc")), _num(m.get("accuracy")),
+                 _num(m.get("agreement"))] for name, m in metrics.items()]
+        parts.append(_table(["model", "bytes", "AUC", "accuracy", "decisions agreeing with the SavedModel"],
+                            rows, numeric=(1, 2, 3, 4)))
+        parts.append(f"<p>int8 AUC drop vs the SavedModel: <b>{_num(result.get('auc_drop'))}</b></p>")
+    edgetpu = result.get("edgetpu") or {}
+    if edgetpu:
+        parts.append(f"<details><summary>Edge TPU readiness</summary><pre>{_e(json.dumps(edgetpu, indent=2))}"
+                     "</pre></details>")
+    return "".join(parts)
+
+
+# --- page ---------------------------------------------------------------------------------------------------------
+
+def _components_section(summary: RunSummary, timings: Dict[str, Tuple[str, float]]) -> str:
+    rows = []
+    for c in summary.components:
+        started, seconds = timings.get(c.name, ("", None))
+        state = {"complete": "ok", "cached": "muted", "failed": "bad"}.get(c.state, "muted")
+        rows.append([c.name, f'<span class="badge {state}">{_e(c.state)}</span>', started, _num(seconds, 1)])
+    return _table(["component", "state", "started (UTC)", "seconds"], rows, numeric=(3,))
+
+
+def _timings(store, run_id: str) -> Dict[str, Tuple[str, float]]:
+    run = next(c for c in store.get_contexts_by_type("pipeline_run") if c.name == run_id)
+    return {node_name(store, e.id): (iso(e.create_time_since_epoch),
+                                      (e.last_update_time_since_epoch - e.create_time_since_epoch) / 1000)
+            for e in store.get_executions_by_context(run.id)}
+
+
+def render(summary: RunSummary, config, store) -> str:
+    """The report of one run as a complete HTML document."""
+    timings = _timings(store, summary.run_id)
+    sections = [_section("Components", _components_section(summary, timings), "components")]
+    stats = summary.component("StatisticsGen")
+    if stats and stats.outputs.get("statistics"):
+        sections.append(_section("Data statistics", data_section(stats.outputs["statistics"][0]), "data"))
+    sections.append(_section("Anomalies", anomalies_section(summary), "anomalies"))
+    validation = validation_section(summary)
+    if validation:
+        sections.append(_section("Data validation gate: anomalies, skew, drift", validation, "gate"))
+    sections.append(_section("Model evaluation", model_section(summary, config), "evaluation"))
+    edge = edge_section(summary)
+    if edge:
+        sections.append(_section("Edge export: float vs int8", edge, "edge"))
+    pushed = (f"pushed to <code>{_e(summary.pushed_path)}</code>" if summary.pushed else
+              f"already serving as version {_e(summary.already_serving_version)}" if summary.already_serving_version
+              else "not pushed")
+    title = f"{config.pipeline_name} run {summary.run_id}"
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{_e(title)}</title>"
+            f"<meta name='viewport' content='width=device-width'><style>{_CSS}</style></head><body>"
+            f"<header><h1>{_e(title)}</h1><p>{pushed} &middot; artifacts <code>{_e(config.pipeline_root)}</code>"
+            f"</p></header><main>{''.join(sections)}</main><script>{_JS}</script></body></html>")
+
+
+def report_path(config, run_id: str) -> str:
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in run_id)
+    return os.path.join(config.pipeline_root, "reports", f"run-{safe}.html")
+
+
+def write_report(config, run_id: Optional[str] = None, out: Optional[str] = None,
+                 summary: Optional[RunSummary] = None, store=None) -> str:
+    """Render the run's report and write it atomically; returns its path.
+
+    `store` defaults to the run's local SQLite MLMD (`reports.metadata.open_metadata`).
+    """
+    store = store or open_metadata(config.metadata_path)
+    summary = summary or read_run(store, config.pipeline_name, run_id)
+    path = out or report_path(config, summary.run_id)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    page = render(summary, config, store)  # before opening anything: a failure leaves no partial file
+    temporary = path + ".tmp"
+    with open(temporary, "w", encoding="utf-8") as f:
+        f.write(page)
+    os.replace(temporary, path)
+    return path

@@ -1,0 +1,284 @@
+"""What a run did, read back from ML Metadata: components, metrics, blessing, push.
+
+The runner prints `format_summary(read_run(...))` at the end of every run; the
+same data serves tests and benchmarks, so nobody has to dig through artifacts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+from ml_metadata import metadata_store
+
+from reports.metadata import INPUT_EVENTS, OUTPUT_EVENTS, STATES, node_name
+
+@dataclass
+class ComponentRun:
+    name: str
+    state: str
+    outputs: Dict[str, List[str]] = field(default_factory=dict)  # output key -> artifact URIs
+    output_ids: Dict[str, List[int]] = field(default_factory=dict)
+    input_ids: Dict[str, List[int]] = field(default_factory=dict)
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    components: List[ComponentRun]
+    candidate_metrics: Dict[str, float] = field(default_factory=dict)
+    baseline_metrics: Dict[str, float] = field(default_factory=dict)
+    slice_metrics: Dict[str, Dict[str, float]] = field(default_factory=dict)
+    blessed: Optional[bool] = None
+    blessing_reasons: List[str] = field(default_factory=list)
+    pushed: bool = False
+    pushed_path: str = ""
+    already_serving_version: str = ""
+    baseline_model: str = ""
+    candidate_model: str = ""
+    hyperparameters: Dict[str, object] = field(default_factory=dict)
+    # split -> ["feature: short description"], from ExampleValidator
+    anomalies: Dict[str, List[str]] = field(default_factory=dict)
+    # EdgeExport's report (edge/export.py EdgeResult as a dict); empty when it did not run.
+    edge: Dict[str, object] = field(default_factory=dict)
+    # The Trainer's training.json (training/strategies.py): strategy, replicas, batch, resumed step, cluster.
+    training: Dict[str, object] = field(default_factory=dict)
+
+    def component(self, name: str) -> Optional[ComponentRun]:
+        return next((c for c in self.components if c.name == name), None)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, default=str)
+
+
+def read_run(store: metadata_store.MetadataStore, pipeline_name: str, run_id: Optional[str] = None) -> RunSummary:
+    """The latest run of `pipeline_name` (or `run_id`) as recorded in MLMD (`reports.metadata.open_metadata`)."""
+    runs = [c for c in store.get_contexts_by_type("pipeline_run")
+            if run_id is None or c.name == run_id]
+    pipeline_ctx = store.get_context_by_type_and_name("pipeline", pipeline_name)
+    if pipeline_ctx is not None:
+        in_pipeline = {c.id for c in store.get_children_contexts_by_context(pipeline_ctx.id)}
+        runs = [c for c in runs if not in_pipeline or c.id in in_pipeline]
+    if not runs:
+        raise LookupError(f"no run of pipeline {pipeline_name!r} in this metadata store")
+    run = max(runs, key=lambda c: (c.create_time_since_epoch, c.id))
+    executions = sorted(store.get_executions_by_context(run.id), key=lambda e: e.id)
+    events = store.get_events_by_execution_ids([e.id for e in executions])
+    artifacts = {a.id: a for a in store.get_artifacts_by_id(list({e.artifact_id for e in events}))}
+
+    components = []
+    for execution in executions:
+        comp = ComponentRun(node_name(store, execution.id), STATES.get(execution.last_known_state, "unknown"))
+        for event in (e for e in events if e.execution_id == execution.id):
+            key = event.path.steps[0].key if event.path.steps else ""
+            if event.type in OUTPUT_EVENTS:
+                comp.outputs.setdefault(key, []).append(artifacts[event.artifact_id].uri)
+                comp.output_ids.setdefault(key, []).append(event.artifact_id)
+            elif event.type in INPUT_EVENTS:
+                comp.input_ids.setdefault(key, []).append(event.artifact_id)
+        components.append(comp)
+    summary = RunSummary(run_id=run.name, components=components)
+    _add_model_results(summary, store, artifacts)
+    return summary
+
+
+def _add_model_results(summary: RunSummary, store, artifacts) -> None:
+    evaluator = summary.component("Evaluator")
+    if evaluator and evaluator.outputs.get("evaluation"):
+        _read_evaluation(summary, evaluator.outputs["evaluation"][0])
+        blessing = artifacts.get(evaluator.output_ids.get("blessing", [None])[0])
+        if blessing is not None and "blessed" in blessing.custom_properties:
+            summary.blessed = bool(blessing.custom_properties["blessed"].int_value)
+        for key, attr in (("model", "candidate_model"), ("baseline_model", "baseline_model")):
+            ids = evaluator.input_ids.get(key)
+            if ids:
+                setattr(summary, attr, store.get_artifacts_by_id(ids)[0].uri)
+        if summary.baseline_metrics and not summary.baseline_model:
+            # MLMD records one input event per artifact and execution: when the
+            # baseline is the candidate itself (an unchanged re-run), only `model` remains.
+            summary.baseline_model = summary.candidate_model
+    pusher = summary.component("Pusher")
+    if pusher and pusher.output_ids.get("pushed_model"):
+        pushed = artifacts[pusher.output_ids["pushed_model"][0]]
+        props = pushed.custom_properties
+        summary.pushed = bool(props["pushed"].int_value) if "pushed" in props else False
+        summary.pushed_path = props["pushed_destination"].string_value if "pushed_destination" in props else ""
+        if "already_serving_version" in props:
+            summary.already_serving_version = props["already_serving_version"].string_value
+    summary.edge = _output_json(summary, "EdgeExport", "edge_model", "edge_export.json")
+    validator = summary.component("ExampleValidator")
+    if validator and validator.outputs.get("anomalies"):
+        summary.anomalies = read_anomalies(validator.outputs["anomalies"][0])
+    summary.training = _output_json(summary, "Trainer", "model_run", "training.json")
+    summary.hyperparameters = _output_json(summary, "Tuner", "best_hyperparameters",
+                                           "best_hyperparameters.txt").get("values", {})
+
+
+def _output_json(summary: RunSummary, component: str, key: str, filename: str) -> Dict:
+    """A JSON file a component wrote into its first `key` output; {} when it did not run or write it."""
+    run = summary.component(component)
+    uris = run.outputs.get(key) if run else None
+    path = os.path.join(uris[0], filename) if uris else ""
+    if not path or not os.path.exists(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def read_anomalies(anomalies_uri: str) -> Dict[str, List[str]]:
+    """Split -> "feature: description" lines from ExampleValidator's per-split SchemaDiff.pb."""
+    from tensorflow_metadata.proto.v0 import anomalies_pb2
+
+    found = {}
+    for split_dir in sorted(glob.glob(os.path.join(anomalies_uri, "Split-*"))):
+        path = os.path.join(split_dir, "SchemaDiff.pb")
+        if not os.path.exists(path):
+            continue
+        anomalies = anomalies_pb2.Anomalies()
+        with open(path, "rb") as f:
+            anomalies.ParseFromString(f.read())
+        lines = [f"{feature}: {info.short_description or info.description}"
+                 for feature, info in sorted(anomalies.anomaly_info.items())]
+        if lines:
+            found[os.path.basename(split_dir)[len("Split-"):]] = lines
+    return found
+
+
+def _slice_name(slice_key) -> str:
+    parts = [f"{k.column}={k.bytes_value.decode() if k.HasField('bytes_value') else k.int64_value if k.HasField('int64_value') else k.float_value}"  # noqa: E501
+             for k in slice_key.single_slice_keys]
+    return ", ".join(parts) or "overall"
+
+
+def _read_evaluation(summary: RunSummary, evaluation_uri: str) -> None:
+    import tensorflow_model_analysis as tfma
+
+    for metrics in tfma.load_metrics(evaluation_uri):
+        name = _slice_name(metrics.slice_key)
+        for kv in metrics.metric_keys_and_values:
+            if kv.key.is_diff:
+                continue
+            if not kv.value.HasField("double_value"):
+                continue
+            value = kv.value.double_value.value
+            if name == "overall":
+                target = summary.baseline_metrics if kv.key.model_name == "baseline" else summary.candidate_metrics
+                target[kv.key.name] = value
+            elif kv.key.model_name != "baseline":
+                summary.slice_metrics.setdefault(name, {})[kv.key.name] = value
+    validation = tfma.load_validation_result(evaluation_uri)
+    if validation and not validation.validation_ok:
+        for per_slice in validation.metric_validations_per_slice:
+            for failure in per_slice.failures:
+                summary.blessing_reasons.append(
+                    f"{failure.metric_key.name} {failure.metric_value.double_value.value:.4f}: "
+                    f"{failure.message}")
+        if validation.missing_slices:
+            summary.blessing_reasons.append(f"missing slices: {list(validation.missing_slices)}")
+
+
+def _slice_lines(slice_metrics: Dict[str, Dict[str, float]], per_feature: int = 5) -> List[str]:
+    """AUC per slice (reported, not gated): the largest slices of each sliced feature."""
+    by_feature: Dict[str, List] = {}
+    for name, metrics in slice_metrics.items():
+        feature, _, value = name.partition("=")
+        by_feature.setdefault(feature, []).append((metrics.get("example_count", 0), value, metrics.get("auc")))
+    lines = []
+    for feature, rows in sorted(by_feature.items()):
+        rows.sort(reverse=True)
+        shown = ", ".join(f"{value} {auc:.3f} (n={int(n)})" if auc == auc and auc is not None else
+                          f"{value} - (n={int(n)})" for n, value, auc in rows[:per_feature])
+        more = f", +{len(rows) - per_feature} more" if len(rows) > per_feature else ""
+        lines.append(f"  AUC by {feature}: {shown}{more}")
+    return lines
+
+
+def _edge_lines(edge: Dict, config) -> List[str]:
+    """Float vs int8 size and AUC, and where the edge model went (or why it did not)."""
+    if not edge:
+        return []
+    lines = []
+    metrics, sizes = edge.get("metrics", {}), edge.get("sizes", {})
+    if metrics:
+        lines.append("  edge model           float TFLite   int8 TFLite   SavedModel")
+        lines.append(f"  size (bytes)         {sizes['float']:12d}  {sizes['int8']:12d}            -"
+                     f"   (int8 {sizes['int8'] / sizes['float']:.2f}x float)")
+        lines.append(f"  AUC                  {metrics['float']['auc']:12.4f}  {metrics['int8']['auc']:12.4f}"
+                     f"  {metrics['saved_model']['auc']:11.4f}")
+        lines.append(f"  decisions agreeing   {metrics['float']['agreement']:12.2%}  "
+                     f"{metrics['int8']['agreement']:12.2%}            -")
+        ready = edge.get("edgetpu", {})
+        lines.append("  Edge TPU ready: " + ("yes" if ready.get("ready") else
+                                             "NO (" + "; ".join(ready.get("cpu_ops", [])[:3]) + ")"))
+    if edge.get("pushed"):
+        lines.append(f"  edge model pushed to: {edge['version_dir']}")
+    else:
+        lines.append(f"  edge model not pushed: {edge.get('reason', '')}")
+    return lines
+
+
+def training_line(facts: Dict[str, object]) -> str:
+    """`mirrored, 2 replicas, global batch 128 (64 per replica), 60 steps, resumed from step 20`."""
+    text = (f"{facts['strategy']}, {facts['replicas']} replica(s), global batch {facts['global_batch']} "
+            f"({facts['per_replica_batch']} per replica), {facts['train_steps']} steps")
+    cluster = facts.get("cluster") or []
+    if cluster:
+        jobs = [task["job"] for task in cluster]
+        text += f", cluster of {jobs.count('ps')} ps + {jobs.count('worker')} workers"
+    if facts.get("resumed_from_step"):
+        text += f", resumed from step {facts['resumed_from_step']}"
+    return text
+
+
+def format_summary(summary: RunSummary, config, timings: Dict[str, float]) -> str:
+    lines = ["", f"Run {summary.run_id}"]
+    cached = [c.name for c in summary.components if c.state == "cached"]
+    if cached:
+        lines.append(f"  reused from cache: {', '.join(cached)}")
+    for split, found in summary.anomalies.items():
+        lines.append(f"  data anomalies in {split} (tolerated by the anomaly gate): {'; '.join(found)}")
+    gate = summary.component("AnomalyGate")
+    if gate and gate.outputs.get("report"):
+        lines.append(f"  data validation passed: {os.path.join(gate.outputs['report'][0], 'report.html')}")
+    if summary.hyperparameters:
+        hp = ", ".join(f"{k}={v}" for k, v in summary.hyperparameters.items() if not k.startswith("tuner/"))
+        lines.append(f"  tuned hyper-parameters: {hp}")
+    if summary.training:
+        lines.append(f"  training: {training_line(summary.training)}")
+    if summary.candidate_metrics:
+        lines.append("  metric               candidate   baseline")
+        for name in ("AUC", "binary_accuracy", "precision", "recall", "example_count"):
+            key = next((k for k in summary.candidate_metrics if k.lower() == name.lower()), None)
+            if key is None:
+                continue
+            base = summary.baseline_metrics.get(key)
+            fmt = "{:9.0f}" if key == "example_count" else "{:9.4f}"
+            base_text = " " + fmt.format(base) if base is not None else "         -"
+            lines.append(f"  {key:20s} {fmt.format(summary.candidate_metrics[key])} {base_text}")
+        if not summary.baseline_metrics:
+            lines.append("  (no baseline: no model was blessed before this one)")
+    lines.extend(_slice_lines(summary.slice_metrics))
+    if summary.blessed is True:
+        rules = [f"AUC >= {config.evaluator.min_auc}", f"accuracy >= {config.evaluator.min_binary_accuracy}"]
+        if summary.baseline_metrics:
+            rules.append(f"AUC no more than {config.evaluator.max_auc_drop} below the baseline")
+        lines.append(f"  blessed: yes (overall slice: {', '.join(rules)})")
+    elif summary.blessed is False:
+        lines.append("  blessed: NO")
+        lines.extend(f"    - {r}" for r in summary.blessing_reasons)
+    if summary.pushed:
+        lines.append(f"  pushed to: {summary.pushed_path}")
+    elif summary.already_serving_version:
+        lines.append(f"  not pushed: this model is already serving as version {summary.already_serving_version}"
+                     f" in {config.model_serving_dir}")
+    elif summary.blessed is False:
+        lines.append(f"  not pushed: serving directory {config.model_serving_dir} is unchanged")
+    lines.extend(_edge_lines(summary.edge, config))
+    lines.append(f"  total time: {sum(timings.values()):.1f}s")
+    lines.append(f"  artifacts: {config.pipeline_root}")
+    lines.append(f"  metadata:  {config.metadata_path}")
+    return "\n".join(lines)

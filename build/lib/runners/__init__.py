@@ -1,0 +1,1 @@
+"""Runners: execute the one pipeline definition locally or in production."""

@@ -1,0 +1,228 @@
+"""Run the pipeline on this machine: LocalDagRunner, Beam DirectRunner, SQLite MLMD.
+
+    python -m runners.local [--config FILE] [--set section.key=value ...]
+
+The terminal shows one line per component as it starts and ends, then a
+summary (metrics of candidate and baseline, blessing, where the model went).
+Everything TensorFlow, Beam and TFX log goes to `<log_dir>/run-<time>.log`.
+Exit status: 0 when the run completed (blessed or not), 1 when a component
+failed, 2 for a configuration error or unreadable input file, 3 when the
+anomaly gate stopped the run on bad data (its report is printed, with its path).
+"""
+
+import argparse
+import contextlib
+import logging
+import os
+import re
+import sys
+import time
+from typing import Dict, Optional, TextIO
+
+from contract import cli
+from contract.config import PipelineConfig
+from contract.errors import ConfigError, DataValidationFailed
+
+# LocalDagRunner says "Component X", BeamDagRunner "node X".
+_STARTED = re.compile(r"^(?:Component|node) (\S+) is running\.$")
+_FINISHED = re.compile(r"^(?:Component|node) (\S+) is finished\.$")
+_CACHED = re.compile(r"^A cached execution \d+ is used\.$")
+_SKIPPED = re.compile(r"^Skipping execution for")
+
+
+class ProgressHandler(logging.Handler):
+    """Turns TFX's per-component log records into one terminal line at start and end."""
+
+    def __init__(self, out: TextIO, total: int):
+        super().__init__(level=logging.INFO)
+        self.out, self.total = out, total
+        self.timings: Dict[str, float] = {}
+        self.current: Optional[str] = None
+        self.started = 0.0
+        self.note = ""
+        self.index = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except Exception:  # A malformed third-party log record must not break the run.
+            return
+        if m := _STARTED.match(message):
+            self.current, self.started, self.note = m.group(1), time.time(), ""
+            self.index += 1
+            self._print(f"[{self.index:2d}/{self.total}] {self.current:32s} started")
+        elif _CACHED.match(message):
+            self.note = "cached"
+        elif _SKIPPED.match(message):
+            self.note = "skipped"
+        elif (m := _FINISHED.match(message)) and m.group(1) == self.current:
+            seconds = time.time() - self.started
+            self.timings[self.current] = seconds
+            note = f" ({self.note})" if self.note else ""
+            self._print(f"[{self.index:2d}/{self.total}] {self.current:32s} done {seconds:7.1f}s{note}")
+            self.current = None
+
+    def _print(self, line: str) -> None:
+        self.out.write(line + "\n")
+        self.out.flush()
+
+
+@contextlib.contextmanager
+def output_to_log(log_path: str):
+    """Sends fd 1 and 2 (Python, C++ and subprocess output alike) to the log file.
+
+    Yields a stream bound to the original terminal for progress lines.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved_out, saved_err = os.dup(1), os.dup(2)
+    terminal = os.fdopen(os.dup(saved_out), "w", buffering=1)
+    with open(log_path, "ab", buffering=0) as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield terminal
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved_out, 1)
+            os.dup2(saved_err, 2)
+            os.close(saved_out)
+            os.close(saved_err)
+            terminal.close()
+
+
+def one_line_reason(error: BaseException) -> str:
+    """The most specific line of an exception chain, for a person reading the terminal."""
+    while error.__cause__ is not None or error.__context__ is not None:
+        error = error.__cause__ or error.__context__
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[-1] if text else ''}".strip()
+
+
+def data_validation_failure(error: BaseException):
+    """The anomaly gate's `DataValidationFailed` in an exception chain, or None."""
+    while error is not None:
+        if isinstance(error, DataValidationFailed):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def run(config: PipelineConfig, out: TextIO = sys.stdout, dag_runner=None) -> int:
+    """Runs the pipeline with `dag_runner` (default: LocalDagRunner); returns the process exit status."""
+    for path in (config.pipeline_root, config.log_dir, os.path.dirname(config.metadata_path)):
+        os.makedirs(path, exist_ok=True)
+    log_path = os.path.join(config.log_dir, time.strftime("run-%Y%m%d-%H%M%S.log"))
+    try:
+        # The preflight reads tf.Example protos: TensorFlow's start-up lines go to the log, not the terminal.
+        with output_to_log(log_path):
+            from pipeline import inputs
+
+            counts = inputs.check_inputs(config)
+    except ConfigError as e:
+        out.write(f"error: {e}\n")
+        return 2
+    out.write(f"Pipeline {config.pipeline_name}: data {config.input_base} "
+              f"({', '.join(f'{k}: {v} files' for k, v in counts.items())})\n")
+    config_path = log_path[:-len(".log")] + ".config.yaml"
+    with open(config_path, "w", encoding="utf-8") as f:
+        f.write(config.to_yaml())
+    out.write(f"Config: {config_path}\n")
+    out.write(f"Logs: {log_path}\n")
+    out.flush()
+
+    handler = None
+    started = time.time()
+    status = 0
+    with output_to_log(log_path) as original_stdout, open(log_path, "a", encoding="utf-8") as log_stream:
+        # Progress goes where the caller asked; stdout itself now points at the log.
+        terminal = original_stdout if out is sys.stdout else out
+        logging.basicConfig(stream=log_stream, level=logging.INFO, force=True)
+        from absl import logging as absl_logging
+        from tfx import v1 as tfx
+
+        from pipeline.pipeline import create_pipeline
+
+        absl_logging.set_verbosity(absl_logging.INFO)
+        try:
+            dag = create_pipeline(config)
+            handler = ProgressHandler(terminal, total=len(dag.components))
+            logging.getLogger().addHandler(handler)
+            # Beam executors parse sys.argv + beam args as absl flags: a host
+            # program's own flags (pytest's -v) would swallow the Beam args.
+            saved_argv, sys.argv = sys.argv, sys.argv[:1]
+            try:
+                (dag_runner or tfx.orchestration.LocalDagRunner()).run(dag)
+            finally:
+                sys.argv = saved_argv
+        except Exception as error:  # Reported in one line; the traceback is in the log.
+            logging.exception("Pipeline failed")
+            component = handler.current if handler else None
+            rejected = data_validation_failure(error)
+            if rejected is not None:
+                terminal.write(f"\nSTOPPED by {component or 'AnomalyGate'}: the data did not pass validation; "
+                               "nothing was trained or pushed.\n"
+                               f"{rejected.report_text}\nReport: {rejected.report_path}\n")
+                status = 3
+            else:
+                terminal.write(f"\nFAILED{' in ' + component if component else ''}: {one_line_reason(error)}\n"
+                               f"Full traceback: {log_path}\n")
+                status = 1
+        finally:
+            # Later reads of MLMD log too; they belong in the log, not the summary.
+            # A NullHandler keeps the next root-level log call from re-installing
+            # a stderr handler (logging's implicit basicConfig).
+            for h in list(logging.getLogger().handlers):
+                logging.getLogger().removeHandler(h)
+            logging.getLogger().addHandler(logging.NullHandler())
+            logging.getLogger().setLevel(logging.WARNING)
+    if status == 0:
+        from reports.metadata import open_metadata
+        from reports.summary import format_summary, read_run
+
+        summary = read_run(open_metadata(config.metadata_path), config.pipeline_name)
+        out.write(format_summary(summary, config, handler.timings) + "\n")
+        out.write(f"  logs:      {log_path}\n")
+    report = write_run_report(config, log_path)
+    if report:
+        out.write(f"  report:    {report}\n")
+    out.write(f"Finished in {time.time() - started:.1f}s\n")
+    out.flush()
+    return status
+
+
+def write_run_report(config: PipelineConfig, log_path: str) -> str:
+    """The run's HTML report (failed runs too: they show how far they got); "" if there is no run to show."""
+    from reports.html import write_report
+
+    try:
+        with output_to_log(log_path):
+            return write_report(config)
+    except LookupError:
+        return ""  # failed before the first component registered a run
+    except Exception:  # A report is a view of the run; it never changes the run's outcome.
+        import traceback
+
+        with open(log_path, "a", encoding="utf-8") as log:
+            log.write("Could not write the run report:\n")
+            traceback.print_exc(file=log)
+        return ""
+
+
+@cli.command
+def main(argv=None) -> int:
+    cli.prepare(tensorflow_log_level="2")  # fd 2 goes to the run log, where TensorFlow's C++ lines belong
+    parser = argparse.ArgumentParser(prog="python -m runners.local", description=__doc__.split("\n\n")[0])
+    cli.add_settings_arguments(parser)
+    parser.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
+    args = parser.parse_args(argv)
+    config = cli.load_settings(args)
+    if args.print_config:
+        print(config.to_yaml())
+        return 0
+    return run(config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

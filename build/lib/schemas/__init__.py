@@ -1,0 +1,1 @@
+"""Schemas: the curated taxi schema (`taxi/schema.pbtxt`) and `infer` for a new dataset."""

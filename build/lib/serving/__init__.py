@@ -1,0 +1,1 @@
+"""Online serving: TF Serving push artifacts, a local TF Serving-compatible gRPC server, clients, rollout."""
