@@ -1,1 +1,0 @@
-"""Custom TFX components: the steps the stock components do not cover."""

@@ -1,1 +1,0 @@
-"""Pipeline definition: configuration (`config.py`), inputs (`inputs.py`), wiring (`pipeline.py`)."""

@@ -1,1 +1,0 @@
-"""Runners: execute the one pipeline definition locally or in production."""

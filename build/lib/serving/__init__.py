@@ -1,1 +1,0 @@
-"""Online serving: TF Serving push artifacts, a local TF Serving-compatible gRPC server, clients, rollout."""
