@@ -3,6 +3,8 @@
 `run_fn` is the Trainer's entry point. The exported SavedModel carries:
 - `serving_default`: serialized raw tf.Examples -> {"probabilities"}; the
   Transform graph runs inside it, so clients send raw features.
+- `classify`: the same function behind TF Serving's Classify API (method
+  `tensorflow/serving/classify`: input `inputs`, outputs `classes` + `scores`).
 - `transform_features`: serialized tf.Examples -> transformed features; TFMA
   calls it to compute the label the same way training did.
 - `edge`: numeric inputs after Transform, for TFLite (`edge_signature.py`).
@@ -20,6 +22,7 @@ import tensorflow as tf  # noqa: E402
 import tensorflow_transform as tft  # noqa: E402
 import tf_keras as keras  # noqa: E402
 from absl import logging  # noqa: E402
+from tensorflow.core.protobuf import saved_model_pb2  # noqa: E402
 from tfx_bsl.public import tfxio  # noqa: E402
 
 try:
@@ -30,6 +33,9 @@ except ImportError:  # Loaded from TFX's module wheel, where sibling files are t
     import strategies  # type: ignore[no-redef]
 
 PREDICTION_KEY = "probabilities"
+CLASSIFY_SIGNATURE = "classify"
+# Class labels of the binary task in the classify signature, as tf.estimator's classifiers exported them.
+CLASS_LABELS = ("0", "1")
 HPARAMS_FILE = "hyperparameters.json"
 
 # Hyper-parameters used when the Tuner is off; the Tuner searches around them.
@@ -123,6 +129,35 @@ def _serving_signatures(model: keras.Model, tf_transform_output, spec) -> Dict:
             **edge_signature.edge_signatures(model, tf_transform_output, spec, PREDICTION_KEY)}
 
 
+def save_for_tf_serving(model: keras.Model, export_dir: str, signatures: Dict) -> None:
+    """Saves the model with a `classify` signature beside `signatures`, marked for TF Serving's Classify API.
+
+    `classify` calls `serving_default`, so it runs the same Transform graph and the
+    same weights. TF2 marks every exported signature as a Predict signature; TF
+    Serving's Classify (with --enable_signature_method_name_check) and the local
+    server only accept one whose SignatureDef says `tensorflow/serving/classify`,
+    so that field is set in saved_model.pb after saving.
+    """
+    predict = signatures["serving_default"]
+
+    @tf.function(input_signature=[tf.TensorSpec(shape=[None], dtype=tf.string, name=tf.saved_model.CLASSIFY_INPUTS)])
+    def classify(serialized):
+        probability = predict(serialized)[PREDICTION_KEY]
+        scores = tf.concat([1.0 - probability, probability], axis=1)
+        classes = tf.tile(tf.constant([CLASS_LABELS]), [tf.shape(scores)[0], 1])
+        return {tf.saved_model.CLASSIFY_OUTPUT_CLASSES: classes, tf.saved_model.CLASSIFY_OUTPUT_SCORES: scores}
+
+    model.save(export_dir, save_format="tf", signatures={**signatures, CLASSIFY_SIGNATURE: classify})
+    path = os.path.join(export_dir, "saved_model.pb")
+    saved_model = saved_model_pb2.SavedModel()
+    with tf.io.gfile.GFile(path, "rb") as f:
+        saved_model.ParseFromString(f.read())
+    for meta_graph in saved_model.meta_graphs:
+        meta_graph.signature_def[CLASSIFY_SIGNATURE].method_name = tf.saved_model.CLASSIFY_METHOD_NAME
+    with tf.io.gfile.GFile(path, "wb") as f:
+        f.write(saved_model.SerializeToString())
+
+
 def train_and_export(fn_args, hparams: Dict, strategy=None) -> Dict:
     """Builds, trains (under `strategy`) and exports the model; the one code path of every strategy.
 
@@ -173,8 +208,7 @@ def train_and_export(fn_args, hparams: Dict, strategy=None) -> Dict:
     # Exported from a strategy-free copy: the SavedModel is the same whichever strategy trained it.
     exported = build_keras_model(spec, hparams)
     exported.set_weights(model.get_weights())
-    exported.save(fn_args.serving_model_dir, save_format="tf",
-                  signatures=_serving_signatures(exported, tf_transform_output, spec))
+    save_for_tf_serving(exported, fn_args.serving_model_dir, _serving_signatures(exported, tf_transform_output, spec))
     trained_steps = schedule.total_steps - progress.resumed_from_step
     return {
         "strategy": settings.strategy, "replicas": replicas, "per_replica_batch": per_replica_batch,

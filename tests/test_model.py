@@ -1,4 +1,4 @@
-"""The Keras model and its exported signatures (serving_default, transform_features)."""
+"""The Keras model and its exported signatures (serving_default, classify, transform_features)."""
 
 import numpy as np
 import pytest
@@ -24,9 +24,8 @@ def exported(tmp_path_factory, taxi_root):
     labels = np.array([r[SPEC.label_key] for r in rows])
     keras_model.fit(_batch(rows, keras_model), labels, epochs=2, batch_size=64, verbose=0)
     export_dir = str(tmp / "serving_model")
-    keras_model.save(export_dir, save_format="tf",
-                     signatures=model._serving_signatures(keras_model, tft_output, SPEC))
-    return examples, rows, keras_model, tf.saved_model.load(export_dir)
+    model.save_for_tf_serving(keras_model, export_dir, model._serving_signatures(keras_model, tft_output, SPEC))
+    return examples, rows, keras_model, tf.saved_model.load(export_dir), export_dir
 
 
 def _serialized(examples, drop=()):
@@ -41,7 +40,7 @@ def _serialized(examples, drop=()):
 
 
 def test_serving_default_scores_raw_examples_without_the_label(exported):
-    examples, _, _, loaded = exported
+    examples, _, _, loaded, _ = exported
     serve = loaded.signatures["serving_default"]
     result = serve(examples=_serialized(examples[:20], drop=["tips"]))
     probabilities = result[model.PREDICTION_KEY].numpy()
@@ -51,14 +50,29 @@ def test_serving_default_scores_raw_examples_without_the_label(exported):
 
 def test_serving_applies_the_same_transform_as_training(exported):
     """No training/serving skew: raw examples through the signature == model on Transform's output."""
-    examples, rows, keras_model, loaded = exported
+    examples, rows, keras_model, loaded, _ = exported
     served = loaded.signatures["serving_default"](examples=_serialized(examples))[model.PREDICTION_KEY]
     direct = keras_model.predict(_batch(rows, keras_model), verbose=0)
     np.testing.assert_allclose(served.numpy(), direct, atol=1e-5)
 
 
+def test_classify_signature_is_serving_default_as_tf_serving_classify_expects(exported):
+    """TF Serving's Classify: method name, one string input `inputs`, `classes` + `scores` of [batch, classes]."""
+    examples, _, _, loaded, export_dir = exported
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        definition = tf.compat.v1.saved_model.load(session, ["serve"], export_dir).signature_def["classify"]
+    assert definition.method_name == "tensorflow/serving/classify"
+    assert set(definition.inputs) == {"inputs"} and definition.inputs["inputs"].dtype == tf.string.as_datatype_enum
+    assert set(definition.outputs) == {"classes", "scores"}
+    serialized = _serialized(examples[:20], drop=["tips"])
+    result = loaded.signatures["classify"](inputs=serialized)
+    probabilities = loaded.signatures["serving_default"](examples=serialized)[model.PREDICTION_KEY].numpy()
+    assert result["classes"].numpy().tolist() == [[b"0", b"1"]] * 20
+    np.testing.assert_allclose(result["scores"].numpy(), np.hstack([1 - probabilities, probabilities]), atol=1e-7)
+
+
 def test_transform_features_signature_yields_the_label(exported):
-    examples, _, _, loaded = exported
+    examples, _, _, loaded, _ = exported
     out = loaded.signatures["transform_features"](examples=_serialized(examples[:50]))
     tips = [e.features.feature["tips"].float_list.value[0] for e in examples[:50]]
     fare = [e.features.feature["fare"].float_list.value[0] for e in examples[:50]]
@@ -66,7 +80,7 @@ def test_transform_features_signature_yields_the_label(exported):
 
 
 def test_core_consumes_the_dense_feature_vector(exported):
-    _, _, keras_model, _ = exported
+    _, _, keras_model, _, _ = exported
     core = keras_model.get_layer("core")
     assert core.input_shape == (None, SPEC.dense_input_size())
 
