@@ -6,6 +6,7 @@ times. Like TF Serving's batcher: a batch runs when it holds `max_batch_size`
 examples or when `timeout` has passed since its first request arrived, and it
 always takes the requests already queued. With a timeout of 0 a batch is simply
 whatever queued up while the previous call ran: no added latency at low load.
+An optional observer hears the queue depth and every merged call (metrics).
 """
 
 import queue
@@ -13,7 +14,7 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Protocol
 
 import numpy as np
 
@@ -26,6 +27,15 @@ class _Task:
     inputs: Tensors
     size: int
     future: Future = field(default_factory=Future)
+    queued_at: float = field(default_factory=time.monotonic)
+
+
+class BatchObserver(Protocol):
+    def queued(self, delta: int) -> None:
+        """The queue grew or shrank by `delta` requests."""
+
+    def batch(self, request_sizes: List[int], queued_seconds: List[float]) -> None:
+        """One model call ran the requests of these sizes, which waited this long."""
 
 
 def run_merged(fn: Callable[[Tensors], Tensors], tasks: List[_Task]) -> None:
@@ -61,8 +71,9 @@ class Batcher:
     """A queue and `num_threads` workers merging tasks for one signature of one loaded version."""
 
     def __init__(self, fn: Callable[[Tensors], Tensors], max_batch_size: int, timeout_micros: int,
-                 num_threads: int = 1):
+                 num_threads: int = 1, observer: Optional[BatchObserver] = None):
         self._fn = fn
+        self._observer = observer
         self._max = max_batch_size
         self._timeout = timeout_micros / 1e6
         self._queue: "queue.Queue" = queue.Queue()
@@ -82,6 +93,8 @@ class Batcher:
             closed = self._closed
             if not closed:
                 self._queue.put(task)
+                if self._observer is not None:
+                    self._observer.queued(1)
         if closed:
             # The version was unloaded between lookup and submit: finish this request anyway.
             _run_alone(self._fn, task)
@@ -119,14 +132,21 @@ class Batcher:
                     stop = True
                     break
                 if total + task.size > self._max:
-                    carried = task
+                    carried = task  # still counted as queued: it runs first in the next batch
                     break
                 batch.append(task)
                 total += task.size
+            started = time.monotonic()
+            if self._observer is not None:
+                self._observer.queued(-len(batch))
             run_merged(self._fn, batch)
             self.calls += 1
             self.requests += len(batch)
+            if self._observer is not None:
+                self._observer.batch([t.size for t in batch], [started - t.queued_at for t in batch])
             if stop:
                 if carried is not None:
+                    if self._observer is not None:
+                        self._observer.queued(-1)
                     _run_alone(self._fn, carried)
                 return

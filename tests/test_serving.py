@@ -25,7 +25,8 @@ from components.serving_pusher import WARMUP_FILE, serving_versions
 from serving import __main__ as cli
 from serving import model_config
 from serving.client import ServingClient, read_examples
-from serving.server import ModelServer, ServerSettings
+from pipeline.config import ServingConfig
+from serving.server import ModelServer
 from tests.samples import read_examples as read_tfrecords
 
 pytestmark = pytest.mark.slow
@@ -45,8 +46,8 @@ def _copy_serving(pushed_run, root):
 
 
 def _start(path, root, **overrides):
-    settings = ServerSettings(port=0, poll_interval_seconds=POLL, max_batch_size=MAX_BATCH,
-                              request_log_dir=os.path.join(str(root), "request_logs"), **overrides)
+    settings = ServingConfig(port=0, rest_port=0, poll_interval_seconds=POLL, max_batch_size=MAX_BATCH,
+                             request_log_dir=os.path.join(str(root), "request_logs"), **overrides)
     server = ModelServer(path, settings)
     server.start()
     return server
@@ -246,7 +247,7 @@ def test_sampled_requests_are_logged_as_raw_tf_examples(served, eval_rows):
     server, stub, _ = served
     stub.Predict(_request(eval_rows[:5]), timeout=30)
     server.loggers.flush()
-    directory = os.path.join(server.settings.request_log_dir, MODEL)
+    directory = os.path.join(server.serving.request_log_dir, MODEL)
     files = sorted(f for f in os.listdir(directory) if f.endswith(".tfrecord.gz"))
     assert files and not [f for f in os.listdir(directory) if f.startswith(".")]
     logged = read_tfrecords(os.path.join(directory, "*.tfrecord.gz"))
@@ -325,7 +326,7 @@ def test_client_retries_unavailable_until_the_server_is_up_and_honours_deadlines
 
 
 def _start_on(path, port):
-    settings = ServerSettings(port=port, poll_interval_seconds=POLL, max_batch_size=MAX_BATCH)
+    settings = ServingConfig(port=port, rest_port=0, poll_interval_seconds=POLL, max_batch_size=MAX_BATCH)
     server = ModelServer(path, settings)
     server.start()
     return server

@@ -175,7 +175,8 @@ def test_serving_settings_are_validated():
 def test_a_port_in_use_is_named_with_what_to_do(tmp_path):
     import socket
 
-    from serving.server import ModelServer, ServerSettings
+    from pipeline.config import ServingConfig
+    from serving.server import ModelServer
 
     path = str(tmp_path / "models.config")
     model_config.ensure(path, "taxi", str(tmp_path / "taxi"))
@@ -183,6 +184,9 @@ def test_a_port_in_use_is_named_with_what_to_do(tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        server = ModelServer(path, ServerSettings(port=port))
+        server = ModelServer(path, ServingConfig(port=port, rest_port=0))
         with pytest.raises(OSError, match=rf"could not bind 127.0.0.1:{port}.*--set serving.port=N"):
+            server.start()
+        server = ModelServer(path, ServingConfig(port=0, rest_port=port))
+        with pytest.raises(OSError, match=rf"could not bind 127.0.0.1:{port} for REST.*--set serving.rest_port=N"):
             server.start()
