@@ -45,10 +45,10 @@ def _copy_serving(pushed_run, root):
     return path, base
 
 
-def _start(path, root, **overrides):
+def _start(path, root, label_spec=None, **overrides):
     settings = ServingConfig(port=0, rest_port=0, poll_interval_seconds=POLL, max_batch_size=MAX_BATCH,
                              request_log_dir=os.path.join(str(root), "request_logs"), **overrides)
-    server = ModelServer(path, settings)
+    server = ModelServer(path, settings, label_spec)
     server.start()
     return server
 
@@ -226,11 +226,32 @@ def test_garbage_in_one_request_does_not_fail_its_batch_neighbours(served, eval_
     assert sorted(map(str, outcomes)) == sorted(["ok"] * 7 + [str(grpc.StatusCode.INVALID_ARGUMENT)])
 
 
-def test_classify_and_regress_need_signatures_of_that_kind(served, eval_rows):
-    _, stub, _ = served
+def test_classify_on_the_pushed_model_equals_the_saved_model_in_process(served, eval_rows):
+    """The Trainer's `classify` signature answers TF Serving's Classify; Predict-only signatures refuse it."""
+    _, stub, base = served
+    version = serving_versions(base)[-1]
     classify = classification_pb2.ClassificationRequest()
     classify.model_spec.name = MODEL
-    classify.input.example_list.examples.extend(eval_rows[:2])
+    classify.model_spec.signature_name = "classify"
+    classify.input.example_list.examples.extend(eval_rows[:MAX_BATCH])
+    response = stub.Classify(classify, timeout=30)
+    assert response.model_spec.version.value == version and response.model_spec.signature_name == "classify"
+    expected = _in_process(base, version, eval_rows[:MAX_BATCH]).reshape(-1)
+    rows = response.result.classifications
+    assert [[c.label for c in row.classes] for row in rows] == [["0", "1"]] * MAX_BATCH
+    np.testing.assert_allclose([row.classes[1].score for row in rows], expected, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose([row.classes[0].score for row in rows], 1 - expected, rtol=1e-6, atol=1e-6)
+
+    # Context features are merged into every example, the example's own features winning (TF Serving's rule).
+    context = tf.train.Example()
+    context.features.feature["payment_type"].CopyFrom(eval_rows[0].features.feature["payment_type"])
+    with_context = classification_pb2.ClassificationRequest(model_spec=classify.model_spec)
+    with_context.input.example_list_with_context.context.CopyFrom(context)
+    with_context.input.example_list_with_context.examples.extend(eval_rows[:4])
+    scores = [row.classes[1].score for row in stub.Classify(with_context, timeout=30).result.classifications]
+    np.testing.assert_allclose(scores, expected[:4], rtol=1e-6, atol=1e-7)
+
+    classify.model_spec.signature_name = ""
     with pytest.raises(grpc.RpcError) as raised:
         stub.Classify(classify, timeout=30)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
