@@ -36,7 +36,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 from google.protobuf.message import DecodeError
-from tensorflow.core.framework import types_pb2
+from tensorflow.core.framework import tensor_shape_pb2, types_pb2
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2, model_pb2,
                                      model_service_pb2_grpc, predict_pb2, prediction_log_pb2,
@@ -643,6 +643,17 @@ def classification_result(outputs: Dict[str, np.ndarray], result) -> None:
                 item.score = float(scores[row][column])
 
 
+def _fill_tensor(proto, array: np.ndarray) -> None:
+    """Numeric outputs as raw `tensor_content`, as TF Serving writes them; tf.make_tensor_proto's generic path
+    costs about 0.1 ms a call, a tenth of a batch-1 request."""
+    if array.dtype == object or array.dtype.kind in "SU":
+        proto.CopyFrom(tf.make_tensor_proto(array))
+        return
+    proto.dtype = tf.as_dtype(array.dtype).as_datatype_enum
+    proto.tensor_shape.dim.extend(tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in array.shape)
+    proto.tensor_content = np.ascontiguousarray(array).tobytes()
+
+
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     def __init__(self, core: ServingCore):
         self._core = core
@@ -682,7 +693,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         response.model_spec.version.value = answer.loaded.version
         response.model_spec.signature_name = answer.signature
         for name, value in answer.outputs.items():
-            response.outputs[name].CopyFrom(tf.make_tensor_proto(value))
+            _fill_tensor(response.outputs[name], np.asarray(value))
         return response
 
     def _examples(self, request, method: str, api: str, context) -> Answer:

@@ -24,6 +24,7 @@ worker that dies, and stops them all on Ctrl-C / SIGTERM.
 import dataclasses
 import multiprocessing
 import os
+import queue
 import shutil
 import signal
 import socket
@@ -77,8 +78,9 @@ def _worker(config: PipelineConfig, serving: ServingConfig, index: int, ready) -
     # A request crosses threads twice (handler -> batcher -> handler); with Python's default 5 ms GIL switch
     # interval each crossing can wait that long, which dwarfs a 1-2 ms model call.
     sys.setswitchinterval(GIL_SWITCH_SECONDS)
-    configure_logging(f"[worker {index}] ")
     from serving.server import ModelServer, serve_forever
+
+    configure_logging(f"[worker {index}] ")  # after the imports: TFX logs its optional packages while importing
 
     try:
         server = ModelServer(config.models_config_path, serving, config.features.spec(), reuse_port=True)
@@ -116,10 +118,18 @@ class Supervisor:
         return process
 
     def _await_ready(self, expected: int) -> List[Tuple[int, int]]:
+        """Waits for `expected` workers to have loaded their models and opened the ports."""
         started = []
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
         while len(started) < expected:
-            index, pid, error = self._ready.get(timeout=max(1.0, deadline - time.monotonic()))
+            try:
+                index, pid, error = self._ready.get(timeout=1.0)
+            except queue.Empty:
+                dead = [i for i, p in enumerate(self._workers) if p is not None and p.exitcode is not None]
+                if dead or time.monotonic() > deadline:
+                    raise OSError(f"worker {dead[0] if dead else '?'} exited before it was ready; see its output "
+                                  "above") from None
+                continue
             if error:
                 raise OSError(f"worker {index} could not start: {error}")
             started.append((index, pid))

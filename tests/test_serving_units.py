@@ -63,6 +63,14 @@ def test_one_bad_request_fails_alone_in_a_merged_batch():
     assert outcomes == {1: 1, 2: 2, -1: "negative input"}
 
 
+def test_a_lone_request_runs_in_its_own_thread_without_a_handoff():
+    threads = []
+    batcher = Batcher(lambda inputs: threads.append(threading.current_thread()) or {"y": inputs["x"]},
+                      max_batch_size=4, timeout_micros=0)
+    assert batcher.submit({"x": np.array([1])}, 1)["y"][0] == 1
+    assert threads == [threading.current_thread()] and (batcher.calls, batcher.requests) == (1, 1)
+
+
 def test_a_closed_batcher_still_answers():
     batcher = Batcher(lambda inputs: {"y": inputs["x"] + 1}, max_batch_size=4, timeout_micros=1000)
     batcher.close()
