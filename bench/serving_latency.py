@@ -281,11 +281,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"model {serving_base}/{version}; {len(serialized)} eval examples, one per request; {args.seconds:g}s "
           f"per cell; {args.repeats} rounds; {args.clients} clients in {args.client_processes} processes",
           flush=True)
-    servers = {False: Server(work_dir, False, setting_args), True: Server(work_dir, True, setting_args)}
-    print(f"  {servers[True].banner}", flush=True)
+    servers: Dict[bool, Server] = {}
     rounds: List[Dict[str, object]] = []
     next_version = version
     try:
+        for batching in (False, True):
+            servers[batching] = Server(work_dir, batching, setting_args)
+        print(f"  {servers[True].banner}", flush=True)
         for number in range(args.repeats):
             cells: Dict[str, Dict[str, float]] = {}
             cells["in-process batch 1"] = summarize(drive(
@@ -320,6 +322,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     finally:
         for server in servers.values():
             server.stop()
+        if len(rounds) < args.repeats:
+            shutil.rmtree(work_dir, ignore_errors=True)
 
     print(f"\n{'cell':<32}{'p50 ms':>22}{'p99 ms':>22}{'QPS (examples/s)':>24}")
     for cell in rounds[0]["cells"]:

@@ -38,6 +38,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 from prometheus_client import multiprocess
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+METRICS_PATH = "/monitoring/prometheus/metrics"  # TF Serving's default path, on the REST port
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 

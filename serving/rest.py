@@ -52,9 +52,9 @@ from tensorflow_serving.apis import classification_pb2, get_model_metadata_pb2, 
 
 from pipeline.config import ServingConfig
 from serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from serving.metrics import METRICS_PATH
 from serving.server import CLASSIFY_METHOD, REGRESS_METHOD, REST, RequestError, ServingCore, classification_result
 
-METRICS_PATH = "/monitoring/prometheus/metrics"
 PREDICTION_PATH = re.compile(r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)",
                              re.IGNORECASE)
 STATUS_PATH = re.compile(r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?",
