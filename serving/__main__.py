@@ -138,7 +138,7 @@ def _predict(config: PipelineConfig, args) -> int:
 def _status(config: PipelineConfig, args) -> int:
     from tensorflow_serving.apis import get_model_status_pb2
 
-    from serving import model_config
+    from serving import experiments, model_config
 
     with _client(config, args) as client:
         response = client.status()

@@ -201,6 +201,9 @@ def test_a_90_10_experiment_under_load_gives_the_canary_10_percent_and_the_repor
         assert len(sticky) == 1
         assert {stub.Predict(request(examples[0], label="stable"), timeout=30).model_spec.version.value
                 for _ in range(20)} == {old}
+        capsys.readouterr()
+        assert cli.main(["status", "--target", f"127.0.0.1:{server.port}", *settings]) == 0
+        assert "experiment split canary 10%, stable 90%" in capsys.readouterr().out
     finally:
         channel.close()
         server.stop()
