@@ -219,7 +219,11 @@ def write_deployment_files(config: PipelineConfig) -> Dict[str, str]:
         "kubernetes.yaml": kubernetes_path(config),
         "monitoring.config": monitoring_path(config),
     }
-    for arm, arm_config in arm_configs(config).items():
+    arms = arm_configs(config)
+    for stale in fileio.glob(arm_config_path(config, "*")):
+        if os.path.basename(stale)[len("models-"):-len(".config")] not in arms:
+            fileio.remove(stale)  # the arm of an experiment that ended
+    for arm, arm_config in arms.items():
         files[f"models-{arm}.config"] = arm_config_path(config, arm)
         model_config.write(arm_config_path(config, arm), arm_config)
     contents = {

@@ -14,11 +14,11 @@ HTTP/2 connection) is served by one worker. Many clients spread by themselves;
 a single client process that wants every worker opens several channels
 (`grpc.use_local_subchannel_pool`, as bench/serving_latency.py does).
 
-The supervisor (this module, no TensorFlow in it) reserves the ports before the
-workers start (a bound, non-listening SO_REUSEPORT socket: nobody else can take
-the port and port 0 resolves once), points prometheus_client's multiprocess mode
-at a fresh directory so a scrape of any worker sums all of them, restarts a
-worker that dies, and stops them all on Ctrl-C / SIGTERM.
+The supervisor (this module) reserves the ports before the workers start (a
+bound, non-listening SO_REUSEPORT socket: nobody else can take the port and port
+0 resolves once), points prometheus_client's multiprocess mode at a fresh
+directory so a scrape of any worker sums all of them, restarts a worker that
+dies, and stops them all on Ctrl-C / SIGTERM.
 """
 
 import dataclasses

@@ -118,6 +118,12 @@ def test_kubernetes_files_carry_the_split_as_istio_weights_and_the_shadow_as_a_m
     assert service["spec"]["selector"] == {"app": "tf-serving-taxi"}
     assert len(by_kind["HorizontalPodAutoscaler"]) == 2
 
+    model_config.promote(path, "taxi")  # the experiment ends: one Deployment again, no arm configs left
+    files = deploy.write_deployment_files(config)
+    assert {m["kind"] for m in yaml.safe_load_all(open(files["kubernetes.yaml"]))} == {
+        "Deployment", "Service", "HorizontalPodAutoscaler"}
+    assert not [f for f in os.listdir(config.serving_dir) if f.startswith("models-")]
+
 
 def test_report_statistics_agree_with_scipy_and_find_a_real_difference(tmp_path):
     rng = np.random.default_rng(0)
