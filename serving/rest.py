@@ -265,7 +265,7 @@ def _feature(name: str, content: Any, feature: tf.train.Feature) -> None:
     for value in content if isinstance(content, list) else [content]:
         if value is None or isinstance(value, list) or (isinstance(value, dict) and not _is_b64(value)):
             raise _invalid(f"Feature: {name} has element with unexpected JSON type: {_json_type(value)}")
-        if isinstance(value, bool) or (isinstance(value, int) and not isinstance(value, bool)):
+        if isinstance(value, int):  # booleans too: TF Serving writes them as int64 1 and 0
             kind, item = "int64_list", int(value)
             if not -2 ** 63 <= item < 2 ** 63:
                 raise _invalid(f"Feature: {name} has uint64_t element. Only int64_t is supported.")
