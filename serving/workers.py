@@ -75,8 +75,8 @@ def configure_logging(prefix: str = "") -> None:
 
 def _worker(config: PipelineConfig, serving: ServingConfig, index: int, ready) -> None:
     """One worker process: the whole server on the reserved ports."""
-    # A request crosses threads twice (handler -> batcher -> handler); with Python's default 5 ms GIL switch
-    # interval each crossing can wait that long, which dwarfs a 1-2 ms model call.
+    # A request changes threads (gRPC's poller -> handler, a waiting request -> its batch's leader); with
+    # Python's default 5 ms GIL switch interval each change can wait that long, which dwarfs a 1 ms model call.
     sys.setswitchinterval(GIL_SWITCH_SECONDS)
     from serving.server import ModelServer, serve_forever
 
