@@ -68,7 +68,8 @@ def test_two_workers_share_the_ports_sum_their_metrics_and_hot_swap_drops_nothin
             request.inputs["examples"].CopyFrom(tf.make_tensor_proto([examples[index]], dtype=tf.string))
             while not stop.is_set():
                 try:
-                    versions.append(stub.Predict(request, timeout=30).model_spec.version.value)
+                    started = time.monotonic()
+                    versions.append((started, stub.Predict(request, timeout=30).model_spec.version.value))
                 except grpc.RpcError as error:
                     failures.append(f"gRPC {error.code()}: {error.details()}")
             channel.close()
@@ -86,16 +87,19 @@ def test_two_workers_share_the_ports_sum_their_metrics_and_hot_swap_drops_nothin
         time.sleep(1.0)
         _copy_version_atomically(base, old, old + 1)
         deadline = time.monotonic() + 120
-        while _loaded(url).get(str(old + 1)) != 2.0 and time.monotonic() < deadline:
+        # Both workers swapped once both have unloaded the old version (a worker loads, swaps, then unloads).
+        while _loaded(url) != {str(old): 0.0, str(old + 1): 2.0} and time.monotonic() < deadline:
             time.sleep(0.2)
-        swapped = len(versions)
+        swapped = time.monotonic()
         time.sleep(1.0)
         stop.set()
         for client in clients:
             client.join()
         assert not failures, failures[:3]
         assert _loaded(url) == {str(old): 0.0, str(old + 1): 2.0}
-        assert versions[0] == old and set(versions[swapped:]) == {old + 1}
+        # Requests already routed to the old version finish there; every request sent after the swap gets the new one.
+        assert min(versions)[1] == old
+        assert {version for started, version in versions if started > swapped} == {old + 1}
     finally:
         stop.set()
         server.send_signal(signal.SIGTERM)
