@@ -25,8 +25,8 @@ help:
 	@echo "make bench      stock TFX taxi example vs this pipeline, side by side"
 	@echo "make bench-data StatisticsGen + Transform at 1x/10x/50x data, Beam in_memory vs multi_processing"
 	@echo "make bench-edge edge int8/float TFLite vs SavedModel: size, AUC, latency per raw example (after make run)"
-	@echo "make serve      local TF Serving-compatible gRPC server on the pushed models (ARGS='--set serving.port=N')"
-	@echo "make bench-serving  gRPC latency/QPS at 1/8/32 clients, batching on/off, vs in-process"
+	@echo "make serve      local TF Serving-compatible server: gRPC 8500, REST 8501, metrics (ARGS='--set serving.port=N')"
+	@echo "make bench-serving  gRPC/REST latency, QPS with batching on/off, hot swap under load, vs in-process"
 	@echo "make bench-strategies  default vs mirrored (2 replicas) vs parameter server (1 ps + 2 workers)"
 	@echo "make infer-schema ARGS='--data-root DIR --out FILE'"
 	@echo "make lineage    what made the newest pushed model (ARGS='--version V | --run ID | --json')"
@@ -124,7 +124,7 @@ validate: setup
 clean:
 	rm -rf outputs
 
-# Online serving: the local TF Serving-compatible gRPC server, and its latency/throughput benchmark.
+# Online serving: the local TF Serving-compatible gRPC + REST server, and its benchmark.
 serve: setup
 	$(CLI) serving serve $(ARGS)
 

@@ -248,10 +248,15 @@ class KubeflowConfig:
 
 @dataclass
 class ServingConfig:
-    """Online serving (`python -m serving`): the local gRPC server, the files for TF Serving, the clients."""
+    """Online serving (`python -m serving`): the local gRPC/REST server, the files for TF Serving, the clients."""
 
     host: str = "127.0.0.1"  # loopback by default; 0.0.0.0 exposes the server to the network
     port: int = 8500  # TF Serving's gRPC port
+    rest_port: int = 8501  # TF Serving's REST port (--rest_api_port), also /monitoring/prometheus/metrics
+    rest_max_body_bytes: int = 8 * 1024 * 1024  # larger REST request bodies are refused (413)
+    # Server processes sharing the ports (SO_REUSEPORT), each with its own model copy and batching queue.
+    # 0 = one per core.
+    workers: int = 0
     # How often the server re-reads models.config and rescans the model base path (TF Serving's
     # --file_system_poll_wait_seconds and --model_config_file_poll_wait_seconds).
     poll_interval_seconds: float = 2.0
@@ -264,6 +269,9 @@ class ServingConfig:
     warmup_requests: int = 6  # PredictionLog records the Pusher writes from real eval examples
     request_log_sample_rate: float = 0.01  # fraction of Predict requests logged for the skew check
     request_log_dir: str = ""  # default: <output_dir>/request_logs; files land in <dir>/<model_name>/
+    # Experiments (serving/experiments.py): the request header (gRPC metadata) whose value keeps a client on one arm.
+    experiment_key_header: str = "x-experiment-key"
+    experiment_log_dir: str = ""  # default: <output_dir>/experiment_logs; files land in <dir>/<model_name>/
     tf_serving_image: str = "tensorflow/serving:2.16.1"  # matches tensorflow-serving-api
 
 
@@ -320,6 +328,7 @@ class PipelineConfig:
         self.log_dir = self.log_dir or os.path.join(out, "logs")
         self.edge.edge_dir = self.edge.edge_dir or os.path.join(out, "edge")
         self.serving.request_log_dir = self.serving.request_log_dir or os.path.join(out, "request_logs")
+        self.serving.experiment_log_dir = self.serving.experiment_log_dir or os.path.join(out, "experiment_logs")
 
     @property
     def model_edge_dir(self) -> str:
@@ -335,6 +344,11 @@ class PipelineConfig:
     def model_request_log_dir(self) -> str:
         """`<request_log_dir>/<model_name>`: sampled request logs, read by the skew check."""
         return os.path.join(self.serving.request_log_dir, self.model_name)
+
+    @property
+    def model_experiment_log_dir(self) -> str:
+        """`<experiment_log_dir>/<model_name>`: what the server's experiment split routed, read by the report."""
+        return os.path.join(self.serving.experiment_log_dir, self.model_name)
 
     @property
     def model_serving_dir(self) -> str:
@@ -502,8 +516,9 @@ def load_config(path: Optional[str] = None, overrides: Optional[List[str]] = Non
                 setattr(config, name, "")
         if not (values.get("edge") or {}).get("edge_dir"):
             config.edge.edge_dir = ""
-        if "request_log_dir" not in values.get("serving", {}):
-            config.serving.request_log_dir = ""
+        for name in ("request_log_dir", "experiment_log_dir"):
+            if name not in values.get("serving", {}):
+                setattr(config.serving, name, "")
     config.__post_init__()
     validate(config)
     return config
@@ -536,8 +551,15 @@ def validate(config: PipelineConfig) -> None:
         if getattr(config.dataflow, name) <= 0:
             raise ConfigError(f"dataflow.{name} must be positive")
     serving = config.serving
-    if not 0 < serving.port < 65536:
-        raise ConfigError(f"serving.port must be 1-65535, got {serving.port}")
+    for name in ("port", "rest_port"):
+        if not 0 < getattr(serving, name) < 65536:
+            raise ConfigError(f"serving.{name} must be 1-65535, got {getattr(serving, name)}")
+    if serving.port == serving.rest_port:
+        raise ConfigError(f"serving.port and serving.rest_port are both {serving.port}; gRPC and REST need a port each")
+    if serving.workers < 0:
+        raise ConfigError("serving.workers must be 0 (one per core) or a positive number of processes")
+    if serving.rest_max_body_bytes <= 0:
+        raise ConfigError("serving.rest_max_body_bytes must be positive")
     for name in ("max_batch_size", "num_batch_threads", "poll_interval_seconds"):
         if getattr(serving, name) <= 0:
             raise ConfigError(f"serving.{name} must be positive")

@@ -1,28 +1,29 @@
 """Online serving from the command line.
 
-    python -m serving serve                      local TF Serving-compatible gRPC server (make serve)
+    python -m serving serve                      local TF Serving-compatible server: gRPC 8500, REST 8501 (make serve)
     python -m serving predict --input ROWS       scores for JSON lines / CSV / TFRecords of raw features
     python -m serving classify --input ROWS      class ids (1 = big tipper)
-    python -m serving status                     versions loaded by the server, labels in models.config
-    python -m serving rollout [--version V] [--label stable|canary]
-    python -m serving rollback [--to V] [--retire]
+    python -m serving status                     versions loaded by the server, labels and split in models.config
+    python -m serving rollout [--version V] [--label stable|canary] [--weight canary=10] [--shadow canary=5]
+    python -m serving promote                    the canary becomes stable; the experiment ends
+    python -m serving rollback [--to V] [--retire]   ends a canary, else moves stable back
     python -m serving follow-latest              drop the labels: every new push serves
-    python -m serving deploy-files               models.config, batching, docker run, Kubernetes
+    python -m serving experiment report          per arm: requests, latency, scores, AUC/accuracy, tests
+    python -m serving deploy-files               models.config, batching, docker run, Kubernetes (+ Istio split)
 
 Settings come from the pipeline config (--config FILE, --set serving.port=8600 ...).
 Exit status: 0 done, 1 the server refused or failed, 2 a setting or input is wrong.
 """
 
 import argparse
+import dataclasses
 import json
-import logging
+import os
 import sys
 from typing import Optional
 
 from contract import cli
 from contract.config import PipelineConfig
-
-GIL_SWITCH_SECONDS = 0.0005
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
         cli.add_settings_arguments(sub)
         return sub
 
-    command("serve", "run the local gRPC server until Ctrl-C / SIGTERM")
+    command("serve", "run the local gRPC and REST server until Ctrl-C / SIGTERM")
     for name in ("predict", "classify", "status"):
         sub = command(name, {"predict": "scores from the server", "classify": "class ids from the server",
                              "status": "versions the server has loaded"}[name])
@@ -47,43 +48,62 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument("--input", required=True, help=".jsonl/.csv of raw features or TFRecords of tf.Example")
             sub.add_argument("--timeout", type=float, default=10.0, help="deadline per call, seconds")
             sub.add_argument("--retries", type=int, default=3, help="retries on UNAVAILABLE")
-    sub = command("rollout", "point a label (default stable) at a version (default the newest pushed)")
+    sub = command("rollout", "point a label (default stable) at a version (default the newest pushed), "
+                             "optionally with a traffic split")
     sub.add_argument("--version", type=int)
-    sub.add_argument("--label", default="stable", choices=["stable", "canary"])
-    sub = command("rollback", "move stable back (default: to the previous version)")
+    sub.add_argument("--label", choices=["stable", "canary"],
+                     help="default stable; with only --weight/--shadow the labels stay where they are")
+    sub.add_argument("--weight", action="append", default=[], metavar="LABEL=PERCENT",
+                     help="share of requests without a version or label, e.g. canary=10 (stable takes the rest)")
+    sub.add_argument("--shadow", metavar="LABEL=PERCENT",
+                     help="also send this share of the other arms' requests to LABEL; its answer is only logged")
+    sub.add_argument("--sticky-feature", default="",
+                     help="tf.Example feature whose value keeps a client on one arm (the key header wins)")
+    command("promote", "make the canary stable and end the experiment")
+    sub = command("rollback", "end the canary (all traffic to stable); without a canary, move stable back")
     sub.add_argument("--to", type=int, dest="to_version")
     sub.add_argument("--retire", action="store_true",
                      help="also move the bad version out of the model base path for good")
-    command("follow-latest", "drop the labels; every new push serves on the next poll")
+    command("follow-latest", "drop the labels and the experiment; every new push serves on the next poll")
+    sub = command("experiment", "the experiment's per-arm report from the server's experiment logs")
+    sub.add_argument("action", choices=["report"])
+    sub.add_argument("--json", action="store_true", help="print the report as JSON")
+    sub.add_argument("--since-minutes", type=float, default=0.0, help="only records this recent (0 = all)")
     command("deploy-files", "write models.config, batching parameters, docker run line, Kubernetes manifests")
     return parser
 
 
 def _serve(config: PipelineConfig) -> int:
-    from serving import model_config
+    from serving import model_config, workers
+
+    model_config.ensure(config.models_config_path, config.model_name, config.model_serving_dir)
+    serving = config.serving
+    count = workers.worker_count(serving)
+    batching = (f"batching max {serving.max_batch_size} / {serving.batch_timeout_micros} us"
+                if serving.enable_batching else "no batching")
+    if count > 1:
+        supervisor = workers.Supervisor(config, count)
+        supervisor.start()
+        _banner(config, supervisor.serving, f"{count} workers, {batching}")
+        supervisor.run()
+        print("stopped")
+        return 0
     from serving.server import ModelServer, serve_forever
 
-    # A request crosses threads twice (gRPC handler -> batcher -> handler); with Python's default 5 ms
-    # GIL switch interval each crossing can wait that long, which dwarfs a 1-2 ms model call.
-    sys.setswitchinterval(GIL_SWITCH_SECONDS)
-    # Loads, unloads and bad configs are what an operator watches for: one timestamped line each.
-    events = logging.StreamHandler(sys.stdout)
-    events.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-    server_log = logging.getLogger("absl")
-    server_log.addHandler(events)
-    server_log.setLevel(logging.INFO)
-    server_log.propagate = False
-    model_config.ensure(config.models_config_path, config.model_name, config.model_serving_dir)
-    settings = config.serving
-    server = ModelServer(config.models_config_path, settings)
-    port = server.start()
-    batching = (f"batching max {settings.max_batch_size} / {settings.batch_timeout_micros} us"
-                if settings.enable_batching else "no batching")
-    print(f"serving {config.models_config_path} on {settings.host}:{port} ({batching}; "
-          f"polling every {settings.poll_interval_seconds:g}s); Ctrl-C stops", flush=True)
+    sys.setswitchinterval(workers.GIL_SWITCH_SECONDS)
+    workers.configure_logging()
+    server = ModelServer(config.models_config_path, serving, config.features)
+    server.start()
+    _banner(config, dataclasses.replace(serving, port=server.port, rest_port=server.rest_port), f"1 worker, {batching}")
     serve_forever(server)
     print("stopped")
     return 0
+
+
+def _banner(config: PipelineConfig, serving, detail: str) -> None:
+    print(f"serving {config.models_config_path}: gRPC {serving.host}:{serving.port}, REST http://{serving.host}:"
+          f"{serving.rest_port}/v1/models/{config.model_name}, metrics /monitoring/prometheus/metrics "
+          f"({detail}; polling every {serving.poll_interval_seconds:g}s); Ctrl-C stops", flush=True)
 
 
 def _client(config: PipelineConfig, args):
@@ -112,7 +132,7 @@ def _predict(config: PipelineConfig, args) -> int:
 def _status(config: PipelineConfig, args) -> int:
     from tensorflow_serving.apis import get_model_status_pb2
 
-    from serving import model_config
+    from serving import experiments, model_config
 
     with _client(config, args) as client:
         response = client.status()
@@ -123,9 +143,41 @@ def _status(config: PipelineConfig, args) -> int:
         entry = model_config.model_entry(model_config.read(config.models_config_path), config.model_name)
         labels = ", ".join(f"{k}={v}" for k, v in sorted(entry.version_labels.items()))
         print(f"labels in {config.models_config_path}: {labels or 'none (follows the latest push)'}")
+        experiment = experiments.read(experiments.experiments_path(config.models_config_path)).get(config.model_name)
+        if experiment is not None:
+            print(model_config.describe_experiment(config.model_name, experiment))
     except (FileNotFoundError, model_config.RolloutError):
         pass
     return 0
+
+
+def _percentages(items, option: str):
+    """`label=percent` pairs of --weight/--shadow."""
+    values = {}
+    for item in items:
+        label, sep, percent = item.partition("=")
+        try:
+            values[label.strip()] = float(percent)
+        except ValueError:
+            sep = ""
+        if not sep or not label.strip():
+            raise ValueError(f"{option} {item!r} must look like LABEL=PERCENT, e.g. canary=10")
+    return values
+
+
+def _rollout(config: PipelineConfig, args):
+    from serving import model_config
+    from serving.experiments import Experiment
+
+    path = config.models_config_path
+    experiment = None
+    if args.weight or args.shadow or args.sticky_feature:
+        shadow = _percentages([args.shadow], "--shadow") if args.shadow else {}
+        experiment = Experiment(_percentages(args.weight, "--weight") or {model_config.STABLE: 100.0},
+                                args.sticky_feature, *(next(iter(shadow.items())) if shadow else ("", 0.0)))
+    if experiment is not None and args.version is None and args.label is None:
+        return model_config.set_experiment(path, config.model_name, experiment)
+    return model_config.rollout(path, config.model_name, args.version, args.label or model_config.STABLE, experiment)
 
 
 @cli.command
@@ -136,7 +188,7 @@ def main(argv: Optional[list] = None) -> int:
     cli.log_to_file(config, "serving")  # library logs; the server's own events still go to the terminal
     import grpc
 
-    from serving import deploy, model_config
+    from serving import deploy, experiments, model_config
 
     try:
         if args.command == "serve":
@@ -149,16 +201,29 @@ def main(argv: Optional[list] = None) -> int:
             for name, path in deploy.write_deployment_files(config).items():
                 print(f"wrote {path}")
             return 0
+        if args.command == "experiment":
+            from serving import experiment_report
+
+            current = experiments.read(experiments.experiments_path(config.models_config_path))
+            report = experiment_report.build(config.model_experiment_log_dir, config.model_name,
+                                             current.get(config.model_name), args.since_minutes)
+            print(json.dumps(report, indent=2) if args.json else experiment_report.render(report))
+            return 0 if report["arms"] else 1
         path = config.models_config_path
         model_config.ensure(path, config.model_name, config.model_serving_dir)
         if args.command == "rollout":
-            result = model_config.rollout(path, config.model_name, args.version, args.label)
+            result = _rollout(config, args)
+        elif args.command == "promote":
+            result = model_config.promote(path, config.model_name)
         elif args.command == "rollback":
             result = model_config.rollback(path, config.model_name, args.to_version, args.retire)
         else:
             result = model_config.follow_latest(path, config.model_name)
         print(result.describe())
         print(f"wrote {path}; servers polling it switch within serving.poll_interval_seconds")
+        if os.path.exists(deploy.kubernetes_path(config)):
+            deploy.write_deployment_files(config)
+            print(f"rewrote {deploy.kubernetes_path(config)} (kubectl apply -f it to move production)")
         return 0
     except grpc.RpcError as error:
         print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)

@@ -6,19 +6,25 @@ times. Like TF Serving's batcher: a batch runs when it holds `max_batch_size`
 examples or when `timeout` has passed since its first request arrived, and it
 always takes the requests already queued. With a timeout of 0 a batch is simply
 whatever queued up while the previous call ran: no added latency at low load.
+
+No batching thread: the request that finds no batch running leads, i.e. runs the
+merged call itself in its own thread, and when it is done hands the lead to the
+oldest request still waiting. A lone request therefore pays no thread handoff
+(in Python each handoff waits for the GIL), and under load there is one handoff
+per batch, not two per request. `num_threads` is how many batches may run at once.
+An optional observer hears the queue depth and every merged call (metrics).
 """
 
-import queue
+import collections
 import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Deque, Dict, List, Optional, Protocol
 
 import numpy as np
 
 Tensors = Dict[str, np.ndarray]
-_STOP = object()
 
 
 @dataclass
@@ -26,6 +32,17 @@ class _Task:
     inputs: Tensors
     size: int
     future: Future = field(default_factory=Future)
+    queued_at: float = field(default_factory=time.monotonic)
+    wake: threading.Event = field(default_factory=threading.Event)  # done, or asked to lead
+    lead: bool = False
+
+
+class BatchObserver(Protocol):
+    def queued(self, delta: int) -> None:
+        """The queue grew or shrank by `delta` requests."""
+
+    def batch(self, request_sizes: List[int], queued_seconds: List[float]) -> None:
+        """One model call ran the requests of these sizes, which waited this long."""
 
 
 def run_merged(fn: Callable[[Tensors], Tensors], tasks: List[_Task]) -> None:
@@ -58,75 +75,92 @@ def _run_alone(fn: Callable[[Tensors], Tensors], task: _Task) -> None:
 
 
 class Batcher:
-    """A queue and `num_threads` workers merging tasks for one signature of one loaded version."""
+    """Merges the tasks of one signature of one loaded version; see the module docstring for who runs them."""
 
     def __init__(self, fn: Callable[[Tensors], Tensors], max_batch_size: int, timeout_micros: int,
-                 num_threads: int = 1):
+                 num_threads: int = 1, observer: Optional[BatchObserver] = None):
         self._fn = fn
         self._max = max_batch_size
         self._timeout = timeout_micros / 1e6
-        self._queue: "queue.Queue" = queue.Queue()
+        self._concurrency = num_threads
+        self._observer = observer
+        self._pending: Deque[_Task] = collections.deque()
+        self._pending_examples = 0
+        self._leaders = 0
         self._closed = False
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
         # How many model calls served how many requests: tests and the bench read the merge ratio.
         self.calls = 0
         self.requests = 0
-        self._threads = [threading.Thread(target=self._loop, daemon=True, name="batcher")
-                         for _ in range(num_threads)]
-        for thread in self._threads:
-            thread.start()
 
     def submit(self, inputs: Tensors, size: int) -> Tensors:
         task = _Task(inputs, size)
         with self._lock:
             closed = self._closed
             if not closed:
-                self._queue.put(task)
+                self._pending.append(task)
+                self._pending_examples += size
+                self._arrived.notify()
+                if self._leaders < self._concurrency:
+                    self._leaders += 1
+                    task.lead = True
         if closed:
             # The version was unloaded between lookup and submit: finish this request anyway.
             _run_alone(self._fn, task)
+            return task.future.result()
+        if self._observer is not None:
+            self._observer.queued(1)
+        if not task.lead:
+            task.wake.wait()
+        if task.lead:
+            self._lead(task)
         return task.future.result()
 
     def close(self) -> None:
-        """Stops accepting tasks; queued tasks still run, then the workers exit."""
+        """Stops accepting tasks; queued tasks still run (their leaders are running or woken)."""
         with self._lock:
-            if self._closed:
-                return
             self._closed = True
-            for _ in self._threads:
-                self._queue.put(_STOP)
-        for thread in self._threads:
-            thread.join()
 
-    def _loop(self) -> None:
-        carried: Optional[_Task] = None
+    def _take(self) -> List[_Task]:
+        """The next batch (called with the lock held): waits up to the timeout for a full one."""
+        if self._timeout > 0 and self._pending:
+            deadline = self._pending[0].queued_at + self._timeout
+            while self._pending_examples < self._max and (remaining := deadline - time.monotonic()) > 0:
+                self._arrived.wait(remaining)
+        batch, total = [], 0
+        while self._pending and (not batch or total + self._pending[0].size <= self._max):
+            task = self._pending.popleft()
+            batch.append(task)
+            total += task.size
+        self._pending_examples -= total
+        return batch
+
+    def _lead(self, mine: _Task) -> None:
+        """Runs batches until `mine` is answered, then passes the lead on (or gives it up if nothing waits)."""
         while True:
-            first = carried if carried is not None else self._queue.get()
-            carried = None
-            if first is _STOP:
-                return
-            batch, total = [first], first.size
-            deadline = time.monotonic() + self._timeout
-            stop = False
-            while total < self._max:
-                remaining = deadline - time.monotonic()
-                try:
-                    # What is already queued always joins; waiting for more lasts until the deadline.
-                    task = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if task is _STOP:
-                    stop = True
-                    break
-                if total + task.size > self._max:
-                    carried = task
-                    break
-                batch.append(task)
-                total += task.size
-            run_merged(self._fn, batch)
-            self.calls += 1
-            self.requests += len(batch)
-            if stop:
-                if carried is not None:
-                    _run_alone(self._fn, carried)
+            with self._lock:
+                batch = self._take()
+            if batch:
+                started = time.monotonic()
+                if self._observer is not None:
+                    self._observer.queued(-len(batch))
+                run_merged(self._fn, batch)
+                with self._lock:
+                    self.calls += 1
+                    self.requests += len(batch)
+                if self._observer is not None:
+                    self._observer.batch([t.size for t in batch], [started - t.queued_at for t in batch])
+                for task in batch:
+                    if task is not mine:
+                        task.wake.set()
+            with self._lock:
+                if self._pending and not mine.future.done():
+                    continue
+                if self._pending and not self._pending[0].lead:
+                    successor = self._pending[0]
+                    successor.lead = True
+                    successor.wake.set()
+                else:
+                    self._leaders -= 1
                 return

@@ -7,9 +7,17 @@
   because rollout/rollback own it;
 - `batching_parameters.txt`: TF Serving's BatchingParameters text proto, from
   the `serving:` settings the local server uses too;
+- `monitoring.config`: turns on TF Serving's Prometheus page at the path the
+  local server uses (`/monitoring/prometheus/metrics`, `serving/prometheus.yml`);
 - `docker-run.sh`: one `docker run` of the `tensorflow/serving` image matching
   the installed tensorflow-serving-api;
-- `kubernetes.yaml`: Deployment, Service and HorizontalPodAutoscaler.
+- `kubernetes.yaml`: Deployment, Service and HorizontalPodAutoscaler; with an
+  experiment (`experiments.json`), one Deployment per arm, each serving only its
+  arm's version (`models-<arm>.config`), and Istio's DestinationRule (a subset per
+  arm) and VirtualService: the split's weights, `mirror` + `mirrorPercentage` for
+  shadow traffic, and REST paths that name a label or version routed to its arm.
+  gRPC carries the label inside the message, where Istio cannot see it: gRPC
+  clients that must reach one arm send the header `x-serving-arm: <label>`.
 
 Paths inside the container are the same as on the host (the serving directory is
 mounted at its own path), so models.config holds one base path that is right in
@@ -18,16 +26,36 @@ both places; on Kubernetes, serving_dir is a gs:// path TF Serving reads directl
 
 import os
 import shlex
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import yaml
+from tensorflow_serving.config import model_server_config_pb2
 from tfx.dsl.io import fileio
 
 from contract.config import PipelineConfig, is_remote
-from serving import model_config
+from serving import experiments, model_config
+from serving.experiments import Experiment
+from serving.metrics import METRICS_PATH
 
 GRPC_PORT = 8500
 REST_PORT = 8501
+ARM_HEADER = "x-serving-arm"
+
+
+def kubernetes_path(config: PipelineConfig) -> str:
+    return os.path.join(config.serving_dir, "kubernetes.yaml")
+
+
+def monitoring_path(config: PipelineConfig) -> str:
+    return os.path.join(config.serving_dir, "monitoring.config")
+
+
+def monitoring_config() -> str:
+    return f'prometheus_config {{ enable: true path: "{METRICS_PATH}" }}\n'
+
+
+def arm_config_path(config: PipelineConfig, arm: str) -> str:
+    return os.path.join(config.serving_dir, f"models-{arm}.config")
 
 
 def batching_parameters(config: PipelineConfig) -> str:
@@ -38,11 +66,12 @@ def batching_parameters(config: PipelineConfig) -> str:
             f"max_enqueued_batches {{ value: 1000 }}\n")
 
 
-def server_args(config: PipelineConfig) -> List[str]:
+def server_args(config: PipelineConfig, models_config_path: str = "") -> List[str]:
     """tensorflow_model_server flags: the same config files and poll interval as the local server."""
     poll = max(1, round(config.serving.poll_interval_seconds))
     args = [f"--port={GRPC_PORT}", f"--rest_api_port={REST_PORT}",
-            f"--model_config_file={config.models_config_path}",
+            f"--model_config_file={models_config_path or config.models_config_path}",
+            f"--monitoring_config_file={monitoring_path(config)}",
             f"--model_config_file_poll_wait_seconds={poll}",
             f"--file_system_poll_wait_seconds={poll}"]
     if config.serving.enable_batching:
@@ -56,19 +85,18 @@ def docker_run(config: PipelineConfig) -> str:
     mount = [] if is_remote(config.serving_dir) else [
         "-v", f"{config.serving_dir}:{config.serving_dir}:ro"]
     command = ["docker", "run", "--rm", "--name", f"tf-serving-{config.model_name}",
-               "-p", f"127.0.0.1:{config.serving.port}:{GRPC_PORT}", *mount,
+               "-p", f"127.0.0.1:{config.serving.port}:{GRPC_PORT}",
+               "-p", f"127.0.0.1:{config.serving.rest_port}:{REST_PORT}", *mount,
                config.serving.tf_serving_image, *server_args(config)]
     return " ".join(shlex.quote(part) for part in command)
 
 
-def kubernetes_manifests(config: PipelineConfig, replicas: int = 2, max_replicas: int = 10,
-                         target_cpu_percent: int = 70) -> List[Dict]:
-    name = f"tf-serving-{config.model_name}"
-    labels = {"app": name}
+def _deployment(config: PipelineConfig, name: str, labels: Dict[str, str], replicas: int,
+                models_config_path: str = "") -> Dict:
     container = {
         "name": "tf-serving",
         "image": config.serving.tf_serving_image,
-        "args": server_args(config),
+        "args": server_args(config, models_config_path),
         "ports": [{"name": "grpc", "containerPort": GRPC_PORT}, {"name": "http", "containerPort": REST_PORT}],
         "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "2Gi"}},
         # TF Serving answers REST on the model status path once the model is AVAILABLE (after warm-up).
@@ -76,24 +104,101 @@ def kubernetes_manifests(config: PipelineConfig, replicas: int = 2, max_replicas
                            "periodSeconds": 5},
         "livenessProbe": {"tcpSocket": {"port": GRPC_PORT}, "initialDelaySeconds": 10, "periodSeconds": 10},
     }
-    pod = {"metadata": {"labels": labels}, "spec": {"containers": [container]}}
+    scrape = {"prometheus.io/scrape": "true", "prometheus.io/port": str(REST_PORT), "prometheus.io/path": METRICS_PATH}
+    pod = {"metadata": {"labels": labels, "annotations": scrape}, "spec": {"containers": [container]}}
     if not is_remote(config.serving_dir):
         container["volumeMounts"] = [{"name": "serving", "mountPath": config.serving_dir, "readOnly": True}]
         pod["spec"]["volumes"] = [{"name": "serving", "hostPath": {"path": config.serving_dir}}]
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": labels},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": labels}, "template": pod}}
+
+
+def _autoscaler(name: str, replicas: int, max_replicas: int, target_cpu_percent: int) -> Dict:
+    return {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": name},
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+                     "minReplicas": replicas, "maxReplicas": max_replicas,
+                     "metrics": [{"type": "Resource", "resource": {
+                         "name": "cpu", "target": {"type": "Utilization",
+                                                   "averageUtilization": target_cpu_percent}}}]}}
+
+
+def _integer_weights(split: Dict[str, float]) -> Dict[str, int]:
+    """Istio's weights are integers summing to 100: largest remainders get the rounding."""
+    floors = {arm: int(weight) for arm, weight in sorted(split.items())}
+    rest = 100 - sum(floors.values())
+    for arm in sorted(split, key=lambda a: split[a] - floors[a], reverse=True)[:rest]:
+        floors[arm] += 1
+    return floors
+
+
+def _istio(config: PipelineConfig, name: str, experiment: Experiment, labels: Dict[str, int]) -> List[Dict]:
+    """DestinationRule (a subset per arm) and VirtualService (label/version paths to their arm, then the split)."""
+    arms = sorted(set(experiment.split) | ({experiment.shadow_label} if experiment.shadow_label else set()))
+    model = config.model_name
+    routes = []
+    for arm in arms:
+        paths = f"/v1/models/{model}/(labels/{arm}|versions/{labels[arm]})([:/].*)?"
+        routes.append({"name": f"pinned-{arm}", "match": [{"uri": {"regex": paths}},
+                                                          {"headers": {ARM_HEADER: {"exact": arm}}}],
+                       "route": [{"destination": {"host": name, "subset": arm}}]})
+    split = {"name": "experiment",
+             "route": [{"destination": {"host": name, "subset": arm}, "weight": weight}
+                       for arm, weight in _integer_weights(experiment.split).items()]}
+    if experiment.shadow_label:
+        split["mirror"] = {"host": name, "subset": experiment.shadow_label}
+        split["mirrorPercentage"] = {"value": float(experiment.shadow_percent)}
+    routes.append(split)
     return [
-        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": labels},
-         "spec": {"replicas": replicas, "selector": {"matchLabels": labels}, "template": pod}},
-        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "labels": labels},
-         "spec": {"selector": labels, "ports": [
-             {"name": "grpc", "port": GRPC_PORT, "targetPort": GRPC_PORT},
-             {"name": "http", "port": REST_PORT, "targetPort": REST_PORT}]}},
-        {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": name},
-         "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
-                  "minReplicas": replicas, "maxReplicas": max_replicas,
-                  "metrics": [{"type": "Resource", "resource": {
-                      "name": "cpu", "target": {"type": "Utilization",
-                                                "averageUtilization": target_cpu_percent}}}]}},
+        {"apiVersion": "networking.istio.io/v1beta1", "kind": "DestinationRule", "metadata": {"name": name},
+         "spec": {"host": name, "subsets": [{"name": arm, "labels": {"arm": arm}} for arm in arms]}},
+        {"apiVersion": "networking.istio.io/v1beta1", "kind": "VirtualService", "metadata": {"name": name},
+         "spec": {"hosts": [name], "http": routes}},
     ]
+
+
+def experiment_of(config: PipelineConfig) -> Optional[Experiment]:
+    return experiments.read(experiments.experiments_path(config.models_config_path)).get(config.model_name)
+
+
+def kubernetes_manifests(config: PipelineConfig, replicas: int = 2, max_replicas: int = 10,
+                         target_cpu_percent: int = 70) -> List[Dict]:
+    """One Deployment; with an experiment, one per arm behind Istio's weights."""
+    name = f"tf-serving-{config.model_name}"
+    labels = {"app": name}
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "labels": labels},
+               "spec": {"selector": labels, "ports": [
+                   {"name": "grpc", "port": GRPC_PORT, "targetPort": GRPC_PORT},
+                   {"name": "http", "port": REST_PORT, "targetPort": REST_PORT}]}}
+    experiment = experiment_of(config)
+    if experiment is None:
+        return [_deployment(config, name, labels, replicas), service,
+                _autoscaler(name, replicas, max_replicas, target_cpu_percent)]
+    version_labels = dict(model_config.model_entry(model_config.read(config.models_config_path),
+                                                   config.model_name).version_labels)
+    manifests: List[Dict] = []
+    for arm in sorted(set(experiment.split) | ({experiment.shadow_label} if experiment.shadow_label else set())):
+        arm_name = f"{name}-{arm}"
+        manifests.append(_deployment(config, arm_name, {"app": name, "arm": arm}, replicas,
+                                     arm_config_path(config, arm)))
+        manifests.append(_autoscaler(arm_name, replicas, max_replicas, target_cpu_percent))
+    return manifests + [service] + _istio(config, name, experiment, version_labels)
+
+
+def arm_configs(config: PipelineConfig) -> Dict[str, model_server_config_pb2.ModelServerConfig]:
+    """Per arm of the experiment, a models.config serving only that arm's version under its label."""
+    experiment = experiment_of(config)
+    if experiment is None:
+        return {}
+    entry = model_config.model_entry(model_config.read(config.models_config_path), config.model_name)
+    configs = {}
+    for arm in sorted(set(experiment.split) | ({experiment.shadow_label} if experiment.shadow_label else set())):
+        arm_config = model_config.new_config(config.model_name, entry.base_path)
+        arm_entry = arm_config.model_config_list.config[0]
+        arm_entry.model_version_policy.Clear()
+        arm_entry.model_version_policy.specific.versions.append(entry.version_labels[arm])
+        arm_entry.version_labels[arm] = entry.version_labels[arm]
+        configs[arm] = arm_config
+    return configs
 
 
 class _PlainDumper(yaml.SafeDumper):
@@ -104,17 +209,26 @@ class _PlainDumper(yaml.SafeDumper):
 
 
 def write_deployment_files(config: PipelineConfig) -> Dict[str, str]:
-    """Writes the four files under serving_dir; returns {name: path}."""
+    """Writes the files under serving_dir (and one models config per experiment arm); returns {name: path}."""
     fileio.makedirs(config.serving_dir)
     model_config.ensure(config.models_config_path, config.model_name, config.model_serving_dir)
     files = {
         "models.config": config.models_config_path,
         "batching_parameters.txt": os.path.join(config.serving_dir, "batching_parameters.txt"),
         "docker-run.sh": os.path.join(config.serving_dir, "docker-run.sh"),
-        "kubernetes.yaml": os.path.join(config.serving_dir, "kubernetes.yaml"),
+        "kubernetes.yaml": kubernetes_path(config),
+        "monitoring.config": monitoring_path(config),
     }
+    arms = arm_configs(config)
+    for stale in fileio.glob(arm_config_path(config, "*")):
+        if os.path.basename(stale)[len("models-"):-len(".config")] not in arms:
+            fileio.remove(stale)  # the arm of an experiment that ended
+    for arm, arm_config in arms.items():
+        files[f"models-{arm}.config"] = arm_config_path(config, arm)
+        model_config.write(arm_config_path(config, arm), arm_config)
     contents = {
         "batching_parameters.txt": batching_parameters(config),
+        "monitoring.config": monitoring_config(),
         "docker-run.sh": "#!/bin/sh\n# TF Serving on the pushed models (generated by python -m serving deploy-files)\n"
                          + docker_run(config) + "\n",
         "kubernetes.yaml": yaml.dump_all(kubernetes_manifests(config), Dumper=_PlainDumper, sort_keys=False),

@@ -26,12 +26,13 @@ class RequestLogger:
         self._lock = threading.Lock()
         self._files = 0
 
-    def maybe_log(self, serialized_examples) -> None:
+    def maybe_log(self, serialized_examples) -> bool:
         """Logs every example of a request with probability `sample_rate` (whole requests, not rows)."""
         if self._random.random() >= self.sample_rate:
-            return
+            return False
         with self._lock:
             self._pending.extend(bytes(value) for value in serialized_examples)
+        return True
 
     def flush(self) -> str:
         """Writes the examples logged since the last flush to a new file; returns its path ('' if none)."""

@@ -46,10 +46,10 @@ def _copy_serving(pushed_run, root):
     return path, base
 
 
-def _start(path, root, **overrides):
-    settings = ServingConfig(port=0, poll_interval_seconds=POLL, max_batch_size=MAX_BATCH,
-                              request_log_dir=os.path.join(str(root), "request_logs"), **overrides)
-    server = ModelServer(path, settings)
+def _start(path, root, label_spec=None, **overrides):
+    settings = ServingConfig(port=0, rest_port=0, poll_interval_seconds=POLL, max_batch_size=MAX_BATCH,
+                             request_log_dir=os.path.join(str(root), "request_logs"), **overrides)
+    server = ModelServer(path, settings, label_spec)
     server.start()
     return server
 
@@ -227,11 +227,32 @@ def test_garbage_in_one_request_does_not_fail_its_batch_neighbours(served, eval_
     assert sorted(map(str, outcomes)) == sorted(["ok"] * 7 + [str(grpc.StatusCode.INVALID_ARGUMENT)])
 
 
-def test_classify_and_regress_need_signatures_of_that_kind(served, eval_rows):
-    _, stub, _ = served
+def test_classify_on_the_pushed_model_equals_the_saved_model_in_process(served, eval_rows):
+    """The Trainer's `classify` signature answers TF Serving's Classify; Predict-only signatures refuse it."""
+    _, stub, base = served
+    version = list_versions(base)[-1]
     classify = classification_pb2.ClassificationRequest()
     classify.model_spec.name = MODEL
-    classify.input.example_list.examples.extend(eval_rows[:2])
+    classify.model_spec.signature_name = "classify"
+    classify.input.example_list.examples.extend(eval_rows[:MAX_BATCH])
+    response = stub.Classify(classify, timeout=30)
+    assert response.model_spec.version.value == version and response.model_spec.signature_name == "classify"
+    expected = _in_process(base, version, eval_rows[:MAX_BATCH]).reshape(-1)
+    rows = response.result.classifications
+    assert [[c.label for c in row.classes] for row in rows] == [["0", "1"]] * MAX_BATCH
+    np.testing.assert_allclose([row.classes[1].score for row in rows], expected, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose([row.classes[0].score for row in rows], 1 - expected, rtol=1e-6, atol=1e-6)
+
+    # Context features are merged into every example, the example's own features winning (TF Serving's rule).
+    context = tf.train.Example()
+    context.features.feature["payment_type"].CopyFrom(eval_rows[0].features.feature["payment_type"])
+    with_context = classification_pb2.ClassificationRequest(model_spec=classify.model_spec)
+    with_context.input.example_list_with_context.context.CopyFrom(context)
+    with_context.input.example_list_with_context.examples.extend(eval_rows[:4])
+    scores = [row.classes[1].score for row in stub.Classify(with_context, timeout=30).result.classifications]
+    np.testing.assert_allclose(scores, expected[:4], rtol=1e-6, atol=1e-7)
+
+    classify.model_spec.signature_name = ""
     with pytest.raises(grpc.RpcError) as raised:
         stub.Classify(classify, timeout=30)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -248,7 +269,7 @@ def test_sampled_requests_are_logged_as_raw_tf_examples(served, eval_rows):
     server, stub, _ = served
     stub.Predict(_request(eval_rows[:5]), timeout=30)
     server.loggers.flush()
-    directory = os.path.join(server.settings.request_log_dir, MODEL)
+    directory = os.path.join(server.serving.request_log_dir, MODEL)
     files = sorted(f for f in os.listdir(directory) if f.endswith(".tfrecord.gz"))
     assert files and not [f for f in os.listdir(directory) if f.startswith(".")]
     logged = read_tfrecords(os.path.join(directory, "*.tfrecord.gz"))
@@ -327,7 +348,7 @@ def test_client_retries_unavailable_until_the_server_is_up_and_honours_deadlines
 
 
 def _start_on(path, port):
-    settings = ServingConfig(port=port, poll_interval_seconds=POLL, max_batch_size=MAX_BATCH)
+    settings = ServingConfig(port=port, rest_port=0, poll_interval_seconds=POLL, max_batch_size=MAX_BATCH)
     server = ModelServer(path, settings)
     server.start()
     return server
@@ -352,8 +373,9 @@ def test_hot_swap_under_load_then_rollout_and_rollback_without_restart(pushed_ru
     def hammer(i):
         while not stop.is_set():
             try:
+                started = time.monotonic()
                 version = stub.Predict(_request(eval_rows[i:i + 2]), timeout=30).model_spec.version.value
-                served_versions.append(version)
+                served_versions.append((started, version))
                 if version == new and not first_new:
                     first_new.append(time.monotonic())
             except grpc.RpcError as error:
@@ -379,7 +401,9 @@ def test_hot_swap_under_load_then_rollout_and_rollback_without_restart(pushed_ru
     load_seconds = server.manager.resolve(_request([], version=new).model_spec).load_seconds
     # TF Serving's contract: found by the next poll, then serving as soon as it is loaded and warmed up.
     assert first_new[0] - pushed_at <= POLL + load_seconds + 0.5
-    assert served_versions[0] == old and served_versions[-1] == new
+    # Requests already routed to the old version finish there; every request sent after the swap gets the new one.
+    assert min(served_versions)[1] == old
+    assert {version for started, version in served_versions if started > first_new[0]} == {new}
 
     def version_for(**spec):
         return stub.Predict(_request(eval_rows[:1], **spec), timeout=30).model_spec.version.value

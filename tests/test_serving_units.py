@@ -63,6 +63,14 @@ def test_one_bad_request_fails_alone_in_a_merged_batch():
     assert outcomes == {1: 1, 2: 2, -1: "negative input"}
 
 
+def test_a_lone_request_runs_in_its_own_thread_without_a_handoff():
+    threads = []
+    batcher = Batcher(lambda inputs: threads.append(threading.current_thread()) or {"y": inputs["x"]},
+                      max_batch_size=4, timeout_micros=0)
+    assert batcher.submit({"x": np.array([1])}, 1)["y"][0] == 1
+    assert threads == [threading.current_thread()] and (batcher.calls, batcher.requests) == (1, 1)
+
+
 def test_a_closed_batcher_still_answers():
     batcher = Batcher(lambda inputs: {"y": inputs["x"] + 1}, max_batch_size=4, timeout_micros=1000)
     batcher.close()
@@ -184,6 +192,9 @@ def test_a_port_in_use_is_named_with_what_to_do(tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        server = ModelServer(path, ServingConfig(port=port))
+        server = ModelServer(path, ServingConfig(port=port, rest_port=0))
         with pytest.raises(OSError, match=rf"could not bind 127.0.0.1:{port}.*--set serving.port=N"):
+            server.start()
+        server = ModelServer(path, ServingConfig(port=0, rest_port=port))
+        with pytest.raises(OSError, match=rf"could not bind 127.0.0.1:{port} for REST.*--set serving.rest_port=N"):
             server.start()
