@@ -8,9 +8,11 @@
     python -m serving rollback [--to V] [--retire]
     python -m serving follow-latest              drop the labels: every new push serves
     python -m serving deploy-files               models.config, batching, docker run, Kubernetes
+    python -m serving score --input DATA --out DIR  batch scoring on Beam RunInference (make score)
 
 Settings come from the pipeline config (--config FILE, --set serving.port=8600 ...).
-Exit status: 0 done, 1 the server refused or failed, 2 a setting or input is wrong.
+Exit status: 0 done, 1 the server refused or failed, 2 a setting or input is wrong,
+3 `score --strict` refused a batch that failed validation (the report path is printed).
 """
 
 import os
@@ -63,6 +65,24 @@ def _parser() -> argparse.ArgumentParser:
                      help="also move the bad version out of the model base path for good")
     command("follow-latest", "drop the labels; every new push serves on the next poll")
     command("deploy-files", "write models.config, batching parameters, docker run line, Kubernetes manifests")
+    sub = command("score", "score a file offline with pushed models (Beam RunInference), write ids + predictions")
+    sub.add_argument("--input", required=True,
+                     help="TFRecord file/dir/glob of tf.Example (gzip or plain), or CSV files with a header")
+    sub.add_argument("--out", required=True, help="output directory (local or gs://)")
+    sub.add_argument("--model", action="append", default=[], dest="models", metavar="MODEL",
+                     help="latest (default), a pushed version, a label (stable, canary) or a path to a SavedModel "
+                          "or an edge version; repeat to score with several models in one pass")
+    sub.add_argument("--id", action="append", default=[], dest="id_columns", metavar="COLUMN",
+                     help="column passed through to the output (repeatable); default: source file and record")
+    sub.add_argument("--format", default="parquet", dest="output_format", choices=["parquet", "csv", "tfrecord"])
+    sub.add_argument("--shards", type=int, default=0, help="output files (0: the runner decides)")
+    sub.add_argument("--strict", action="store_true", help="do not score a batch that fails validation (exit 3)")
+    sub.add_argument("--overwrite", action="store_true", help="replace the results already in --out")
+    sub.add_argument("--runner", default="direct", choices=["direct", "dataflow"],
+                     help="direct: beam.direct_running_mode on this machine; dataflow: dataflow.* and gcp.*")
+    sub.add_argument("--report-dir", default="", help="validation report (default <output_dir>/batch_reports/...)")
+    sub.add_argument("--training-stats", default="",
+                     help="FeatureStats.pb to measure drift against (default: the newest in ML Metadata)")
     return parser
 
 
@@ -135,6 +155,16 @@ def _status(config: PipelineConfig, args) -> int:
     return 0
 
 
+def _score(config: PipelineConfig, args) -> int:
+    from serving import batch
+
+    # TFDV and Beam log at INFO/WARNING; the job's own lines and the report are the output.
+    logging.getLogger().setLevel(logging.ERROR)
+    job = batch.ScoreJob(**{name: getattr(args, name) for name in batch.ScoreJob.__dataclass_fields__})
+    result = batch.score(config, job)
+    return batch.EXIT_REFUSED if result.status == "refused" else 0
+
+
 def main(argv: Optional[list] = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -153,6 +183,8 @@ def main(argv: Optional[list] = None) -> int:
             return _predict(config, args)
         if args.command == "status":
             return _status(config, args)
+        if args.command == "score":
+            return _score(config, args)
         if args.command == "deploy-files":
             for name, path in deploy.write_deployment_files(config).items():
                 print(f"wrote {path}")
