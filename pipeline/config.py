@@ -205,6 +205,19 @@ class ServingConfig:
 
 
 @dataclass
+class BulkInferenceConfig:
+    """TFX BulkInferrer after blessing: the blessed model scores an unlabelled input into PredictionLogs.
+
+    Off for the taxi demo; `pipeline/configs/bulk_inference.yaml` turns it on. For jobs outside
+    the pipeline (ids, Parquet/CSV, several models, a chosen version) use `python -m serving score`.
+    """
+
+    enabled: bool = False
+    input_base: str = ""  # directory of tf.Example TFRecords; "" = the bundled taxi data
+    pattern: str = "unlabelled/*"  # relative to input_base: the files to score (one split, "unlabelled")
+
+
+@dataclass
 class VertexConfig:
     """Trainer and Tuner as Vertex AI custom jobs (tfx.extensions.google_cloud_ai_platform).
 
@@ -246,6 +259,7 @@ class PipelineConfig:
     kubeflow: KubeflowConfig = field(default_factory=KubeflowConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
     vertex: VertexConfig = field(default_factory=VertexConfig)
+    bulk_inference: BulkInferenceConfig = field(default_factory=BulkInferenceConfig)
 
     def __post_init__(self):
         # gs:// (and other remote) paths are joined as they are; local ones made absolute.
@@ -424,6 +438,8 @@ def validate(config: PipelineConfig) -> None:
         raise ConfigError("data: set either pattern (hash split) or both train_pattern and eval_pattern")
     if config.data.pattern and (len(config.data.hash_buckets) < 2 or min(config.data.hash_buckets) <= 0):
         raise ConfigError("data.hash_buckets needs two positive numbers, e.g. [4, 1] for train/eval")
+    if config.bulk_inference.enabled and not config.bulk_inference.pattern:
+        raise ConfigError("bulk_inference.pattern is empty: set the files to score, e.g. 'unlabelled/*'")
     if config.edge.io_type not in ("int8", "uint8"):
         raise ConfigError(f"edge.io_type: {config.edge.io_type!r} is not one of int8, uint8")
     if config.edge.representative_examples <= 0:

@@ -3,8 +3,9 @@
 ImportExampleGen -> StatisticsGen -> ImportSchemaGen -> ExampleValidator ->
 AnomalyGate (stops the run on bad data, skew or drift) -> Transform -> Tuner ->
 Trainer -> Resolver(latest blessed model) -> Evaluator -> ServingPusher ->
-EdgeExport (int8 TFLite, when `edge.enabled`). Runners differ only in how they
-execute it (`runners/`).
+EdgeExport (int8 TFLite, when `edge.enabled`) and BulkInferrer (scores an
+unlabelled input, when `bulk_inference.enabled`). Runners differ only in how
+they execute it (`runners/`).
 """
 
 import dataclasses
@@ -20,15 +21,16 @@ from tfx.proto import example_gen_pb2  # noqa: E402
 
 from components.anomaly_gate import AnomalyGate  # noqa: E402
 from components.edge_export import EdgeExport  # noqa: E402
-from components.serving_pusher import ServingPusher  # noqa: E402
+from components.serving_pusher import SERVING_SIGNATURE, ServingPusher  # noqa: E402
 from components.span_window import LatestSpansStrategy  # noqa: E402
 from pipeline import inputs, vertex_training  # noqa: E402
-from pipeline.config import REPO_ROOT, PipelineConfig  # noqa: E402
+from pipeline.config import REPO_ROOT, PipelineConfig, is_remote  # noqa: E402
 
 MODULES_DIR = os.path.join(REPO_ROOT, "models")
 TRANSFORM_MODULE = os.path.join(MODULES_DIR, "preprocessing.py")
 TRAINER_MODULE = os.path.join(MODULES_DIR, "model.py")
 TUNER_MODULE = os.path.join(MODULES_DIR, "tuning.py")
+UNLABELLED_SPLIT = "unlabelled"
 
 
 def example_gen_configs(config: PipelineConfig):
@@ -199,7 +201,29 @@ def create_components(config: PipelineConfig) -> List:
             settings={k: v for k, v in dataclasses.asdict(config.edge).items() if k not in ("enabled", "edge_dir")},
             features=config.features.spec().to_dict(), model_name=config.model_name,
             base_directory=config.model_edge_dir).with_id("EdgeExport"))
+    if config.bulk_inference.enabled:
+        components += bulk_inference(config, trainer.outputs["model"], evaluator.outputs["blessing"])
     return components
+
+
+def bulk_inference(config: PipelineConfig, model, blessing) -> List:
+    """ImportExampleGen of the unlabelled input, then TFX's BulkInferrer with the blessed candidate.
+
+    BulkInferrer skips an unblessed model itself; its PredictionLogs use the same
+    `serving_default` signature as TF Serving and `python -m serving score`.
+    """
+    settings = config.bulk_inference
+    base = settings.input_base or inputs.bundled_taxi_root()
+    unlabelled = tfx.components.ImportExampleGen(
+        input_base=base if is_remote(base) else os.path.abspath(base),
+        input_config=example_gen_pb2.Input(splits=[
+            example_gen_pb2.Input.Split(name=UNLABELLED_SPLIT, pattern=settings.pattern)]),
+    ).with_id("UnlabelledExampleGen")
+    inferrer = tfx.components.BulkInferrer(
+        examples=unlabelled.outputs["examples"], model=model, model_blessing=blessing,
+        data_spec=tfx.proto.DataSpec(example_splits=[UNLABELLED_SPLIT]),
+        model_spec=tfx.proto.ModelSpec(model_signature_name=[SERVING_SIGNATURE]))
+    return [unlabelled, inferrer]
 
 
 def beam_pipeline_args(config: PipelineConfig) -> List[str]:

@@ -393,6 +393,11 @@ def render(summary: RunSummary, config) -> str:
     edge = edge_section(summary)
     if edge:
         sections.append(_section("Edge export: float vs int8", edge, "edge"))
+    if summary.bulk_inference:
+        sections.append(_section("Bulk inference", (
+            f"<p>BulkInferrer wrote <b>{_e(summary.bulk_inference['predictions'])}</b> PredictionLogs of "
+            f"<code>{_e(config.bulk_inference.pattern)}</code> to <code>{_e(summary.bulk_inference['uri'])}</code>"
+            "</p>"), "bulk-inference"))
     pushed = (f"pushed to <code>{_e(summary.pushed_path)}</code>" if summary.pushed else
               f"already serving as version {_e(summary.already_serving_version)}" if summary.already_serving_version
               else "not pushed")

@@ -31,6 +31,7 @@ STAGES = (
     ("trained model", ("Model",), ("Trainer",)),
     ("evaluation", ("ModelEvaluation",), ()),
     ("blessing", ("ModelBlessing",), ()),
+    ("bulk inference", ("InferenceResult",), ("BulkInferrer",)),
     ("push", ("PushedModel", "EdgeModel", "PushedEdgeModel"), ()),
 )
 # Components that judge statistics: their outputs belong to the data's story.
@@ -186,6 +187,9 @@ def lineage_of(store: metadata_store.MetadataStore, artifact_id: int, target: st
     artifact_ids.update(_outputs_of_consumers(graph, stats_ids, _VALIDATORS))
     # A serving push is followed by the edge export of the same model: both are where the model went.
     artifact_ids.update(_outputs_of_consumers(graph, [artifact_id], ("EdgeExport",)))
+    # So is the BulkInferrer's scoring of the unlabelled input with that model.
+    model_ids = [a.id for a in store.get_artifacts_by_id(list(artifact_ids)) if graph.type_name(a) == "Model"]
+    artifact_ids.update(_outputs_of_consumers(graph, model_ids, ("BulkInferrer",)))
     producer_of: Dict[int, str] = {}
     for event in store.get_events_by_artifact_ids(list(artifact_ids)):
         if event.type in _OUTPUT_EVENTS and event.artifact_id not in producer_of:

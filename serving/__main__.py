@@ -158,10 +158,15 @@ def _status(config: PipelineConfig, args) -> int:
 def _score(config: PipelineConfig, args) -> int:
     from serving import batch
 
-    # TFDV and Beam log at INFO/WARNING; the job's own lines and the report are the output.
-    logging.getLogger().setLevel(logging.ERROR)
+    # TFDV and Beam log at INFO/WARNING, and a failed job's worker error at length; the job's own lines,
+    # its report and one error line are the output.
+    logging.getLogger().setLevel(logging.CRITICAL)
     job = batch.ScoreJob(**{name: getattr(args, name) for name in batch.ScoreJob.__dataclass_fields__})
-    result = batch.score(config, job)
+    try:
+        result = batch.score(config, job)
+    except batch.ScoringJobError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     return batch.EXIT_REFUSED if result.status == "refused" else 0
 
 

@@ -63,6 +63,18 @@ class ScoringError(ValueError):
     """A model, output or option choice that cannot be scored; the message says what to change."""
 
 
+class ScoringJobError(RuntimeError):
+    """The Beam job failed after it started; nothing was published."""
+
+
+def _reason(error: BaseException) -> str:
+    """The line of a Beam/TensorFlow failure that says what was wrong (its last non-empty one)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    reason = next((line for line in reversed(lines) if not line.startswith(("[[", "File ", "Traceback"))),
+                  type(error).__name__)
+    return f"{type(error).__name__}: {reason}"
+
+
 # --- Task-aware prediction columns ---------------------------------------------------------------
 # The one place where a model's task decides its output columns. Today every model of the project
 # is binary; multiclass (`scores` + `class`) and regression (`value`) enter here as further entries
@@ -322,7 +334,7 @@ def _tfrecord_compression(path: str) -> str:
 
 def preflight(files: Sequence[str], needed: Sequence[str], id_columns: Sequence[str]) -> None:
     """The checks that need no Beam: shards readable as tf.Example, CSV headers complete."""
-    from validation.files import check_files
+    from validation.files import HEAD_CHECK_BYTES, check_files
 
     if _is_csv(files[0]):
         for path in files:
@@ -333,8 +345,9 @@ def preflight(files: Sequence[str], needed: Sequence[str], id_columns: Sequence[
                                     f"{'model needs' if set(missing) & set(needed) else 'job passes through'}; "
                                     f"header: {', '.join(header)}")
         return
-    local = [f for f in files if not is_remote(f)]
-    check_files(local)
+    # Each shard's first megabyte (all of a small one): a whole read of a large batch would cost a pass in
+    # one Python process; a fault further in fails the Beam job, which publishes nothing.
+    check_files([f for f in files if not is_remote(f)], full_check_bytes=HEAD_CHECK_BYTES)
 
 
 def _csv_header(path: str) -> List[str]:
@@ -731,11 +744,15 @@ def score(config: PipelineConfig, job: ScoreJob, out=None) -> ScoreResult:
     printer = _progress_printer(progress_dir, total, stop, out) if progress_dir else None
     try:
         handler = KeyedModelHandler(ScoringModelHandler(choices, progress_dir))
-        with beam.Pipeline(options=pipeline_options(config, job.runner, job_name)) as p:
-            rows = (read_examples(p, files, config.schema_file, job.id_columns, types)
-                    | "Score" >> RunInference(handler)
-                    | "Row" >> beam.Map(_row, ids))
-            write_rows(rows, job.output_format, os.path.join(staging, SHARD_PREFIX), columns, job.shards)
+        try:
+            with beam.Pipeline(options=pipeline_options(config, job.runner, job_name)) as p:
+                rows = (read_examples(p, files, config.schema_file, job.id_columns, types)
+                        | "Score" >> RunInference(handler)
+                        | "Row" >> beam.Map(_row, ids))
+                write_rows(rows, job.output_format, os.path.join(staging, SHARD_PREFIX), columns, job.shards)
+        except Exception as error:  # noqa: BLE001 - Beam re-raises worker errors of any type
+            raise ScoringJobError(f"the scoring job failed ({_reason(error)}); nothing was written to "
+                                  f"{job.out}. The validation report may say why: {report_path}") from error
         written = sorted(tf.io.gfile.listdir(staging))
         result = ScoreResult("scored", total, job.out, report_path, not report.passed, described,
                              [n for n, _ in columns], written, seconds)

@@ -40,7 +40,8 @@ def pushed_run(tmp_path_factory, small_sample):
     from runners.summary import read_run
     from tests.samples import small_config
 
-    config = small_config(str(tmp_path_factory.mktemp("pushed_run")), small_sample)
+    # With the optional BulkInferrer step on (the bundled unlabelled split), so its tests need no run of their own.
+    config = small_config(str(tmp_path_factory.mktemp("pushed_run")), small_sample, "bulk_inference.enabled=true")
     out = io.StringIO()
     status = local.run(config, out=out)
     assert status == 0, out.getvalue()
