@@ -218,6 +218,9 @@ def bulk_inference(config: PipelineConfig, model, blessing) -> List:
         input_base=base if is_remote(base) else os.path.abspath(base),
         input_config=example_gen_pb2.Input(splits=[
             example_gen_pb2.Input.Split(name=UNLABELLED_SPLIT, pattern=settings.pattern)]),
+        # One input split would otherwise be hash-split 2:1 into train and eval.
+        output_config=example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(splits=[
+            example_gen_pb2.SplitConfig.Split(name=UNLABELLED_SPLIT, hash_buckets=1)])),
     ).with_id("UnlabelledExampleGen")
     inferrer = tfx.components.BulkInferrer(
         examples=unlabelled.outputs["examples"], model=model, model_blessing=blessing,
