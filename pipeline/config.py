@@ -202,6 +202,8 @@ class ServingConfig:
     request_log_sample_rate: float = 0.01  # fraction of Predict requests logged for the skew check
     request_log_dir: str = ""  # default: <output_dir>/request_logs; files land in <dir>/<model_name>/
     tf_serving_image: str = "tensorflow/serving:2.16.1"  # matches tensorflow-serving-api
+    # `python -m serving score`: examples per model call (one Beam element), as tf.data reads them.
+    batch_scoring_batch_size: int = 1024
 
 
 @dataclass
@@ -422,7 +424,7 @@ def validate(config: PipelineConfig) -> None:
     serving = config.serving
     if not 0 < serving.port < 65536:
         raise ConfigError(f"serving.port must be 1-65535, got {serving.port}")
-    for name in ("max_batch_size", "num_batch_threads", "poll_interval_seconds"):
+    for name in ("max_batch_size", "num_batch_threads", "poll_interval_seconds", "batch_scoring_batch_size"):
         if getattr(serving, name) <= 0:
             raise ConfigError(f"serving.{name} must be positive")
     if serving.batch_timeout_micros < 0:

@@ -8,7 +8,7 @@
     python -m serving rollback [--to V] [--retire]
     python -m serving follow-latest              drop the labels: every new push serves
     python -m serving deploy-files               models.config, batching, docker run, Kubernetes
-    python -m serving score --input DATA --out DIR  batch scoring on Beam RunInference (make score)
+    python -m serving score [--input DATA] --out DIR   batch scoring on Beam RunInference (make score)
 
 Settings come from the pipeline config (--config FILE, --set serving.port=8600 ...).
 Exit status: 0 done, 1 the server refused or failed, 2 a setting or input is wrong,
@@ -66,8 +66,9 @@ def _parser() -> argparse.ArgumentParser:
     command("follow-latest", "drop the labels; every new push serves on the next poll")
     command("deploy-files", "write models.config, batching parameters, docker run line, Kubernetes manifests")
     sub = command("score", "score a file offline with pushed models (Beam RunInference), write ids + predictions")
-    sub.add_argument("--input", required=True,
-                     help="TFRecord file/dir/glob of tf.Example (gzip or plain), or CSV files with a header")
+    sub.add_argument("--input", default="",
+                     help="TFRecord file/dir/glob of tf.Example (gzip or plain), or CSV files with a header "
+                          "(default: the bundled taxi data's unlabelled split)")
     sub.add_argument("--out", required=True, help="output directory (local or gs://)")
     sub.add_argument("--model", action="append", default=[], dest="models", metavar="MODEL",
                      help="latest (default), a pushed version, a label (stable, canary) or a path to a SavedModel "

@@ -6,7 +6,6 @@ small real sample of it, and bad inputs are real broken files.
 
 import csv
 import glob
-import gzip
 import json
 import os
 import shutil
@@ -234,7 +233,7 @@ def test_a_failed_job_leaves_no_output(pushed_run, unlabelled, tmp_path, capsys)
 def test_dataflow_job_options_offline(pushed_run):
     """The Dataflow job's options come from the dataflow.*/gcp.* settings; its graph builds without a network."""
     import apache_beam as beam
-    from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
+    from apache_beam.ml.inference.base import RunInference
 
     config = load_config(None, [
         "gcp.project=acme-ml", "gcp.region=europe-west4", "gcp.image=europe-docker.pkg.dev/acme-ml/ml/taxi:1",
@@ -257,9 +256,9 @@ def test_dataflow_job_options_offline(pushed_run):
     pushed, _ = pushed_run
     choice = batch.resolve_model("latest", pushed)
     pipeline = beam.Pipeline()
-    rows = (batch.read_examples(pipeline, ["gs://acme-ml/batch/part-0.gz"], config.schema_file, [], {})
-            | RunInference(KeyedModelHandler(batch.ScoringModelHandler([choice]))))
-    batch.write_rows(rows, "parquet", "gs://acme-ml/out/.staging/predictions",
+    scored = (batch.read_examples(pipeline, ["gs://acme-ml/batch/part-0.gz"], config.schema_file, [], {}, 1024)
+              | RunInference(batch.ScoringModelHandler([choice]).with_no_batching()))
+    batch.write_rows(scored, "parquet", "gs://acme-ml/out/.staging/predictions",
                      [("source", "string"), ("record", "int")] + batch.column_names([choice]), 0)
     transforms = {t.unique_name for t in pipeline.to_runner_api().components.transforms.values()}
     assert any("RunInference" in name for name in transforms)
