@@ -650,8 +650,8 @@ def _check_locations(job: ScoreJob) -> None:
         local = [f"--{name} {value}" for name, value in (("input", job.input), ("out", job.out))
                  if not is_remote(value)]
         if local:
-            raise ScoringError(f"--runner dataflow: {' and '.join(local)} must be gs:// paths; "
-                               "Dataflow workers cannot read this machine's disk")
+            raise ScoringError(f"--runner dataflow: {' and '.join(local)} is not on gs://; Dataflow workers "
+                               "cannot read or write this machine's disk, so copy the batch to Cloud Storage")
     import tensorflow as tf
 
     if tf.io.gfile.exists(job.out) and tf.io.gfile.listdir(job.out) and not job.overwrite:

@@ -246,7 +246,7 @@ def test_dataflow_job_options_offline(pushed_run):
     assert options.view_as(WorkerOptions).sdk_container_image == config.gcp.image
     assert options.view_as(WorkerOptions).max_num_workers == 8
 
-    with pytest.raises(batch.ScoringError, match="must be gs:// paths"):
+    with pytest.raises(batch.ScoringError, match="is not on gs://"):
         batch.score(config, batch.ScoreJob(input="/data/batch", out="gs://acme-ml/out", runner="dataflow"))
     with pytest.raises(Exception, match="gcp.project is not set"):
         batch.pipeline_options(load_config(None, []), "dataflow", "x")
