@@ -34,6 +34,7 @@ import io
 import json
 import os
 import shutil
+import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -744,8 +745,14 @@ def score(config: PipelineConfig, job: ScoreJob, out=None) -> ScoreResult:
     # 1. Statistics of the batch, then the gate's verdict, before anything is scored.
     phase = time.monotonic()
     stats_path = os.path.join(report_dir, "batch_stats.pb")
-    with beam.Pipeline(options=pipeline_options(config, job.runner, job_name + "-check")) as p:
-        add_statistics(read_examples(p, files, config.schema_file, job.id_columns, types, batch_size), stats_path)
+    try:
+        with beam.Pipeline(options=pipeline_options(config, job.runner, job_name + "-check")) as p:
+            add_statistics(read_examples(p, files, config.schema_file, job.id_columns, types, batch_size),
+                           stats_path)
+    except ValueError as error:  # a reader's one-line verdict on a row (e.g. a CSV value of the wrong type)
+        raise BadInputError(str(error).strip().splitlines()[0]) from None
+    except Exception as error:  # noqa: BLE001 - Beam re-raises worker errors of any type
+        raise ScoringJobError(f"the validation job failed ({_reason(error)}); nothing was scored") from error
     batch_stats = tfdv.load_stats_binary(stats_path)
     training, training_source = training_statistics(config, job.training_stats)
     report = judge_batch(config, batch_stats, training, training_source, f"score {job.input} (SERVING)")
@@ -763,9 +770,7 @@ def score(config: PipelineConfig, job: ScoreJob, out=None) -> ScoreResult:
     # 2. Scoring, into a hidden directory that becomes --out only when the job succeeded.
     phase = time.monotonic()
     staging = _staging_dir(job.out)
-    progress_dir = "" if job.runner == "dataflow" else os.path.join(staging + ".progress")
-    if progress_dir:
-        os.makedirs(progress_dir)
+    progress_dir = "" if job.runner == "dataflow" else tempfile.mkdtemp(prefix="score-progress-")
     stop = threading.Event()
     printer = _progress_printer(progress_dir, total, stop, out) if progress_dir else None
     try:

@@ -204,6 +204,13 @@ def test_bad_inputs_each_name_what_is_wrong(pushed_run, unlabelled, tmp_path, ca
     err = _error(config, capsys, "--input", str(header_only), "--out", out)
     assert str(header_only) in err and "no column" in err and "trip_seconds" in err
 
+    names = sorted(config.features.spec().raw_input_features)
+    bad_value = tmp_path / "bad_value.csv"
+    bad_value.write_text("\n".join([",".join(names)] + [",".join("1" for _ in names)] * 5 + [
+        ",".join("not-a-number" if n == "fare" else "1" for n in names)]) + "\n")
+    err = _error(config, capsys, "--input", str(bad_value), "--out", out)
+    assert f"{bad_value} line 7: feature 'fare' must be FLOAT" in err
+
     assert "version 12345 is not pushed" in _error(config, capsys, "--input", good, "--out", out,
                                                    "--model", "12345")
     assert "label 'canary'" in _error(config, capsys, "--input", good, "--out", out, "--model", "canary")
