@@ -34,6 +34,11 @@ COPY components/ components/
 COPY schemas/ schemas/
 COPY models/ models/
 COPY runners/ runners/
+# Batch scoring on Dataflow (`python -m serving score --runner dataflow`): its workers run serving/batch.py,
+# which reads with validation/ and runs edge models with edge/ (the AnomalyGate step imports validation/ too).
+COPY serving/ serving/
+COPY validation/ validation/
+COPY edge/ edge/
 
 # /pipeline is kubeflow.image_project_dir in pipeline/config.py: keep them equal.
 ENV PYTHONPATH=/pipeline \
