@@ -15,7 +15,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-fast bench bench-data bench-edge bench-serving bench-strategies infer-schema validate \
+.PHONY: setup run test test-fast bench bench-data bench-edge bench-serving bench-strategies bench-batch infer-schema validate score \
 	clean help system-deps browser-deps serve lineage runs report notebooks strip-notebooks
 
 help:
@@ -27,6 +27,8 @@ help:
 	@echo "make bench-edge edge int8/float TFLite vs SavedModel: size, AUC, latency per raw example (after make run)"
 	@echo "make serve      local TF Serving-compatible server: gRPC 8500, REST 8501, metrics (ARGS='--set serving.port=N')"
 	@echo "make bench-serving  gRPC/REST latency, QPS with batching on/off, hot swap under load, vs in-process"
+	@echo "make score     ARGS='--input DATA --out DIR [--model stable --model canary] [--format csv]' batch scoring"
+	@echo "make bench-batch  batch scoring at 1x/10x/100x: RunInference in_memory / multi_processing vs loops"
 	@echo "make bench-strategies  default vs mirrored (2 replicas) vs parameter server (1 ps + 2 workers)"
 	@echo "make infer-schema ARGS='--data-root DIR --out FILE'"
 	@echo "make lineage    what made the newest pushed model (ARGS='--version V | --run ID | --json')"
@@ -130,3 +132,10 @@ serve: setup
 
 bench-serving: setup
 	$(PY) -m bench.serving_latency $(ARGS)
+
+# Batch scoring: a file scored offline with pushed models on Beam RunInference, and its benchmark.
+score: setup
+	$(PY) -m serving score $(ARGS)
+
+bench-batch: setup
+	$(PY) -m bench.batch_scoring $(ARGS)

@@ -289,7 +289,7 @@ def _tail(path: str, lines: int = LOG_TAIL_LINES) -> str:
         return "".join(f.readlines()[-lines:])
 
 
-def _child_env() -> Dict[str, str]:
+def child_env() -> Dict[str, str]:
     # The log file keeps TensorFlow's warnings, which the terminal (see `main`) does not show.
     # multi_processing workers are fresh interpreters; they import the installed package (pip install -e .).
     return dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="1")
@@ -308,7 +308,7 @@ def run_one(data_dir: str, work_root: str, scale: int, mode: str, workers: int, 
             [sys.executable, "-c",
              "import sys; from bench.data_stages import run_stages; sys.exit(run_stages(*sys.argv[1:]))",
              data_dir, work_dir, mode, str(workers), result_path],
-            stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=_child_env(), check=False).returncode
+            stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=child_env(), check=False).returncode
     run.subprocess_wall_s = time.monotonic() - started
     if status != 0 or not os.path.exists(result_path):
         run.status = f"failed (exit {status})"
@@ -363,14 +363,14 @@ def format_table(runs: List[Run], generation_s: Dict[int, float]) -> str:
     return "\n".join(lines)
 
 
-def _positive_ints(text: str) -> List[int]:
+def positive_ints(text: str) -> List[int]:
     values = [int(v) for v in text.split(",") if v.strip()]
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"expected positive integers like 1,10,50, got {text!r}")
     return values
 
 
-def _modes(text: str) -> List[str]:
+def modes(text: str) -> List[str]:
     modes = [v.strip() for v in text.split(",") if v.strip()]
     unknown = set(modes) - {"in_memory", "multi_processing", "multi_threading"}
     if not modes or unknown:
@@ -380,9 +380,9 @@ def _modes(text: str) -> List[str]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.data_stages", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scales", type=_positive_ints, default=[1, 10, 50],
+    parser.add_argument("--scales", type=positive_ints, default=[1, 10, 50],
                         help="copies of the bundled data, comma-separated (default 1,10,50)")
-    parser.add_argument("--modes", type=_modes, default=["in_memory", "multi_processing"],
+    parser.add_argument("--modes", type=modes, default=["in_memory", "multi_processing"],
                         help="Beam DirectRunner modes, comma-separated (default in_memory,multi_processing)")
     parser.add_argument("--workers", type=int, default=2,
                         help="beam.direct_num_workers for the modes other than in_memory (default 2)")

@@ -44,7 +44,7 @@ _TRAINER_DONE = re.compile(r"\]\s+Trainer\s+done\s+([\d.]+)s")
 def run_strategy(work_dir: str, strategy: str, steps: int) -> Dict:
     from contract.config import load_config
     from runners import local
-    from reports.metadata import open_metadata
+    from pipeline.metadata import open_metadata
     from reports.summary import read_run
 
     config = load_config(None, [

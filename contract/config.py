@@ -273,6 +273,21 @@ class ServingConfig:
     experiment_key_header: str = "x-experiment-key"
     experiment_log_dir: str = ""  # default: <output_dir>/experiment_logs; files land in <dir>/<model_name>/
     tf_serving_image: str = "tensorflow/serving:2.16.1"  # matches tensorflow-serving-api
+    # `python -m serving score`: examples per model call (one Beam element), as tf.data reads them.
+    batch_scoring_batch_size: int = 1024
+
+
+@dataclass
+class BulkInferenceConfig:
+    """TFX BulkInferrer after blessing: the blessed model scores an unlabelled input into PredictionLogs.
+
+    Off for the taxi demo; `pipeline/configs/bulk_inference.yaml` turns it on. For jobs outside
+    the pipeline (ids, Parquet/CSV, several models, a chosen version) use `python -m serving score`.
+    """
+
+    enabled: bool = False
+    input_base: str = ""  # directory of tf.Example TFRecords; "" = the bundled taxi data
+    pattern: str = "unlabelled/*"  # relative to input_base: the files to score (one split, "unlabelled")
 
 
 @dataclass
@@ -317,6 +332,7 @@ class PipelineConfig:
     kubeflow: KubeflowConfig = field(default_factory=KubeflowConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
     vertex: VertexConfig = field(default_factory=VertexConfig)
+    bulk_inference: BulkInferenceConfig = field(default_factory=BulkInferenceConfig)
 
     def __post_init__(self):
         # gs:// (and other remote) paths are joined as they are; local ones made absolute.
@@ -560,7 +576,7 @@ def validate(config: PipelineConfig) -> None:
         raise ConfigError("serving.workers must be 0 (one per core) or a positive number of processes")
     if serving.rest_max_body_bytes <= 0:
         raise ConfigError("serving.rest_max_body_bytes must be positive")
-    for name in ("max_batch_size", "num_batch_threads", "poll_interval_seconds"):
+    for name in ("max_batch_size", "num_batch_threads", "poll_interval_seconds", "batch_scoring_batch_size"):
         if getattr(serving, name) <= 0:
             raise ConfigError(f"serving.{name} must be positive")
     if serving.batch_timeout_micros < 0:
@@ -576,6 +592,8 @@ def validate(config: PipelineConfig) -> None:
         raise ConfigError("data: set either pattern (hash split) or both train_pattern and eval_pattern")
     if config.data.pattern and (len(config.data.hash_buckets) < 2 or min(config.data.hash_buckets) <= 0):
         raise ConfigError("data.hash_buckets needs two positive numbers, e.g. [4, 1] for train/eval")
+    if config.bulk_inference.enabled and not config.bulk_inference.pattern:
+        raise ConfigError("bulk_inference.pattern is empty: set the files to score, e.g. 'unlabelled/*'")
     if config.edge.io_type not in ("int8", "uint8"):
         raise ConfigError(f"edge.io_type: {config.edge.io_type!r} is not one of int8, uint8")
     if config.edge.representative_examples <= 0:

@@ -3,8 +3,9 @@
 ImportExampleGen -> StatisticsGen -> ImportSchemaGen -> ExampleValidator ->
 AnomalyGate (stops the run on bad data, skew or drift) -> Transform -> Tuner ->
 Trainer -> Resolver(latest blessed model) -> Evaluator -> ServingPusher ->
-EdgeExport (int8 TFLite, when `edge.enabled`). Runners differ only in how they
-execute it (`runners/`).
+EdgeExport (int8 TFLite, when `edge.enabled`) and BulkInferrer (scores an
+unlabelled input, when `bulk_inference.enabled`). Runners differ only in how
+they execute it (`runners/`).
 """
 
 import os
@@ -21,7 +22,7 @@ from components.anomaly_gate import AnomalyGate
 from components.edge_export import EdgeExport
 from components.serving_pusher import ServingPusher
 from components.span_window import LatestSpansStrategy
-from contract.config import PipelineConfig, section_to_dict
+from contract.config import PipelineConfig, bundled_taxi_root, is_remote, section_to_dict
 from contract.serving import SERVING_SIGNATURE, TRANSFORM_SIGNATURE
 from pipeline import vertex_training
 from validation.checks import default_serving_data
@@ -31,6 +32,7 @@ from validation.checks import default_serving_data
 TRANSFORM_MODULE = models.preprocessing.__file__
 TRAINER_MODULE = models.trainer.model.__file__
 TUNER_MODULE = models.trainer.tuning.__file__
+UNLABELLED_SPLIT = "unlabelled"
 
 
 def example_gen_configs(config: PipelineConfig):
@@ -197,7 +199,32 @@ def create_components(config: PipelineConfig) -> List:
             settings={k: v for k, v in section_to_dict(config.edge).items() if k not in ("enabled", "edge_dir")},
             features=section_to_dict(config.features), model_name=config.model_name,
             base_directory=config.model_edge_dir).with_id("EdgeExport"))
+    if config.bulk_inference.enabled:
+        components += bulk_inference(config, trainer.outputs["model"], evaluator.outputs["blessing"])
     return components
+
+
+def bulk_inference(config: PipelineConfig, model, blessing) -> List:
+    """ImportExampleGen of the unlabelled input, then TFX's BulkInferrer with the blessed candidate.
+
+    BulkInferrer skips an unblessed model itself; its PredictionLogs use the same
+    `serving_default` signature as TF Serving and `python -m serving score`.
+    """
+    settings = config.bulk_inference
+    base = settings.input_base or bundled_taxi_root()
+    unlabelled = tfx.components.ImportExampleGen(
+        input_base=base if is_remote(base) else os.path.abspath(base),
+        input_config=example_gen_pb2.Input(splits=[
+            example_gen_pb2.Input.Split(name=UNLABELLED_SPLIT, pattern=settings.pattern)]),
+        # One input split would otherwise be hash-split 2:1 into train and eval.
+        output_config=example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(splits=[
+            example_gen_pb2.SplitConfig.Split(name=UNLABELLED_SPLIT, hash_buckets=1)])),
+    ).with_id("UnlabelledExampleGen")
+    inferrer = tfx.components.BulkInferrer(
+        examples=unlabelled.outputs["examples"], model=model, model_blessing=blessing,
+        data_spec=tfx.proto.DataSpec(example_splits=[UNLABELLED_SPLIT]),
+        model_spec=tfx.proto.ModelSpec(model_signature_name=[SERVING_SIGNATURE]))
+    return [unlabelled, inferrer]
 
 
 def beam_pipeline_args(config: PipelineConfig) -> List[str]:

@@ -17,7 +17,7 @@ import sys
 
 from contract import cli
 from reports import lineage as lineage_lib
-from reports.metadata import open_metadata
+from pipeline.metadata import open_metadata
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -14,7 +14,7 @@ import json
 import os
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from reports.metadata import iso, node_name, open_metadata
+from pipeline.metadata import iso, node_name, open_metadata
 from reports.summary import RunSummary, read_anomalies, read_run
 
 _CSS = """
@@ -390,6 +390,11 @@ def render(summary: RunSummary, config, store) -> str:
     edge = edge_section(summary)
     if edge:
         sections.append(_section("Edge export: float vs int8", edge, "edge"))
+    if summary.bulk_inference:
+        sections.append(_section("Bulk inference", (
+            f"<p>BulkInferrer wrote <b>{_e(summary.bulk_inference['predictions'])}</b> PredictionLogs of "
+            f"<code>{_e(config.bulk_inference.pattern)}</code> to <code>{_e(summary.bulk_inference['uri'])}</code>"
+            "</p>"), "bulk-inference"))
     pushed = (f"pushed to <code>{_e(summary.pushed_path)}</code>" if summary.pushed else
               f"already serving as version {_e(summary.already_serving_version)}" if summary.already_serving_version
               else "not pushed")
@@ -409,7 +414,7 @@ def write_report(config, run_id: Optional[str] = None, out: Optional[str] = None
                  summary: Optional[RunSummary] = None, store=None) -> str:
     """Render the run's report and write it atomically; returns its path.
 
-    `store` defaults to the run's local SQLite MLMD (`reports.metadata.open_metadata`).
+    `store` defaults to the run's local SQLite MLMD (`pipeline.metadata.open_metadata`).
     """
     store = store or open_metadata(config.metadata_path)
     summary = summary or read_run(store, config.pipeline_name, run_id)

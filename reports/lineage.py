@@ -17,7 +17,7 @@ from typing import Dict, Iterable, List, Optional, Set
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from reports.metadata import INPUT_EVENTS, OUTPUT_EVENTS, STATES, iso, node_name
+from pipeline.metadata import INPUT_EVENTS, OUTPUT_EVENTS, STATES, iso, node_name
 
 # The chain, in the order a reader follows it; each stage lists the MLMD artifact types it shows.
 STAGES = (
@@ -30,6 +30,7 @@ STAGES = (
     ("trained model", ("Model",), ("Trainer",)),
     ("evaluation", ("ModelEvaluation",), ()),
     ("blessing", ("ModelBlessing",), ()),
+    ("bulk inference", ("InferenceResult",), ("BulkInferrer",)),
     ("push", ("PushedModel", "EdgeModel", "PushedEdgeModel"), ()),
 )
 # Components that judge statistics: their outputs belong to the data's story.
@@ -155,6 +156,9 @@ def lineage_of(store: metadata_store.MetadataStore, artifact_id: int, target: st
     artifact_ids.update(_outputs_of_consumers(graph, stats_ids, _VALIDATORS))
     # A serving push is followed by the edge export of the same model: both are where the model went.
     artifact_ids.update(_outputs_of_consumers(graph, [artifact_id], ("EdgeExport",)))
+    # So is the BulkInferrer's scoring of the unlabelled input with that model.
+    model_ids = [a.id for a in store.get_artifacts_by_id(list(artifact_ids)) if graph.type_name(a) == "Model"]
+    artifact_ids.update(_outputs_of_consumers(graph, model_ids, ("BulkInferrer",)))
     producer_of: Dict[int, str] = {}
     for event in store.get_events_by_artifact_ids(list(artifact_ids)):
         if event.type in OUTPUT_EVENTS and event.artifact_id not in producer_of:

@@ -15,7 +15,7 @@ from typing import Dict, List, Optional
 
 from ml_metadata import metadata_store
 
-from reports.metadata import INPUT_EVENTS, OUTPUT_EVENTS, STATES, node_name
+from pipeline.metadata import INPUT_EVENTS, OUTPUT_EVENTS, STATES, node_name
 
 @dataclass
 class ComponentRun:
@@ -47,6 +47,8 @@ class RunSummary:
     edge: Dict[str, object] = field(default_factory=dict)
     # The Trainer's training.json (training/strategies.py): strategy, replicas, batch, resumed step, cluster.
     training: Dict[str, object] = field(default_factory=dict)
+    # BulkInferrer's output: {"uri", "predictions"} (PredictionLog records); empty when it did not run.
+    bulk_inference: Dict[str, object] = field(default_factory=dict)
 
     def component(self, name: str) -> Optional[ComponentRun]:
         return next((c for c in self.components if c.name == name), None)
@@ -56,7 +58,7 @@ class RunSummary:
 
 
 def read_run(store: metadata_store.MetadataStore, pipeline_name: str, run_id: Optional[str] = None) -> RunSummary:
-    """The latest run of `pipeline_name` (or `run_id`) as recorded in MLMD (`reports.metadata.open_metadata`)."""
+    """The latest run of `pipeline_name` (or `run_id`) as recorded in MLMD (`pipeline.metadata.open_metadata`)."""
     runs = [c for c in store.get_contexts_by_type("pipeline_run")
             if run_id is None or c.name == run_id]
     pipeline_ctx = store.get_context_by_type_and_name("pipeline", pipeline_name)
@@ -116,6 +118,20 @@ def _add_model_results(summary: RunSummary, store, artifacts) -> None:
     summary.training = _output_json(summary, "Trainer", "model_run", "training.json")
     summary.hyperparameters = _output_json(summary, "Tuner", "best_hyperparameters",
                                            "best_hyperparameters.txt").get("values", {})
+    summary.bulk_inference = _read_inference_result(summary)
+
+
+def _read_inference_result(summary: RunSummary) -> Dict[str, object]:
+    """Where BulkInferrer wrote its PredictionLogs and how many; {} when it did not run or skipped the model."""
+    run = summary.component("BulkInferrer")
+    uris = run.outputs.get("inference_result") if run else None
+    if not uris:
+        return {}
+    import tensorflow as tf
+
+    files = tf.io.gfile.glob(os.path.join(uris[0], "*.gz"))
+    count = sum(1 for _ in tf.data.TFRecordDataset(files, compression_type="GZIP")) if files else 0
+    return {"uri": uris[0], "predictions": count}
 
 
 def _output_json(summary: RunSummary, component: str, key: str, filename: str) -> Dict:
@@ -278,6 +294,9 @@ def format_summary(summary: RunSummary, config, timings: Dict[str, float]) -> st
     elif summary.blessed is False:
         lines.append(f"  not pushed: serving directory {config.model_serving_dir} is unchanged")
     lines.extend(_edge_lines(summary.edge, config))
+    if summary.bulk_inference:
+        lines.append(f"  bulk inference: {summary.bulk_inference['predictions']} PredictionLogs of "
+                     f"{config.bulk_inference.pattern} in {summary.bulk_inference['uri']}")
     lines.append(f"  total time: {sum(timings.values()):.1f}s")
     lines.append(f"  artifacts: {config.pipeline_root}")
     lines.append(f"  metadata:  {config.metadata_path}")

@@ -178,7 +178,7 @@ def run(config: PipelineConfig, out: TextIO = sys.stdout, dag_runner=None) -> in
             logging.getLogger().addHandler(logging.NullHandler())
             logging.getLogger().setLevel(logging.WARNING)
     if status == 0:
-        from reports.metadata import open_metadata
+        from pipeline.metadata import open_metadata
         from reports.summary import format_summary, read_run
 
         summary = read_run(open_metadata(config.metadata_path), config.pipeline_name)

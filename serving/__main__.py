@@ -10,14 +10,17 @@
     python -m serving follow-latest              drop the labels: every new push serves
     python -m serving experiment report          per arm: requests, latency, scores, AUC/accuracy, tests
     python -m serving deploy-files               models.config, batching, docker run, Kubernetes (+ Istio split)
+    python -m serving score [--input DATA] --out DIR   batch scoring on Beam RunInference (make score)
 
 Settings come from the pipeline config (--config FILE, --set serving.port=8600 ...).
-Exit status: 0 done, 1 the server refused or failed, 2 a setting or input is wrong.
+Exit status: 0 done, 1 the server refused or failed, 2 a setting or input is wrong,
+3 `score --strict` refused a batch that failed validation (the report path is printed).
 """
 
 import argparse
 import dataclasses
 import json
+import logging
 import os
 import sys
 from typing import Optional
@@ -70,6 +73,25 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--json", action="store_true", help="print the report as JSON")
     sub.add_argument("--since-minutes", type=float, default=0.0, help="only records this recent (0 = all)")
     command("deploy-files", "write models.config, batching parameters, docker run line, Kubernetes manifests")
+    sub = command("score", "score a file offline with pushed models (Beam RunInference), write ids + predictions")
+    sub.add_argument("--input", default="",
+                     help="TFRecord file/dir/glob of tf.Example (gzip or plain), or CSV files with a header "
+                          "(default: the bundled taxi data's unlabelled split)")
+    sub.add_argument("--out", required=True, help="output directory (local or gs://)")
+    sub.add_argument("--model", action="append", default=[], dest="models", metavar="MODEL",
+                     help="latest (default), a pushed version, a label (stable, canary) or a path to a SavedModel "
+                          "or an edge version; repeat to score with several models in one pass")
+    sub.add_argument("--id", action="append", default=[], dest="id_columns", metavar="COLUMN",
+                     help="column passed through to the output (repeatable); default: source file and record")
+    sub.add_argument("--format", default="parquet", dest="output_format", choices=["parquet", "csv", "tfrecord"])
+    sub.add_argument("--shards", type=int, default=0, help="output files (0: the runner decides)")
+    sub.add_argument("--strict", action="store_true", help="do not score a batch that fails validation (exit 3)")
+    sub.add_argument("--overwrite", action="store_true", help="replace the results already in --out")
+    sub.add_argument("--runner", default="direct", choices=["direct", "dataflow"],
+                     help="direct: beam.direct_running_mode on this machine; dataflow: dataflow.* and gcp.*")
+    sub.add_argument("--report-dir", default="", help="validation report (default <output_dir>/batch_reports/...)")
+    sub.add_argument("--training-stats", default="",
+                     help="FeatureStats.pb to measure drift against (default: the newest in ML Metadata)")
     return parser
 
 
@@ -181,6 +203,21 @@ def _rollout(config: PipelineConfig, args):
 
 
 @cli.command
+def _score(config: PipelineConfig, args) -> int:
+    from serving import batch
+
+    # TFDV and Beam log at INFO/WARNING, and a failed job's worker error at length; the job's own lines,
+    # its report and one error line are the output.
+    logging.getLogger().setLevel(logging.CRITICAL)
+    job = batch.ScoreJob(**{name: getattr(args, name) for name in batch.ScoreJob.__dataclass_fields__})
+    try:
+        result = batch.score(config, job)
+    except batch.ScoringJobError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return batch.EXIT_REFUSED if result.status == "refused" else 0
+
+
 def main(argv: Optional[list] = None) -> int:
     cli.prepare()
     args = _parser().parse_args(argv)
@@ -197,6 +234,8 @@ def main(argv: Optional[list] = None) -> int:
             return _predict(config, args)
         if args.command == "status":
             return _status(config, args)
+        if args.command == "score":
+            return _score(config, args)
         if args.command == "deploy-files":
             for name, path in deploy.write_deployment_files(config).items():
                 print(f"wrote {path}")

@@ -37,12 +37,13 @@ def pushed_run(tmp_path_factory, small_sample):
     """
     import io
 
-    from reports.metadata import open_metadata
+    from pipeline.metadata import open_metadata
     from reports.summary import read_run
     from runners import local
     from tests.samples import small_config
 
-    config = small_config(str(tmp_path_factory.mktemp("pushed_run")), small_sample)
+    # With the optional BulkInferrer step on (the bundled unlabelled split), so its tests need no run of their own.
+    config = small_config(str(tmp_path_factory.mktemp("pushed_run")), small_sample, "bulk_inference.enabled=true")
     out = io.StringIO()
     status = local.run(config, out=out)
     assert status == 0, out.getvalue()

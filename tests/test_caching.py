@@ -50,7 +50,7 @@ def test_editing_training_code_keeps_transform_cached(tmp_path, small_sample, mo
     from tfx import v1 as tfx
 
     from pipeline.pipeline import example_gen_configs
-    from reports.metadata import node_name, open_metadata
+    from pipeline.metadata import node_name, open_metadata
 
     code = _copy_of_the_code(tmp_path / "code")
     config = small_config(str(tmp_path / "out"), small_sample)

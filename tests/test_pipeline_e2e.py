@@ -19,7 +19,7 @@ from contract.versions import list_versions
 from contract.serving import PREDICTION_KEY
 from models.trainer import model as model_lib
 from runners import local
-from reports.metadata import open_metadata
+from pipeline.metadata import open_metadata
 from reports.summary import read_run
 from tests.samples import make_sample, small_config
 

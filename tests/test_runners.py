@@ -221,7 +221,7 @@ def test_beam_runner_pushes_a_model(tmp_path, small_sample, mode, workers):
     """BeamDagRunner end to end. in_memory: multi_processing costs CI ~1 minute more per run; `make bench-data`
     runs the Beam stages in both modes."""
     from runners import beam
-    from reports.metadata import open_metadata
+    from pipeline.metadata import open_metadata
     from reports.summary import read_run
 
     config = small_config(

@@ -56,7 +56,7 @@ def _ingest_only(config, monkeypatch):
 def test_a_run_trains_on_the_two_latest_spans(tmp_path, small_sample, monkeypatch):
     """An earlier run ingested one span; a new span arrives; this run's Transform (so the Trainer) reads both."""
     from runners import local
-    from reports.metadata import open_metadata
+    from pipeline.metadata import open_metadata
     from reports.summary import read_run
     from validation.spans import make_spans, span_dir
 

@@ -198,7 +198,7 @@ def workspace(tmp_path_factory, small_sample):
 
 def _run(config):
     from runners import local
-    from reports.metadata import open_metadata
+    from pipeline.metadata import open_metadata
     from reports.summary import read_run
 
     out = io.StringIO()

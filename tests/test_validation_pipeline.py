@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from contract.versions import list_versions
 from runners import local
-from reports.metadata import open_metadata
+from pipeline.metadata import open_metadata
 from reports.summary import read_run
 from tests.samples import read_examples, small_config, write_examples
 
