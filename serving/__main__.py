@@ -202,7 +202,6 @@ def _rollout(config: PipelineConfig, args):
     return model_config.rollout(path, config.model_name, args.version, args.label or model_config.STABLE, experiment)
 
 
-@cli.command
 def _score(config: PipelineConfig, args) -> int:
     from serving import batch
 
@@ -218,6 +217,7 @@ def _score(config: PipelineConfig, args) -> int:
     return batch.EXIT_REFUSED if result.status == "refused" else 0
 
 
+@cli.command
 def main(argv: Optional[list] = None) -> int:
     cli.prepare()
     args = _parser().parse_args(argv)
