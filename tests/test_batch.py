@@ -91,7 +91,7 @@ def test_csv_ids_and_formats(pushed_run, unlabelled, tmp_path):
     """CSV in with an id column the schema does not know; CSV and TFRecord out, sharded; ids pass through."""
     config, _ = pushed_run
     examples = read_examples(os.path.join(unlabelled, "*"), 40)
-    names = sorted(config.features.spec().raw_input_features)
+    names = sorted(config.features.raw_input_features)
     path = tmp_path / "batch.csv"
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
@@ -204,7 +204,7 @@ def test_bad_inputs_each_name_what_is_wrong(pushed_run, unlabelled, tmp_path, ca
     err = _error(config, capsys, "--input", str(header_only), "--out", out)
     assert str(header_only) in err and "no column" in err and "trip_seconds" in err
 
-    names = sorted(config.features.spec().raw_input_features)
+    names = sorted(config.features.raw_input_features)
     bad_value = tmp_path / "bad_value.csv"
     bad_value.write_text("\n".join([",".join(names)] + [",".join("1" for _ in names)] * 5 + [
         ",".join("not-a-number" if n == "fare" else "1" for n in names)]) + "\n")
