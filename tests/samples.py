@@ -65,3 +65,16 @@ def small_config(output_dir: str, input_base: str, *extra: str):
         "evaluator.min_binary_accuracy=0.5",
         *extra,
     ])
+
+
+def fake_serving_dir(root, *versions, model_name: str = "taxi"):
+    """A model base path with empty version directories and its models.config: (models.config path, base path)."""
+    from serving import model_config
+
+    base = os.path.join(str(root), "serving", model_name)
+    for version in versions:
+        os.makedirs(os.path.join(base, str(version)))
+        open(os.path.join(base, str(version), "saved_model.pb"), "wb").close()
+    path = os.path.join(str(root), "serving", "models.config")
+    model_config.ensure(path, model_name, base)
+    return path, base

@@ -18,15 +18,11 @@ from contract.config import load_config
 from serving import __main__ as cli
 from serving import deploy, experiment_report, experiments, model_config
 from serving.experiments import Experiment, ExperimentError
+from tests.samples import fake_serving_dir
 
 
 def _serving_dir(tmp_path, *versions):
-    base = tmp_path / "serving" / "taxi"
-    for version in versions:
-        (base / str(version)).mkdir(parents=True)
-        (base / str(version) / "saved_model.pb").write_bytes(b"")
-    path = str(tmp_path / "serving" / "models.config")
-    model_config.ensure(path, "taxi", str(base))
+    path, _ = fake_serving_dir(tmp_path, *versions)
     return path, experiments.experiments_path(path)
 
 

@@ -12,6 +12,7 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from contract.config import load_config
 from serving import deploy, model_config
+from tests.samples import fake_serving_dir
 from serving.batching import Batcher
 
 
@@ -77,15 +78,6 @@ def test_a_closed_batcher_still_answers():
     assert batcher.submit({"x": np.array([1])}, 1)["y"][0] == 2
 
 
-def _base_with_versions(tmp_path, *versions):
-    base = tmp_path / "serving" / "taxi"
-    for version in versions:
-        (base / str(version)).mkdir(parents=True)
-        (base / str(version) / "saved_model.pb").write_bytes(b"")
-    path = str(tmp_path / "serving" / "models.config")
-    model_config.ensure(path, "taxi", str(base))
-    return path, base
-
 
 def _parsed(path):
     with open(path) as f:
@@ -93,7 +85,7 @@ def _parsed(path):
 
 
 def test_canary_then_promote_then_rollback_and_retire(tmp_path):
-    path, base = _base_with_versions(tmp_path, 10, 20, 30)
+    path, base = fake_serving_dir(tmp_path, 10, 20, 30)
     assert _parsed(path).model_version_policy.latest.num_versions == 1
 
     model_config.rollout(path, "taxi", 30, label=model_config.CANARY)
@@ -117,7 +109,7 @@ def test_canary_then_promote_then_rollback_and_retire(tmp_path):
 
 
 def test_rollouts_that_would_break_serving_are_refused(tmp_path):
-    path, _ = _base_with_versions(tmp_path, 10)
+    path, _ = fake_serving_dir(tmp_path, 10)
     with pytest.raises(model_config.RolloutError, match=r"version 99 of taxi is not under .*pushed versions: \[10\]"):
         model_config.rollout(path, "taxi", 99)
     with pytest.raises(model_config.RolloutError, match="only version 10; roll it out as stable"):
