@@ -15,7 +15,8 @@ export PYTHONDONTWRITEBYTECODE := 1
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-fast bench bench-data bench-edge bench-serving bench-strategies infer-schema validate \
+.PHONY: setup run test test-fast bench bench-data bench-edge bench-serving bench-strategies bench-tasks infer-schema init \
+	validate \
 	clean help system-deps browser-deps serve lineage runs report notebooks strip-notebooks
 
 help:
@@ -28,6 +29,7 @@ help:
 	@echo "make serve      local TF Serving-compatible gRPC server on the pushed models (ARGS='--set serving.port=N')"
 	@echo "make bench-serving  gRPC latency/QPS at 1/8/32 clients, batching on/off, vs in-process"
 	@echo "make bench-strategies  default vs mirrored (2 replicas) vs parameter server (1 ps + 2 workers)"
+	@echo "make init       your own TFRecords to config.yaml + schema.pbtxt (ARGS='--data-root DIR --label COL --out DIR')"
 	@echo "make infer-schema ARGS='--data-root DIR --out FILE'"
 	@echo "make lineage    what made the newest pushed model (ARGS='--version V | --run ID | --json')"
 	@echo "make runs       every recorded run with status, duration and metrics"
@@ -101,6 +103,9 @@ bench-strategies: setup
 
 infer-schema: setup
 	$(CLI) schema infer $(ARGS)
+
+init: setup
+	$(CLI) schema init $(ARGS)
 
 lineage: setup
 	@$(CLI) reports lineage $(ARGS)

@@ -20,7 +20,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import tensorflow as tf
 from absl import logging
-from tensorflow_serving.apis import classification_pb2, predict_pb2, prediction_log_pb2, regression_pb2
+from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 from tfx import types
 from tfx.components.pusher import component as pusher_component
 from tfx.components.pusher import executor as pusher_executor
@@ -82,15 +82,12 @@ def warmup_records(examples: Sequence[tf.train.Example], model_name: str,
 
 def _examples_api_log(examples: Sequence[tf.train.Example], model_name: str, task: str) -> bytes:
     """A ClassifyLog (classification) or RegressLog (regression) on the model's classify/regress signature."""
+    log = prediction_log_pb2.PredictionLog()
     if task == "regression":
-        request = regression_pb2.RegressionRequest()
-        request.model_spec.signature_name = REGRESS_SIGNATURE
-        log = prediction_log_pb2.PredictionLog(regress_log=prediction_log_pb2.RegressLog(request=request))
+        request, signature = log.regress_log.request, REGRESS_SIGNATURE
     else:
-        request = classification_pb2.ClassificationRequest()
-        request.model_spec.signature_name = CLASSIFY_SIGNATURE
-        log = prediction_log_pb2.PredictionLog(classify_log=prediction_log_pb2.ClassifyLog(request=request))
-    request.model_spec.name = model_name
+        request, signature = log.classify_log.request, CLASSIFY_SIGNATURE
+    request.model_spec.name, request.model_spec.signature_name = model_name, signature
     request.input.example_list.examples.extend(examples)
     return log.SerializeToString()
 

@@ -122,10 +122,14 @@ def convert(loaded, mapping, representative: List[np.ndarray], io_type: str) -> 
     function = _batch_one_function(loaded, mapping)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function], loaded)
     float_model = converter.convert()
+    # The converter feeds calibration rows to the model's input tensors in their order, which need not be
+    # the signature's (one_hot can come before numeric).
+    by_name = dict(zip(edge_signature.input_names(mapping), representative))
+    ordered = [by_name[name] for name in input_order(float_model)]
 
     def representative_dataset():
-        for i in range(len(representative[0])):
-            yield [column[i:i + 1] for column in representative]
+        for i in range(len(ordered[0])):
+            yield [column[i:i + 1] for column in ordered]
 
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function], loaded)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]

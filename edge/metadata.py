@@ -4,8 +4,11 @@ Imports `tensorflow_lite_support.metadata` directly: importing the `tflite_suppo
 package after TensorFlow crashes the process. The metadata makes the `.tflite`
 self-describing for any TFLite tool: name, version, what each input holds and how
 it was normalized (per channel of the packed numeric input), the vocabularies behind
-the one-hot input, the output's meaning (with the class names of a multiclass model),
-and the full raw-feature mapping as an associated file.
+the one-hot input, the output's meaning (with the class names of a multiclass model).
+The full raw-feature mapping (bucket boundaries, missing-value defaults) is not
+embedded: it ships beside the model as `edge_mapping.json`, its sha256 in the
+manifest. Embedding it cost both files the same ~10 KB, which on a small model
+(30 numeric columns) held the int8 file at 0.43x the float one instead of 0.34x.
 """
 
 from __future__ import annotations
@@ -89,23 +92,18 @@ def populate(model: bytes, input_order: List[str], mapping: Dict[str, Any], info
     subgraph = schema.SubGraphMetadataT()
     subgraph.inputTensorMetadata = inputs
     subgraph.outputTensorMetadata = [output]
-    mapping_file = schema.AssociatedFileT()
-    mapping_file.name = "edge_mapping.json"
-    mapping_file.description = "raw feature -> input mapping used by the edge runtime (edge/encoder.py)"
-    mapping_file.type = schema.AssociatedFileType.DESCRIPTIONS
     model_metadata = schema.ModelMetadataT()
     model_metadata.name = info["name"]
     model_metadata.version = info["version"]
     model_metadata.description = info["description"]
     model_metadata.author = info.get("author", "")
     model_metadata.subgraphMetadata = [subgraph]
-    model_metadata.associatedFiles = [mapping_file]
 
     builder = flatbuffers.Builder(0)
     builder.Finish(model_metadata.Pack(builder), tflite_metadata.MetadataPopulator.METADATA_FILE_IDENTIFIER)
     populator = tflite_metadata.MetadataPopulator.with_model_buffer(model)
     populator.load_metadata_buffer(builder.Output())
-    files = {"edge_mapping.json": json.dumps(mapping, separators=(",", ":")).encode("utf-8")}
+    files = {}
     if task == "multiclass":
         files[LABELS_FILE] = "\n".join(mapping["classes"]).encode("utf-8") + b"\n"
     for f in one_hot["features"]:

@@ -59,7 +59,7 @@ def screening_rows(rows: int = 400, seed: int = 0, string_label: bool = False) -
     for i in range(rows):
         severity = rng.normal()
         clinic = CLINICS[rng.integers(len(CLINICS))]
-        positive = rng.random() < 1.0 / (1.0 + np.exp(-(4.0 * severity + 2.0 * clinic_effect[clinic])))
+        positive = rng.random() < 1.0 / (1.0 + np.exp(-(6.0 * severity + 2.0 * clinic_effect[clinic])))
         row: Dict[str, object] = {"patient_id": 100_000 + i, "clinic": clinic}
         for j, (name, scale) in enumerate(zip(MEASUREMENTS, SCALES)):
             loading = 0.25 if j < 6 else 0.05  # the first six measurements carry the signal
