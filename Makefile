@@ -29,6 +29,7 @@ help:
 	@echo "make serve      local TF Serving-compatible gRPC server on the pushed models (ARGS='--set serving.port=N')"
 	@echo "make bench-serving  gRPC latency/QPS at 1/8/32 clients, batching on/off, vs in-process"
 	@echo "make bench-strategies  default vs mirrored (2 replicas) vs parameter server (1 ps + 2 workers)"
+	@echo "make bench-tasks  binary/multiclass/regression: SavedModel vs int8 quality, size, edge latency"
 	@echo "make init       your own TFRecords to config.yaml + schema.pbtxt (ARGS='--data-root DIR --label COL --out DIR')"
 	@echo "make infer-schema ARGS='--data-root DIR --out FILE'"
 	@echo "make lineage    what made the newest pushed model (ARGS='--version V | --run ID | --json')"
@@ -100,6 +101,9 @@ bench-edge: setup
 	$(PY) -m bench.edge_latency $(ARGS)
 bench-strategies: setup
 	$(PY) -m bench.strategies $(ARGS)
+
+bench-tasks: setup
+	$(PY) -m bench.tasks $(ARGS)
 
 infer-schema: setup
 	$(CLI) schema infer $(ARGS)

@@ -298,6 +298,20 @@ def op_versions(model: bytes) -> Dict[str, int]:
     return {names[max(c.BuiltinCode(), c.DeprecatedBuiltinCode())]: c.Version() for c in codes}
 
 
+def weights_bytes(model: bytes) -> int:
+    """Bytes of the tensors' constant data (weights, biases, clip bounds): what quantization shrinks.
+
+    The rest of a .tflite is a fixed structure (tensors, ops, signatures, metadata) of a few KB, which
+    dominates a tiny model: the penguins' float model holds 2.1 KB of weights in a 5.6 KB file.
+    """
+    from tensorflow_lite_support.metadata import schema_py_generated as tflite_schema
+
+    parsed = tflite_schema.Model.GetRootAsModel(model, 0)
+    graph = parsed.Subgraphs(0)
+    used = {graph.Tensors(i).Buffer() for i in range(graph.TensorsLength())}
+    return sum(parsed.Buffers(b).DataLength() for b in used if b < parsed.BuffersLength())
+
+
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -358,8 +372,8 @@ def export(saved_model_dir: str, transform_graph_dir: str, transformed_train_pat
 
     version = versions.next_version(existing)
     info = {"name": model_name, "version": str(version), "author": "TFX pipeline edge export",
-            "description": f"{model_name}: {spec.task}, full-integer ({settings.io_type} io) model exported from "
-                           f"{saved_model_dir}",
+            "description": f"{model_name}: {spec.task}, full-integer ({settings.io_type} io); source model and "
+                           "metrics in manifest.json",
             "output": _output_description(spec)}
     order = input_order(models["int8"])
     files = {FILES["int8"]: metadata.populate(models["int8"], order, mapping, info),
@@ -389,6 +403,7 @@ def export(saved_model_dir: str, transform_graph_dir: str, transformed_train_pat
     checks = gate_checks(spec.task, metrics, labels, settings)
     sizes = {k: manifest["files"][k]["bytes"] for k in ("float", "int8")}
     sizes.update({f"{k}_without_metadata": len(models[k]) for k in ("float", "int8")})
+    sizes.update({f"{k}_weights": weights_bytes(models[k]) for k in ("float", "int8")})
     drop = metrics["saved_model"]["auc"] - metrics["int8"]["auc"] if spec.task == "binary" else float("nan")
     result = EdgeResult(False, "", task=spec.task, sizes=sizes, metrics=metrics, gate=checks, auc_drop=float(drop),
                         edgetpu=dict(readiness.to_dict(), op_versions=op_versions(models["int8"])))

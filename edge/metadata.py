@@ -53,8 +53,8 @@ def populate(model: bytes, input_order: List[str], mapping: Dict[str, Any], info
     for name in input_order:
         if name == mapping["numeric_input"]:
             tensor = _tensor(
-                name, "z-scores of " + ", ".join(e["feature"] for e in numeric) + ": per channel "
-                      "z = (sign(x)*log1p(|x|) - mean) / std, clipped to the calibrated range",
+                name, f"z-scores of the {len(numeric)} numeric features, in the order of edge_mapping.json: per "
+                      "channel z = (sign(x)*log1p(|x|) - mean) / std, clipped to the calibrated range",
                 [clip[e["input"]][0] for e in numeric] if clip else None,
                 [clip[e["input"]][1] for e in numeric] if clip else None)
             # The z-score is applied before the model; recorded as the standard normalization unit, per channel.

@@ -50,12 +50,12 @@ def check_inputs(config: PipelineConfig) -> dict:
     for split, pattern in config.split_patterns.items():
         profiles[split] = DataProfile(label_of=label_reader(config.features))
         if "{" in pattern:
-            span_files = [f for f in glob.glob(os.path.join(base, re.sub(r"\{[A-Z]+\}", "*", pattern)))
-                          if os.path.isfile(f) and os.path.getsize(f) > 0]
+            span_files = sorted(f for f in glob.glob(os.path.join(base, re.sub(r"\{[A-Z]+\}", "*", pattern)))
+                                if os.path.isfile(f) and os.path.getsize(f) > 0)
             check_files(span_files, profile=profiles[split])
             counts[split] = -1
             continue
-        files = [f for f in glob.glob(os.path.join(base, pattern)) if os.path.isfile(f)]
+        files = sorted(f for f in glob.glob(os.path.join(base, pattern)) if os.path.isfile(f))
         if not files:
             raise ConfigError(
                 f"no file matches {pattern!r} in {base} (split {split!r}); set data.train_pattern/"

@@ -301,8 +301,10 @@ def _edge_lines(edge: Dict, config) -> List[str]:
         versus_label = versus_label.replace(" with SavedModel", "")
         shown = (lambda v: f"{v:12.2%}") if versus == "agreement" else (lambda v: f"{v:12.4f}")
         lines.append("  edge model           float TFLite   int8 TFLite   SavedModel")
+        weights = (f"; weights {sizes['int8_weights'] / sizes['float_weights']:.2f}x"
+                   if sizes.get("float_weights") else "")
         lines.append(f"  size (bytes)         {sizes['float']:12d}  {sizes['int8']:12d}            -"
-                     f"   (int8 {sizes['int8'] / sizes['float']:.2f}x float)")
+                     f"   (int8 {sizes['int8'] / sizes['float']:.2f}x float{weights})")
         lines.append(f"  {label:20s} {metrics['float'][key]:12.4f}  {metrics['int8'][key]:12.4f}"
                      f"  {metrics['saved_model'][key]:11.4f}")
         lines.append(f"  {versus_label:20s} {shown(metrics['float'][versus])}  "

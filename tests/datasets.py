@@ -34,7 +34,8 @@ def penguin_root() -> str:
     return os.path.join(tfx_dir, "components", "testdata", "penguin", "data")
 
 
-def _example(values: Dict[str, object]):
+def example(values: Dict[str, object]):
+    """A tf.Example from plain values: str/bytes -> bytes_list, int -> int64_list, float -> float_list; None -> absent."""
     import tensorflow as tf
 
     feature = {}
@@ -73,7 +74,7 @@ def screening_rows(rows: int = 400, seed: int = 0, string_label: bool = False) -
 def write_screening(root: str, rows: int = 400, seed: int = 0, string_label: bool = False) -> str:
     """The issue's binary dataset as one plain (not gzip) TFRecord file under `root`."""
     write_examples(os.path.join(root, "screening.tfrecord"),
-                   [_example(r) for r in screening_rows(rows, seed, string_label)], compress=False)
+                   [example(r) for r in screening_rows(rows, seed, string_label)], compress=False)
     return root
 
 
@@ -99,7 +100,7 @@ def basket_rows(rows: int = 400, seed: int = 1) -> List[Dict[str, object]]:
 
 def write_baskets(root: str, rows: int = 400, seed: int = 1) -> str:
     """The regression dataset, 80/20 into `train/` and `eval/` gzip TFRecords."""
-    examples = [_example(r) for r in basket_rows(rows, seed)]
+    examples = [example(r) for r in basket_rows(rows, seed)]
     cut = int(len(examples) * 0.8)
     write_examples(os.path.join(root, "train", "part-0.tfrecord.gz"), examples[:cut])
     write_examples(os.path.join(root, "eval", "part-0.tfrecord.gz"), examples[cut:])

@@ -52,3 +52,37 @@ def test_vocabularies_are_exported_under_feature_names(transformed):
     _, output, _ = transformed
     for key in SPEC.categorical:
         assert output.vocabulary_size_by_name(key) > 0, key
+
+
+def _screening(tmp_path, string_label: bool):
+    """The issue's dataset, its schema as `init` infers it (every feature required), and its feature spec."""
+    from contract.config import section_to_dict
+    from schemas.init import infer
+    from tests.datasets import MEASUREMENTS, example, screening_rows
+
+    rows = screening_rows(60, string_label=string_label)
+    examples = [example(r) for r in rows]
+    schema = infer([e.SerializeToString() for e in examples], "diagnosis")
+    classes = ["benign", "malignant"] if string_label else ["0", "1"]
+    spec = FeaturesConfig(task="binary", classes=classes, label_column="diagnosis", label_relative_to="",
+                          numeric=[c for m in MEASUREMENTS for c in (f"mean_{m}", f"{m}_error", f"worst_{m}")],
+                          bucketized=[], categorical=["clinic"])
+    return rows, examples, schema, spec, {"features": section_to_dict(spec)}
+
+
+def test_an_int_label_the_schema_calls_optional_gets_an_int_default(tmp_path):
+    """Was `ValueError: 0.0`: a float default for the int64 sparse tensor of an optional int label."""
+    import tensorflow_data_validation as tfdv
+
+    rows, examples, schema, spec, custom_config = _screening(tmp_path, string_label=False)
+    label = tfdv.get_feature(schema, "diagnosis")
+    label.ClearField("shape")
+    label.presence.min_fraction = 0.0
+    _, transformed = analyze_and_transform(examples, str(tmp_path / "tft"), custom_config, schema)
+    assert [r[spec.label_key] for r in transformed] == [r["diagnosis"] for r in rows]
+
+
+def test_a_string_label_is_the_index_of_its_class(tmp_path):
+    rows, examples, schema, spec, custom_config = _screening(tmp_path, string_label=True)
+    _, transformed = analyze_and_transform(examples, str(tmp_path / "tft"), custom_config, schema)
+    assert [r[spec.label_key] for r in transformed] == [spec.classes.index(r["diagnosis"]) for r in rows]
