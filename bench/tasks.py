@@ -11,7 +11,7 @@ For each: `tfx-edge schema init` writes the config, the pipeline runs it as writ
 --set), then `bench.edge_latency.measure` scores the pushed SavedModel and both TFLite files on
 the raw eval split and times each per example, preprocessing included, the SavedModel being the
 baseline measured in the same run. Latencies: min/median/max over --rounds rounds.
-Results: bench/results/tasks.json.
+Results: bench/results/tasks.json; each run's terminal output in <work dir>/<dataset>/run.txt.
 """
 
 import argparse
@@ -63,6 +63,8 @@ def run_one(name: str, root: str, overrides, rounds: int, repeat: int) -> dict:
     started = time.time()
     printed = io.StringIO()
     status = local.run(config, out=printed)
+    with open(os.path.join(out, "run.txt"), "w", encoding="utf-8") as f:
+        f.write(printed.getvalue())
     if status != 0:
         raise SystemExit(f"{name}: the pipeline failed (status {status}):\n{printed.getvalue()}")
     serialized, summary = _eval_records(config)

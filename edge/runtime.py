@@ -134,6 +134,7 @@ class EdgeModel:
         output = next(iter(runner.get_output_details().values()))
         self._output_index = output["index"]
         self._output_scale, self._output_zero = output["quantization"]
+        self._output_dtype = output["dtype"]
         self.input_type = np.dtype(next(iter(inputs.values()))["dtype"]).name
 
     @staticmethod
@@ -162,6 +163,15 @@ class EdgeModel:
         self.interpreter.invoke()
         out = self.interpreter.get_tensor(self._output_index).reshape(-1).astype(np.float64)
         return (out - self._output_zero) * self._output_scale if self._output_scale else out
+
+    def at_output_resolution(self, values: np.ndarray) -> np.ndarray:
+        """`values` rounded to the levels this model's (integer) output can take: what any model with this
+        output tensor could answer at best. Identity for a float model."""
+        if not self._output_scale:
+            return np.asarray(values, dtype=np.float64)
+        info = np.iinfo(self._output_dtype)
+        levels = np.clip(np.rint(np.asarray(values) / self._output_scale) + self._output_zero, info.min, info.max)
+        return (levels - self._output_zero) * self._output_scale
 
     def predict_one(self, record: Mapping[str, Any]):
         """Binary: probability of the positive class; regression: the value; multiclass: the class scores."""

@@ -309,6 +309,9 @@ def _edge_lines(edge: Dict, config) -> List[str]:
                      f"  {metrics['saved_model'][key]:11.4f}")
         lines.append(f"  {versus_label:20s} {shown(metrics['float'][versus])}  "
                      f"{shown(metrics['int8'][versus])}            -")
+        for check in edge.get("gate") or []:
+            lines.append(f"  gate: int8 {check['measure']} {check['value']:.4f} (limit {check['limit']:.4f}, "
+                         f"{check['setting']})")
         ready = edge.get("edgetpu", {})
         lines.append("  Edge TPU ready: " + ("yes" if ready.get("ready") else
                                              "NO (" + "; ".join(ready.get("cpu_ops", [])[:3]) + ")"))

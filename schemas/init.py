@@ -47,6 +47,9 @@ SPLIT_LAYOUTS = (("Split-train", "Split-eval"), ("train", "eval"), ("train", "te
                  ("train", "valid"))
 HASH_BUCKETS = (4, 1)
 CONFIG_FILE, SCHEMA_FILE = "config.yaml", "schema.pbtxt"
+KIND_NAMES = {"string": "strings", "int": "integers", "float": "floats"}
+# Directory names that say nothing about the dataset, skipped when naming the pipeline.
+GENERIC_DIRECTORIES = {"data", "tfrecords", "tfrecord", "records", "input", "inputs", "raw", "examples"}
 
 
 @dataclass
@@ -151,7 +154,7 @@ def guess_task(label: ColumnProfile, rows: int, task: str = "auto") -> Guess:
         raise ConfigError(f"label column {label.name!r} has the value {next(iter(label.counts))!r} in every row: "
                           "nothing to learn; pick the column that holds what the model should predict")
     kind, distinct = label.kind, label.distinct
-    described = f"label {label.name!r}: {'strings' if kind == 'string' else kind + 's'} with " + (
+    described = f"label {label.name!r}: {KIND_NAMES[kind]} with " + (
         f"{distinct} distinct values ({_values(label)})" if distinct <= MAX_CLASSES else "many distinct values")
     if task == "auto":
         if kind == "string" or (kind == "int" and distinct <= CATEGORICAL_INTEGERS) or distinct == 2:
@@ -328,7 +331,7 @@ def initialise(data_root: str, label_name: str, out: str, task: str = "auto", na
     small = sorted((c for c in categorical if 2 <= c.distinct <= 10), key=lambda c: (c.distinct, c.name))
     slices = [small[0].name] if small else []
 
-    name = name or re.sub(r"[^A-Za-z0-9_-]+", "-", os.path.basename(data_root.rstrip(os.sep))).strip("-") or "model"
+    name = name or default_name(data_root)
     schema = infer(records, label_name)
     os.makedirs(out, exist_ok=True)
     schema_path, config_path = os.path.join(out, SCHEMA_FILE), os.path.join(out, CONFIG_FILE)
@@ -346,6 +349,14 @@ def initialise(data_root: str, label_name: str, out: str, task: str = "auto", na
     return {"rows": profile.rows, "files": sum(len(f) for f in layout.files.values()), "layout": layout,
             "guess": guess, "label": label, "schema": schema_path, "config": config_path, "slices": slices,
             "features": len(schema.feature)}
+
+
+def default_name(data_root: str) -> str:
+    """The data directory's name (its parent's when it is called data, tfrecords, ...): penguin/data -> penguin."""
+    parts = [p for p in data_root.split(os.sep) if p]
+    while len(parts) > 1 and parts[-1].lower() in GENERIC_DIRECTORIES:
+        parts.pop()
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", parts[-1] if parts else "").strip("-") or "model"
 
 
 def _schema_text(schema, tfdv) -> str:

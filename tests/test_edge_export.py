@@ -47,7 +47,11 @@ def test_run_pushes_int8_tflite_with_manifest_and_metadata(edge_run):
     assert sizes["int8_without_metadata"] <= 0.3 * sizes["float_without_metadata"]
     assert sizes["int8"] == manifest["files"]["int8"]["bytes"] == os.path.getsize(
         os.path.join(version_dir, "model_int8.tflite"))
-    assert manifest["auc_drop"] <= config.edge.max_auc_drop
+    assert manifest["gate"][0]["measure"] == "AUC drop beyond the 8-bit output's resolution"
+    assert manifest["gate"][0]["value"] <= config.edge.max_auc_drop
+    saved = manifest["metrics"]["saved_model"]
+    assert manifest["auc_drop"] == pytest.approx(saved["auc"] - manifest["metrics"]["int8"]["auc"])
+    assert saved["auc_at_int8_resolution"] <= saved["auc"]
     assert manifest["edgetpu"]["ready"], manifest["edgetpu"]
     model = open(os.path.join(version_dir, "model_int8.tflite"), "rb").read()
     described = metadata.read(model)
@@ -55,7 +59,8 @@ def test_run_pushes_int8_tflite_with_manifest_and_metadata(edge_run):
     assert "vocabulary_company.txt" in described["associated_files"]
     numeric = next(t for t in described["metadata"]["subgraph_metadata"][0]["input_tensor_metadata"]
                    if t["name"] == "numeric")
-    assert numeric["stats"]["min"] == [manifest["clip"][f"{k}_xf"][0] for k in config.features.numeric]
+    assert numeric["stats"]["min"] == pytest.approx([manifest["clip"][f"{k}_xf"][0] for k in config.features.numeric],
+                                                    rel=1e-5)
     assert manifest["task"] == "binary" and manifest["classes"] == ["0", "1"]
 
 
@@ -153,8 +158,8 @@ def test_gate_keeps_the_previous_edge_version(edge_run, tmp_path):
                            model_name=config.model_name)
     assert not result.pushed
     assert "edge.max_auc_drop -1.0" in result.reason and f"{base} keeps version 1" in result.reason
-    assert result.gate == [{"measure": "AUC drop", "value": result.auc_drop, "limit": -1.0,
-                            "setting": "edge.max_auc_drop -1.0"}]
+    assert [(c["measure"], c["limit"]) for c in result.gate] == [
+        ("AUC drop beyond the 8-bit output's resolution", -1.0)]
     assert result.metrics["int8"]["auc"] > 0.5
     with pytest.raises(FileNotFoundError, match="no TFRecord files match"):
         export.export(**dict(inputs, raw_eval_pattern=str(tmp_path / "nothing" / "*")), spec=FeaturesConfig(),

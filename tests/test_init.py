@@ -108,3 +108,8 @@ def test_written_config_is_valid_yaml_with_a_comment_per_guess(tmp_path):
     assert features["categorical"] == ["code"] and features["numeric"] == ["x"]
     assert "- code   # integers with 4 distinct values: codes, not amounts" in text
     assert "min_binary_accuracy: 0.5   # the majority class's share" in text
+
+
+def test_the_pipeline_is_named_after_the_dataset_not_a_generic_directory():
+    assert init.default_name("/srv/penguin/data") == "penguin"
+    assert init.default_name("/srv/Orders 2024/tfrecords/") == "Orders-2024"
