@@ -54,35 +54,36 @@ def test_vocabularies_are_exported_under_feature_names(transformed):
         assert output.vocabulary_size_by_name(key) > 0, key
 
 
-def _screening(tmp_path, string_label: bool):
-    """The issue's dataset, its schema as `init` infers it (every feature required), and its feature spec."""
-    from contract.config import section_to_dict
-    from schemas.init import infer
-    from tests.datasets import MEASUREMENTS, example, screening_rows
 
-    rows = screening_rows(60, string_label=string_label)
-    examples = [example(r) for r in rows]
-    schema = infer([e.SerializeToString() for e in examples], "diagnosis")
-    classes = ["benign", "malignant"] if string_label else ["0", "1"]
-    spec = FeaturesConfig(task="binary", classes=classes, label_column="diagnosis", label_relative_to="",
-                          numeric=[c for m in MEASUREMENTS for c in (f"mean_{m}", f"{m}_error", f"worst_{m}")],
-                          bucketized=[], categorical=["clinic"])
-    return rows, examples, schema, spec, {"features": section_to_dict(spec)}
+def _sparse(values):
+    """An optional feature as Transform feeds it: a SparseTensor with one value per row (None: missing)."""
+    import tensorflow as tf
+
+    present = [(i, v) for i, v in enumerate(values) if v is not None]
+    return tf.SparseTensor([[i, 0] for i, _ in present], [v for _, v in present], [len(values), 1])
 
 
-def test_an_int_label_the_schema_calls_optional_gets_an_int_default(tmp_path):
-    """Was `ValueError: 0.0`: a float default for the int64 sparse tensor of an optional int label."""
-    import tensorflow_data_validation as tfdv
+def test_an_optional_int_label_gets_an_int_default():
+    """Was `ValueError: 0.0`: a float default for the int64 sparse tensor of an int label the schema calls optional."""
+    from models import preprocessing
 
-    rows, examples, schema, spec, custom_config = _screening(tmp_path, string_label=False)
-    label = tfdv.get_feature(schema, "diagnosis")
-    label.ClearField("shape")
-    label.presence.min_fraction = 0.0
-    _, transformed = analyze_and_transform(examples, str(tmp_path / "tft"), custom_config, schema)
-    assert [r[spec.label_key] for r in transformed] == [r["diagnosis"] for r in rows]
+    spec = FeaturesConfig(classes=["0", "1"], label_column="diagnosis", label_relative_to="")
+    labels = preprocessing.label({"diagnosis": _sparse([1, 0, None, 1])}, spec)
+    assert labels.numpy().tolist() == [1, 0, -1, 1]  # a missing label is no class
+    threshold = FeaturesConfig(label_column="diagnosis", label_threshold=0.5, label_relative_to="")
+    assert preprocessing.label({"diagnosis": _sparse([1, 0, None, 1])}, threshold).numpy().tolist() == [1, 0, 0, 1]
 
 
-def test_a_string_label_is_the_index_of_its_class(tmp_path):
-    rows, examples, schema, spec, custom_config = _screening(tmp_path, string_label=True)
-    _, transformed = analyze_and_transform(examples, str(tmp_path / "tft"), custom_config, schema)
-    assert [r[spec.label_key] for r in transformed] == [spec.classes.index(r["diagnosis"]) for r in rows]
+def test_string_and_integer_labels_are_the_index_of_their_class():
+    import tensorflow as tf
+
+    from models import preprocessing
+
+    spec = FeaturesConfig(task="multiclass", classes=["Adelie", "Chinstrap", "Gentoo"], label_column="species",
+                          label_relative_to="")
+    species = tf.constant([[b"Gentoo"], [b"Adelie"], [b"Emperor"], [b"Chinstrap"]])
+    assert preprocessing.label({"species": species}, spec).numpy().tolist() == [2, 0, -1, 1]
+    coded = FeaturesConfig(task="multiclass", classes=["10", "2", "7"], label_column="code", label_relative_to="")
+    assert preprocessing.label({"code": _sparse([7, 10, 2])}, coded).numpy().tolist() == [2, 0, 1]
+    value = FeaturesConfig(task="regression", label_column="basket", label_relative_to="")
+    assert preprocessing.label({"basket": _sparse([3, None])}, value).numpy().tolist() == [3.0, -1.0]

@@ -25,10 +25,9 @@ def example_to_instance(example, feature_spec):
     return instance
 
 
-def analyze_and_transform(examples, out_dir: str, custom_config=None, schema=None):
-    """Fits Transform on `examples` (raw schema: the taxi one unless given), writes the transform graph to
-    out_dir; returns (output, rows)."""
-    schema = schema or raw_schema()
+def analyze_and_transform(examples, out_dir: str, custom_config=None):
+    """Fits Transform on `examples`, writes the transform graph to out_dir; returns (output, rows)."""
+    schema = raw_schema()
     spec = schema_utils.schema_as_feature_spec(schema).feature_spec
     instances = [example_to_instance(e, spec) for e in examples]
     metadata = dataset_metadata.DatasetMetadata(schema)
