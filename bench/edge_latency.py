@@ -69,6 +69,7 @@ def measure(version_dir: str, serialized: List[bytes], spec, repeat: int, rounds
     return {"version_dir": version_dir, "task": spec.task, "examples": len(serialized), "io_type": manifest["io_type"],
             "sizes": {v: manifest["files"][v]["bytes"] for v in ("float", "int8")},
             "sizes_without_metadata": {v: manifest["sizes"][f"{v}_without_metadata"] for v in ("float", "int8")},
+            "weights": {v: manifest["sizes"][f"{v}_weights"] for v in ("float", "int8")},
             "quality": quality, "seconds": seconds}
 
 
@@ -106,6 +107,9 @@ def main(argv=None) -> int:
     bare = result["sizes_without_metadata"]
     print(f"  without metadata: float {bare['float']:9d} B   int8 {bare['int8']:9d} B   "
           f"int8/float {bare['int8'] / bare['float']:.2f}x")
+    weights = result["weights"]
+    print(f"  weights only:     float {weights['float']:9d} B   int8 {weights['int8']:9d} B   "
+          f"int8/float {weights['int8'] / weights['float']:.2f}x")
     change = quality["SavedModel"][key] - quality["int8"][key]
     print(f"{label:9s} SavedModel {quality['SavedModel'][key]:.4f}   float {quality['float'][key]:.4f}   "
           f"int8 {quality['int8'][key]:.4f}   {'drop' if key != 'rmse' else 'change'} {change:+.4f}"

@@ -80,24 +80,24 @@ def table(results) -> str:
     from edge.runtime import HEADLINE
 
     lines = [f"{'dataset':10s} {'task':10s} {'eval':>5s} {'metric':8s} {'SavedModel':>10s} {'float':>8s} {'int8':>8s}"
-             f" {'int8/float size':>16s} {'(no metadata)':>13s}"]
+             f"   int8/float: {'file':>5s} {'no metadata':>11s} {'weights':>7s}"]
     for r in results:
         key, label = HEADLINE[r["task"]]
-        q, sizes, bare = r["quality"], r["sizes"], r["sizes_without_metadata"]
+        q, sizes, bare, weights = r["quality"], r["sizes"], r["sizes_without_metadata"], r["weights"]
         lines.append(f"{r['dataset']:10s} {r['task']:10s} {r['examples']:5d} {label:8s} {q['SavedModel'][key]:10.4f} "
-                     f"{q['float'][key]:8.4f} {q['int8'][key]:8.4f} {sizes['int8'] / sizes['float']:15.2f}x "
-                     f"{bare['int8'] / bare['float']:12.2f}x")
-    lines.append("")
-    lines.append(f"{'dataset':10s} latency per raw example, us (min / median / max)  {'SavedModel':>22s} "
-                 f"{'float TFLite':>22s} {'int8 TFLite':>22s}  int8 vs SavedModel")
+                     f"{q['float'][key]:8.4f} {q['int8'][key]:8.4f}   {'':11s} {sizes['int8'] / sizes['float']:4.2f}x "
+                     f"{bare['int8'] / bare['float']:10.2f}x {weights['int8'] / weights['float']:6.2f}x")
+    lines += ["", "latency per raw example (preprocessing included), us: min / median / max over rounds"]
+    lines.append(f"{'dataset':10s} {'SavedModel':>24s} {'edge float TFLite':>24s} {'edge int8 TFLite':>24s}"
+                 "   int8 vs SavedModel (median)")
     for r in results:
         s = r["seconds"]
 
         def cell(name):
             return f"{s[name]['min'] * 1e6:6.1f} / {s[name]['median'] * 1e6:6.1f} / {s[name]['max'] * 1e6:6.1f}"
 
-        lines.append(f"{r['dataset']:10s} {'':47s} {cell('SavedModel'):>22s} {cell('float'):>22s} "
-                     f"{cell('int8'):>22s}  {s['SavedModel']['median'] / s['int8']['median']:6.1f}x faster")
+        lines.append(f"{r['dataset']:10s} {cell('SavedModel'):>24s} {cell('float'):>24s} {cell('int8'):>24s}"
+                     f"   {s['SavedModel']['median'] / s['int8']['median']:5.1f}x faster")
     return "\n".join(lines)
 
 

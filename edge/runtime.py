@@ -144,14 +144,16 @@ class EdgeModel:
         info = np.iinfo(dtype)
         return np.asarray(min(max(round(value / scale) + zero, info.min), info.max), dtype=dtype)
 
-    def scores(self, record: Mapping[str, Any]) -> np.ndarray:
-        """The model's output row for one raw record: [1] (binary, regression) or one score per class."""
+    def _invoke(self, record: Mapping[str, Any]) -> np.ndarray:
+        """Encodes one raw record into the input tensors, runs the model, returns the raw output tensor."""
         numeric, hot = self.encoder.encode(record)
         set_tensor = self.interpreter.set_tensor
         if self._numeric is not None:
             index, buffer, inverse_scale, zero, low, high = self._numeric
             if inverse_scale:
-                buffer[0] = np.clip(np.rint(np.asarray(numeric) * inverse_scale) + zero, low, high)
+                # Plain Python beats numpy's per-call overhead here: 1.3 vs 5.5 us for 4 values, 4.7 vs 6.2 for 30.
+                levels = [round(z * inverse_scale) + zero for z in numeric]
+                buffer[0] = [low if q < low else high if q > high else q for q in levels]
             else:
                 buffer[0] = numeric
             set_tensor(index, buffer)
@@ -161,7 +163,11 @@ class EdgeModel:
             set_tensor(self._one_hot_index, one_hot)
             one_hot[0, hot] = self._one_hot_values[0]
         self.interpreter.invoke()
-        out = self.interpreter.get_tensor(self._output_index).reshape(-1).astype(np.float64)
+        return self.interpreter.get_tensor(self._output_index).reshape(-1)
+
+    def scores(self, record: Mapping[str, Any]) -> np.ndarray:
+        """The model's output row for one raw record: [1] (binary, regression) or one score per class."""
+        out = self._invoke(record).astype(np.float64)
         return (out - self._output_zero) * self._output_scale if self._output_scale else out
 
     def at_output_resolution(self, values: np.ndarray) -> np.ndarray:
@@ -175,8 +181,10 @@ class EdgeModel:
 
     def predict_one(self, record: Mapping[str, Any]):
         """Binary: probability of the positive class; regression: the value; multiclass: the class scores."""
-        out = self.scores(record)
-        return float(out[0]) if self.task != "multiclass" else out
+        if self.task == "multiclass":
+            return self.scores(record)
+        value = float(self._invoke(record)[0])
+        return (value - self._output_zero) * self._output_scale if self._output_scale else value
 
     def predict(self, records: Iterable[Mapping[str, Any]]) -> np.ndarray:
         """[records] for binary and regression, [records, classes] for multiclass."""

@@ -196,8 +196,8 @@ def guess_role(column: ColumnProfile, rows: int) -> Tuple[str, str]:
     """(role, why) for one input column; role "excluded" when the model should not read it."""
     share = column.present / rows if rows else 0.0
     if column.max_values > 1:
-        return "excluded", (f"a list of up to {column.max_values} values per row; the model takes one value per "
-                            "feature (reduce it upstream to one value or a count, then give it a role)")
+        return "excluded", (f"a list of up to {column.max_values} values per row, and the model takes one value "
+                            "per feature: reduce it upstream to one value or a count, then give it a role")
     if share < MIN_PRESENCE:
         return "excluded", f"present in {share:.1%} of rows"
     if column.distinct == 1:
