@@ -13,16 +13,12 @@ end-to-end <= 50 us per example. Quality is the task's (edge.runtime.HEADLINE): 
 accuracy or RMSE. `measure` is shared with `bench.tasks`.
 """
 
-import os
-
-
 import argparse
 import glob
+import os
 import statistics
 import time
 from typing import Dict, List
-
-import numpy as np
 
 from contract import cli
 

@@ -310,7 +310,8 @@ def _edge_lines(edge: Dict, config) -> List[str]:
         lines.append(f"  {versus_label:20s} {shown(metrics['float'][versus])}  "
                      f"{shown(metrics['int8'][versus])}            -")
         for check in edge.get("gate") or []:
-            lines.append(f"  gate: int8 {check['measure']} {check['value']:.4f} (limit {check['limit']:.4f}, "
+            value = round(check["value"], 4) + 0.0  # no "-0.0000"
+            lines.append(f"  gate: int8 {check['measure']} {value:.4f} (limit {check['limit']:.4f}, "
                          f"{check['setting']})")
         ready = edge.get("edgetpu", {})
         lines.append("  Edge TPU ready: " + ("yes" if ready.get("ready") else
