@@ -99,7 +99,8 @@ def metrics_specs(config: PipelineConfig) -> List[tfma.MetricsSpec]:
         return [
             tfma.MetricsSpec(metrics=[
                 count,
-                _gated("SparseCategoricalAccuracy", _threshold(lower=rules.min_accuracy, change=rules.max_accuracy_drop)),
+                _gated("SparseCategoricalAccuracy",
+                       _threshold(lower=rules.min_accuracy, change=rules.max_accuracy_drop)),
                 tfma.MetricConfig(class_name="MultiClassConfusionMatrixPlot"),
             ]),
             tfma.MetricsSpec(metrics=[_gated("AUC", _threshold(lower=rules.min_auc))],

@@ -281,7 +281,9 @@ def blessing_rules(config, with_baseline: bool) -> List[str]:
         return found + ([f"AUC no more than {rules.max_auc_drop} below the baseline"] if with_baseline else [])
     if task == "multiclass":
         found = [f"accuracy >= {rules.min_accuracy}", f"macro AUC >= {rules.min_auc}"]
-        return found + ([f"accuracy no more than {rules.max_accuracy_drop} below the baseline"] if with_baseline else [])
+        if with_baseline:
+            found.append(f"accuracy no more than {rules.max_accuracy_drop} below the baseline")
+        return found
     found = [f"RMSE <= {rules.max_rmse}"] if rules.max_rmse else []
     return found + ([f"RMSE no more than {rules.max_rmse_increase} above the baseline"] if with_baseline else [])
 

@@ -253,7 +253,8 @@ def config_text(name: str, data_root: str, out: str, layout: Layout, rows: int, 
              f"model_name: {_yaml(name)}",
              f"output_dir: {_yaml(os.path.join(out, 'outputs'))}   # runs, models and ML Metadata of this dataset, "
              "apart from any other",
-             f"schema_file: {_yaml(os.path.join(out, SCHEMA_FILE))}   # inferred by init; curate it (domains, presence)",
+             f"schema_file: {_yaml(os.path.join(out, SCHEMA_FILE))}   # inferred by init; curate it (domains, "
+             "presence)",
              "data:",
              f"  input_base: {_yaml(data_root)}"]
     if layout.hashed:

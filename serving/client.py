@@ -4,9 +4,10 @@ It uses only `tensorflow_serving.apis` (Predict, Classify, Regress, GetModelStat
 so the same code talks to the local server (`python -m serving serve`) and to real
 TF Serving. Answers follow the model's task, read from what `serving_default`
 returns (contract/serving.py): a probability (binary), the predicted class and a
-score per class (multiclass), or a value (regression). Rows come from JSON lines, CSV or tf.Example TFRecords; JSON and CSV
-values are typed by the schema (`schema_file`), the same schema the pipeline
-validates training data against, so a client sends exactly what training saw.
+score per class (multiclass), or a value (regression). Rows come from JSON lines,
+CSV or tf.Example TFRecords; JSON and CSV values are typed by the schema
+(`schema_file`), the same schema the pipeline validates training data against,
+so a client sends exactly what training saw.
 """
 
 import csv
@@ -163,14 +164,8 @@ class ServingClient:
         return self._call(self._predict, request)
 
     def predict_response(self, examples: Iterable[tf.train.Example]) -> Iterator[predict_pb2.PredictResponse]:
-        batch: List[bytes] = []
-        for example in examples:
-            batch.append(example.SerializeToString())
-            if len(batch) == self.batch_size:
-                yield self.send(self.predict_request(batch))
-                batch = []
-        if batch:
-            yield self.send(self.predict_request(batch))
+        for batch in self._batches(examples):
+            yield self.send(self.predict_request([example.SerializeToString() for example in batch]))
 
     def predict(self, examples: Iterable[tf.train.Example], output: str = PREDICTION_KEY) -> np.ndarray:
         """One score per example, in order (`probabilities` for the taxi model)."""

@@ -35,7 +35,7 @@ def penguin_root() -> str:
 
 
 def example(values: Dict[str, object]):
-    """A tf.Example from plain values: str/bytes -> bytes_list, int -> int64_list, float -> float_list; None -> absent."""
+    """A tf.Example from plain values: str/bytes -> bytes_list, int -> int64_list, float -> float_list; None: absent."""
     import tensorflow as tf
 
     feature = {}

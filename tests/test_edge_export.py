@@ -51,7 +51,8 @@ def test_run_pushes_int8_tflite_with_manifest_and_metadata(edge_run):
     assert manifest["gate"][0]["value"] <= config.edge.max_auc_drop
     saved = manifest["metrics"]["saved_model"]
     assert manifest["auc_drop"] == pytest.approx(saved["auc"] - manifest["metrics"]["int8"]["auc"])
-    assert saved["auc_at_int8_resolution"] <= saved["auc"]
+    # Rounding to 256 levels ties close scores; a tie counts half, so it can cost or (rarely) gain AUC.
+    assert abs(saved["auc_at_int8_resolution"] - saved["auc"]) < 0.02
     assert manifest["edgetpu"]["ready"], manifest["edgetpu"]
     model = open(os.path.join(version_dir, "model_int8.tflite"), "rb").read()
     described = metadata.read(model)

@@ -99,7 +99,7 @@ def validate_batch(paths: Sequence[str], schema: schema_pb2.Schema, environment:
 
 
 def default_serving_data(config) -> str:
-    """`validation.serving_data`, else the request logs when there are any, else (taxi data) the bundled unlabelled split.
+    """`validation.serving_data`, else the request logs if any, else (taxi data) the bundled unlabelled split.
 
     "" (no skew check) for data of any other schema until it has serving traffic:
     taxi trips are not another dataset's serving data; and for remote data, where

@@ -31,8 +31,9 @@ from tfx_bsl.public import tfxio
 # The installed packages, also when TFX loads this file from its module wheel.
 from contract.config import FeaturesConfig
 from contract.serving import (CLASSES, CLASSIFY_INPUTS, CLASSIFY_METHOD, CLASSIFY_SIGNATURE, EXAMPLES_INPUT,
-                              PREDICTED_CLASS, PREDICTION_KEY, PRIMARY_OUTPUT, REGRESS_INPUTS, REGRESS_METHOD, REGRESS_OUTPUTS,
-                              REGRESS_SIGNATURE, SCORES, SERVING_SIGNATURE, TRANSFORM_SIGNATURE, VALUE_KEY)
+                              PREDICTED_CLASS, PREDICTION_KEY, PRIMARY_OUTPUT, REGRESS_INPUTS, REGRESS_METHOD,
+                              REGRESS_OUTPUTS, REGRESS_SIGNATURE, SCORES, SERVING_SIGNATURE, TRANSFORM_SIGNATURE,
+                              VALUE_KEY)
 from models import features
 from models.trainer import edge_signature, raw_features
 from training import strategies
