@@ -15,7 +15,8 @@ export PYTHONDONTWRITEBYTECODE := 1
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-fast bench bench-data bench-edge bench-serving bench-strategies bench-batch infer-schema validate score \
+.PHONY: setup run test test-fast bench bench-data bench-edge bench-serving bench-strategies bench-batch bench-tasks infer-schema init \
+	validate score \
 	clean help system-deps browser-deps serve lineage runs report notebooks strip-notebooks
 
 help:
@@ -30,6 +31,8 @@ help:
 	@echo "make score     ARGS='--input DATA --out DIR [--model stable --model canary] [--format csv]' batch scoring"
 	@echo "make bench-batch  batch scoring at 1x/10x/100x: RunInference in_memory / multi_processing vs loops"
 	@echo "make bench-strategies  default vs mirrored (2 replicas) vs parameter server (1 ps + 2 workers)"
+	@echo "make bench-tasks  binary/multiclass/regression: SavedModel vs int8 quality, size, edge latency"
+	@echo "make init       your own TFRecords to config.yaml + schema.pbtxt (ARGS='--data-root DIR --label COL --out DIR')"
 	@echo "make infer-schema ARGS='--data-root DIR --out FILE'"
 	@echo "make lineage    what made the newest pushed model (ARGS='--version V | --run ID | --json')"
 	@echo "make runs       every recorded run with status, duration and metrics"
@@ -102,8 +105,14 @@ bench-edge: setup
 bench-strategies: setup
 	$(PY) -m bench.strategies $(ARGS)
 
+bench-tasks: setup
+	$(PY) -m bench.tasks $(ARGS)
+
 infer-schema: setup
 	$(CLI) schema infer $(ARGS)
+
+init: setup
+	$(CLI) schema init $(ARGS)
 
 lineage: setup
 	@$(CLI) reports lineage $(ARGS)

@@ -42,6 +42,7 @@ import time
 from typing import Dict, Sequence, Tuple
 
 from contract.config import FeaturesConfig
+from contract.serving import PREDICTION_KEY
 
 from contract import cli
 
@@ -178,11 +179,12 @@ def predict(model_dir: str, serialized: Sequence[bytes], batch_size: int = 1024)
 
     model = tf.saved_model.load(model_dir)  # Keeps the signature's variables alive.
     signature = model.signatures["serving_default"]
-    # Ours names its output "probabilities", the stock one "outputs"; both have exactly one.
+    # Ours answers "probabilities" (beside scores and classes), the stock one only "outputs".
     outputs = list(signature.structured_outputs)
-    if len(outputs) != 1:
-        raise ValueError(f"{model_dir}: serving_default has outputs {outputs}, expected exactly one")
-    batches = [signature(examples=tf.constant(serialized[i:i + batch_size]))[outputs[0]].numpy().reshape(-1)
+    output = PREDICTION_KEY if PREDICTION_KEY in outputs else outputs[0]
+    if output != PREDICTION_KEY and len(outputs) != 1:
+        raise ValueError(f"{model_dir}: serving_default has outputs {outputs}, expected {PREDICTION_KEY} or one")
+    batches = [signature(examples=tf.constant(serialized[i:i + batch_size]))[output].numpy().reshape(-1)
                for i in range(0, len(serialized), batch_size)]
     return np.concatenate(batches)
 

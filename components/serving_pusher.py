@@ -8,8 +8,9 @@ Differences from the stock Pusher, all for the people operating TF Serving:
   an unchanged pipeline does not make TF Serving reload the same model;
 - `assets.extra/push_info.json` in each version records what was pushed, from where;
 - `assets.extra/tf_serving_warmup_requests` holds Predict requests built from real
-  eval examples, which TF Serving (and `serving/`) replays before a version takes
-  traffic, so the first real requests do not pay for graph initialisation.
+  eval examples, and one Classify (classification) or Regress (regression) request,
+  which TF Serving (and `serving/`) replays before a version takes traffic, so the
+  first real requests of either API do not pay for graph initialisation.
 """
 
 import json
@@ -31,7 +32,8 @@ from tfx.types.component_spec import ChannelParameter
 from tfx.utils import io_utils, json_utils, proto_utils
 
 from contract import versions
-from contract.serving import EXAMPLES_INPUT, PUSH_INFO, SERVING_SIGNATURE, WARMUP_FILE
+from contract.serving import (CLASSIFY_SIGNATURE, EXAMPLES_INPUT, PUSH_INFO, REGRESS_SIGNATURE, SERVING_SIGNATURE,
+                              WARMUP_FILE)
 
 EXAMPLES_KEY = "examples"
 WARMUP_SPLIT = "eval"
@@ -49,19 +51,20 @@ def read_eval_examples(split_uri: str, limit: int) -> List[tf.train.Example]:
 
 
 def warmup_records(examples: Sequence[tf.train.Example], model_name: str,
-                   drop_features: Iterable[str] = ()) -> List[bytes]:
-    """Serialized PredictionLogs, one Predict request each, with batch sizes 1, 2, 4, ...
+                   drop_features: Iterable[str] = (), task: str = "binary") -> List[bytes]:
+    """Serialized PredictionLogs: Predict requests with batch sizes 1, 2, 4, ..., then one Classify or Regress.
 
     Several batch sizes, because TF Serving compiles and caches per input shape.
     Label-only columns are dropped so the requests look like serving traffic.
     """
-    stripped = []
+    copies = []
     for example in examples:
         copy = tf.train.Example()
         copy.CopyFrom(example)
         for name in drop_features:
             copy.features.feature.pop(name, None)
-        stripped.append(copy.SerializeToString())
+        copies.append(copy)
+    stripped = [copy.SerializeToString() for copy in copies]
     records, start, size = [], 0, 1
     while start < len(stripped):
         batch = stripped[start:start + size]
@@ -72,7 +75,21 @@ def warmup_records(examples: Sequence[tf.train.Example], model_name: str,
         records.append(prediction_log_pb2.PredictionLog(
             predict_log=prediction_log_pb2.PredictLog(request=request)).SerializeToString())
         start, size = start + size, size * 2
+    if copies:
+        records.append(_examples_api_log(copies[:1], model_name, task))
     return records
+
+
+def _examples_api_log(examples: Sequence[tf.train.Example], model_name: str, task: str) -> bytes:
+    """A ClassifyLog (classification) or RegressLog (regression) on the model's classify/regress signature."""
+    log = prediction_log_pb2.PredictionLog()
+    if task == "regression":
+        request, signature = log.regress_log.request, REGRESS_SIGNATURE
+    else:
+        request, signature = log.classify_log.request, CLASSIFY_SIGNATURE
+    request.model_spec.name, request.model_spec.signature_name = model_name, signature
+    request.input.example_list.examples.extend(examples)
+    return log.SerializeToString()
 
 
 def push_atomically(model_path: str, base_directory: str, version: int, info: Dict[str, Any],
@@ -137,7 +154,8 @@ class ServingPusherExecutor(pusher_executor.Executor):
         split_uri = artifact_utils.get_split_uri([examples], WARMUP_SPLIT)
         # Batch sizes 1, 2, 4, ...: `count` requests need 2**count - 1 examples.
         eval_examples = read_eval_examples(split_uri, 2 ** count - 1)
-        return warmup_records(eval_examples, custom_config["model_name"], custom_config["label_only_columns"])
+        return warmup_records(eval_examples, custom_config["model_name"], custom_config["label_only_columns"],
+                              custom_config["task"])
 
 
 class ServingPusherSpec(standard_component_specs.PusherSpec):
@@ -152,8 +170,8 @@ class ServingPusherSpec(standard_component_specs.PusherSpec):
 class ServingPusher(pusher_component.Pusher):
     """`tfx.components.Pusher` with the atomic, monotonic executor above and warm-up requests.
 
-    custom_config: `warmup_requests` (number of PredictionLogs), `model_name`,
-    `label_only_columns` (dropped from the warm-up examples).
+    custom_config: `warmup_requests` (number of Predict PredictionLogs), `model_name`,
+    `label_only_columns` (dropped from the warm-up examples), `task` (Classify or Regress warm-up).
     """
 
     SPEC_CLASS = ServingPusherSpec

@@ -64,14 +64,15 @@ def load_settings(args: argparse.Namespace) -> PipelineConfig:
 
 
 def command(main: Callable[[Optional[List[str]]], int]) -> Callable[[Optional[List[str]]], int]:
-    """Wraps a CLI's `main(argv) -> status`: a ConfigError becomes `error: ...` on stderr and status 2."""
+    """Wraps a CLI's `main(argv) -> status`: a ConfigError becomes `error: ...` lines on stderr and status 2."""
 
     @functools.wraps(main)
     def wrapper(argv: Optional[List[str]] = None) -> int:
         try:
             return main(argv)
         except ConfigError as e:
-            print(f"error: {e}", file=sys.stderr)
+            # One line per problem: a preflight may report several at once.
+            print("".join(f"error: {line}\n" for line in str(e).splitlines()), end="", file=sys.stderr)
             return 2
 
     return wrapper

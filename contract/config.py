@@ -54,23 +54,33 @@ class DataConfig:
     span_window: int = 1
 
 
+TASKS = ("binary", "multiclass", "regression")
+
+
 @dataclass
 class FeaturesConfig:
-    """Which raw columns play which role, and the label rule: the one feature spec.
+    """Which raw columns play which role, the task and the label rule: the one feature spec.
 
-    Transform, the Keras model and its signatures, the Tuner, the edge export and
-    the clients all read it (module files get it back from `custom_config` with
-    `section_from_dict`). Defaults are the bundled Chicago taxi data.
+    Transform, the Keras model and its signatures, the Tuner, the Evaluator, the
+    edge export and the clients all read it (module files get it back from
+    `custom_config` with `section_from_dict`). Defaults are the bundled Chicago taxi data.
 
     numeric: signed log1p, then z-score.
     bucketized: quantile buckets (`bucket_count`), one-hot encoded.
     categorical: strings or integer codes; vocabulary of the `vocab_top_k` most
         frequent values plus OOV buckets, one-hot encoded.
-    label: positive when `label_column > label_threshold * label_relative_to`
-        (or `> label_threshold` when `label_relative_to` is empty), computed in
-        float32. The label column is never a model input and is absent at serving.
+    task and label:
+        binary: with `classes` empty, positive when `label_column > label_threshold *
+            label_relative_to` (or `> label_threshold` when `label_relative_to` is
+            empty), computed in float32; with two `classes`, the label is the index
+            of its value in `classes` (the second one is the positive class).
+        multiclass: the index of the label's value in `classes` (strings, or integer
+            codes written as text), in that order; the names reach every output.
+        regression: the label column's value itself (int or float).
+    The label column is never a model input and is absent at serving.
     """
 
+    task: str = "binary"  # binary | multiclass | regression
     # Heavy-tailed amounts: a handful of $1000 fares would otherwise set the scale.
     numeric: List[str] = field(default_factory=lambda: ["trip_miles", "fare", "trip_seconds"])
     bucketized: List[str] = field(default_factory=lambda: [
@@ -83,14 +93,18 @@ class FeaturesConfig:
     label_column: str = "tips"
     label_threshold: float = 0.2
     label_relative_to: str = "fare"
+    # Class values of the label, in class-id order (multiclass; binary with a string or coded label).
+    classes: List[str] = field(default_factory=list)
     bucket_count: int = 10
     vocab_top_k: int = 100
 
     # Name of the label after Transform: what the model and TFMA see.
-    LABEL_KEY: ClassVar[str] = "big_tipper"
+    LABEL_KEY: ClassVar[str] = "label"
+    # The binary threshold rule's class names, as tf.estimator's classifiers exported them.
+    THRESHOLD_CLASSES: ClassVar[tuple] = ("0", "1")
 
     def check(self) -> None:
-        """Raises ConfigError on roles that cannot train: none, overlapping, or the label as an input."""
+        """Raises ConfigError on roles that cannot train: none, overlapping, the label as an input, a bad task."""
         inputs = self.raw_input_features
         if not inputs:
             raise ConfigError("features: no input features configured (features.numeric, .bucketized, .categorical)")
@@ -103,6 +117,20 @@ class FeaturesConfig:
                 "remove it from the input lists (it would leak the label)")
         if self.bucket_count < 2 or self.vocab_top_k < 1:
             raise ConfigError("features: bucket_count must be >= 2 and vocab_top_k >= 1")
+        if self.task not in TASKS:
+            raise ConfigError(f"features.task: {self.task!r} is not one of {', '.join(TASKS)}")
+        classes = [str(c) for c in self.classes]
+        if len(set(classes)) != len(classes):
+            raise ConfigError(f"features.classes: {classes} names a class twice")
+        if self.task == "multiclass" and len(classes) < 2:
+            raise ConfigError("features.classes: task multiclass needs the label's class values in class-id order, "
+                              "e.g. classes: [Adelie, Chinstrap, Gentoo] (`tfx-edge schema init` writes them)")
+        if self.task == "binary" and classes and len(classes) != 2:
+            raise ConfigError(f"features.classes: task binary takes two classes (negative, positive), not {classes}; "
+                              "leave it empty to use label_threshold")
+        if self.task == "regression" and classes:
+            raise ConfigError("features.classes: task regression predicts a number; remove classes, "
+                              "or set features.task to binary or multiclass")
 
     @property
     def raw_input_features(self) -> List[str]:
@@ -117,18 +145,53 @@ class FeaturesConfig:
         """Raw columns that exist only in training data and must not be parsed at serving."""
         return [self.label_column]
 
-    def label(self, label_values, relative_values=None):
-        """The label rule on numpy values, in float32 exactly as Transform computes it.
+    @property
+    def is_classification(self) -> bool:
+        return self.task != "regression"
 
-        float64 would flip examples that sit on the boundary (a $1.00 tip on a $5.00 fare).
+    @property
+    def uses_threshold_rule(self) -> bool:
+        """Binary from a numeric label and `label_threshold` (the taxi rule), not from `classes`."""
+        return self.task == "binary" and not self.classes
+
+    @property
+    def class_names(self) -> List[str]:
+        """Class names in class-id order ([] for regression): what `classes` outputs and clients show."""
+        if not self.is_classification:
+            return []
+        return list(self.THRESHOLD_CLASSES) if self.uses_threshold_rule else [str(c) for c in self.classes]
+
+    @property
+    def label_columns(self) -> List[str]:
+        """Raw columns the label is computed from."""
+        if self.uses_threshold_rule and self.label_relative_to:
+            return [self.label_column, self.label_relative_to]
+        return [self.label_column]
+
+    def label(self, label_values, relative_values=None):
+        """The label on numpy values (first value of each raw example), exactly as Transform computes it.
+
+        Threshold rule in float32: float64 would flip examples that sit on the
+        boundary (a $1.00 tip on a $5.00 fare). Class labels: the index in
+        `classes`, -1 for a value that is not a class. Regression: float32.
         """
         import numpy as np
 
+        if self.task == "regression":
+            return np.asarray(label_values, dtype=np.float32)
+        if not self.uses_threshold_rule:
+            index = {name: i for i, name in enumerate(self.class_names)}
+            return np.array([index.get(class_key(v), -1) for v in label_values], dtype=np.int64)
         column = np.asarray(label_values, dtype=np.float32)
         bound = np.float32(self.label_threshold)
         if self.label_relative_to:
             bound = bound * np.asarray(relative_values, dtype=np.float32)
         return (column > bound).astype(np.int64)
+
+
+def class_key(value) -> str:
+    """A raw label value as the text `classes` names it: strings as they are, integers in decimal."""
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
 @dataclass
@@ -160,12 +223,20 @@ class TunerConfig:
 
 @dataclass
 class EvaluatorConfig:
-    """Blessing rules, applied to the overall slice; other slices are reported only."""
+    """Blessing rules per task, applied to the overall slice; other slices are reported only.
 
-    min_auc: float = 0.85
+    binary: AUC and binary accuracy; multiclass: accuracy and macro-averaged
+    one-vs-rest AUC; regression: RMSE. Each also against the last blessed model.
+    """
+
+    min_auc: float = 0.85  # binary AUC; multiclass macro AUC
     min_binary_accuracy: float = 0.75
     # The candidate may not be worse than the last blessed model by more than this.
     max_auc_drop: float = 0.0
+    min_accuracy: float = 0.5  # multiclass
+    max_accuracy_drop: float = 0.0  # multiclass, vs the last blessed model
+    max_rmse: float = 0.0  # regression upper bound, in the label's unit; 0 = none
+    max_rmse_increase: float = 0.0  # regression, vs the last blessed model (lower is better)
     slice_features: List[str] = field(default_factory=lambda: ["payment_type", "trip_start_hour"])
 
 
@@ -189,12 +260,20 @@ class ValidationConfig:
 
 @dataclass
 class EdgeConfig:
-    """Full-int8 TFLite export of the blessed model for Coral Edge TPU / Raspberry Pi (components/edge_export.py)."""
+    """Full-int8 TFLite export of the blessed model for Coral Edge TPU / Raspberry Pi (components/edge_export.py).
+
+    The gate compares the int8 model with the SavedModel on the raw eval split, per task:
+    binary AUC drop, multiclass accuracy drop and agreement of predicted classes,
+    regression RMSE increase relative to the label's standard deviation.
+    """
 
     enabled: bool = True
     edge_dir: str = ""  # default <output_dir>/edge; versions go to <edge_dir>/<model_name>/<version>/
-    # Push only when the int8 model's AUC is at most this much below the SavedModel's on the eval split.
+    # binary: push only when the int8 model's AUC is at most this much below the SavedModel's on the eval split.
     max_auc_drop: float = 0.005
+    max_accuracy_drop: float = 0.02  # multiclass: int8 accuracy below the SavedModel's
+    min_agreement: float = 0.95  # multiclass: share of eval examples where int8 predicts the SavedModel's class
+    max_rmse_increase: float = 0.05  # regression: (int8 RMSE - SavedModel RMSE) / std of the eval labels
     io_type: str = "int8"  # int8 | uint8: the integer type of the model's input and output tensors
     # Transformed training examples that calibrate the int8 ranges (the converter's representative dataset).
     representative_examples: int = 1000
@@ -600,6 +679,10 @@ def validate(config: PipelineConfig) -> None:
         raise ConfigError("edge.representative_examples must be positive")
     if not 0.0 <= config.edge.clip_quantile < 0.5:
         raise ConfigError(f"edge.clip_quantile must be in [0, 0.5), got {config.edge.clip_quantile}")
+    if not 0.0 <= config.edge.min_agreement <= 1.0:
+        raise ConfigError(f"edge.min_agreement must be between 0 and 1, got {config.edge.min_agreement}")
+    if config.evaluator.max_rmse < 0:
+        raise ConfigError("evaluator.max_rmse must be 0 (no bound) or a positive RMSE in the label's unit")
     config.features.check()
     check_gate_policy(config.validation.fail_severity, config.validation.allow_anomalies)
     if not os.path.exists(config.schema_file):

@@ -2,22 +2,38 @@
 
 The Trainer exports to it, the Pusher writes its warm-up file, the servers,
 clients, batch scorer and edge export read it. Names only: no TensorFlow here.
+
+Outputs of `serving_default` per task (`features.task`):
+- binary: PREDICTION_KEY [batch, 1] (probability of the positive class), SCORES [batch, 2],
+  CLASSES [batch, 2] and PREDICTED_CLASS [batch];
+- multiclass: SCORES [batch, classes], CLASSES [batch, classes] (class names aligned with
+  the scores, as TF Serving's Classify returns them) and PREDICTED_CLASS [batch];
+- regression: VALUE_KEY [batch, 1].
 """
 
 import os
 
 # Signatures of every exported SavedModel.
-SERVING_SIGNATURE = "serving_default"  # serialized raw tf.Examples -> PREDICTION_KEY
+SERVING_SIGNATURE = "serving_default"  # serialized raw tf.Examples -> the task's outputs (above)
 TRANSFORM_SIGNATURE = "transform_features"  # serialized tf.Examples -> transformed features (TFMA's label)
 EXAMPLES_INPUT = "examples"  # the input tensor of both: a [batch] string tensor of serialized tf.Examples
-PREDICTION_KEY = "probabilities"  # serving_default's output: [batch, 1] probability of the positive class
+PREDICTION_KEY = "probabilities"  # binary: [batch, 1] probability of the positive class
+SCORES = "scores"  # classification: [batch, classes] probability of each class
+CLASSES = "classes"  # classification: [batch, classes] class names, aligned with SCORES
+PREDICTED_CLASS = "predicted_class"  # classification: [batch] name of the most probable class
+VALUE_KEY = "predictions"  # regression: [batch, 1] predicted value, in the label's unit
+# Per task, the output TFMA scores and a client reads first.
+PRIMARY_OUTPUT = {"binary": PREDICTION_KEY, "multiclass": SCORES, "regression": VALUE_KEY}
+
 # TF Serving's Classify API: serialized tf.Examples in `inputs`, `classes` + `scores` [batch, classes] out.
 CLASSIFY_SIGNATURE = "classify"
 CLASSIFY_INPUTS = "inputs"
-CLASSIFY_CLASSES = "classes"
-CLASSIFY_SCORES = "scores"
-# Class labels of the binary task in the classify signature, as tf.estimator's classifiers exported them.
-BINARY_CLASS_LABELS = ("0", "1")
+CLASSIFY_CLASSES = CLASSES
+CLASSIFY_SCORES = SCORES
+# TF Serving's Regress API: serialized tf.Examples in `inputs`, `outputs` [batch, 1] out.
+REGRESS_SIGNATURE = "regress"
+REGRESS_INPUTS = "inputs"
+REGRESS_OUTPUTS = "outputs"
 
 # TF Serving's signature method names (SignatureDef.method_name), as its Classify/Regress/Predict APIs check them.
 PREDICT_METHOD = "tensorflow/serving/predict"

@@ -6,7 +6,8 @@
 
 MODEL is an edge version directory (<edge_dir>/<model_name>/<version>) or a model
 directory (its latest version). INPUT holds raw records: JSON lines or CSV with a
-header, `-` for stdin. predict prints one JSON line per record; bench prints the
+header, `-` for stdin. predict prints one JSON line per record (binary: probability
+and decision; multiclass: class and scores per class; regression: value); bench prints the
 per-example latency including raw-feature preprocessing; check verifies the files
 against the manifest and reports Edge TPU readiness. Exit status 2 on bad input.
 """
@@ -46,10 +47,10 @@ def predict(args) -> int:
     _warn_columns(model, records)
     for number, record in enumerate(records, 1):
         try:
-            probability = model.predict_one(record)
+            answer = model.answer(record)
         except FeatureError as error:
             raise FeatureError(f"{args.input}: record {number}: {error}") from None
-        print(json.dumps({"probability": round(probability, 6), "decision": probability > model.threshold}))
+        print(json.dumps(answer))
     return 0
 
 
@@ -76,7 +77,7 @@ def bench(args) -> int:
 
 def check(args) -> int:
     from edge import edgetpu
-    from edge.runtime import read_manifest, resolve_version_dir
+    from edge.runtime import HEADLINE, VERSUS_SAVED_MODEL, read_manifest, resolve_version_dir
 
     version_dir = resolve_version_dir(args.model)
     manifest = read_manifest(version_dir)
@@ -92,11 +93,14 @@ def check(args) -> int:
     print(f"{version_dir}: model {manifest['model_name']} version {manifest['version']}, "
           f"from {manifest.get('source_model', '?')}")
     metrics = manifest.get("metrics", {})
+    key, label = HEADLINE[manifest["task"]]
+    versus, versus_label = VERSUS_SAVED_MODEL[manifest["task"]]
     for variant in ("float", "int8"):
         entry = manifest["files"][variant]
-        print(f"  {variant:5s} {entry['bytes']:8d} bytes  AUC {metrics.get(variant, {}).get('auc', float('nan')):.4f}"
-              f"  agreement with SavedModel {metrics.get(variant, {}).get('agreement', float('nan')):.2%}")
-    print(f"  SavedModel AUC {metrics.get('saved_model', {}).get('auc', float('nan')):.4f} on "
+        value = metrics.get(variant, {}).get(versus, float("nan"))
+        print(f"  {variant:5s} {entry['bytes']:8d} bytes  {label} {metrics.get(variant, {}).get(key, float('nan')):.4f}"
+              f"  {versus_label} " + (f"{value:.2%}" if versus == "agreement" else f"{value:.4f}"))
+    print(f"  SavedModel {label} {metrics.get('saved_model', {}).get(key, float('nan')):.4f} on "
           f"{manifest.get('eval_examples', '?')} eval examples")
     print("  files: " + ("all match the manifest" if not problems else "; ".join(problems)))
     readiness = edgetpu.check(model_path=os.path.join(version_dir, manifest["files"]["int8"]["path"]))

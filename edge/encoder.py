@@ -2,7 +2,7 @@
 
 Reproduces the pipeline's Transform (models/preprocessing.py) from the numbers the
 Trainer read out of the fitted Transform graph (`edge_mapping.json`, see
-models/edge_signature.py), plus the clip range the edge export calibrated:
+models/trainer/edge_signature.py), plus the clip range the edge export calibrated:
 - numeric: z = scale * sign(x) * log1p(|x|) + offset, clipped to the calibrated range;
 - bucketized: index of the quantile bucket (number of boundaries <= x);
 - categorical: index in the vocabulary, or the OOV id for unseen values.
@@ -72,6 +72,8 @@ class FeatureEncoder:
             low, high = clip.get(entry["input"], (-math.inf, math.inf))
             self.numeric.append((entry["feature"], entry["input"], entry["scale"], entry["offset"], low, high))
         self.numeric_missing = float(missing["float"])
+        # The packed numeric input and the one-hot input; a model without numeric (or one-hot) features has none.
+        self.numeric_input = mapping["numeric_input"]
         self.one_hot_input = mapping["one_hot"]["input"]
         self.one_hot_size = mapping["one_hot"]["size"]
         self.bucketized: List[Tuple[str, int, List[float]]] = []
@@ -87,7 +89,7 @@ class FeatureEncoder:
                                                                         default)))
         self.features = tuple(name for name, *_ in self.numeric) + tuple(
             e["feature"] for e in mapping["one_hot"]["features"])
-        self.input_names = tuple(i for _, i, *_ in self.numeric) + (self.one_hot_input,)
+        self.input_names = tuple(name for name in (self.numeric_input, self.one_hot_input) if name)
 
     def encode(self, record: Mapping[str, Any]) -> Tuple[List[float], List[int]]:
         """(numeric z-scores in input order, positions set to 1 in the one-hot input)."""

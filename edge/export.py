@@ -2,13 +2,16 @@
 
 Runs inside the EdgeExport component (TensorFlow available). Steps:
 1. calibrate: read Transform's transformed training examples; the clip range of each
-   numeric input (training min/max or quantiles) and a representative sample;
+   numeric feature (training min/max or quantiles) and a representative sample;
 2. convert the SavedModel's `edge` signature at batch 1 (clip in front) twice: float,
    and full-integer (TFLITE_BUILTINS_INT8, int8/uint8 io) with the representative data;
 3. gate: on the raw eval split, the SavedModel's `serving_default` vs both TFLite
-   models run by the device runtime itself (raw features -> edge/encoder.py -> interpreter);
-4. push only when the int8 AUC drop is within the bound: files written to a hidden
-   staging directory, then renamed, so a failed export leaves the last version intact.
+   models run by the device runtime itself (raw features -> edge/encoder.py -> interpreter),
+   per task: binary AUC drop (beyond what rounding the SavedModel's own scores to the int8
+   output's 256 levels costs), multiclass accuracy drop and class agreement, regression
+   RMSE increase relative to the std of the eval labels;
+4. push only when the gate passes: files written to a hidden staging directory, then
+   renamed, so a failed export leaves the last version intact.
 """
 
 from __future__ import annotations
@@ -27,9 +30,9 @@ import tensorflow as tf
 
 from contract import versions
 from contract.config import EdgeConfig, FeaturesConfig
-from contract.serving import SERVING_SIGNATURE
+from contract.serving import PRIMARY_OUTPUT, SERVING_SIGNATURE
 from edge import edgetpu, metadata
-from edge.runtime import MANIFEST, EdgeModel, interpreter_module
+from edge.runtime import HEADLINE, MANIFEST, EdgeModel, interpreter_module
 from models import features
 from models.trainer import edge_signature
 
@@ -45,9 +48,12 @@ class EdgeResult:
     pushed: bool
     reason: str
     version_dir: str = ""
+    task: str = ""
     sizes: Dict[str, int] = field(default_factory=dict)
     metrics: Dict[str, Dict[str, float]] = field(default_factory=dict)
-    auc_drop: float = float("nan")
+    # What the gate measured: {"measure", "value", "limit"} per check, e.g. the int8 AUC drop.
+    gate: List[Dict[str, Any]] = field(default_factory=list)
+    auc_drop: float = float("nan")  # binary: SavedModel AUC - int8 AUC
     edgetpu: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -65,34 +71,49 @@ def _records(pattern: Union[str, List[str]], limit: int = 0) -> List[bytes]:
 
 
 def transformed_inputs(records: List[bytes], feature_spec, mapping) -> List[np.ndarray]:
-    """Transformed tf.Examples -> edge inputs (numeric z-scores, one-hot block), unclipped."""
+    """Transformed tf.Examples -> the edge inputs in signature order (packed z-scores, one-hot block), unclipped."""
     parsed = tf.io.parse_example(tf.constant(records), feature_spec)
-    columns = [parsed[e["input"]].numpy().reshape(-1, 1).astype(np.float32) for e in mapping["numeric"]]
-    one_hot = np.zeros((len(records), mapping["one_hot"]["size"]), np.float32)
-    rows = np.arange(len(records))
-    for entry in mapping["one_hot"]["features"]:
-        ids = parsed[features.transformed_name(entry["feature"])].numpy().reshape(-1)
-        one_hot[rows, entry["offset"] + ids] = 1.0
-    return columns + [one_hot]
+    columns = []
+    if mapping["numeric_input"]:
+        columns.append(np.hstack([parsed[e["input"]].numpy().reshape(-1, 1) for e in mapping["numeric"]])
+                       .astype(np.float32))
+    if mapping["one_hot"]["input"]:
+        one_hot = np.zeros((len(records), mapping["one_hot"]["size"]), np.float32)
+        rows = np.arange(len(records))
+        for entry in mapping["one_hot"]["features"]:
+            ids = parsed[features.transformed_name(entry["feature"])].numpy().reshape(-1)
+            one_hot[rows, entry["offset"] + ids] = 1.0
+        columns.append(one_hot)
+    return columns
 
 
-def clip_ranges(numeric_columns: List[np.ndarray], mapping, quantile: float) -> Dict[str, List[float]]:
-    """Per numeric input, the range its int8 quantization covers; values beyond saturate anyway."""
-    return {e["input"]: [float(np.quantile(c, quantile)), float(np.quantile(c, 1.0 - quantile))]
-            for e, c in zip(mapping["numeric"], numeric_columns)}
+def clip_ranges(numeric: Optional[np.ndarray], mapping, quantile: float) -> Dict[str, List[float]]:
+    """Per numeric feature (by its transformed name), the range its int8 quantization covers."""
+    if numeric is None:
+        return {}
+    return {e["input"]: [float(np.quantile(numeric[:, i], quantile)), float(np.quantile(numeric[:, i], 1.0 - quantile))]
+            for i, e in enumerate(mapping["numeric"])}
+
+
+def _clip_vectors(mapping):
+    clip = mapping["clip"]
+    low = np.array([[clip[e["input"]][0] for e in mapping["numeric"]]], np.float32)
+    high = np.array([[clip[e["input"]][1] for e in mapping["numeric"]]], np.float32)
+    return low, high
 
 
 def _batch_one_function(loaded, mapping):
     """The `edge` signature at static batch 1 with the clip in front (MINIMUM/MAXIMUM, TPU ops)."""
     signature = loaded.signatures[edge_signature.EDGE_SIGNATURE]
-    names = [e["input"] for e in mapping["numeric"]] + [mapping["one_hot"]["input"]]
-    specs = [tf.TensorSpec([1, 1], tf.float32, name=n) for n in names[:-1]]
-    specs.append(tf.TensorSpec([1, mapping["one_hot"]["size"]], tf.float32, name=names[-1]))
-    clip = mapping["clip"]
+    names = edge_signature.input_names(mapping)
+    widths = edge_signature.input_widths(mapping)
+    specs = [tf.TensorSpec([1, widths[n]], tf.float32, name=n) for n in names]
+    low, high = _clip_vectors(mapping) if mapping["numeric_input"] else (None, None)
 
     @tf.function(input_signature=specs)
     def edge(*tensors):
-        inputs = {n: tf.clip_by_value(t, *clip[n]) if n in clip else t for n, t in zip(names, tensors)}
+        inputs = {n: tf.clip_by_value(t, low, high) if n == mapping["numeric_input"] else t
+                  for n, t in zip(names, tensors)}
         return signature(**inputs)
 
     return edge.get_concrete_function()
@@ -102,10 +123,14 @@ def convert(loaded, mapping, representative: List[np.ndarray], io_type: str) -> 
     function = _batch_one_function(loaded, mapping)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function], loaded)
     float_model = converter.convert()
+    # The converter feeds calibration rows to the model's input tensors in their order, which need not be
+    # the signature's (one_hot can come before numeric).
+    by_name = dict(zip(edge_signature.input_names(mapping), representative))
+    ordered = [by_name[name] for name in input_order(float_model)]
 
     def representative_dataset():
-        for i in range(len(representative[0])):
-            yield [column[i:i + 1] for column in representative]
+        for i in range(len(ordered[0])):
+            yield [column[i:i + 1] for column in ordered]
 
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function], loaded)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -115,32 +140,40 @@ def convert(loaded, mapping, representative: List[np.ndarray], io_type: str) -> 
     return {"float": float_model, "int8": converter.convert()}
 
 
-def calibration_rows(columns: List[np.ndarray], clip: Dict[str, List[float]], mapping, count: int,
-                     scores: np.ndarray) -> List[np.ndarray]:
+def _rank_score(scores: np.ndarray) -> np.ndarray:
+    """One number per row to spread calibration rows over: the score, or the top class probability."""
+    return scores.max(axis=1) if scores.ndim == 2 else scores
+
+
+def calibration_rows(columns: List[np.ndarray], mapping, count: int, scores: np.ndarray) -> List[np.ndarray]:
     """Clipped training rows that calibrate the int8 ranges.
 
     `count` rows at evenly spaced ranks of the float model's score (both output extremes
-    are in range), and one row at each end of every clip range, so that each numeric
-    input's int8 range is exactly its clip range. Too few rows under-calibrate the hidden
-    layers: measured on a 600-example model, 200 rows shifted int8 scores by -0.05 and
-    flipped 4-7% of decisions, 600 rows shifted them by -0.004 and flipped none.
+    are in range), and two rows at the ends of every numeric clip range, so that the
+    packed input's int8 range covers exactly the clip ranges. Too few rows under-calibrate
+    the hidden layers: measured on a 600-example model, 200 rows shifted int8 scores by
+    -0.05 and flipped 4-7% of decisions, 600 rows shifted them by -0.004 and flipped none.
     """
-    order = np.argsort(scores, kind="mergesort")
+    order = np.argsort(_rank_score(scores), kind="mergesort")
     chosen = order[np.unique(np.linspace(0, len(order) - 1, min(count, len(order))).round().astype(int))]
     rows = [c[chosen] for c in columns]
-    for i, entry in enumerate(mapping["numeric"]):
-        low, high = clip[entry["input"]]
-        rows[i] = np.concatenate([np.clip(rows[i], low, high), [[low], [high]]]).astype(np.float32)
-    rows[-1] = np.concatenate([rows[-1], rows[-1][:2]])
+    if mapping["numeric_input"]:
+        low, high = _clip_vectors(mapping)
+        rows[0] = np.concatenate([np.clip(rows[0], low, high), low, high]).astype(np.float32)
+        rows[1:] = [np.concatenate([r, r[:2]]) for r in rows[1:]]
     return rows
 
 
 def float_scores(loaded, columns: List[np.ndarray], mapping) -> np.ndarray:
-    """The SavedModel's `edge` signature on transformed rows (the model's own float scores)."""
+    """The SavedModel's `edge` signature on transformed rows (the model's own float outputs)."""
     signature = loaded.signatures[edge_signature.EDGE_SIGNATURE]
-    names = [e["input"] for e in mapping["numeric"]] + [mapping["one_hot"]["input"]]
-    out = signature(**{n: tf.constant(c) for n, c in zip(names, columns)})
-    return next(iter(out.values())).numpy().reshape(-1)
+    out = signature(**{n: tf.constant(c) for n, c in zip(edge_signature.input_names(mapping), columns)})
+    return _squeeze(next(iter(out.values())).numpy())
+
+
+def _squeeze(outputs: np.ndarray) -> np.ndarray:
+    """[n, 1] -> [n]; [n, classes] stays."""
+    return outputs.reshape(-1) if outputs.ndim == 1 or outputs.shape[1] == 1 else outputs
 
 
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -159,6 +192,13 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float((ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives))
 
 
+def macro_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """One-vs-rest AUC averaged over the classes present in `labels` (as TFMA's macro average does)."""
+    values = [auc(labels == k, scores[:, k]) for k in range(scores.shape[1])]
+    values = [v for v in values if v == v]
+    return float(np.mean(values)) if values else float("nan")
+
+
 def raw_records(examples: List[bytes], spec: FeaturesConfig) -> List[Dict[str, Any]]:
     """Serialized raw tf.Examples -> {feature: [values]}, what a device would receive."""
     wanted = set(spec.raw_input_features)
@@ -175,31 +215,75 @@ def raw_records(examples: List[bytes], spec: FeaturesConfig) -> List[Dict[str, A
 
 
 def labels_of(examples: List[bytes], spec: FeaturesConfig) -> np.ndarray:
+    """The label of each raw example, by the spec's rule (`FeaturesConfig.label`), as Transform computes it."""
+    missing = features.MISSING
+
     def value(example, key):
-        """The first value of a float or int column; 0 when missing, as Transform's label rule does."""
+        """The first value of a column; Transform's missing value of its kind when absent."""
         feature = example.features.feature.get(key)
         kind = feature.WhichOneof("kind") if feature is not None else None
         values = getattr(feature, kind).value if kind else []
-        return float(values[0]) if values else 0.0
+        if values:
+            return values[0]
+        return missing["string" if kind == "bytes_list" else "int" if kind == "int64_list" else "float"]
 
     parsed = [tf.train.Example.FromString(e) for e in examples]
-    relative = [value(e, spec.label_relative_to) for e in parsed] if spec.label_relative_to else None
+    relative = [value(e, spec.label_relative_to) for e in parsed] if spec.uses_threshold_rule and \
+        spec.label_relative_to else None
     return spec.label([value(e, spec.label_column) for e in parsed], relative)
 
 
-def serving_predictions(loaded, examples: List[bytes], batch: int = 1024) -> np.ndarray:
+def serving_predictions(loaded, examples: List[bytes], spec: FeaturesConfig, batch: int = 1024) -> np.ndarray:
+    """The SavedModel's `serving_default` answer per raw example: [n] (binary, regression) or [n, classes]."""
     serve = loaded.signatures[SERVING_SIGNATURE]
-    out = [next(iter(serve(examples=tf.constant(examples[i:i + batch])).values())).numpy().reshape(-1)
-           for i in range(0, len(examples), batch)]
-    return np.concatenate(out)
+    key = PRIMARY_OUTPUT[spec.task]
+    out = [serve(examples=tf.constant(examples[i:i + batch]))[key].numpy() for i in range(0, len(examples), batch)]
+    return _squeeze(np.concatenate(out))
 
 
-def _metrics(labels, scores, reference_decisions=None) -> Dict[str, float]:
-    decisions = scores > DECISION_THRESHOLD
-    result = {"auc": auc(labels, scores), "accuracy": float((decisions == labels.astype(bool)).mean())}
-    if reference_decisions is not None:
-        result["agreement"] = float((decisions == reference_decisions).mean())
+def metrics_of(task: str, labels: np.ndarray, outputs: np.ndarray, reference: Optional[np.ndarray] = None
+               ) -> Dict[str, float]:
+    """Quality on the labels, and (given the SavedModel's outputs) closeness to the SavedModel, per task."""
+    if task == "regression":
+        error = outputs - labels
+        result = {"rmse": float(np.sqrt(np.mean(error ** 2))), "mae": float(np.mean(np.abs(error))),
+                  "mean_prediction": float(np.mean(outputs))}
+        if reference is not None:
+            result["rmse_vs_saved_model"] = float(np.sqrt(np.mean((outputs - reference) ** 2)))
+        return result
+    if task == "binary":
+        decisions = outputs > DECISION_THRESHOLD
+        result = {"auc": auc(labels, outputs), "accuracy": float((decisions == labels.astype(bool)).mean())}
+        if reference is not None:
+            result["agreement"] = float((decisions == (reference > DECISION_THRESHOLD)).mean())
+        return result
+    predicted = outputs.argmax(axis=1)
+    result = {"accuracy": float((predicted == labels).mean()), "macro_auc": macro_auc(labels, outputs)}
+    if reference is not None:
+        result["agreement"] = float((predicted == reference.argmax(axis=1)).mean())
     return result
+
+
+def gate_checks(task: str, metrics: Dict[str, Dict[str, float]], labels: np.ndarray,
+                settings: EdgeConfig) -> List[Dict[str, Any]]:
+    """What the int8 model must meet to be pushed, per task; each check with its measured value and limit."""
+    saved, int8 = metrics["saved_model"], metrics["int8"]
+    if task == "binary":
+        # An 8-bit probability has 256 levels: close scores tie and a tie counts half, which moves a small eval
+        # set's AUC whatever the network does (measured on 84 eval rows: 0.0099 of a 0.0114 drop). The gate
+        # bounds what quantizing the network adds to that.
+        return [{"measure": "AUC drop beyond the 8-bit output's resolution",
+                 "value": saved["auc_at_int8_resolution"] - int8["auc"], "limit": settings.max_auc_drop,
+                 "setting": f"edge.max_auc_drop {settings.max_auc_drop}"}]
+    if task == "multiclass":
+        return [{"measure": "accuracy drop", "value": saved["accuracy"] - int8["accuracy"],
+                 "limit": settings.max_accuracy_drop,
+                 "setting": f"edge.max_accuracy_drop {settings.max_accuracy_drop}"},
+                {"measure": "class disagreement", "value": 1.0 - int8["agreement"],
+                 "limit": 1.0 - settings.min_agreement, "setting": f"edge.min_agreement {settings.min_agreement}"}]
+    std = float(np.std(labels)) or 1.0
+    return [{"measure": "RMSE increase / label std", "value": (int8["rmse"] - saved["rmse"]) / std,
+             "limit": settings.max_rmse_increase, "setting": f"edge.max_rmse_increase {settings.max_rmse_increase}"}]
 
 
 def input_order(model: bytes) -> List[str]:
@@ -220,6 +304,20 @@ def op_versions(model: bytes) -> Dict[str, int]:
     return {names[max(c.BuiltinCode(), c.DeprecatedBuiltinCode())]: c.Version() for c in codes}
 
 
+def weights_bytes(model: bytes) -> int:
+    """Bytes of the tensors' constant data (weights, biases, clip bounds): what quantization shrinks.
+
+    The rest of a .tflite is a fixed structure (tensors, ops, signatures, metadata) of a few KB, which
+    dominates a tiny model: the penguins' float model holds 2.1 KB of weights in a 5.6 KB file.
+    """
+    from tensorflow_lite_support.metadata import schema_py_generated as tflite_schema
+
+    parsed = tflite_schema.Model.GetRootAsModel(model, 0)
+    graph = parsed.Subgraphs(0)
+    used = {graph.Tensors(i).Buffer() for i in range(graph.TensorsLength())}
+    return sum(parsed.Buffers(b).DataLength() for b in used if b < parsed.BuffersLength())
+
+
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -235,6 +333,15 @@ def publish(base_directory: str, version: int, files: Dict[str, bytes]) -> str:
     return versions.publish_version(base_directory, version, fill)
 
 
+def _output_description(spec: FeaturesConfig) -> str:
+    if spec.task == "binary":
+        return (f"probability that {spec.label_column} is class {spec.class_names[1]!r}; "
+                f"decide positive above {DECISION_THRESHOLD}")
+    if spec.task == "multiclass":
+        return f"probability of each class of {spec.label_column}, in the order of the labels file"
+    return f"predicted {spec.label_column}, in the label's unit"
+
+
 def export(saved_model_dir: str, transform_graph_dir: str, transformed_train_pattern: Union[str, List[str]],
            raw_eval_pattern: str, spec: FeaturesConfig, settings: EdgeConfig, model_base_dir: str,
            model_name: str, source: Optional[Dict[str, Any]] = None) -> EdgeResult:
@@ -245,7 +352,7 @@ def export(saved_model_dir: str, transform_graph_dir: str, transformed_train_pat
     already = versions.latest_if_same_source(model_base_dir, MANIFEST, saved_model_dir)
     if already is not None:
         return EdgeResult(False, f"already exported as version {already}",
-                          version_dir=os.path.join(model_base_dir, str(already)))
+                          version_dir=os.path.join(model_base_dir, str(already)), task=spec.task)
     existing = versions.list_versions(model_base_dir)
 
     mapping_path = os.path.join(saved_model_dir, "assets", edge_signature.MAPPING_ASSET)
@@ -255,53 +362,66 @@ def export(saved_model_dir: str, transform_graph_dir: str, transformed_train_pat
             "retrain it (run the pipeline with the Trainer not cached) to export it for edge devices")
     with tf.io.gfile.GFile(mapping_path) as f:
         mapping = json.load(f)
+    if mapping.get("format") != edge_signature.MAPPING_FORMAT:
+        raise ValueError(f"{mapping_path} has format {mapping.get('format')}, this export reads format "
+                         f"{edge_signature.MAPPING_FORMAT}; retrain the model (the Trainer not cached) to export it")
     loaded = tf.saved_model.load(saved_model_dir)
 
     feature_spec = tft.TFTransformOutput(transform_graph_dir).transformed_feature_spec()
     train_columns = transformed_inputs(_records(transformed_train_pattern, CALIBRATION_EXAMPLES), feature_spec,
                                        mapping)
-    mapping["clip"] = clip_ranges(train_columns[:-1], mapping, settings.clip_quantile)
-    representative = calibration_rows(train_columns, mapping["clip"], mapping, settings.representative_examples,
+    numeric = train_columns[0] if mapping["numeric_input"] else None
+    mapping["clip"] = clip_ranges(numeric, mapping, settings.clip_quantile)
+    representative = calibration_rows(train_columns, mapping, settings.representative_examples,
                                       float_scores(loaded, train_columns, mapping))
     models = convert(loaded, mapping, representative, settings.io_type)
 
     version = versions.next_version(existing)
     info = {"name": model_name, "version": str(version), "author": "TFX pipeline edge export",
-            "description": f"{model_name}: full-integer ({settings.io_type} io) model exported from {saved_model_dir}",
-            "output": f"probability that {spec.label_key} is true; decide positive above {DECISION_THRESHOLD}"}
+            "description": f"{model_name}: {spec.task}, full-integer ({settings.io_type} io); source model and "
+                           "metrics in manifest.json",
+            "output": _output_description(spec)}
     order = input_order(models["int8"])
     files = {FILES["int8"]: metadata.populate(models["int8"], order, mapping, info),
              FILES["float"]: metadata.populate(models["float"], order, mapping,
                                                dict(info, description=info["description"] + " (float reference)")),
-             FILES["mapping"]: json.dumps(mapping, indent=1).encode("utf-8")}
-    manifest = {"model_name": model_name, "version": version, "decision_threshold": DECISION_THRESHOLD,
+             FILES["mapping"]: json.dumps(mapping, separators=(",", ":")).encode("utf-8")}
+    manifest = {"model_name": model_name, "version": version, "task": spec.task, "classes": spec.class_names,
+                "output": mapping["output"],
+                **({"decision_threshold": DECISION_THRESHOLD} if spec.task == "binary" else {}),
                 "files": {k: {"path": name, "sha256": _sha256(files[name]), "bytes": len(files[name])}
                           for k, name in FILES.items()}}
 
     # The gate runs the exact files to be pushed through the device runtime, from raw features.
     eval_examples = _records(raw_eval_pattern)
     labels = labels_of(eval_examples, spec)
-    reference = serving_predictions(loaded, eval_examples)
-    metrics = {"saved_model": _metrics(labels, reference)}
+    reference = serving_predictions(loaded, eval_examples, spec)
+    metrics = {"saved_model": metrics_of(spec.task, labels, reference)}
     records = raw_records(eval_examples, spec)
     with tempfile.TemporaryDirectory(prefix="edge_gate_") as candidate:
         for name, data in dict(files, **{MANIFEST: json.dumps(manifest).encode("utf-8")}).items():
             with open(os.path.join(candidate, name), "wb") as f:
                 f.write(data)
         for variant in ("float", "int8"):
-            scores = EdgeModel(candidate, variant=variant).predict(records)
-            metrics[variant] = _metrics(labels, scores, reference > DECISION_THRESHOLD)
+            model = EdgeModel(candidate, variant=variant)
+            metrics[variant] = metrics_of(spec.task, labels, model.predict(records), reference)
+        if spec.task == "binary":
+            metrics["saved_model"]["auc_at_int8_resolution"] = auc(labels, model.at_output_resolution(reference))
     readiness = edgetpu.check(model_content=files[FILES["int8"]])
-    drop = metrics["saved_model"]["auc"] - metrics["int8"]["auc"]
+    checks = gate_checks(spec.task, metrics, labels, settings)
     sizes = {k: manifest["files"][k]["bytes"] for k in ("float", "int8")}
     sizes.update({f"{k}_without_metadata": len(models[k]) for k in ("float", "int8")})
-    result = EdgeResult(False, "", sizes=sizes,
-                        metrics=metrics, auc_drop=float(drop),
+    sizes.update({f"{k}_weights": weights_bytes(models[k]) for k in ("float", "int8")})
+    drop = metrics["saved_model"]["auc"] - metrics["int8"]["auc"] if spec.task == "binary" else float("nan")
+    result = EdgeResult(False, "", task=spec.task, sizes=sizes, metrics=metrics, gate=checks, auc_drop=float(drop),
                         edgetpu=dict(readiness.to_dict(), op_versions=op_versions(models["int8"])))
-    if not drop <= settings.max_auc_drop:
-        result.reason = (f"int8 AUC {metrics['int8']['auc']:.4f} is {drop:.4f} below the SavedModel's "
-                         f"{metrics['saved_model']['auc']:.4f} (edge.max_auc_drop {settings.max_auc_drop}); "
-                         f"not pushed, {model_base_dir} keeps "
+    key, label = HEADLINE[spec.task]
+    failed = [c for c in checks if not c["value"] <= c["limit"]]
+    if failed:
+        result.reason = ("; ".join(f"int8 {c['measure']} {c['value']:.4f} exceeds {c['limit']:.4f} ({c['setting']})"
+                                   for c in failed) +
+                         f" (int8 {label} {metrics['int8'][key]:.4f}, SavedModel {metrics['saved_model'][key]:.4f});"
+                         f" not pushed, {model_base_dir} keeps "
                          f"{'version ' + str(existing[-1]) if existing else 'no version'}")
         return result
 
@@ -309,11 +429,12 @@ def export(saved_model_dir: str, transform_graph_dir: str, transformed_train_pat
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **source,
         "io_type": settings.io_type,
-        "metrics": metrics, "auc_drop": float(drop), "max_auc_drop": settings.max_auc_drop,
+        "metrics": metrics, "gate": checks, "auc_drop": float(drop),
         "eval_examples": len(eval_examples), "representative_examples": len(representative[0]),
         "sizes": sizes, "clip": mapping["clip"], "edgetpu": result.edgetpu,
     })
     files[MANIFEST] = json.dumps(manifest, indent=2).encode("utf-8")
     result.version_dir = publish(model_base_dir, version, files)
-    result.pushed, result.reason = True, f"int8 AUC drop {drop:.4f} <= {settings.max_auc_drop}"
+    result.pushed = True
+    result.reason = "; ".join(f"int8 {c['measure']} {c['value']:.4f} <= {c['limit']:.4f}" for c in checks)
     return result

@@ -3,8 +3,12 @@
 Imports `tensorflow_lite_support.metadata` directly: importing the `tflite_support`
 package after TensorFlow crashes the process. The metadata makes the `.tflite`
 self-describing for any TFLite tool: name, version, what each input holds and how
-it was normalized, the vocabularies behind the one-hot input, the output's meaning,
-and the full raw-feature mapping as an associated file.
+it was normalized (per channel of the packed numeric input), the vocabularies behind
+the one-hot input, the output's meaning (with the class names of a multiclass model).
+The full raw-feature mapping (bucket boundaries, missing-value defaults) is not
+embedded: it ships beside the model as `edge_mapping.json`, its sha256 in the
+manifest. Embedding it cost both files the same ~10 KB, which on a small model
+(30 numeric columns) held the int8 file at 0.43x the float one instead of 0.34x.
 """
 
 from __future__ import annotations
@@ -17,7 +21,12 @@ from tensorflow_lite_support.metadata import metadata_schema_py_generated as sch
 from tensorflow_lite_support.metadata.python import metadata as tflite_metadata
 
 
-def _tensor(name: str, description: str, low: float = None, high: float = None) -> Any:
+OUTPUT_NAMES = {"binary": "probability", "multiclass": "scores", "regression": "value"}
+LABELS_FILE = "labels.txt"
+
+
+def _tensor(name: str, description: str, low=None, high=None) -> Any:
+    """Tensor metadata; `low`/`high` a number (the whole tensor) or a list (per channel)."""
     tensor = schema.TensorMetadataT()
     tensor.name = name
     tensor.description = description
@@ -26,7 +35,8 @@ def _tensor(name: str, description: str, low: float = None, high: float = None) 
     tensor.content.contentPropertiesType = schema.ContentProperties.FeatureProperties
     if low is not None:
         tensor.stats = schema.StatsT()
-        tensor.stats.min, tensor.stats.max = [float(low)], [float(high)]
+        tensor.stats.min = [float(v) for v in (low if isinstance(low, list) else [low])]
+        tensor.stats.max = [float(v) for v in (high if isinstance(high, list) else [high])]
     return tensor
 
 
@@ -37,20 +47,22 @@ def _vocabulary_file(feature: str) -> str:
 def populate(model: bytes, input_order: List[str], mapping: Dict[str, Any], info: Dict[str, str]) -> bytes:
     """`model` with metadata; `input_order` is the subgraph's input tensor order (names as in the mapping)."""
     clip = mapping.get("clip", {})
-    numeric = {e["input"]: e for e in mapping["numeric"]}
+    numeric = mapping["numeric"]
     one_hot = mapping["one_hot"]
     inputs = []
     for name in input_order:
-        if name in numeric:
-            e = numeric[name]
+        if name == mapping["numeric_input"]:
             tensor = _tensor(
-                name, f"{e['feature']}: z = (sign(x)*log1p(|x|) - {e['mean']:.6g}) / {e['std']:.6g}, "
-                      f"clipped to the calibrated range", *clip.get(name, (None, None)))
-            # The z-score is applied before the model; recorded as the standard normalization unit.
+                name, f"z-scores of the {len(numeric)} numeric features, in the order of edge_mapping.json: per "
+                      "channel z = (sign(x)*log1p(|x|) - mean) / std, clipped to the calibrated range",
+                [clip[e["input"]][0] for e in numeric] if clip else None,
+                [clip[e["input"]][1] for e in numeric] if clip else None)
+            # The z-score is applied before the model; recorded as the standard normalization unit, per channel.
             unit = schema.ProcessUnitT()
             unit.optionsType = schema.ProcessUnitOptions.NormalizationOptions
             unit.options = schema.NormalizationOptionsT()
-            unit.options.mean, unit.options.std = [float(e["mean"])], [float(e["std"])]
+            unit.options.mean = [float(e["mean"]) for e in numeric]
+            unit.options.std = [float(e["std"]) for e in numeric]
             tensor.processUnits = [unit]
         else:
             blocks = ", ".join(f"{f['feature']}[{f['offset']}:{f['offset'] + f['size']}]"
@@ -67,28 +79,33 @@ def populate(model: bytes, input_order: List[str], mapping: Dict[str, Any], info
                     vocabulary.type = schema.AssociatedFileType.VOCABULARY
                     tensor.associatedFiles.append(vocabulary)
         inputs.append(tensor)
-    output = _tensor("probability", info["output"], 0.0, 1.0)
+    task = mapping["task"]
+    bounded = task != "regression"
+    output = _tensor(OUTPUT_NAMES[task], info["output"], 0.0 if bounded else None, 1.0 if bounded else None)
+    if task == "multiclass":
+        labels = schema.AssociatedFileT()
+        labels.name = LABELS_FILE
+        labels.description = "class names, one per line, in the order of the scores"
+        labels.type = schema.AssociatedFileType.TENSOR_AXIS_LABELS
+        output.associatedFiles = [labels]
 
     subgraph = schema.SubGraphMetadataT()
     subgraph.inputTensorMetadata = inputs
     subgraph.outputTensorMetadata = [output]
-    mapping_file = schema.AssociatedFileT()
-    mapping_file.name = "edge_mapping.json"
-    mapping_file.description = "raw feature -> input mapping used by the edge runtime (edge/encoder.py)"
-    mapping_file.type = schema.AssociatedFileType.DESCRIPTIONS
     model_metadata = schema.ModelMetadataT()
     model_metadata.name = info["name"]
     model_metadata.version = info["version"]
     model_metadata.description = info["description"]
     model_metadata.author = info.get("author", "")
     model_metadata.subgraphMetadata = [subgraph]
-    model_metadata.associatedFiles = [mapping_file]
 
     builder = flatbuffers.Builder(0)
     builder.Finish(model_metadata.Pack(builder), tflite_metadata.MetadataPopulator.METADATA_FILE_IDENTIFIER)
     populator = tflite_metadata.MetadataPopulator.with_model_buffer(model)
     populator.load_metadata_buffer(builder.Output())
-    files = {"edge_mapping.json": json.dumps(mapping, indent=1).encode("utf-8")}
+    files = {}
+    if task == "multiclass":
+        files[LABELS_FILE] = "\n".join(mapping["classes"]).encode("utf-8") + b"\n"
     for f in one_hot["features"]:
         if f["kind"] == "categorical":
             files[_vocabulary_file(f["feature"])] = "\n".join(f["vocabulary"]).encode("utf-8") + b"\n"

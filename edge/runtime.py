@@ -1,4 +1,8 @@
-"""The device runtime: a pushed edge version in, probabilities for raw records out.
+"""The device runtime: a pushed edge version in, predictions for raw records out.
+
+Per task (manifest `task`): binary models answer the probability of the positive
+class, multiclass models one probability per class (`classes` names them, in order),
+regression models the predicted value in the label's unit.
 
 Depends on numpy and a TFLite interpreter only (`ai-edge-litert`, or `tflite-runtime`
 on 32-bit Raspberry Pi OS), never on TensorFlow. A version directory
@@ -20,6 +24,12 @@ from edge.encoder import FeatureEncoder
 
 MANIFEST = "manifest.json"
 EDGETPU_LIBRARY = "libedgetpu.so.1"
+# Per task: the quality metric the export gate and the reports lead with (key in the manifest, label),
+# and how a variant is compared with the SavedModel's own answers.
+HEADLINE = {"binary": ("auc", "AUC"), "multiclass": ("accuracy", "accuracy"), "regression": ("rmse", "RMSE")}
+VERSUS_SAVED_MODEL = {"binary": ("agreement", "decisions agreeing with SavedModel"),
+                      "multiclass": ("agreement", "classes agreeing with SavedModel"),
+                      "regression": ("rmse_vs_saved_model", "RMSE vs SavedModel")}
 
 
 def interpreter_module():
@@ -70,7 +80,10 @@ class EdgeModel:
         with open(os.path.join(self.version_dir, files["mapping"]["path"]), encoding="utf-8") as f:
             self.encoder = FeatureEncoder(json.load(f))
         self.model_path = os.path.join(self.version_dir, files[variant]["path"])
-        self.threshold = float(self.manifest.get("decision_threshold", 0.5))
+        self.task = self.manifest["task"]
+        self.classes = list(self.manifest["classes"])
+        # Binary: a probability above it decides for the positive class.
+        self.threshold = float(self.manifest["decision_threshold"]) if self.task == "binary" else None
         self.device = "cpu"
         module = interpreter_module()
         delegates = []
@@ -103,23 +116,26 @@ class EdgeModel:
         if missing:
             raise ValueError(f"{self.model_path}: inputs {missing} of the feature mapping are not in the "
                              f"model (it has {sorted(inputs)}); the mapping and the model do not belong together")
-        # Per numeric input: tensor index, a reusable [1, 1] buffer, 1/scale, zero point, integer limits.
-        self._numeric = []
-        for name in self.encoder.input_names[:-1]:
-            detail = inputs[name]
+        # The packed numeric input: tensor index, a reusable [1, n] buffer, 1/scale, zero point, integer limits.
+        self._numeric = None
+        if self.encoder.numeric_input:
+            detail = inputs[self.encoder.numeric_input]
             scale, zero = detail["quantization"]
             limits = (np.iinfo(detail["dtype"]).min, np.iinfo(detail["dtype"]).max) if scale else (0, 0)
-            self._numeric.append((detail["index"], np.zeros((1, 1), detail["dtype"]),
-                                  1.0 / scale if scale else 0.0, zero, *limits))
-        one_hot = inputs[self.encoder.one_hot_input]
-        self._one_hot_index, dtype = one_hot["index"], one_hot["dtype"]
-        scale, zero = one_hot["quantization"]
-        self._one_hot_values = (self._quantize(0.0, dtype, scale, zero), self._quantize(1.0, dtype, scale, zero))
-        self._one_hot = np.full((1, self.encoder.one_hot_size), self._one_hot_values[0], dtype=dtype)
+            self._numeric = (detail["index"], np.zeros((1, len(self.encoder.numeric)), detail["dtype"]),
+                             1.0 / scale if scale else 0.0, zero, *limits)
+        self._one_hot_index = None
+        if self.encoder.one_hot_input:
+            one_hot = inputs[self.encoder.one_hot_input]
+            self._one_hot_index, dtype = one_hot["index"], one_hot["dtype"]
+            scale, zero = one_hot["quantization"]
+            self._one_hot_values = (self._quantize(0.0, dtype, scale, zero), self._quantize(1.0, dtype, scale, zero))
+            self._one_hot = np.full((1, self.encoder.one_hot_size), self._one_hot_values[0], dtype=dtype)
         output = next(iter(runner.get_output_details().values()))
         self._output_index = output["index"]
         self._output_scale, self._output_zero = output["quantization"]
-        self.input_type = np.dtype(dtype).name
+        self._output_dtype = output["dtype"]
+        self.input_type = np.dtype(next(iter(inputs.values()))["dtype"]).name
 
     @staticmethod
     def _quantize(value: float, dtype, scale: float, zero: int):
@@ -128,27 +144,61 @@ class EdgeModel:
         info = np.iinfo(dtype)
         return np.asarray(min(max(round(value / scale) + zero, info.min), info.max), dtype=dtype)
 
-    def predict_one(self, record: Mapping[str, Any]) -> float:
-        """Probability of the positive class for one raw record."""
+    def _invoke(self, record: Mapping[str, Any]) -> np.ndarray:
+        """Encodes one raw record into the input tensors, runs the model, returns the raw output tensor."""
         numeric, hot = self.encoder.encode(record)
         set_tensor = self.interpreter.set_tensor
-        for z, (index, buffer, inverse_scale, zero, low, high) in zip(numeric, self._numeric):
+        if self._numeric is not None:
+            index, buffer, inverse_scale, zero, low, high = self._numeric
             if inverse_scale:
-                q = round(z * inverse_scale) + zero
-                buffer[0, 0] = low if q < low else high if q > high else q
+                # Plain Python beats numpy's per-call overhead here: 1.3 vs 5.5 us for 4 values, 4.7 vs 6.2 for 30.
+                levels = [round(z * inverse_scale) + zero for z in numeric]
+                buffer[0] = [low if q < low else high if q > high else q for q in levels]
             else:
-                buffer[0, 0] = z
+                buffer[0] = numeric
             set_tensor(index, buffer)
-        one_hot = self._one_hot
-        one_hot[0, hot] = self._one_hot_values[1]
-        set_tensor(self._one_hot_index, one_hot)
-        one_hot[0, hot] = self._one_hot_values[0]
+        if self._one_hot_index is not None:
+            one_hot = self._one_hot
+            one_hot[0, hot] = self._one_hot_values[1]
+            set_tensor(self._one_hot_index, one_hot)
+            one_hot[0, hot] = self._one_hot_values[0]
         self.interpreter.invoke()
-        out = float(self.interpreter.get_tensor(self._output_index).reshape(-1)[0])
+        return self.interpreter.get_tensor(self._output_index).reshape(-1)
+
+    def scores(self, record: Mapping[str, Any]) -> np.ndarray:
+        """The model's output row for one raw record: [1] (binary, regression) or one score per class."""
+        out = self._invoke(record).astype(np.float64)
         return (out - self._output_zero) * self._output_scale if self._output_scale else out
 
+    def at_output_resolution(self, values: np.ndarray) -> np.ndarray:
+        """`values` rounded to the levels this model's (integer) output can take: what any model with this
+        output tensor could answer at best. Identity for a float model."""
+        if not self._output_scale:
+            return np.asarray(values, dtype=np.float64)
+        info = np.iinfo(self._output_dtype)
+        levels = np.clip(np.rint(np.asarray(values) / self._output_scale) + self._output_zero, info.min, info.max)
+        return (levels - self._output_zero) * self._output_scale
+
+    def predict_one(self, record: Mapping[str, Any]):
+        """Binary: probability of the positive class; regression: the value; multiclass: the class scores."""
+        if self.task == "multiclass":
+            return self.scores(record)
+        value = float(self._invoke(record)[0])
+        return (value - self._output_zero) * self._output_scale if self._output_scale else value
+
     def predict(self, records: Iterable[Mapping[str, Any]]) -> np.ndarray:
+        """[records] for binary and regression, [records, classes] for multiclass."""
         return np.array([self.predict_one(r) for r in records], dtype=np.float64)
+
+    def answer(self, record: Mapping[str, Any]) -> Dict[str, Any]:
+        """One record's prediction as a person (or a JSON consumer) reads it, per task."""
+        out = self.scores(record)
+        if self.task == "regression":
+            return {"value": round(float(out[0]), 6)}
+        if self.task == "binary":
+            return {"probability": round(float(out[0]), 6), "decision": bool(out[0] > self.threshold)}
+        return {"class": self.classes[int(np.argmax(out))],
+                "scores": {name: round(float(s), 6) for name, s in zip(self.classes, out)}}
 
 
 def read_records(path: str, limit: int = 0) -> List[Dict[str, Any]]:

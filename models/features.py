@@ -17,6 +17,18 @@ from contract.config import FeaturesConfig, section_from_dict
 # Ids beyond the vocabulary share these buckets, so unseen values never fail.
 OOV_BUCKETS = 1
 CUSTOM_CONFIG_KEY = "features"
+# What a missing raw value becomes, by raw kind: Transform, the serving signatures' parsing and the
+# edge runtime substitute the same value, so an incomplete record scores the same everywhere.
+MISSING = {"string": "", "int": -1, "float": 0.0}
+
+
+def raw_kind(dtype_name: str) -> str:
+    """`string`, `int` or `float` for a TensorFlow dtype name (`string`, `int64`, `float32`)."""
+    return "string" if dtype_name == "string" else ("int" if dtype_name.startswith("int") else "float")
+
+
+def missing_value(dtype_name: str):
+    return MISSING[raw_kind(dtype_name)]
 
 
 def transformed_name(key: str) -> str:
@@ -36,6 +48,11 @@ def one_hot_size(spec: FeaturesConfig, key: str) -> int:
 def dense_input_size(spec: FeaturesConfig) -> int:
     """Length of the dense vector the model's core consumes."""
     return len(spec.numeric) + sum(one_hot_size(spec, k) for k in list(spec.bucketized) + list(spec.categorical))
+
+
+def output_size(spec: FeaturesConfig) -> int:
+    """Width of the model's output: one probability (binary), one per class, or one value."""
+    return len(spec.class_names) if spec.task == "multiclass" else 1
 
 
 def spec_from_custom_config(custom_config) -> FeaturesConfig:

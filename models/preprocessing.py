@@ -1,8 +1,10 @@
-"""Transform's `preprocessing_fn`: raw tf.Example features -> the model's inputs.
+"""Transform's `preprocessing_fn`: raw tf.Example features -> the model's inputs and the label.
 
 The same graph runs in the Transform component (full pass over the data) and
 inside every exported serving signature, so training and serving prepare
-features identically.
+features identically. A feature arrives dense when the schema says it is
+required and of fixed shape, sparse otherwise; both read the same here, and a
+missing value gets the default of its dtype (`features.missing_value`).
 """
 
 import tensorflow as tf
@@ -12,8 +14,9 @@ import tensorflow_transform as tft
 from models import features
 
 
-def _dense(x, default):
-    """A [batch] tensor from an optional feature, `default` where it is missing."""
+def _dense(x):
+    """A [batch] tensor of a single-valued feature, its dtype's missing value where it is absent."""
+    default = features.missing_value(x.dtype.name)
     if isinstance(x, tf.sparse.SparseTensor):
         x = tf.sparse.to_dense(
             tf.SparseTensor(x.indices, x.values, [x.dense_shape[0], 1]), default_value=default)
@@ -22,26 +25,44 @@ def _dense(x, default):
     return tf.reshape(x, [-1])
 
 
-def _missing_value(dtype):
-    return "" if dtype == tf.string else (-1 if dtype.is_integer else 0.0)
-
-
 def signed_log1p(x):
     """log1p that keeps the sign, so negative amounts stay ordered."""
     return tf.sign(x) * tf.math.log1p(tf.abs(x))
+
+
+def class_ids(values, class_names):
+    """Index of each value in `class_names` (integer labels compared as their decimal text); -1 if none."""
+    if values.dtype != tf.string:
+        values = tf.strings.as_string(values)
+    matches = tf.equal(tf.expand_dims(values, 1), tf.constant([class_names]))
+    return tf.where(tf.reduce_any(matches, axis=1), tf.argmax(tf.cast(matches, tf.int32), axis=1),
+                    tf.constant(-1, tf.int64))
+
+
+def label(inputs, spec):
+    """The training label, per task (see `FeaturesConfig`)."""
+    column = _dense(inputs[spec.label_column])
+    if spec.task == "regression":
+        return tf.cast(column, tf.float32)
+    if not spec.uses_threshold_rule:
+        return class_ids(column, spec.class_names)
+    bound = tf.constant(spec.label_threshold, tf.float32)
+    if spec.label_relative_to:
+        bound = bound * tf.cast(_dense(inputs[spec.label_relative_to]), tf.float32)
+    return tf.cast(tf.greater(tf.cast(column, tf.float32), bound), tf.int64)
 
 
 def preprocessing_fn(inputs, custom_config=None):
     spec = features.spec_from_custom_config(custom_config)
     outputs = {}
     for key in spec.numeric:
-        x = tf.cast(_dense(inputs[key], _missing_value(inputs[key].dtype)), tf.float32)
+        x = tf.cast(_dense(inputs[key]), tf.float32)
         outputs[features.transformed_name(key)] = tft.scale_to_z_score(signed_log1p(x))
     for key in spec.bucketized:
-        x = tf.cast(_dense(inputs[key], _missing_value(inputs[key].dtype)), tf.float32)
+        x = tf.cast(_dense(inputs[key]), tf.float32)
         outputs[features.transformed_name(key)] = tft.bucketize(x, spec.bucket_count)
     for key in spec.categorical:
-        x = _dense(inputs[key], _missing_value(inputs[key].dtype))
+        x = _dense(inputs[key])
         if x.dtype != tf.string:
             x = tf.strings.as_string(x)
         outputs[features.transformed_name(key)] = tft.compute_and_apply_vocabulary(
@@ -50,9 +71,5 @@ def preprocessing_fn(inputs, custom_config=None):
     # The label column is absent from serving requests; Transform then prunes
     # the label from the graph it applies.
     if spec.label_column in inputs:
-        label = tf.cast(_dense(inputs[spec.label_column], 0.0), tf.float32)
-        bound = tf.constant(spec.label_threshold, tf.float32)
-        if spec.label_relative_to:
-            bound = bound * tf.cast(_dense(inputs[spec.label_relative_to], 0.0), tf.float32)
-        outputs[spec.label_key] = tf.cast(tf.greater(label, bound), tf.int64)
+        outputs[spec.label_key] = label(inputs, spec)
     return outputs

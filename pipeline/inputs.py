@@ -1,16 +1,39 @@
-"""Where the training TFRecords are, checked before any component starts."""
+"""Where the training TFRecords are, and whether they can train the configured model, checked before any component.
+
+Each problem is one line naming the setting, column, file or value and what to
+do; all of them are reported at once (exit status 2) and nothing runs, so nothing
+is pushed. Checked: every shard is a readable tf.Example TFRecord
+(`validation.files`); every column the features, the label rule and the slices
+name exists, with a type its role can take and one value per row; no column
+changes type between files; the label is present in every row and not constant;
+every class is among `features.classes` and has enough rows to split; the splits
+hold enough rows to train and evaluate.
+"""
 
 import glob
+import math
 import os
 import re
+from typing import Dict, List
 
-from contract.config import PipelineConfig, is_remote
+from google.protobuf import text_format
+from tensorflow_metadata.proto.v0 import schema_pb2
+
+from contract.config import FeaturesConfig, PipelineConfig, class_key, is_remote
 from contract.errors import ConfigError
-from validation.files import check_files
+from schemas.profile import DataProfile, kind_conflict, merged
+from validation.files import BadInputError, check_files
+
+# A class needs this many rows to land in both train and eval and be learnt at all.
+MIN_CLASS_EXAMPLES = 10
+# Fewer eval rows than this make every metric (and so the blessing) noise; fewer train rows learn nothing.
+MIN_EVAL_ROWS = 20
+MIN_TRAIN_ROWS = 50
+ROLES = ("numeric", "bucketized", "categorical")
 
 
 def check_inputs(config: PipelineConfig) -> dict:
-    """Fails early, naming the directory and pattern, when a split would read no file.
+    """Fails early, naming the directory and pattern, when a split would read no file; then checks the data.
 
     Returns split name -> number of matching files. Patterns with `{SPAN}` or
     `{VERSION}` are resolved by ImportExampleGen itself; their files are still
@@ -23,15 +46,16 @@ def check_inputs(config: PipelineConfig) -> dict:
         return {split: -1 for split in config.split_patterns}
     if not os.path.isdir(base):
         raise ConfigError(f"data.input_base {base} is not a directory of TFRecord files")
-    counts = {}
+    counts, profiles = {}, {}
     for split, pattern in config.split_patterns.items():
+        profiles[split] = DataProfile(label_of=label_reader(config.features))
         if "{" in pattern:
-            span_files = [f for f in glob.glob(os.path.join(base, re.sub(r"\{[A-Z]+\}", "*", pattern)))
-                          if os.path.isfile(f) and os.path.getsize(f) > 0]
-            check_files(span_files)
+            span_files = sorted(f for f in glob.glob(os.path.join(base, re.sub(r"\{[A-Z]+\}", "*", pattern)))
+                                if os.path.isfile(f) and os.path.getsize(f) > 0)
+            check_files(span_files, profile=profiles[split])
             counts[split] = -1
             continue
-        files = [f for f in glob.glob(os.path.join(base, pattern)) if os.path.isfile(f)]
+        files = sorted(f for f in glob.glob(os.path.join(base, pattern)) if os.path.isfile(f))
         if not files:
             raise ConfigError(
                 f"no file matches {pattern!r} in {base} (split {split!r}); set data.train_pattern/"
@@ -39,6 +63,187 @@ def check_inputs(config: PipelineConfig) -> dict:
         empty = [f for f in files if os.path.getsize(f) == 0]
         if len(empty) == len(files):
             raise ConfigError(f"every file matching {pattern!r} in {base} is empty: {empty[:3]}")
-        check_files([f for f in files if f not in empty])
+        check_files([f for f in files if f not in empty], profile=profiles[split])
         counts[split] = len(files)
+    problems = schema_problems(config) + data_problems(config, profiles)
+    if problems:
+        raise BadInputError("\n".join(problems))
     return counts
+
+
+def label_reader(spec: FeaturesConfig):
+    """tf.Example -> the row's class as the label rule sees it (threshold rule: 0/1; classes: the value's text)."""
+    if spec.task == "regression":
+        return None
+
+    def first(example, name):
+        feature = example.features.feature.get(name)
+        kind = feature.WhichOneof("kind") if feature is not None else None
+        values = getattr(feature, kind).value if kind else ()
+        return values[0] if values else None
+
+    if spec.uses_threshold_rule:
+        def rule(example):
+            value = first(example, spec.label_column)
+            if value is None or isinstance(value, bytes):
+                return None
+            relative = first(example, spec.label_relative_to) if spec.label_relative_to else None
+            return int(spec.label([value], [relative or 0.0] if spec.label_relative_to else None)[0])
+        return rule
+
+    def value_of(example):
+        value = first(example, spec.label_column)
+        return None if value is None else class_key(value)
+    return value_of
+
+
+def schema_problems(config: PipelineConfig) -> List[str]:
+    """Columns the features name that the schema lacks, types it gives that a role cannot take, list shapes."""
+    with open(config.schema_file, encoding="utf-8") as f:
+        schema = text_format.Parse(f.read(), schema_pb2.Schema())
+    described = {feature.name: feature for feature in schema.feature}
+    spec, problems = config.features, []
+    for role in ROLES:
+        absent = [name for name in getattr(spec, role) if name not in described]
+        if absent:
+            problems.append(f"features.{role}: {absent} not in the schema {config.schema_file}; add them to it "
+                            "(`tfx-edge schema init` writes one from the data) or remove them from the list")
+        for name in getattr(spec, role):
+            feature = described.get(name)
+            if feature is None:
+                continue
+            if role != "categorical" and feature.type == schema_pb2.BYTES:
+                problems.append(f"features.{role}: {name!r} is BYTES (strings) in the schema {config.schema_file}; "
+                                "put it in features.categorical")
+            sizes = [dim.size for dim in feature.shape.dim]
+            if sizes and math.prod(sizes) != 1:
+                problems.append(f"features.{role}: {name!r} has shape {sizes} in the schema {config.schema_file}; "
+                                "the model takes one value per feature: reduce it upstream or remove it")
+    for name in spec.label_columns:
+        if name not in described:
+            problems.append(f"label column {name!r} is not in the schema {config.schema_file}; add it to the schema")
+    return problems
+
+
+def data_problems(config: PipelineConfig, profiles: Dict[str, DataProfile]) -> List[str]:
+    """Everything about the rows themselves that would make training fail or meaningless (module docstring)."""
+    spec, base = config.features, config.input_base
+    everything = merged(profiles.values())
+    columns = everything.columns
+    present = ", ".join(sorted(columns)) or "none"
+    problems = []
+    for column in columns.values():
+        conflict = kind_conflict(column)
+        if conflict:
+            kind, path, other, other_path = conflict
+            problems.append(f"column {column.name!r} has {kind} values in {path} but {other} values in {other_path}; "
+                            "a column needs one type in every file: fix the producer, or move the odd file out")
+    for role in ROLES:
+        absent = [name for name in getattr(spec, role) if name not in columns]
+        if absent:
+            problems.append(f"features.{role}: {absent} in no row under {base} (columns there: {present})")
+        for name in getattr(spec, role):
+            column = columns.get(name)
+            if column is None:
+                continue
+            if role != "categorical" and column.kind == "string":
+                problems.append(f"features.{role}: {name!r} holds strings (first in {column.kinds['string']}); "
+                                "put it in features.categorical, or convert it to a number upstream")
+            if column.max_values > 1:
+                problems.append(f"features.{role}: {name!r} has up to {column.max_values} values in one row (first "
+                                f"in {column.max_values_file}); the model takes one value per feature: keep one (or "
+                                f"a count) upstream, or remove it from features.{role}")
+    absent_slices = [name for name in config.evaluator.slice_features if name not in columns]
+    if absent_slices:
+        problems.append(f"evaluator.slice_features: {absent_slices} in no row under {base} (columns there: {present})")
+    return problems + label_problems(config, profiles, everything)
+
+
+def label_problems(config: PipelineConfig, profiles: Dict[str, DataProfile], everything: DataProfile) -> List[str]:
+    spec, base = config.features, config.input_base
+    label = everything.column(spec.label_column)
+    if label is None:
+        return [f"label column {spec.label_column!r} (features.label_column) is in none of the {everything.rows} rows "
+                f"under {base}; columns there: {', '.join(sorted(everything.columns)) or 'none'}"]
+    problems = []
+    if label.present < everything.rows:
+        problems.append(f"label column {spec.label_column!r} is missing in {everything.rows - label.present} of "
+                        f"{everything.rows} rows (first in {label.first_missing}); drop unlabelled rows upstream")
+    if spec.uses_threshold_rule and spec.label_relative_to and spec.label_relative_to not in everything.columns:
+        problems.append(f"features.label_relative_to: {spec.label_relative_to!r} in no row under {base}")
+    if label.max_values > 1:
+        problems.append(f"label column {spec.label_column!r} has up to {label.max_values} values in one row (first in "
+                        f"{label.max_values_file}); a label is one value per row")
+    kind = label.kind
+    if spec.task == "regression" and kind == "string":
+        return problems + [f"features.task regression: label column {spec.label_column!r} holds strings; set "
+                           "features.task to binary or multiclass with features.classes, or make it a number"]
+    if not spec.uses_threshold_rule and spec.is_classification and kind == "float":
+        return problems + [f"features.classes: label column {spec.label_column!r} holds floats; class labels are "
+                           "strings or integers: use task binary with features.label_threshold, or regression"]
+    if spec.uses_threshold_rule and kind == "string":
+        return problems + [f"features.label_threshold: label column {spec.label_column!r} holds strings; set "
+                           "features.classes to its two values (negative first, then positive)"]
+    if label.distinct == 1:
+        value = next(iter(label.counts))
+        return problems + [f"label column {spec.label_column!r} has the value {value!r} in every row: nothing to "
+                           "learn; check features.label_column and the input files"]
+    if spec.is_classification:
+        problems += class_problems(config, profiles, everything)
+    return problems + row_problems(config, profiles)
+
+
+def class_problems(config: PipelineConfig, profiles: Dict[str, DataProfile], everything: DataProfile) -> List[str]:
+    spec = config.features
+    counts = {k: v for k, v in everything.label_counts.items() if k is not None}
+    if spec.uses_threshold_rule:
+        rule = f"{spec.label_column} > {spec.label_threshold}" + (
+            f" * {spec.label_relative_to}" if spec.label_relative_to else "")
+        if len(counts) == 1:
+            return [f"the label rule {rule} (features.label_threshold) makes every row class {next(iter(counts))}: "
+                    "nothing to learn; change the threshold"]
+        names = {0: "0 (negative)", 1: "1 (positive)"}
+    else:
+        unknown = sorted(set(counts) - set(spec.class_names))
+        if unknown:
+            rows = sum(counts[k] for k in unknown)
+            return [f"label column {spec.label_column!r} has values that are not in features.classes "
+                    f"{spec.class_names}: {unknown[:5]}{' ...' if len(unknown) > 5 else ''} ({rows} rows); add them "
+                    "to features.classes or drop those rows upstream"]
+        names = {name: repr(name) for name in spec.class_names}
+    problems = []
+    for value, name in names.items():
+        if counts.get(value, 0) < MIN_CLASS_EXAMPLES:
+            problems.append(f"class {name} of {spec.label_column!r} has {counts.get(value, 0)} row(s); at least "
+                            f"{MIN_CLASS_EXAMPLES} are needed to split it into train and eval and learn it: add rows, "
+                            "or merge it into another class (features.classes)")
+    train = profiles.get("train")
+    if train is not None and not problems and not config.data.pattern and "{" not in config.data.train_pattern:
+        missing = [name for value, name in names.items() if not train.label_counts.get(value)]
+        if missing:
+            problems.append(f"classes {', '.join(missing)} of {spec.label_column!r} have no row in the train split "
+                            f"({config.data.train_pattern}); the model cannot learn them")
+    return problems
+
+
+def row_problems(config: PipelineConfig, profiles: Dict[str, DataProfile]) -> List[str]:
+    """Enough rows to train and to evaluate (span patterns: left to the spans ImportExampleGen picks)."""
+    if config.data.pattern:
+        if "{" in config.data.pattern:
+            return []
+        rows = profiles["single_split"].rows
+        train, evaluation = config.data.hash_buckets[:2]
+        needed = max(math.ceil(MIN_EVAL_ROWS * (train + evaluation) / evaluation),
+                     math.ceil(MIN_TRAIN_ROWS * (train + evaluation) / train))
+        if rows < needed:
+            return [f"{rows} rows under {config.input_base}: too few to split {train}:{evaluation} into train and "
+                    f"eval (data.hash_buckets); at least {needed} are needed ({MIN_TRAIN_ROWS} to train, "
+                    f"{MIN_EVAL_ROWS} to evaluate)"]
+        return []
+    problems = []
+    for split, least in (("train", MIN_TRAIN_ROWS), ("eval", MIN_EVAL_ROWS)):
+        pattern = config.split_patterns[split]
+        if "{" not in pattern and profiles[split].rows < least:
+            problems.append(f"split {split!r} ({pattern} in {config.input_base}) has {profiles[split].rows} rows; "
+                            f"at least {least} are needed")
+    return problems

@@ -23,7 +23,7 @@ from components.edge_export import EdgeExport
 from components.serving_pusher import ServingPusher
 from components.span_window import LatestSpansStrategy
 from contract.config import PipelineConfig, bundled_taxi_root, is_remote, section_to_dict
-from contract.serving import SERVING_SIGNATURE, TRANSFORM_SIGNATURE
+from contract.serving import PRIMARY_OUTPUT, SERVING_SIGNATURE, TRANSFORM_SIGNATURE
 from pipeline import vertex_training
 from validation.checks import default_serving_data
 
@@ -49,36 +49,87 @@ def example_gen_configs(config: PipelineConfig):
     return input_config, output_config
 
 
-def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
-    """Blessing thresholds apply to the overall slice only; slices are reported, not gated."""
-    overall = tfma.SlicingSpec()
-    label_key = config.features.label_key
+def _threshold(lower: Optional[float] = None, upper: Optional[float] = None, change: Optional[float] = None,
+               higher_is_better: bool = True) -> tfma.MetricThreshold:
+    """A threshold on the overall slice's value (`lower`/`upper`) and on its change vs the baseline.
 
-    def gated(metric: str, lower_bound: float) -> tfma.MetricConfig:
-        change = None
-        if metric == "AUC":
-            change = tfma.GenericChangeThreshold(
-                direction=tfma.MetricDirection.HIGHER_IS_BETTER,
-                absolute={"value": -config.evaluator.max_auc_drop - 1e-10})
-        return tfma.MetricConfig(class_name=metric, per_slice_thresholds=[tfma.PerSliceMetricThreshold(
-            slicing_specs=[overall],
-            threshold=tfma.MetricThreshold(
-                value_threshold=tfma.GenericValueThreshold(lower_bound={"value": lower_bound}),
-                change_threshold=change))])
+    `change` is how much worse than the baseline the candidate may be: a drop for
+    higher-is-better metrics, an increase for lower-is-better ones.
+    """
+    value = None
+    if lower is not None or upper is not None:
+        value = tfma.GenericValueThreshold(**({"lower_bound": {"value": lower}} if lower is not None else {}),
+                                           **({"upper_bound": {"value": upper}} if upper is not None else {}))
+    difference = None
+    if change is not None:
+        # The epsilon keeps float noise in an identical candidate's difference (an unchanged re-run) from failing it.
+        difference = tfma.GenericChangeThreshold(
+            direction=tfma.MetricDirection.HIGHER_IS_BETTER if higher_is_better else
+            tfma.MetricDirection.LOWER_IS_BETTER,
+            absolute={"value": -change - 1e-10 if higher_is_better else change + 1e-10})
+    return tfma.MetricThreshold(value_threshold=value, change_threshold=difference)
 
-    return tfma.EvalConfig(
-        model_specs=[tfma.ModelSpec(signature_name=SERVING_SIGNATURE, label_key=label_key,
-                                    preprocessing_function_names=[TRANSFORM_SIGNATURE])],
-        slicing_specs=[overall] + [tfma.SlicingSpec(feature_keys=[f]) for f in config.evaluator.slice_features],
-        metrics_specs=[tfma.MetricsSpec(metrics=[
-            tfma.MetricConfig(class_name="ExampleCount"),
-            gated("AUC", config.evaluator.min_auc),
-            gated("BinaryAccuracy", config.evaluator.min_binary_accuracy),
+
+def _gated(metric: str, threshold: tfma.MetricThreshold, metric_config: str = "") -> tfma.MetricConfig:
+    return tfma.MetricConfig(class_name=metric, config=metric_config, per_slice_thresholds=[
+        tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=threshold)])
+
+
+def metrics_specs(config: PipelineConfig) -> List[tfma.MetricsSpec]:
+    """TFMA metrics and the blessing thresholds of the task (`features.task`).
+
+    binary: AUC and binary accuracy gated, precision/recall, calibration and ROC plots;
+    multiclass: accuracy gated (also vs the baseline), macro-averaged one-vs-rest AUC
+    gated, recall per class (of the top class), the confusion matrix; regression: RMSE
+    gated (upper bound, and lower-is-better vs the baseline), MAE, mean prediction and
+    mean label.
+    """
+    rules, spec = config.evaluator, config.features
+    count = tfma.MetricConfig(class_name="ExampleCount")
+    if spec.task == "binary":
+        return [tfma.MetricsSpec(metrics=[
+            count,
+            _gated("AUC", _threshold(lower=rules.min_auc, change=rules.max_auc_drop)),
+            _gated("BinaryAccuracy", _threshold(lower=rules.min_binary_accuracy)),
             tfma.MetricConfig(class_name="Precision"),
             tfma.MetricConfig(class_name="Recall"),
             tfma.MetricConfig(class_name="CalibrationPlot"),
             tfma.MetricConfig(class_name="ConfusionMatrixPlot"),
-        ])],
+        ])]
+    if spec.task == "multiclass":
+        class_ids = list(range(len(spec.class_names)))
+        return [
+            tfma.MetricsSpec(metrics=[
+                count,
+                _gated("SparseCategoricalAccuracy",
+                       _threshold(lower=rules.min_accuracy, change=rules.max_accuracy_drop)),
+                tfma.MetricConfig(class_name="MultiClassConfusionMatrixPlot"),
+            ]),
+            tfma.MetricsSpec(metrics=[_gated("AUC", _threshold(lower=rules.min_auc))],
+                             aggregate=tfma.AggregationOptions(macro_average=True,
+                                                               class_weights={i: 1.0 for i in class_ids})),
+            tfma.MetricsSpec(metrics=[tfma.MetricConfig(class_name="Recall", config='{"top_k": 1}')],
+                             binarize=tfma.BinarizationOptions(class_ids={"values": class_ids})),
+        ]
+    return [tfma.MetricsSpec(metrics=[
+        count,
+        _gated("RootMeanSquaredError", _threshold(upper=rules.max_rmse or None, change=rules.max_rmse_increase,
+                                                  higher_is_better=False)),
+        tfma.MetricConfig(class_name="MeanAbsoluteError"),
+        tfma.MetricConfig(class_name="MeanPrediction"),
+        tfma.MetricConfig(class_name="MeanLabel"),
+    ])]
+
+
+def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
+    """Blessing thresholds apply to the overall slice only; slices are reported, not gated."""
+    overall = tfma.SlicingSpec()
+    return tfma.EvalConfig(
+        model_specs=[tfma.ModelSpec(signature_name=SERVING_SIGNATURE, label_key=config.features.label_key,
+                                    prediction_key=PRIMARY_OUTPUT[config.features.task],
+                                    preprocessing_function_names=[TRANSFORM_SIGNATURE])],
+        slicing_specs=[overall] + [tfma.SlicingSpec(feature_keys=[f]) for f in config.evaluator.slice_features],
+        metrics_specs=metrics_specs(config),
     )
 
 
@@ -186,7 +237,7 @@ def create_components(config: PipelineConfig) -> List:
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.model_serving_dir)),
         examples=example_gen.outputs["examples"],
         custom_config={"warmup_requests": config.serving.warmup_requests, "model_name": config.model_name,
-                       "label_only_columns": config.features.label_only_columns},
+                       "label_only_columns": config.features.label_only_columns, "task": config.features.task},
     ).with_id("Pusher")
     components += [trainer, model_resolver, evaluator, pusher]
     if config.edge.enabled:

@@ -15,7 +15,7 @@ import os
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from pipeline.metadata import iso, node_name, open_metadata
-from reports.summary import RunSummary, read_anomalies, read_run
+from reports.summary import TASK_METRICS, RunSummary, read_anomalies, read_run, task_of
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d2329;background:#f6f7f9}
@@ -291,14 +291,43 @@ def _plot_series(evaluation_uri: str) -> Tuple[Dict[str, list], Dict[str, list]]
     return roc, calibration
 
 
+def _thresholds(config, with_baseline: bool) -> Dict[str, str]:
+    """Metric -> the blessing threshold it carries (pipeline/pipeline.py metrics_specs), per task."""
+    rules, task = config.evaluator, config.features.task
+    if task == "binary":
+        return {"auc": f">= {rules.min_auc}" + (f", no more than {rules.max_auc_drop} below baseline"
+                                                 if with_baseline else ""),
+                "binary_accuracy": f">= {rules.min_binary_accuracy}"}
+    if task == "multiclass":
+        return {"sparse_categorical_accuracy": f">= {rules.min_accuracy}" + (
+            f", no more than {rules.max_accuracy_drop} below baseline" if with_baseline else ""),
+            "macro_auc": f">= {rules.min_auc}"}
+    bounds = ([f"<= {rules.max_rmse}"] if rules.max_rmse else []) + (
+        [f"no more than {rules.max_rmse_increase} above baseline"] if with_baseline else [])
+    return {"root_mean_squared_error": ", ".join(bounds) or "reported"}
+
+
+def _class_tables(summary: RunSummary, class_names: List[str]) -> str:
+    """Multiclass: recall per class and the confusion matrix (rows: actual class, columns: predicted)."""
+    names = list(class_names) or [str(i) for i in range(len(summary.confusion_matrix))]
+    parts = []
+    recall = [[name, _num(summary.candidate_metrics.get(f"recall/class_{i}")),
+               _num(sum(summary.confusion_matrix[i])) if i < len(summary.confusion_matrix) else "-"]
+              for i, name in enumerate(names)]
+    parts += ["<h3>Recall per class</h3>", _table(["class", "recall", "examples"], recall, numeric=(1, 2))]
+    if summary.confusion_matrix:
+        rows = [[f"<b>{_e(name)}</b>"] + [_num(v) for v in row] for name, row in zip(names, summary.confusion_matrix)]
+        parts += ["<h3>Confusion matrix (rows: actual class, columns: predicted class; overall slice)</h3>",
+                  _table(["actual \\ predicted"] + names, rows, numeric=range(1, len(names) + 1), cls="")]
+    return "".join(parts)
+
+
 def model_section(summary: RunSummary, config) -> str:
     if not summary.candidate_metrics:
         return "<p class='muted'>The model was not evaluated in this run.</p>"
-    names = [k for k in ("auc", "binary_accuracy", "precision", "recall", "example_count")
-             if k in summary.candidate_metrics]
-    thresholds = {"auc": f">= {config.evaluator.min_auc}" + (
-        f", no more than {config.evaluator.max_auc_drop} below baseline" if summary.baseline_metrics else ""),
-        "binary_accuracy": f">= {config.evaluator.min_binary_accuracy}"}
+    task = task_of(summary.candidate_metrics)
+    names = [k for k, _ in TASK_METRICS[task] if k in summary.candidate_metrics]
+    thresholds = _thresholds(config, bool(summary.baseline_metrics))
     rows = [[n, _num(summary.candidate_metrics.get(n)), _num(summary.baseline_metrics.get(n)),
              thresholds.get(n, "reported")] for n in names]
     if summary.blessed:
@@ -307,19 +336,25 @@ def model_section(summary: RunSummary, config) -> str:
         verdict = '<span class="badge bad">not blessed</span> ' + "; ".join(_e(r) for r in summary.blessing_reasons)
     else:
         verdict = '<span class="badge muted">no blessing</span>'
-    parts = [f"<p>{verdict} &nbsp; candidate <code>{_e(summary.candidate_model)}</code>; baseline "
+    parts = [f"<p>{verdict} &nbsp; {_e(task)} model; candidate <code>{_e(summary.candidate_model)}</code>; baseline "
              f"<code>{_e(summary.baseline_model or 'none (first blessed model)')}</code></p>",
              "<h3>Overall (blessing thresholds)</h3>",
              _table(["metric", "candidate", "baseline", "threshold"], rows, numeric=(1, 2))]
+    if task == "multiclass":
+        parts.append(_class_tables(summary, config.features.class_names))
+
     def slice_order(item):
         feature, _, value = item[0].partition("=")
         return (feature, 0, float(value), "") if value.lstrip("-").replace(".", "", 1).isdigit() else (feature, 1, 0, value)
 
-    slice_rows = [[name.partition("=")[0], name.partition("=")[2], _num(m.get("example_count")), _num(m.get("auc")),
-                   _num(m.get("binary_accuracy"))] for name, m in sorted(summary.slice_metrics.items(), key=slice_order)]
+    columns = TASK_METRICS[task][:2]
+    slice_rows = [[name.partition("=")[0], name.partition("=")[2], _num(m.get("example_count"))] +
+                  [_num(m.get(key)) for key, _ in columns]
+                  for name, m in sorted(summary.slice_metrics.items(), key=slice_order)]
     if slice_rows:
         parts += ["<h3>Per slice (reported, not gated)</h3>",
-                  _table(["feature", "value", "examples", "AUC", "accuracy"], slice_rows, numeric=(2, 3, 4))]
+                  _table(["feature", "value", "examples"] + [label for _, label in columns], slice_rows,
+                         numeric=(2, 3, 4))]
     evaluator = summary.component("Evaluator")
     roc, calibration = _plot_series(evaluator.outputs["evaluation"][0])
     charts = []
@@ -335,8 +370,10 @@ def model_section(summary: RunSummary, config) -> str:
     return "".join(parts)
 
 
-def edge_section(summary: RunSummary) -> str:
+def edge_section(summary: RunSummary, config) -> str:
     """Float vs int8 TFLite against the SavedModel, from the edge export's own record of this run."""
+    from edge.runtime import HEADLINE, VERSUS_SAVED_MODEL
+
     result = summary.edge
     if not result:
         return ""
@@ -344,12 +381,20 @@ def edge_section(summary: RunSummary) -> str:
                if result.get("pushed") else f'<span class="badge muted">not pushed</span> {_e(result.get("reason"))}')
     parts = [f"<p>{verdict}</p>"]
     metrics, sizes = result.get("metrics") or {}, result.get("sizes") or {}
+    task = result.get("task") or config.features.task
     if metrics:
-        rows = [[name, _num(sizes.get(name)), _num(m.get("auc")), _num(m.get("accuracy")),
-                 _num(m.get("agreement"))] for name, m in metrics.items()]
-        parts.append(_table(["model", "bytes", "AUC", "accuracy", "decisions agreeing with the SavedModel"],
-                            rows, numeric=(1, 2, 3, 4)))
-        parts.append(f"<p>int8 AUC drop vs the SavedModel: <b>{_num(result.get('auc_drop'))}</b></p>")
+        key, label = HEADLINE[task]
+        second = {"binary": "accuracy", "multiclass": "macro_auc", "regression": "mae"}[task]
+        versus, versus_label = VERSUS_SAVED_MODEL[task]
+        rows = [[name, _num(sizes.get(name)), _num(sizes.get(f"{name}_weights")), _num(m.get(key)),
+                 _num(m.get(second)), _num(m.get(versus))] for name, m in metrics.items()]
+        parts.append(_table(["model", "bytes", "of which weights", label, second.replace("_", " "), versus_label],
+                            rows, numeric=(1, 2, 3, 4, 5)))
+        gate = result.get("gate") or []
+        if gate:
+            parts.append(_table(["gate", "measured", "limit", "setting"],
+                                [[c["measure"], _num(c["value"]), _num(c["limit"]), c["setting"]] for c in gate],
+                                numeric=(1, 2)))
     edgetpu = result.get("edgetpu") or {}
     if edgetpu:
         parts.append(f"<details><summary>Edge TPU readiness</summary><pre>{_e(json.dumps(edgetpu, indent=2))}"
@@ -387,7 +432,7 @@ def render(summary: RunSummary, config, store) -> str:
     if validation:
         sections.append(_section("Data validation gate: anomalies, skew, drift", validation, "gate"))
     sections.append(_section("Model evaluation", model_section(summary, config), "evaluation"))
-    edge = edge_section(summary)
+    edge = edge_section(summary, config)
     if edge:
         sections.append(_section("Edge export: float vs int8", edge, "edge"))
     if summary.bulk_inference:

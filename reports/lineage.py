@@ -229,10 +229,12 @@ class RunRow:
     started: str
     duration_s: float
     components: int
-    auc: Optional[float] = None
-    accuracy: Optional[float] = None
+    auc: Optional[float] = None  # binary AUC, multiclass macro AUC
+    accuracy: Optional[float] = None  # binary or multiclass accuracy
     blessed: Optional[bool] = None
     pushed: str = ""
+    # The candidate's overall metrics (TFMA names, reports.summary.metric_name): RMSE and MAE for regression.
+    metrics: Dict[str, float] = field(default_factory=dict)
 
 
 def list_runs(store: metadata_store.MetadataStore, pipeline_name: str, with_metrics: bool = True) -> List[RunRow]:
@@ -256,8 +258,10 @@ def list_runs(store: metadata_store.MetadataStore, pipeline_name: str, with_metr
         row = RunRow(run.name, status, iso(start), (end - start) / 1000, len(executions))
         if with_metrics:
             summary = read_run(store, pipeline_name, run.name)
-            row.auc = summary.candidate_metrics.get("auc")
-            row.accuracy = summary.candidate_metrics.get("binary_accuracy")
+            metrics = summary.candidate_metrics
+            row.metrics = dict(metrics)
+            row.auc = metrics.get("auc", metrics.get("macro_auc"))
+            row.accuracy = metrics.get("binary_accuracy", metrics.get("sparse_categorical_accuracy"))
             row.blessed = summary.blessed
             row.pushed = (os.path.basename(summary.pushed_path) if summary.pushed else
                           f"(serving {summary.already_serving_version})" if summary.already_serving_version else "")
@@ -294,19 +298,22 @@ def _describe(stage: str, a: ArtifactInfo) -> str:
 def _evaluation_line(a: ArtifactInfo) -> str:
     import tensorflow_model_analysis as tfma
 
+    from reports.summary import headline, metric_name
+
     overall: Dict[str, Dict[str, float]] = {}
     for metrics in tfma.load_metrics(a.uri):
         if metrics.slice_key.single_slice_keys:
             continue
         for kv in metrics.metric_keys_and_values:
             if not kv.key.is_diff and kv.value.HasField("double_value"):
-                overall.setdefault(kv.key.model_name or "candidate", {})[kv.key.name] = kv.value.double_value.value
+                overall.setdefault(kv.key.model_name or "candidate", {})[metric_name(kv.key)] = \
+                    kv.value.double_value.value
     parts = []
     for model in ("candidate", "baseline"):
         m = overall.get(model)
         if m:
-            parts.append(f"{model} AUC {m.get('auc', float('nan')):.4f} accuracy "
-                         f"{m.get('binary_accuracy', float('nan')):.4f}")
+            parts.append(f"{model} " + " ".join(f"{label} {value if value is not None else float('nan'):.4f}"
+                                                 for label, value in headline(m)))
     return "; ".join(parts) or "no metrics"
 
 
@@ -326,12 +333,15 @@ def format_lineage(lineage: Lineage) -> str:
 
 
 def format_runs(rows: List[RunRow]) -> str:
-    lines = [f"{'run':28s} {'status':9s} {'started':21s} {'seconds':>8s} {'AUC':>7s} {'accuracy':>9s} "
+    """One line per run; the two metric columns are the task's headline metrics (AUC/accuracy, RMSE/MAE)."""
+    from reports.summary import headline
+
+    labels = [label for label, _ in headline(next((r.metrics for r in rows if r.metrics), {}))]
+    lines = [f"{'run':28s} {'status':9s} {'started':21s} {'seconds':>8s} {labels[0]:>7s} {labels[1]:>9s} "
              f"{'blessed':8s} pushed"]
     for r in rows:
-        auc = f"{r.auc:.4f}" if r.auc is not None else "-"
-        acc = f"{r.accuracy:.4f}" if r.accuracy is not None else "-"
+        values = [f"{v:.4f}" if v is not None else "-" for _, v in headline(r.metrics)]
         blessed = "yes" if r.blessed else "NO" if r.blessed is False else "-"
-        lines.append(f"{r.run_id:28s} {r.status:9s} {r.started:21s} {r.duration_s:8.1f} {auc:>7s} {acc:>9s} "
-                     f"{blessed:8s} {r.pushed or '-'}")
+        lines.append(f"{r.run_id:28s} {r.status:9s} {r.started:21s} {r.duration_s:8.1f} {values[0]:>7s} "
+                     f"{values[1]:>9s} {blessed:8s} {r.pushed or '-'}")
     return "\n".join(lines)

@@ -17,6 +17,30 @@ from ml_metadata import metadata_store
 
 from pipeline.metadata import INPUT_EVENTS, OUTPUT_EVENTS, STATES, node_name
 
+# Per task, the overall metrics the summary, the report and the run list show, in order (TFMA's names;
+# `macro_` marks a macro average over the classes, `/class_<id>` one class), with a label for people.
+TASK_METRICS = {
+    "binary": [("auc", "AUC"), ("binary_accuracy", "accuracy"), ("precision", "precision"), ("recall", "recall"),
+               ("example_count", "examples")],
+    "multiclass": [("sparse_categorical_accuracy", "accuracy"), ("macro_auc", "macro AUC"),
+                   ("example_count", "examples")],
+    "regression": [("root_mean_squared_error", "RMSE"), ("mean_absolute_error", "MAE"),
+                   ("mean_prediction", "mean prediction"), ("mean_label", "mean label"), ("example_count", "examples")],
+}
+
+
+def task_of(metrics: Dict[str, float]) -> str:
+    """The task an evaluation was made for, from the metrics TFMA computed (pipeline/pipeline.py metrics_specs)."""
+    if "root_mean_squared_error" in metrics:
+        return "regression"
+    return "multiclass" if "sparse_categorical_accuracy" in metrics else "binary"
+
+
+def headline(metrics: Dict[str, float]) -> List[tuple]:
+    """The two metrics that sum a model up for its task: [(label, value or None), (label, value or None)]."""
+    return [(label, metrics.get(key)) for key, label in TASK_METRICS[task_of(metrics)][:2]]
+
+
 @dataclass
 class ComponentRun:
     name: str
@@ -33,6 +57,8 @@ class RunSummary:
     candidate_metrics: Dict[str, float] = field(default_factory=dict)
     baseline_metrics: Dict[str, float] = field(default_factory=dict)
     slice_metrics: Dict[str, Dict[str, float]] = field(default_factory=dict)
+    # Multiclass: counts[actual class id][predicted class id] on the overall slice, candidate model.
+    confusion_matrix: List[List[float]] = field(default_factory=list)
     blessed: Optional[bool] = None
     blessing_reasons: List[str] = field(default_factory=list)
     pushed: bool = False
@@ -170,6 +196,36 @@ def _slice_name(slice_key) -> str:
     return ", ".join(parts) or "overall"
 
 
+def metric_name(key) -> str:
+    """A TFMA MetricKey as one name: `auc`, `macro_auc` (macro average), `recall/class_2` (one class)."""
+    if key.HasField("aggregation_type") and key.aggregation_type.macro_average:
+        return f"macro_{key.name}"
+    if key.HasField("sub_key") and key.sub_key.HasField("class_id"):
+        return f"{key.name}/class_{key.sub_key.class_id.value}"
+    return key.name
+
+
+def read_confusion_matrix(evaluation_uri: str) -> List[List[float]]:
+    """The candidate's multiclass confusion matrix (actual x predicted, argmax) on the overall slice; [] if none."""
+    import tensorflow_model_analysis as tfma
+
+    for plots in tfma.load_plots(evaluation_uri):
+        if plots.slice_key.single_slice_keys:
+            continue
+        for kv in plots.plot_keys_and_values:
+            matrices = kv.value.multi_class_confusion_matrix_at_thresholds.matrices
+            if kv.key.model_name == "baseline" or not matrices:
+                continue
+            entries = matrices[0].entries
+            size = max(max(e.actual_class_id, e.predicted_class_id) for e in entries) + 1 if entries else 0
+            counts = [[0.0] * size for _ in range(size)]
+            for e in entries:
+                if e.actual_class_id >= 0 and e.predicted_class_id >= 0:
+                    counts[e.actual_class_id][e.predicted_class_id] += e.num_weighted_examples
+            return counts
+    return []
+
+
 def _read_evaluation(summary: RunSummary, evaluation_uri: str) -> None:
     import tensorflow_model_analysis as tfma
 
@@ -183,9 +239,11 @@ def _read_evaluation(summary: RunSummary, evaluation_uri: str) -> None:
             value = kv.value.double_value.value
             if name == "overall":
                 target = summary.baseline_metrics if kv.key.model_name == "baseline" else summary.candidate_metrics
-                target[kv.key.name] = value
+                target[metric_name(kv.key)] = value
             elif kv.key.model_name != "baseline":
-                summary.slice_metrics.setdefault(name, {})[kv.key.name] = value
+                summary.slice_metrics.setdefault(name, {})[metric_name(kv.key)] = value
+    if task_of(summary.candidate_metrics) == "multiclass":
+        summary.confusion_matrix = read_confusion_matrix(evaluation_uri)
     validation = tfma.load_validation_result(evaluation_uri)
     if validation and not validation.validation_ok:
         for per_slice in validation.metric_validations_per_slice:
@@ -198,35 +256,81 @@ def _read_evaluation(summary: RunSummary, evaluation_uri: str) -> None:
 
 
 def _slice_lines(slice_metrics: Dict[str, Dict[str, float]], per_feature: int = 5) -> List[str]:
-    """AUC per slice (reported, not gated): the largest slices of each sliced feature."""
+    """The task's headline metric per slice (reported, not gated): the largest slices of each sliced feature."""
     by_feature: Dict[str, List] = {}
     for name, metrics in slice_metrics.items():
         feature, _, value = name.partition("=")
-        by_feature.setdefault(feature, []).append((metrics.get("example_count", 0), value, metrics.get("auc")))
+        label, score = headline(metrics)[0]
+        by_feature.setdefault(feature, []).append((metrics.get("example_count", 0), value, score, label))
     lines = []
     for feature, rows in sorted(by_feature.items()):
-        rows.sort(reverse=True)
-        shown = ", ".join(f"{value} {auc:.3f} (n={int(n)})" if auc == auc and auc is not None else
-                          f"{value} - (n={int(n)})" for n, value, auc in rows[:per_feature])
+        rows.sort(key=lambda row: (row[0], row[1]), reverse=True)
+        shown = ", ".join(f"{value} {score:.3f} (n={int(n)})" if score == score and score is not None else
+                          f"{value} - (n={int(n)})" for n, value, score, _ in rows[:per_feature])
         more = f", +{len(rows) - per_feature} more" if len(rows) > per_feature else ""
-        lines.append(f"  AUC by {feature}: {shown}{more}")
+        lines.append(f"  {rows[0][3]} by {feature}: {shown}{more}")
     return lines
 
 
+def class_lines(summary: RunSummary, class_names: List[str]) -> List[str]:
+    """Multiclass: recall of each class and the confusion matrix (rows: actual class, columns: predicted)."""
+    names = list(class_names) or [str(i) for i in range(len(summary.confusion_matrix))]
+    recalls = [(names[i] if i < len(names) else str(i), summary.candidate_metrics.get(f"recall/class_{i}"))
+               for i in range(len(names))]
+    lines = []
+    if any(r is not None for _, r in recalls):
+        lines.append("  recall per class: " + ", ".join(f"{n} {r:.3f}" for n, r in recalls if r is not None))
+    if summary.confusion_matrix:
+        width = max(8, *(len(n) for n in names)) + 1
+        lines.append("  confusion matrix (rows: actual, columns: predicted)")
+        lines.append("  " + " " * width + "".join(f"{n:>{width}s}" for n in names))
+        for name, row in zip(names, summary.confusion_matrix):
+            lines.append(f"  {name:<{width}s}" + "".join(f"{int(v):>{width}d}" for v in row))
+    return lines
+
+
+def blessing_rules(config, with_baseline: bool) -> List[str]:
+    """The thresholds a candidate met (pipeline/pipeline.py metrics_specs), for the summary and the report."""
+    rules, task = config.evaluator, config.features.task
+    if task == "binary":
+        found = [f"AUC >= {rules.min_auc}", f"accuracy >= {rules.min_binary_accuracy}"]
+        return found + ([f"AUC no more than {rules.max_auc_drop} below the baseline"] if with_baseline else [])
+    if task == "multiclass":
+        found = [f"accuracy >= {rules.min_accuracy}", f"macro AUC >= {rules.min_auc}"]
+        if with_baseline:
+            found.append(f"accuracy no more than {rules.max_accuracy_drop} below the baseline")
+        return found
+    found = [f"RMSE <= {rules.max_rmse}"] if rules.max_rmse else []
+    return found + ([f"RMSE no more than {rules.max_rmse_increase} above the baseline"] if with_baseline else [])
+
+
 def _edge_lines(edge: Dict, config) -> List[str]:
-    """Float vs int8 size and AUC, and where the edge model went (or why it did not)."""
+    """Float vs int8 size and quality, and where the edge model went (or why it did not)."""
+    from edge.runtime import HEADLINE, VERSUS_SAVED_MODEL
+
     if not edge:
         return []
     lines = []
     metrics, sizes = edge.get("metrics", {}), edge.get("sizes", {})
+    task = edge.get("task") or config.features.task
     if metrics:
+        key, label = HEADLINE[task]
+        versus, versus_label = VERSUS_SAVED_MODEL[task]
+        versus_label = versus_label.replace(" with SavedModel", "")
+        shown = (lambda v: f"{v:12.2%}") if versus == "agreement" else (lambda v: f"{v:12.4f}")
         lines.append("  edge model           float TFLite   int8 TFLite   SavedModel")
+        weights = (f"; weights {sizes['int8_weights'] / sizes['float_weights']:.2f}x"
+                   if sizes.get("float_weights") else "")
         lines.append(f"  size (bytes)         {sizes['float']:12d}  {sizes['int8']:12d}            -"
-                     f"   (int8 {sizes['int8'] / sizes['float']:.2f}x float)")
-        lines.append(f"  AUC                  {metrics['float']['auc']:12.4f}  {metrics['int8']['auc']:12.4f}"
-                     f"  {metrics['saved_model']['auc']:11.4f}")
-        lines.append(f"  decisions agreeing   {metrics['float']['agreement']:12.2%}  "
-                     f"{metrics['int8']['agreement']:12.2%}            -")
+                     f"   (int8 {sizes['int8'] / sizes['float']:.2f}x float{weights})")
+        lines.append(f"  {label:20s} {metrics['float'][key]:12.4f}  {metrics['int8'][key]:12.4f}"
+                     f"  {metrics['saved_model'][key]:11.4f}")
+        lines.append(f"  {versus_label:20s} {shown(metrics['float'][versus])}  "
+                     f"{shown(metrics['int8'][versus])}            -")
+        for check in edge.get("gate") or []:
+            value = round(check["value"], 4) + 0.0  # no "-0.0000"
+            lines.append(f"  gate: int8 {check['measure']} {value:.4f} (limit {check['limit']:.4f}, "
+                         f"{check['setting']})")
         ready = edge.get("edgetpu", {})
         lines.append("  Edge TPU ready: " + ("yes" if ready.get("ready") else
                                              "NO (" + "; ".join(ready.get("cpu_ops", [])[:3]) + ")"))
@@ -266,22 +370,21 @@ def format_summary(summary: RunSummary, config, timings: Dict[str, float]) -> st
     if summary.training:
         lines.append(f"  training: {training_line(summary.training)}")
     if summary.candidate_metrics:
-        lines.append("  metric               candidate   baseline")
-        for name in ("AUC", "binary_accuracy", "precision", "recall", "example_count"):
+        lines.append("  metric                       candidate   baseline")
+        for name, _ in TASK_METRICS[task_of(summary.candidate_metrics)]:
             key = next((k for k in summary.candidate_metrics if k.lower() == name.lower()), None)
             if key is None:
                 continue
             base = summary.baseline_metrics.get(key)
             fmt = "{:9.0f}" if key == "example_count" else "{:9.4f}"
             base_text = " " + fmt.format(base) if base is not None else "         -"
-            lines.append(f"  {key:20s} {fmt.format(summary.candidate_metrics[key])} {base_text}")
+            lines.append(f"  {key:28s} {fmt.format(summary.candidate_metrics[key])} {base_text}")
         if not summary.baseline_metrics:
             lines.append("  (no baseline: no model was blessed before this one)")
+        lines.extend(class_lines(summary, config.features.class_names))
     lines.extend(_slice_lines(summary.slice_metrics))
     if summary.blessed is True:
-        rules = [f"AUC >= {config.evaluator.min_auc}", f"accuracy >= {config.evaluator.min_binary_accuracy}"]
-        if summary.baseline_metrics:
-            rules.append(f"AUC no more than {config.evaluator.max_auc_drop} below the baseline")
+        rules = blessing_rules(config, bool(summary.baseline_metrics)) or ["no thresholds set"]
         lines.append(f"  blessed: yes (overall slice: {', '.join(rules)})")
     elif summary.blessed is False:
         lines.append("  blessed: NO")

@@ -6,6 +6,7 @@
     tfx-edge reports lineage|runs|html|check ...
     tfx-edge edge predict|bench|check ...                    (the device runtime, no TensorFlow)
     tfx-edge schema infer --data-root DIR --out FILE ...
+    tfx-edge schema init --data-root DIR --label COLUMN --out DIR ...   (config.yaml + schema.pbtxt)
 
 Each group's module is imported only when asked for, so `tfx-edge edge ...`
 never loads TensorFlow and `--help` answers at once.
@@ -21,8 +22,10 @@ GROUPS = {
     "validation": ("validation.__main__", "check data against the schema: validate, skew, drift, make-spans"),
     "reports": ("reports.__main__", "lineage, run list and HTML report from ML Metadata"),
     "edge": ("edge.__main__", "score, time and check int8 TFLite models with the device runtime"),
-    "schema": ("schemas.infer", "infer a starting schema for your own TFRecords"),
+    "schema": ("schemas.infer", "your own TFRecords: init (config + schema in one step) or infer (schema only)"),
 }
+# The schema group's commands, each its own module.
+SCHEMA_COMMANDS = {"infer": "schemas.infer", "init": "schemas.init"}
 
 
 def _usage() -> str:
@@ -40,14 +43,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     if group not in GROUPS:
         print(f"error: unknown group {group!r}; one of {', '.join(GROUPS)}\n\n{_usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(GROUPS[group][0])
     if group == "schema":
-        if rest[:1] != ["infer"]:
-            print("usage: tfx-edge schema infer --data-root DIR --out FILE [--pattern GLOB] [--label-column COL]",
+        if rest[:1] not in (["infer"], ["init"]):
+            print("usage: tfx-edge schema init --data-root DIR --label COLUMN --out DIR [--task T] [--name N]\n"
+                  "       tfx-edge schema infer --data-root DIR --out FILE [--pattern GLOB] [--label-column COL]",
                   file=sys.stderr)
             return 2
-        rest = rest[1:]
-    return module.main(rest)
+        return importlib.import_module(SCHEMA_COMMANDS[rest[0]]).main(rest[1:])
+    return importlib.import_module(GROUPS[group][0]).main(rest)
 
 
 if __name__ == "__main__":

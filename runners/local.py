@@ -121,7 +121,8 @@ def run(config: PipelineConfig, out: TextIO = sys.stdout, dag_runner=None) -> in
 
             counts = inputs.check_inputs(config)
     except ConfigError as e:
-        out.write(f"error: {e}\n")
+        # One line per problem: the preflight reports every problem it found at once.
+        out.write("".join(f"error: {line}\n" for line in str(e).splitlines()))
         return 2
     out.write(f"Pipeline {config.pipeline_name}: data {config.input_base} "
               f"({', '.join(f'{k}: {v} files' for k, v in counts.items())})\n")

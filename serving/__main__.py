@@ -1,8 +1,10 @@
 """Online serving from the command line.
 
     python -m serving serve                      local TF Serving-compatible server: gRPC 8500, REST 8501 (make serve)
-    python -m serving predict --input ROWS       scores for JSON lines / CSV / TFRecords of raw features
-    python -m serving classify --input ROWS      class ids (1 = big tipper)
+    python -m serving predict --input ROWS       answers for JSON lines / CSV / TFRecords of raw features
+                                                 (probability, class and scores, or value: the model's task)
+    python -m serving classify --input ROWS      TF Serving's Classify API: the top class and a score per class
+    python -m serving regress --input ROWS       TF Serving's Regress API: one value per row
     python -m serving status                     versions loaded by the server, labels and split in models.config
     python -m serving rollout [--version V] [--label stable|canary] [--weight canary=10] [--shadow canary=5]
     python -m serving promote                    the canary becomes stable; the experiment ends
@@ -40,9 +42,9 @@ def _parser() -> argparse.ArgumentParser:
         return sub
 
     command("serve", "run the local gRPC and REST server until Ctrl-C / SIGTERM")
-    for name in ("predict", "classify", "status"):
-        sub = command(name, {"predict": "scores from the server", "classify": "class ids from the server",
-                             "status": "versions the server has loaded"}[name])
+    for name in ("predict", "classify", "regress", "status"):
+        sub = command(name, {"predict": "the model's answers (Predict)", "classify": "classes and scores (Classify)",
+                             "regress": "values (Regress)", "status": "versions the server has loaded"}[name])
         sub.add_argument("--target", help="host:port of TF Serving or the local server "
                                           "(default serving.host:serving.port)")
         sub.add_argument("--label", default="", help="version label to ask for, e.g. stable")
@@ -143,11 +145,15 @@ def _predict(config: PipelineConfig, args) -> int:
     examples = read_examples(args.input, config.schema_file)
     with _client(config, args) as client:
         if args.command == "classify":
-            for value in client.classify(examples):
-                print(json.dumps({"class": int(value)}))
+            for scores in client.classify_api(examples):
+                print(json.dumps({"class": max(scores, key=scores.get),
+                                  "scores": {k: round(v, 6) for k, v in scores.items()}}))
+        elif args.command == "regress":
+            for value in client.regress_api(examples):
+                print(json.dumps({"value": round(float(value), 6)}))
         else:
-            for value in client.predict(examples):
-                print(json.dumps({"probability": round(float(value), 6)}))
+            for answer in client.answers(examples):
+                print(json.dumps(answer))
     return 0
 
 
@@ -230,7 +236,7 @@ def main(argv: Optional[list] = None) -> int:
     try:
         if args.command == "serve":
             return _serve(config)
-        if args.command in ("predict", "classify"):
+        if args.command in ("predict", "classify", "regress"):
             return _predict(config, args)
         if args.command == "status":
             return _status(config, args)

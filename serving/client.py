@@ -1,10 +1,13 @@
-"""A TF Serving gRPC client: raw feature rows in, probabilities out.
+"""A TF Serving gRPC client: raw feature rows in, the model's answers out.
 
-It uses only `tensorflow_serving.apis` Predict and GetModelStatus, so the same
-code talks to the local server (`python -m serving serve`) and to real TF
-Serving. Rows come from JSON lines, CSV or tf.Example TFRecords; JSON and CSV
-values are typed by the schema (`schema_file`), the same schema the pipeline
-validates training data against, so a client sends exactly what training saw.
+It uses only `tensorflow_serving.apis` (Predict, Classify, Regress, GetModelStatus),
+so the same code talks to the local server (`python -m serving serve`) and to real
+TF Serving. Answers follow the model's task, read from what `serving_default`
+returns (contract/serving.py): a probability (binary), the predicted class and a
+score per class (multiclass), or a value (regression). Rows come from JSON lines,
+CSV or tf.Example TFRecords; JSON and CSV values are typed by the schema
+(`schema_file`), the same schema the pipeline validates training data against,
+so a client sends exactly what training saw.
 """
 
 import csv
@@ -18,10 +21,11 @@ import numpy as np
 import tensorflow as tf
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
-from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc, predict_pb2, \
-    prediction_service_pb2_grpc
+from tensorflow_serving.apis import classification_pb2, get_model_status_pb2, model_service_pb2_grpc, predict_pb2, \
+    prediction_service_pb2_grpc, regression_pb2
 
-from contract.serving import EXAMPLES_INPUT, PREDICTION_KEY, SERVING_SIGNATURE
+from contract.serving import (CLASSES, CLASSIFY_SIGNATURE, EXAMPLES_INPUT, PREDICTED_CLASS, PREDICTION_KEY,
+                              REGRESS_SIGNATURE, SCORES, SERVING_SIGNATURE, VALUE_KEY)
 
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
 
@@ -83,6 +87,22 @@ def read_examples(path: str, schema_file: str) -> Iterator[tf.train.Example]:
         yield tf.train.Example.FromString(record.numpy())
 
 
+def task_answers(outputs: Dict[str, np.ndarray]) -> List[Dict[str, object]]:
+    """serving_default's outputs for a batch -> one answer per example: binary {"probability"}, multiclass
+    {"class", "scores": {class: score}}, regression {"value"}."""
+    if PREDICTION_KEY in outputs:
+        return [{"probability": round(float(p), 6)} for p in outputs[PREDICTION_KEY].reshape(-1)]
+    if SCORES in outputs:
+        names = [[n.decode() if isinstance(n, bytes) else str(n) for n in row] for row in outputs[CLASSES]]
+        predicted = [n.decode() if isinstance(n, bytes) else str(n) for n in outputs[PREDICTED_CLASS]]
+        return [{"class": top, "scores": {n: round(float(v), 6) for n, v in zip(row_names, row)}}
+                for top, row_names, row in zip(predicted, names, outputs[SCORES])]
+    if VALUE_KEY in outputs:
+        return [{"value": round(float(v), 6)} for v in outputs[VALUE_KEY].reshape(-1)]
+    raise ValueError(f"serving_default returned {sorted(outputs)}; expected {PREDICTION_KEY}, {SCORES} or "
+                     f"{VALUE_KEY} (contract/serving.py): is this a model of this pipeline?")
+
+
 class ServingClient:
     """Predict over gRPC with a deadline per call and retries (exponential backoff) on UNAVAILABLE.
 
@@ -102,7 +122,8 @@ class ServingClient:
         self.batch_size = batch_size
         self.signature = signature
         self._channel = grpc.insecure_channel(target)
-        self._predict = prediction_service_pb2_grpc.PredictionServiceStub(self._channel).Predict
+        service = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+        self._predict, self._classify, self._regress = service.Predict, service.Classify, service.Regress
         self._status = model_service_pb2_grpc.ModelServiceStub(self._channel).GetModelStatus
 
     def close(self) -> None:
@@ -143,14 +164,8 @@ class ServingClient:
         return self._call(self._predict, request)
 
     def predict_response(self, examples: Iterable[tf.train.Example]) -> Iterator[predict_pb2.PredictResponse]:
-        batch: List[bytes] = []
-        for example in examples:
-            batch.append(example.SerializeToString())
-            if len(batch) == self.batch_size:
-                yield self.send(self.predict_request(batch))
-                batch = []
-        if batch:
-            yield self.send(self.predict_request(batch))
+        for batch in self._batches(examples):
+            yield self.send(self.predict_request([example.SerializeToString() for example in batch]))
 
     def predict(self, examples: Iterable[tf.train.Example], output: str = PREDICTION_KEY) -> np.ndarray:
         """One score per example, in order (`probabilities` for the taxi model)."""
@@ -159,8 +174,47 @@ class ServingClient:
         return np.concatenate(scores) if scores else np.zeros([0], np.float32)
 
     def classify(self, examples: Iterable[tf.train.Example], threshold: float = 0.5) -> np.ndarray:
-        """Class ids (1 = big tipper) from Predict, so it needs no classification signature."""
+        """Binary class ids (1 = big tipper) from Predict, so it needs no classification signature."""
         return (self.predict(examples) > threshold).astype(np.int64)
+
+    def answers(self, examples: Iterable[tf.train.Example]) -> Iterator[Dict[str, object]]:
+        """One answer per example from Predict, shaped by the model's task (module docstring)."""
+        for response in self.predict_response(examples):
+            outputs = {name: tf.make_ndarray(tensor) for name, tensor in response.outputs.items()}
+            yield from task_answers(outputs)
+
+    def _examples_request(self, request, examples: Iterable[tf.train.Example], signature: str) -> None:
+        self._spec(request.model_spec)
+        request.model_spec.signature_name = signature
+        request.input.example_list.examples.extend(examples)
+
+    def _batches(self, examples: Iterable[tf.train.Example]) -> Iterator[List[tf.train.Example]]:
+        batch: List[tf.train.Example] = []
+        for example in examples:
+            batch.append(example)
+            if len(batch) == self.batch_size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    def classify_api(self, examples: Iterable[tf.train.Example],
+                     signature: str = CLASSIFY_SIGNATURE) -> Iterator[Dict[str, float]]:
+        """TF Serving's Classify API: per example, class label -> score, in the model's class order."""
+        for batch in self._batches(examples):
+            request = classification_pb2.ClassificationRequest()
+            self._examples_request(request, batch, signature)
+            for result in self._call(self._classify, request).result.classifications:
+                yield {c.label: c.score for c in result.classes}
+
+    def regress_api(self, examples: Iterable[tf.train.Example], signature: str = REGRESS_SIGNATURE) -> np.ndarray:
+        """TF Serving's Regress API: one value per example."""
+        values: List[float] = []
+        for batch in self._batches(examples):
+            request = regression_pb2.RegressionRequest()
+            self._examples_request(request, batch, signature)
+            values += [r.value for r in self._call(self._regress, request).result.regressions]
+        return np.array(values, dtype=np.float64)
 
     def status(self) -> get_model_status_pb2.GetModelStatusResponse:
         request = get_model_status_pb2.GetModelStatusRequest()

@@ -122,9 +122,20 @@ class LoadedVersion:
             return 0
         count = 0
         for record in tf.data.TFRecordDataset(path):
-            request = prediction_log_pb2.PredictionLog.FromString(record.numpy()).predict_log.request
-            signature = request.model_spec.signature_name or SERVING_SIGNATURE
-            self._caller(signature)({k: tf.make_ndarray(v) for k, v in request.inputs.items()})
+            log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+            kind = log.WhichOneof("log_type")
+            if kind == "predict_log":
+                request = log.predict_log.request
+                inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+            elif kind in ("classify_log", "regress_log"):
+                # Classify/Regress requests carry tf.Examples for the signature's one string input.
+                request = getattr(log, kind).request
+                (name,) = self.signature_defs[request.model_spec.signature_name or SERVING_SIGNATURE].inputs
+                inputs = {name: np.array([e.SerializeToString() for e in request.input.example_list.examples],
+                                         dtype=object)}
+            else:
+                continue
+            self._caller(request.model_spec.signature_name or SERVING_SIGNATURE)(inputs)
             count += 1
         return count
 

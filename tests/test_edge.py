@@ -12,6 +12,7 @@ from contract.errors import ConfigError
 
 MAPPING = {
     "missing": {"string": "", "int": -1, "float": 0.0},
+    "numeric_input": "numeric",
     "numeric": [{"feature": "fare", "input": "fare_xf", "raw_type": "float", "scale": 2.0, "offset": -1.0}],
     "one_hot": {"input": "one_hot", "size": 9, "features": [
         {"feature": "lat", "kind": "bucketized", "raw_type": "float", "offset": 0, "size": 3,

@@ -47,13 +47,22 @@ def test_run_pushes_int8_tflite_with_manifest_and_metadata(edge_run):
     assert sizes["int8_without_metadata"] <= 0.3 * sizes["float_without_metadata"]
     assert sizes["int8"] == manifest["files"]["int8"]["bytes"] == os.path.getsize(
         os.path.join(version_dir, "model_int8.tflite"))
-    assert manifest["auc_drop"] <= config.edge.max_auc_drop
+    assert manifest["gate"][0]["measure"] == "AUC drop beyond the 8-bit output's resolution"
+    assert manifest["gate"][0]["value"] <= config.edge.max_auc_drop
+    saved = manifest["metrics"]["saved_model"]
+    assert manifest["auc_drop"] == pytest.approx(saved["auc"] - manifest["metrics"]["int8"]["auc"])
+    # Rounding to 256 levels ties close scores; a tie counts half, so it can cost or (rarely) gain AUC.
+    assert abs(saved["auc_at_int8_resolution"] - saved["auc"]) < 0.02
     assert manifest["edgetpu"]["ready"], manifest["edgetpu"]
     model = open(os.path.join(version_dir, "model_int8.tflite"), "rb").read()
     described = metadata.read(model)
     assert described["metadata"]["name"] == config.model_name
     assert "vocabulary_company.txt" in described["associated_files"]
-    assert "edge_mapping.json" in described["associated_files"]
+    numeric = next(t for t in described["metadata"]["subgraph_metadata"][0]["input_tensor_metadata"]
+                   if t["name"] == "numeric")
+    assert numeric["stats"]["min"] == pytest.approx([manifest["clip"][f"{k}_xf"][0] for k in config.features.numeric],
+                                                    rel=1e-5)
+    assert manifest["task"] == "binary" and manifest["classes"] == ["0", "1"]
 
 
 def test_int8_model_is_integer_only_in_the_real_interpreter(edge_run):
@@ -82,11 +91,12 @@ def test_edge_runtime_agrees_with_serving_default_on_raw_examples(edge_run, smal
     _, summary, version_dir = edge_run
     serialized = [e.SerializeToString() for e in read_examples(os.path.join(small_sample, "Split-eval", "*"))]
     loaded = tf.saved_model.load(summary.candidate_model + "/Format-Serving")
-    reference = export.serving_predictions(loaded, serialized) > 0.5
+    reference = export.serving_predictions(loaded, serialized, FeaturesConfig()) > 0.5
     records = export.raw_records(serialized, FeaturesConfig())
     edge = EdgeModel(version_dir).predict(records) > 0.5
     assert np.mean(edge == reference) >= 0.99
-    # The mapping reproduces Transform itself: same ids, same z-scores (before clipping).
+    # The mapping reproduces Transform itself: same ids, same z-scores (before clipping), packed in one input.
+    assert EdgeModel(version_dir).encoder.input_names == ("numeric", "one_hot")
     transformed = loaded.signatures["transform_features"](examples=tf.constant(serialized))
     encoder = EdgeModel(version_dir, variant="float").encoder
     encoder.numeric = [(f, i, s, o, -np.inf, np.inf) for f, i, s, o, _, _ in encoder.numeric]
@@ -149,6 +159,8 @@ def test_gate_keeps_the_previous_edge_version(edge_run, tmp_path):
                            model_name=config.model_name)
     assert not result.pushed
     assert "edge.max_auc_drop -1.0" in result.reason and f"{base} keeps version 1" in result.reason
+    assert [(c["measure"], c["limit"]) for c in result.gate] == [
+        ("AUC drop beyond the 8-bit output's resolution", -1.0)]
     assert result.metrics["int8"]["auc"] > 0.5
     with pytest.raises(FileNotFoundError, match="no TFRecord files match"):
         export.export(**dict(inputs, raw_eval_pattern=str(tmp_path / "nothing" / "*")), spec=FeaturesConfig(),

@@ -27,7 +27,7 @@ def exported(tmp_path_factory, taxi_root):
     labels = np.array([r[SPEC.label_key] for r in rows])
     keras_model.fit(_batch(rows, keras_model), labels, epochs=2, batch_size=64, verbose=0)
     export_dir = str(tmp / "serving_model")
-    model.save_for_tf_serving(keras_model, export_dir, model.serving_signatures(keras_model, tft_output, SPEC))
+    model.save_for_tf_serving(keras_model, export_dir, model.serving_signatures(keras_model, tft_output, SPEC), SPEC)
     return examples, rows, keras_model, tf.saved_model.load(export_dir), export_dir
 
 

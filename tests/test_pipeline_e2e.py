@@ -117,8 +117,27 @@ def test_worse_candidate_is_not_blessed_and_serving_is_unchanged(first_run, seco
 
 
 def test_failed_component_exits_non_zero_with_a_one_line_reason(workspace, small_sample):
-    config = small_config(str(workspace / "broken"), small_sample, "features.numeric=[trip_miles, fare, no_such_column]")
+    """A component that fails stops the run with exit status 1 and one line; nothing is pushed.
+
+    Here Transform, parsing the float `fare` as the integer a wrong schema says it is (the anomaly gate
+    is told to tolerate that). A column the features name but the data lacks no longer gets this far:
+    the preflight names it (tests/test_inputs.py).
+    """
+    import tensorflow_data_validation as tfdv
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
+    from contract.config import DEFAULT_SCHEMA
+
+    schema = tfdv.load_schema_text(DEFAULT_SCHEMA)
+    fare = tfdv.get_feature(schema, "fare")
+    fare.type = schema_pb2.INT
+    fare.ClearField("float_domain")
+    wrong = str(workspace / "wrong_schema.pbtxt")
+    tfdv.write_schema_text(schema, wrong)
+    config = small_config(str(workspace / "broken"), small_sample, f"schema_file={wrong}",
+                          "validation.allow_anomalies=[trip_miles:FLOAT_TYPE_BIG_FLOAT, fare:UNEXPECTED_DATA_TYPE]")
     status, printed = _run(config)
-    assert status == 1
-    assert "FAILED in Transform" in printed and "no_such_column" in printed
+    assert status == 1, printed
+    failed = [line for line in printed.splitlines() if line.startswith("FAILED in Transform: ")]
+    assert len(failed) == 1 and "fare" in failed[0], printed
     assert not os.path.exists(config.model_serving_dir)

@@ -52,3 +52,38 @@ def test_vocabularies_are_exported_under_feature_names(transformed):
     _, output, _ = transformed
     for key in SPEC.categorical:
         assert output.vocabulary_size_by_name(key) > 0, key
+
+
+
+def _sparse(values):
+    """An optional feature as Transform feeds it: a SparseTensor with one value per row (None: missing)."""
+    import tensorflow as tf
+
+    present = [(i, v) for i, v in enumerate(values) if v is not None]
+    return tf.SparseTensor([[i, 0] for i, _ in present], [v for _, v in present], [len(values), 1])
+
+
+def test_an_optional_int_label_gets_an_int_default():
+    """Was `ValueError: 0.0`: a float default for the int64 sparse tensor of an int label the schema calls optional."""
+    from models import preprocessing
+
+    spec = FeaturesConfig(classes=["0", "1"], label_column="diagnosis", label_relative_to="")
+    labels = preprocessing.label({"diagnosis": _sparse([1, 0, None, 1])}, spec)
+    assert labels.numpy().tolist() == [1, 0, -1, 1]  # a missing label is no class
+    threshold = FeaturesConfig(label_column="diagnosis", label_threshold=0.5, label_relative_to="")
+    assert preprocessing.label({"diagnosis": _sparse([1, 0, None, 1])}, threshold).numpy().tolist() == [1, 0, 0, 1]
+
+
+def test_string_and_integer_labels_are_the_index_of_their_class():
+    import tensorflow as tf
+
+    from models import preprocessing
+
+    spec = FeaturesConfig(task="multiclass", classes=["Adelie", "Chinstrap", "Gentoo"], label_column="species",
+                          label_relative_to="")
+    species = tf.constant([[b"Gentoo"], [b"Adelie"], [b"Emperor"], [b"Chinstrap"]])
+    assert preprocessing.label({"species": species}, spec).numpy().tolist() == [2, 0, -1, 1]
+    coded = FeaturesConfig(task="multiclass", classes=["10", "2", "7"], label_column="code", label_relative_to="")
+    assert preprocessing.label({"code": _sparse([7, 10, 2])}, coded).numpy().tolist() == [2, 0, 1]
+    value = FeaturesConfig(task="regression", label_column="basket", label_relative_to="")
+    assert preprocessing.label({"basket": _sparse([3, None])}, value).numpy().tolist() == [3.0, -1.0]

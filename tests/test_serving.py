@@ -96,7 +96,9 @@ def test_push_wrote_warmup_requests_from_the_eval_split(pushed_run, eval_rows):
     config, _ = pushed_run
     version = list_versions(config.model_serving_dir)[-1]
     records = list(tf.data.TFRecordDataset(os.path.join(config.model_serving_dir, str(version), WARMUP_FILE)))
-    requests = [prediction_log_pb2.PredictionLog.FromString(r.numpy()).predict_log.request for r in records]
+    logs = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in records]
+    assert logs[-1].classify_log.request.model_spec.signature_name == "classify"
+    requests = [log.predict_log.request for log in logs[:-1]]
     assert len(requests) == config.serving.warmup_requests
     assert [len(r.inputs["examples"].string_val) for r in requests] == [2 ** i for i in range(len(requests))]
     first = tf.train.Example.FromString(requests[0].inputs["examples"].string_val[0])

@@ -72,7 +72,16 @@ def test_warmup_requests_are_prediction_logs_of_growing_batches_without_the_labe
         example.features.feature["tips"].float_list.value.append(1.0)
         examples.append(example)
     records = serving_pusher.warmup_records(examples, "taxi", drop_features=["tips"])
-    requests = [prediction_log_pb2.PredictionLog.FromString(r).predict_log.request for r in records]
+    logs = [prediction_log_pb2.PredictionLog.FromString(r) for r in records]
+    assert [log.WhichOneof("log_type") for log in logs] == ["predict_log"] * 3 + ["classify_log"]
+    classify = logs[-1].classify_log.request
+    assert (classify.model_spec.name, classify.model_spec.signature_name) == ("taxi", "classify")
+    assert list(classify.input.example_list.examples) == [tf.train.Example.FromString(
+        logs[0].predict_log.request.inputs["examples"].string_val[0])]
+    regress = prediction_log_pb2.PredictionLog.FromString(
+        serving_pusher.warmup_records(examples[:1], "baskets", task="regression")[-1]).regress_log.request
+    assert regress.model_spec.signature_name == "regress" and len(regress.input.example_list.examples) == 1
+    requests = [log.predict_log.request for log in logs[:-1]]
     assert [len(r.inputs["examples"].string_val) for r in requests] == [1, 2, 4]
     assert {(r.model_spec.name, r.model_spec.signature_name) for r in requests} == {("taxi", "serving_default")}
     sent = [tf.train.Example.FromString(s) for r in requests for s in r.inputs["examples"].string_val]

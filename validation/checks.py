@@ -15,7 +15,7 @@ from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_p
 from tensorflow_data_validation.statistics import stats_impl
 from tfx_bsl.coders import example_coder
 
-from contract.config import bundled_taxi_root, is_remote
+from contract.config import DEFAULT_SCHEMA, bundled_taxi_root, is_remote
 from validation import files as input_files
 from validation.report import (Distance, Finding, GatePolicy, Report, distances_from_anomalies,
                                findings_from_anomalies)
@@ -99,16 +99,17 @@ def validate_batch(paths: Sequence[str], schema: schema_pb2.Schema, environment:
 
 
 def default_serving_data(config) -> str:
-    """`validation.serving_data`, else the request logs when there are any, else the bundled unlabelled split.
+    """`validation.serving_data`, else the request logs if any, else (taxi data) the bundled unlabelled split.
 
-    "" (no skew check) when the pipeline reads remote data: this machine's copy of the
-    bundled split means nothing to cloud workers, and serving data must then be named.
+    "" (no skew check) for data of any other schema until it has serving traffic:
+    taxi trips are not another dataset's serving data; and for remote data, where
+    this machine's copy of the bundled split means nothing to cloud workers.
     """
     if config.validation.serving_data:
         return config.validation.serving_data
     logs = config.model_request_log_dir
     if os.path.isdir(logs) and any(files for _, _, files in os.walk(logs)):
         return logs
-    if is_remote(config.input_base):
+    if is_remote(config.input_base) or os.path.abspath(config.schema_file) != DEFAULT_SCHEMA:
         return ""
     return os.path.join(bundled_taxi_root(), "unlabelled")

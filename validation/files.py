@@ -100,9 +100,14 @@ def _not_tfrecord(path: str, good_records: int) -> BadInputError:
         "Write tf.Example TFRecords (tf.io.TFRecordWriter, optionally gzip) or remove the file")
 
 
-def check_files(files: List[str], full_check_bytes: int = FULL_CHECK_BYTES) -> None:
+def check_files(files: List[str], full_check_bytes: int = FULL_CHECK_BYTES, profile=None) -> None:
     """Checks every file: whole when small, its first records when large (a full read would cost a pass
-    over the data in one Python process; Beam reads large inputs in parallel anyway)."""
+    over the data in one Python process; Beam reads large inputs in parallel anyway).
+
+    With `profile` (a `schemas.profile.DataProfile`), the records read are also profiled, column by column.
+    """
     for path in files:
         large = os.path.getsize(path) > full_check_bytes
-        read_examples(path, head_bytes=HEAD_CHECK_BYTES if large else 0)
+        records = read_examples(path, head_bytes=HEAD_CHECK_BYTES if large else 0)
+        if profile is not None:
+            profile.add(records, path)

@@ -2,17 +2,19 @@
 
 `serving_default` parses tf.Examples and runs the Transform graph: ops (ParseExampleV2,
 hash tables, bucketize) that TFLite cannot run on integer hardware. The `edge`
-signature starts after Transform instead:
-- one `[batch, 1]` float input per numeric feature, holding its z-score (each gets
-  its own int8 quantization range when converted);
-- one `one_hot` float input, the one-hot encoding of every bucketized and
-  categorical id, in the order the model concatenates them.
-It calls the model's `core` layer, so it shares every weight with `serving_default`.
+signature starts after Transform instead, with at most two inputs:
+- `numeric` [batch, numeric features]: every numeric feature's z-score, packed in one
+  tensor. One tensor per feature cost a quantized input, a clip and its quantization
+  parameters each: on 30 numeric columns the int8 file was 0.71x the float one;
+- `one_hot` [batch, width]: the one-hot encoding of every bucketized and categorical
+  id, in the order the model concatenates them.
+It calls the model's `core` layer, so it shares every weight with `serving_default`,
+and returns the task's output (probability, class scores or the predicted value).
 
 The mapping from raw features to those inputs (vocabularies, z-score parameters,
-bucket boundaries, missing-value defaults) is read from the Transform output
-itself and saved beside the model as the asset `edge_mapping.json`, which the
-TF-free runtime in `edge/` applies on devices.
+bucket boundaries, missing-value defaults, the task and its class names) is read
+from the Transform output itself and saved beside the model as the asset
+`edge_mapping.json`, which the TF-free runtime in `edge/` applies on devices.
 """
 
 import json
@@ -26,31 +28,31 @@ import tensorflow as tf
 # The installed packages, also when TFX loads this file from its module wheel.
 from contract.config import FeaturesConfig
 from models import features
+from models.trainer import raw_features
 
 EDGE_SIGNATURE = "edge"
+NUMERIC_INPUT = "numeric"
 ONE_HOT_INPUT = "one_hot"
 MAPPING_ASSET = "edge_mapping.json"
-MAPPING_FORMAT = 1
-# What preprocessing.py substitutes for a missing raw value, by raw dtype.
-MISSING = {"string": "", "int": -1, "float": 0.0}
+MAPPING_FORMAT = 2
 # Bisection over the ordered float32 bit patterns finds each boundary exactly.
 _FLOAT32_BITS = 33
 
 
-def _raw_kind(dtype: tf.DType) -> str:
-    return "string" if dtype == tf.string else ("int" if dtype.is_integer else "float")
-
-
 class _TransformProbe:
-    """Runs the Transform graph on tf.Examples holding a single feature each."""
+    """Runs the Transform graph on tf.Examples holding a single feature each.
+
+    The other features are absent and take their missing-value defaults
+    (`raw_features.parsing_spec`), so probing works whether the schema calls
+    them required or optional.
+    """
 
     def __init__(self, tft_output, spec: FeaturesConfig):
         self.layer = tft_output.transform_features_layer()
-        self.raw_spec = {k: v for k, v in tft_output.raw_feature_spec().items()
-                         if k not in spec.label_only_columns}
+        self.raw_spec = raw_features.parsing_spec(tft_output, spec)
 
     def kind(self, key: str) -> str:
-        return _raw_kind(self.raw_spec[key].dtype)
+        return features.raw_kind(self.raw_spec[key].dtype.name)
 
     def __call__(self, key: str, values) -> np.ndarray:
         examples = []
@@ -89,7 +91,7 @@ def _bucket_boundaries(probe: _TransformProbe, key: str) -> List[float]:
     return [float(b) for b in _ordered_to_float32(high)]
 
 
-def transform_mapping(tft_output, spec: FeaturesConfig) -> Dict:
+def transform_mapping(tft_output, spec: FeaturesConfig, output_key: str) -> Dict:
     """Raw feature -> edge input, as numbers read from the fitted Transform graph.
 
     Numeric: preprocessing.py applies signed_log1p then tft.scale_to_z_score, an affine
@@ -121,16 +123,29 @@ def transform_mapping(tft_output, spec: FeaturesConfig) -> Dict:
     return {
         "format": MAPPING_FORMAT,
         "signature": EDGE_SIGNATURE,
+        "task": spec.task,
+        "classes": spec.class_names,
+        "output": {"name": output_key, "size": features.output_size(spec)},
         "numeric_transform": "z = scale * sign(x) * log1p(|x|) + offset",
-        "missing": MISSING,
+        "missing": features.MISSING,
+        "numeric_input": NUMERIC_INPUT if numeric else "",
         "numeric": numeric,
-        "one_hot": {"input": ONE_HOT_INPUT, "size": offset, "features": one_hot},
+        "one_hot": {"input": ONE_HOT_INPUT if offset else "", "size": offset, "features": one_hot},
     }
+
+
+def input_names(mapping: Dict) -> List[str]:
+    """The edge signature's inputs in order: the packed numeric tensor, then the one-hot block (each if any)."""
+    return [name for name in (mapping["numeric_input"], mapping["one_hot"]["input"]) if name]
+
+
+def input_widths(mapping: Dict) -> Dict[str, int]:
+    return {mapping["numeric_input"]: len(mapping["numeric"]), mapping["one_hot"]["input"]: mapping["one_hot"]["size"]}
 
 
 def edge_signatures(model, tft_output, spec: FeaturesConfig, output_key: str) -> Dict:
     """{"edge": concrete function} for `model.save(signatures=...)`; attaches the mapping asset."""
-    mapping = transform_mapping(tft_output, spec)
+    mapping = transform_mapping(tft_output, spec, output_key)
     mapping_dir = tempfile.mkdtemp(prefix="edge_mapping_")
     mapping_path = os.path.join(mapping_dir, MAPPING_ASSET)
     with open(mapping_path, "w", encoding="utf-8") as f:
@@ -138,13 +153,13 @@ def edge_signatures(model, tft_output, spec: FeaturesConfig, output_key: str) ->
     # Tracked as an asset: model.save copies it to <saved_model>/assets/edge_mapping.json.
     model.edge_mapping_asset = tf.saved_model.Asset(mapping_path)
     core = model.get_layer("core")
-    numeric_names = [n["input"] for n in mapping["numeric"]]
-    specs = [tf.TensorSpec([None, 1], tf.float32, name=n) for n in numeric_names]
-    specs.append(tf.TensorSpec([None, mapping["one_hot"]["size"]], tf.float32, name=ONE_HOT_INPUT))
+    widths = input_widths(mapping)
+    specs = [tf.TensorSpec([None, widths[n]], tf.float32, name=n) for n in input_names(mapping)]
 
     @tf.function(input_signature=specs)
     def edge(*tensors):
         # Same order as build_keras_model's concatenation: numeric, then one-hot blocks.
-        return {output_key: core(tf.concat(list(tensors), axis=1))}
+        vector = tf.concat(list(tensors), axis=1) if len(tensors) > 1 else tensors[0]
+        return {output_key: core(vector)}
 
     return {EDGE_SIGNATURE: edge}

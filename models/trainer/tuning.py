@@ -4,7 +4,9 @@ KerasTuner 1.4 is written for Keras 3 and rejects tf_keras models in its
 `Tuner` class (FatalTypeError). We keep KerasTuner's oracles (random,
 Hyperband, Bayesian) and drive them from a `BaseTuner` whose trials build,
 train and score the tf_keras model themselves. The best values reach the
-Trainer through the Tuner's `best_hyperparameters` artifact.
+Trainer through the Tuner's `best_hyperparameters` artifact. The objective is the
+task's validation metric (`model.OBJECTIVES`): AUC (binary), accuracy
+(multiclass), RMSE (regression, lower is better).
 """
 
 import keras_tuner as kt
@@ -17,7 +19,11 @@ from contract.config import TrainingConfig, TunerConfig, section_from_dict
 from models import features
 from models.trainer import model
 
-OBJECTIVE = kt.Objective("val_auc", direction="max")
+
+
+def objective(task: str) -> kt.Objective:
+    metric, direction = model.OBJECTIVES[task]
+    return kt.Objective(f"val_{metric}", direction=direction)
 
 
 def search_space() -> kt.HyperParameters:
@@ -31,16 +37,16 @@ def search_space() -> kt.HyperParameters:
     return hp
 
 
-def make_oracle(algorithm: str, max_trials: int, seed: int = 42) -> kt.Oracle:
-    hp = search_space()
+def make_oracle(algorithm: str, max_trials: int, task: str = "binary", seed: int = 42) -> kt.Oracle:
+    hp, goal = search_space(), objective(task)
     if algorithm == "random":
-        return kt.oracles.RandomSearchOracle(OBJECTIVE, max_trials=max_trials, hyperparameters=hp, seed=seed)
+        return kt.oracles.RandomSearchOracle(goal, max_trials=max_trials, hyperparameters=hp, seed=seed)
     if algorithm == "bayesian":
         return kt.oracles.BayesianOptimizationOracle(
-            OBJECTIVE, max_trials=max_trials, hyperparameters=hp, seed=seed)
+            goal, max_trials=max_trials, hyperparameters=hp, seed=seed)
     if algorithm == "hyperband":
         # Hyperband counts budget in epochs; each of our epochs is `steps` steps.
-        return kt.oracles.HyperbandOracle(OBJECTIVE, max_epochs=max(2, max_trials), factor=3,
+        return kt.oracles.HyperbandOracle(goal, max_epochs=max(2, max_trials), factor=3,
                                           hyperparameters=hp, seed=seed)
     raise ValueError(f"tuner algorithm {algorithm!r} is not one of random, hyperband, bayesian")
 
@@ -48,12 +54,13 @@ def make_oracle(algorithm: str, max_trials: int, seed: int = 42) -> kt.Oracle:
 class TfKerasTuner(kt.engine.base_tuner.BaseTuner):
     """Runs each trial as a tf_keras fit and reports its validation metrics to the oracle."""
 
-    def __init__(self, oracle, spec, **kwargs):
+    def __init__(self, oracle, spec, label_stats=None, **kwargs):
         super().__init__(oracle=oracle, hypermodel=None, **kwargs)
         self.spec = spec
+        self.label_stats = label_stats
 
     def run_trial(self, trial, train, validation, steps, validation_steps):
-        keras_model = model.build_keras_model(self.spec, trial.hyperparameters.values)
+        keras_model = model.build_keras_model(self.spec, trial.hyperparameters.values, label_stats=self.label_stats)
         # Hyperband assigns epochs per trial; the other oracles train one epoch.
         epochs = int(trial.hyperparameters.values.get("tuner/epochs", 1))
         initial_epoch = int(trial.hyperparameters.values.get("tuner/initial_epoch", 0))
@@ -80,8 +87,10 @@ def tuner_fn(fn_args) -> tfx.components.TunerFnResult:
     train = model.input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output, spec, batch_size)
     validation = model.input_fn(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, spec,
                                 batch_size, shuffle=False)
-    oracle = make_oracle(settings.algorithm, settings.max_trials)
-    tuner = TfKerasTuner(oracle, spec, directory=fn_args.working_dir, project_name="search", overwrite=True)
+    oracle = make_oracle(settings.algorithm, settings.max_trials, spec.task)
+    label_stats = model.label_statistics(fn_args.train_files, fn_args.data_accessor, tf_transform_output, spec)
+    tuner = TfKerasTuner(oracle, spec, label_stats, directory=fn_args.working_dir, project_name="search",
+                         overwrite=True)
     return tfx.components.TunerFnResult(
         tuner=tuner,
         fit_kwargs={"train": train, "validation": validation,

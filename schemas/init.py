@@ -1,0 +1,414 @@
+"""`init`: a directory of tf.Example TFRecords to a working config.yaml and schema.pbtxt in one command.
+
+    tfx-edge schema init --data-root DIR --label COLUMN --out DIR [--task auto|binary|multiclass|regression]
+                         [--name NAME] [--pattern GLOB]
+
+Reads the data once (up to MAX_ROWS rows), then guesses, and says why in comments:
+- the split: train/eval directories that already exist (Split-train/Split-eval,
+  train/eval, train/test, train/validation), else a 4:1 hash split of every file;
+- the task from the label: strings or integers with a few values are classes
+  (two: binary, more: multiclass, their values the class names), other numbers regression;
+- feature roles from the values: strings -> categorical; integers with at most
+  CATEGORICAL_INTEGERS distinct values -> categorical (codes, not amounts); other
+  numbers -> numeric; excluded: an id (a distinct value in every row), a constant,
+  a column present in under MIN_PRESENCE of rows, a list of values per row;
+- blessing thresholds a useful model must meet (beat the majority class, or
+  predicting the mean).
+The schema is TFDV's inferred one (types, presence, shapes, string domains) with
+TRAINING and SERVING environments: the label only in TRAINING. Curate both files;
+`make run ARGS="--config DIR/config.yaml"` runs them as written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+import yaml
+
+from contract import cli
+from contract.config import TASKS
+from contract.errors import ConfigError
+from schemas.infer import SERVING, TRAINING, is_gzip
+from schemas.profile import ColumnProfile, DataProfile, kind_conflict, merged
+
+MAX_ROWS = 200_000  # rows read per split; enough to guess roles and infer a schema
+CATEGORICAL_INTEGERS = 20  # integer columns with at most this many distinct values are codes
+MAX_CLASSES = 50  # a label with more distinct values than this is not a set of classes
+MIN_PRESENCE = 0.05
+# Directory pairs that already split a dataset: (train, eval).
+SPLIT_LAYOUTS = (("Split-train", "Split-eval"), ("train", "eval"), ("train", "test"), ("train", "validation"),
+                 ("train", "valid"))
+HASH_BUCKETS = (4, 1)
+CONFIG_FILE, SCHEMA_FILE = "config.yaml", "schema.pbtxt"
+KIND_NAMES = {"string": "strings", "int": "integers", "float": "floats"}
+# Directory names that say nothing about the dataset, skipped when naming the pipeline.
+GENERIC_DIRECTORIES = {"data", "tfrecords", "tfrecord", "records", "input", "inputs", "raw", "examples"}
+
+
+@dataclass
+class Layout:
+    """How the files split: `patterns` split name -> glob relative to the data root; `why` for the comment."""
+
+    patterns: Dict[str, str]
+    files: Dict[str, List[str]]
+    why: str
+
+    @property
+    def hashed(self) -> bool:
+        return list(self.patterns) == ["all"]
+
+
+@dataclass
+class Guess:
+    task: str
+    why: str
+    classes: List[str] = field(default_factory=list)
+    threshold: Optional[float] = None
+    roles: Dict[str, List[Tuple[str, str]]] = field(default_factory=lambda: {
+        "numeric": [], "bucketized": [], "categorical": [], "excluded": []})
+
+
+def _files_under(root: str, pattern: str) -> List[str]:
+    import glob
+
+    return sorted(f for f in glob.glob(os.path.join(root, pattern)) if os.path.isfile(f)
+                  and not os.path.basename(f).startswith("."))
+
+
+def find_layout(data_root: str, pattern: str = "") -> Layout:
+    """The split the data already has, or every file (matching `pattern`) to hash-split."""
+    if not os.path.isdir(data_root):
+        raise ConfigError(f"--data-root {data_root} is not a directory; pass the directory that holds the TFRecords")
+    if not pattern:
+        for train, evaluation in SPLIT_LAYOUTS:
+            train_files, eval_files = _files_under(data_root, f"{train}/*"), _files_under(data_root, f"{evaluation}/*")
+            if train_files and eval_files:
+                return Layout({"train": f"{train}/*", "eval": f"{evaluation}/*"},
+                              {"train": train_files, "eval": eval_files},
+                              f"the data is already split into {train}/ and {evaluation}/")
+        found = _recursive_files(data_root)
+        if not found:
+            raise ConfigError(f"{data_root} holds no file; pass the directory that holds the TFRecords")
+        depths = {os.path.relpath(f, data_root).count(os.sep) for f in found}
+        if len(depths) > 1:
+            raise ConfigError(f"{data_root} holds files at different depths; pass --pattern (e.g. '*/*.tfrecord') "
+                              "to say which files are the data")
+        pattern = "/".join(["*"] * (depths.pop() + 1))
+    files = _files_under(data_root, pattern)
+    if not files:
+        raise ConfigError(f"no file matches {pattern!r} under {data_root}; pass --pattern (e.g. '*.tfrecord')")
+    return Layout({"all": pattern}, {"all": files},
+                  "one set of files, no train/eval directories: hash-split "
+                  f"{HASH_BUCKETS[0]}:{HASH_BUCKETS[1]} into train and eval")
+
+
+def _recursive_files(root: str) -> List[str]:
+    found = []
+    for directory, _, names in os.walk(root):
+        found += [os.path.join(directory, n) for n in names if not n.startswith(".")]
+    return found
+
+
+def read_split(files: List[str]) -> Tuple[DataProfile, List[bytes]]:
+    """Profile and serialized records of (the first MAX_ROWS rows of) one split."""
+    import tensorflow as tf
+
+    profile, records = DataProfile(), []
+    for path in files:
+        try:
+            chunk = [r.numpy() for r in tf.data.TFRecordDataset(path, "GZIP" if is_gzip(path) else "")
+                     .take(MAX_ROWS - len(records))]
+        except tf.errors.OpError as error:
+            raise ConfigError(f"{path}: not a readable TFRecord file ({error.message.splitlines()[0]}); move it out "
+                              "of the data directory or pass --pattern") from None
+        profile.add(chunk, path)
+        records += chunk
+        if len(records) >= MAX_ROWS:
+            break
+    return profile, records
+
+
+def _values(column: ColumnProfile, limit: int = 6) -> str:
+    ordered = sorted(column.counts, key=_natural)
+    shown = ", ".join(ordered[:limit])
+    return shown + (", ..." if len(ordered) > limit else "")
+
+
+def _natural(value: str):
+    """Integers in numeric order, then text alphabetically."""
+    return (0, int(value), "") if re.fullmatch(r"-?\d+", value) else (1, 0, value)
+
+
+def guess_task(label: ColumnProfile, rows: int, task: str = "auto") -> Guess:
+    """The task and the label's classes (or threshold), with the reason."""
+    if label.present == 0:
+        raise ConfigError(f"label column {label.name!r} has no value in any row")
+    if label.distinct == 1:
+        raise ConfigError(f"label column {label.name!r} has the value {next(iter(label.counts))!r} in every row: "
+                          "nothing to learn; pick the column that holds what the model should predict")
+    kind, distinct = label.kind, label.distinct
+    described = f"label {label.name!r}: {KIND_NAMES[kind]} with " + (
+        f"{distinct} distinct values ({_values(label)})" if distinct <= MAX_CLASSES else "many distinct values")
+    if task == "auto":
+        if kind == "string" or (kind == "int" and distinct <= CATEGORICAL_INTEGERS) or distinct == 2:
+            task = "binary" if distinct == 2 else "multiclass"
+        else:
+            task = "regression"
+        why = f"guessed from the {described}"
+    else:
+        why = f"chosen with --task; {described}"
+    if task == "regression":
+        if kind == "string":
+            raise ConfigError(f"--task regression: label column {label.name!r} holds strings; a regression label is "
+                              "a number (use --task binary or multiclass)")
+        return Guess(task, why)
+    if distinct > MAX_CLASSES:
+        raise ConfigError(f"label column {label.name!r} has more than {MAX_CLASSES} distinct values: too many to be "
+                          "classes; use --task regression if it is a number")
+    if kind == "float":
+        if task == "multiclass":
+            raise ConfigError(f"--task multiclass: label column {label.name!r} holds floats; class labels are strings "
+                              "or integers")
+        if distinct > 2:
+            raise ConfigError(f"--task binary: label column {label.name!r} holds {distinct} float values; "
+                              "write a 0/1 (or two-valued) label upstream, or use --task regression")
+        low, high = sorted(float(v) for v in label.counts)
+        return Guess(task, why, threshold=(low + high) / 2)
+    classes = sorted(label.counts, key=_natural)
+    if task == "binary":
+        if len(classes) != 2:
+            raise ConfigError(f"--task binary: label column {label.name!r} has {len(classes)} values "
+                              f"({_values(label)}); binary needs two (use --task multiclass)")
+        if kind == "string":
+            # The rarer value is the event a binary classifier scores (churned, fraud, malignant).
+            classes.sort(key=lambda v: (-label.counts[v], v))
+    return Guess(task, why, classes=classes)
+
+
+def guess_role(column: ColumnProfile, rows: int) -> Tuple[str, str]:
+    """(role, why) for one input column; role "excluded" when the model should not read it."""
+    share = column.present / rows if rows else 0.0
+    if column.max_values > 1:
+        return "excluded", (f"a list of up to {column.max_values} values per row, and the model takes one value "
+                            "per feature: reduce it upstream to one value or a count, then give it a role")
+    if share < MIN_PRESENCE:
+        return "excluded", f"present in {share:.1%} of rows"
+    if column.distinct == 1:
+        return "excluded", f"constant: {next(iter(column.counts))!r} in every row"
+    id_like = column.present >= 20 and column.distinct >= 0.95 * column.present
+    missing = f", missing in {1 - share:.0%} of rows" if share < 1 else ""
+    if column.kind == "string":
+        if id_like:
+            return "excluded", "strings, a distinct value in (almost) every row: an id, nothing that generalises"
+        return "categorical", f"strings, {column.distinct} distinct values{missing}"
+    if column.kind == "int":
+        if id_like and column.distinct == column.present:
+            return "excluded", "integers, a distinct value in every row: an id, nothing that generalises"
+        if column.distinct <= CATEGORICAL_INTEGERS:
+            return "categorical", f"integers with {column.distinct} distinct values: codes, not amounts{missing}"
+        return "numeric", (f"integers with {'many' if column.many else column.distinct} distinct values, "
+                           f"{column.low:g} to {column.high:g}{missing}")
+    return "numeric", f"floats, {column.low:.4g} to {column.high:.4g}{missing}"
+
+
+def infer(records: List[bytes], label: str):
+    """TFDV's schema of the records, with TRAINING/SERVING environments and the label only in TRAINING."""
+    import tensorflow_data_validation as tfdv
+    from tensorflow_data_validation.statistics import stats_impl
+    from tfx_bsl.coders import example_coder
+
+    batch = example_coder.ExamplesToRecordBatchDecoder().DecodeBatch(records)
+    schema = tfdv.infer_schema(stats_impl.generate_statistics_in_memory(batch, tfdv.StatsOptions()))
+    schema.default_environment.extend([TRAINING, SERVING])
+    tfdv.get_feature(schema, label).not_in_environment.append(SERVING)
+    return schema
+
+
+def _yaml(value) -> str:
+    """A value in YAML flow style, quoted only where YAML needs it."""
+    if isinstance(value, list):
+        return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()
+    return yaml.safe_dump([value], default_flow_style=True, width=10_000).strip()[1:-1]
+
+
+def _majority_share(label: ColumnProfile) -> float:
+    return max(label.counts.values()) / label.present
+
+
+def config_text(name: str, data_root: str, out: str, layout: Layout, rows: int, label: ColumnProfile,
+                guess: Guess, slices: List[str]) -> str:
+    """config.yaml with a comment on every guess."""
+    lines = [f"# Written by `tfx-edge schema init` from {rows} rows under {data_root} "
+             f"({time.strftime('%Y-%m-%d')}).",
+             "# Each guess says why; edit what is wrong (pipeline/configs/default.yaml lists every setting), then:",
+             f"#   make run ARGS=\"--config {os.path.join(out, CONFIG_FILE)}\"",
+             f"pipeline_name: {_yaml(name)}",
+             f"model_name: {_yaml(name)}",
+             f"output_dir: {_yaml(os.path.join(out, 'outputs'))}   # runs, models and ML Metadata of this dataset, "
+             "apart from any other",
+             f"schema_file: {_yaml(os.path.join(out, SCHEMA_FILE))}   # inferred by init; curate it (domains, "
+             "presence)",
+             "data:",
+             f"  input_base: {_yaml(data_root)}"]
+    if layout.hashed:
+        lines += [f"  pattern: {_yaml(layout.patterns['all'])}   # {layout.why}",
+                  f"  hash_buckets: {_yaml(list(HASH_BUCKETS))}"]
+    else:
+        lines += [f"  train_pattern: {_yaml(layout.patterns['train'])}   # {layout.why}",
+                  f"  eval_pattern: {_yaml(layout.patterns['eval'])}"]
+    lines += ["features:", f"  task: {guess.task}   # {guess.why}", f"  label_column: {_yaml(label.name)}"]
+    if guess.threshold is not None:
+        lines.append(f"  label_threshold: {guess.threshold:g}   # positive above the midpoint of its two values")
+    if guess.classes:
+        meaning = ("the second is the positive class" + (" (the rarer value)" if label.kind == "string" else "")
+                   if guess.task == "binary" else "the class names every output carries")
+        lines.append(f"  classes: {_yaml(guess.classes)}   # class ids in this order; {meaning}")
+    else:
+        lines.append("  classes: []")
+    lines.append('  label_relative_to: ""')
+    for role in ("numeric", "bucketized", "categorical"):
+        entries = guess.roles[role]
+        if not entries:
+            lines.append(f"  {role}: []")
+            continue
+        lines.append(f"  {role}:")
+        lines += [f"    - {_yaml(column)}   # {why}" for column, why in entries]
+    if guess.roles["excluded"]:
+        lines.append("  # excluded (give one a role above to use it):")
+        lines += [f"  #   {column}: {why}" for column, why in guess.roles["excluded"]]
+    lines.append("evaluator:   # blessing thresholds on the eval split; raise them once you know what good is")
+    if guess.task == "regression":
+        lines.append(f"  max_rmse: {float(f'{label.std:.3g}'):g}   # the label's std: a model must beat predicting "
+                     "the mean")
+    else:
+        share = math.floor(_majority_share(label) * 100) / 100
+        accuracy = "min_binary_accuracy" if guess.task == "binary" else "min_accuracy"
+        lines += ["  min_auc: 0.6   # better than chance at ranking",
+                  f"  {accuracy}: {share:g}   # the majority class's share: a model must beat always answering it"]
+    lines.append(f"  slice_features: {_yaml(slices)}" + (
+        "   # metrics per value of this categorical feature, reported (not gated)" if slices else ""))
+    lines += ["validation:", "  allow_anomalies: []   # anomalies in the data stop the run; tolerate one as "
+                             "\"feature:ANOMALY_TYPE\""]
+    return "\n".join(lines) + "\n"
+
+
+def initialise(data_root: str, label_name: str, out: str, task: str = "auto", name: str = "",
+               pattern: str = "") -> Dict[str, object]:
+    """Reads the data, guesses, writes `out/config.yaml` and `out/schema.pbtxt`; returns what it found."""
+    import tensorflow_data_validation as tfdv
+
+    data_root, out = os.path.abspath(data_root), os.path.abspath(out)
+    layout = find_layout(data_root, pattern)
+    split_profiles, records = {}, []
+    for split, files in layout.files.items():
+        split_profiles[split], split_records = read_split(files)
+        records += split_records
+    profile = merged(split_profiles.values())
+    for column in profile.columns.values():
+        conflict = kind_conflict(column)
+        if conflict:
+            raise ConfigError(f"column {column.name!r} has {conflict[0]} values in {conflict[1]} but {conflict[2]} "
+                              f"values in {conflict[3]}; a column needs one type in every file: fix the producer")
+    label = profile.column(label_name)
+    if label is None:
+        raise ConfigError(f"label column {label_name!r} is in none of the {profile.rows} rows under {data_root}; "
+                          f"columns there: {', '.join(sorted(profile.columns))}")
+    guess = guess_task(label, profile.rows, task)
+    for column in sorted(profile.columns.values(), key=lambda c: c.name):
+        if column.name != label_name:
+            role, why = guess_role(column, profile.rows)
+            guess.roles[role].append((column.name, why))
+    if not any(guess.roles[r] for r in ("numeric", "bucketized", "categorical")):
+        raise ConfigError(f"no column under {data_root} can be a feature: " +
+                          "; ".join(f"{c} ({why})" for c, why in guess.roles["excluded"]))
+    categorical = [profile.columns[c] for c, _ in guess.roles["categorical"]]
+    small = sorted((c for c in categorical if 2 <= c.distinct <= 10), key=lambda c: (c.distinct, c.name))
+    slices = [small[0].name] if small else []
+
+    name = name or default_name(data_root)
+    schema = infer(records, label_name)
+    os.makedirs(out, exist_ok=True)
+    schema_path, config_path = os.path.join(out, SCHEMA_FILE), os.path.join(out, CONFIG_FILE)
+    header = (f"# Inferred by `tfx-edge schema init` from {profile.rows} rows under {data_root}: what the data had,\n"
+              "# not yet what you accept. Curate it: domains, presence, value ranges; skew/drift thresholds\n"
+              "# (skew_comparator, drift_comparator) per feature. The label exists only in the TRAINING environment.\n")
+    schema_text = header + _schema_text(schema, tfdv)
+    text = config_text(name, data_root, out, layout, profile.rows, label, guess, slices)
+    # Whole files or none: written beside, then renamed.
+    for path, content in ((schema_path, schema_text), (config_path, text)):
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
+            f.write(content)
+    for path in (schema_path, config_path):
+        os.replace(path + ".tmp", path)
+    return {"rows": profile.rows, "files": sum(len(f) for f in layout.files.values()), "layout": layout,
+            "guess": guess, "label": label, "schema": schema_path, "config": config_path, "slices": slices,
+            "features": len(schema.feature)}
+
+
+def default_name(data_root: str) -> str:
+    """The data directory's name (its parent's when it is called data, tfrecords, ...): penguin/data -> penguin."""
+    parts = [p for p in data_root.split(os.sep) if p]
+    while len(parts) > 1 and parts[-1].lower() in GENERIC_DIRECTORIES:
+        parts.pop()
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", parts[-1] if parts else "").strip("-") or "model"
+
+
+def _schema_text(schema, tfdv) -> str:
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("r", suffix=".pbtxt") as f:
+        tfdv.write_schema_text(schema, f.name)
+        return open(f.name, encoding="utf-8").read()
+
+
+def report(found: Dict[str, object], data_root: str) -> str:
+    guess: Guess = found["guess"]  # type: ignore[assignment]
+    layout: Layout = found["layout"]  # type: ignore[assignment]
+    lines = [f"read {found['rows']} rows from {found['files']} file(s) under {os.path.abspath(data_root)}: "
+             f"{layout.why}",
+             f"task: {guess.task} ({guess.why})"]
+    if guess.classes:
+        lines.append(f"classes: {', '.join(guess.classes)}" +
+                     (f" (positive: {guess.classes[1]})" if guess.task == "binary" else ""))
+    if guess.threshold is not None:
+        lines.append(f"label rule: {found['label'].name} > {guess.threshold:g}")  # type: ignore[union-attr]
+    for role in ("numeric", "bucketized", "categorical"):
+        if guess.roles[role]:
+            lines.append(f"{role} ({len(guess.roles[role])}): {', '.join(c for c, _ in guess.roles[role])}")
+    for column, why in guess.roles["excluded"]:
+        lines.append(f"excluded: {column} ({why})")
+    if found["slices"]:
+        lines.append(f"slices: {', '.join(found['slices'])}")
+    lines += [f"wrote {found['schema']} ({found['features']} features; TRAINING and SERVING environments, "
+              f"{found['label'].name} only in TRAINING)",  # type: ignore[union-attr]
+              f"wrote {found['config']}",
+              f"next: make run ARGS=\"--config {found['config']}\""]
+    return "\n".join(lines)
+
+
+@cli.command
+def main(argv=None) -> int:
+    cli.prepare()
+    parser = argparse.ArgumentParser(prog="tfx-edge schema init", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-root", required=True, help="directory of tf.Example TFRecord files (gzip or plain)")
+    parser.add_argument("--label", required=True, help="the column the model predicts")
+    parser.add_argument("--out", required=True, help="directory for config.yaml and schema.pbtxt")
+    parser.add_argument("--task", default="auto", choices=("auto",) + TASKS, help="default: guessed from the label")
+    parser.add_argument("--name", default="", help="pipeline and model name (default: the data directory's name)")
+    parser.add_argument("--pattern", default="", help="glob of the data files under --data-root, hash-split 4:1 "
+                                                      "(default: existing train/eval directories, else every file)")
+    args = parser.parse_args(argv)
+    found = initialise(args.data_root, args.label, args.out, args.task, args.name, args.pattern)
+    print(report(found, args.data_root))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
