@@ -23,7 +23,8 @@ from components.edge_export import EdgeExport
 from components.serving_pusher import ServingPusher
 from components.span_window import LatestSpansStrategy
 from contract.config import PipelineConfig, bundled_taxi_root, is_remote, section_to_dict
-from contract.serving import PRIMARY_OUTPUT, SERVING_SIGNATURE, TRANSFORM_SIGNATURE
+from contract.serving import (CLASSIFY_SIGNATURE, PRIMARY_OUTPUT, REGRESS_SIGNATURE, SERVING_SIGNATURE,
+                              TRANSFORM_SIGNATURE)
 from pipeline import vertex_training
 from validation.checks import default_serving_data
 
@@ -258,8 +259,10 @@ def create_components(config: PipelineConfig) -> List:
 def bulk_inference(config: PipelineConfig, model, blessing) -> List:
     """ImportExampleGen of the unlabelled input, then TFX's BulkInferrer with the blessed candidate.
 
-    BulkInferrer skips an unblessed model itself; its PredictionLogs use the same
-    `serving_default` signature as TF Serving and `python -m serving score`.
+    BulkInferrer skips an unblessed model itself. It scores through TF Serving's Classify (or, for
+    regression, Regress) signature: its PredictionLogs then hold ClassificationLogs (class names and
+    scores) or RegressionLogs, which tfx-bsl writes for any task. (`serving_default` also returns
+    string tensors, `classes`/`predicted_class`, that tfx-bsl's PredictLog conversion cannot take.)
     """
     settings = config.bulk_inference
     base = settings.input_base or bundled_taxi_root()
@@ -274,7 +277,8 @@ def bulk_inference(config: PipelineConfig, model, blessing) -> List:
     inferrer = tfx.components.BulkInferrer(
         examples=unlabelled.outputs["examples"], model=model, model_blessing=blessing,
         data_spec=tfx.proto.DataSpec(example_splits=[UNLABELLED_SPLIT]),
-        model_spec=tfx.proto.ModelSpec(model_signature_name=[SERVING_SIGNATURE]))
+        model_spec=tfx.proto.ModelSpec(model_signature_name=[
+            REGRESS_SIGNATURE if config.features.task == "regression" else CLASSIFY_SIGNATURE]))
     return [unlabelled, inferrer]
 
 

@@ -37,7 +37,7 @@ import shutil
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
@@ -47,7 +47,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 # The serving contract, settings and errors (contract/ after the package refactor), in one block.
 from contract.config import PipelineConfig, bundled_taxi_root, is_remote
-from contract.serving import EXAMPLES_INPUT, SERVING_SIGNATURE
+from contract.serving import EXAMPLES_INPUT, PRIMARY_OUTPUT, SERVING_SIGNATURE
 from contract.versions import list_versions
 from validation.files import BadInputError
 
@@ -80,23 +80,29 @@ def _reason(error: BaseException) -> str:
 
 
 # --- Task-aware prediction columns ---------------------------------------------------------------
-# The one place where a model's task decides its output columns. Today every model of the project
-# is binary; multiclass (`scores` + `class`) and regression (`value`) enter here as further entries
-# once the feature spec carries the task.
+# The one place where a model's task decides its output columns: binary `probability` + `class`
+# (0/1 at 0.5), multiclass `class` (the class name) + `score_<class>` per class, regression `value`.
 
-@dataclass(frozen=True)
-class TaskColumns:
-    columns: Tuple[Tuple[str, str], ...]  # (name, "float" | "int"), in output order
-    convert: Callable[[np.ndarray], Dict[str, np.ndarray]]  # model output [N, ...] -> column -> [N]
-
-
-def _binary(output: np.ndarray) -> Dict[str, np.ndarray]:
-    probability = output.reshape(-1).astype(np.float64)
-    return {"probability": probability, "class": (probability > 0.5).astype(np.int64)}
+def prediction_columns(task: str, classes: Sequence[str]) -> Tuple[Tuple[str, str], ...]:
+    """(name, "float" | "int" | "string") of one model's predictions, in output order."""
+    if task == "regression":
+        return (("value", "float"),)
+    if task == "multiclass":
+        return (("class", "string"),) + tuple((f"score_{name}", "float") for name in classes)
+    return (("probability", "float"), ("class", "int"))
 
 
-TASKS = {"binary": TaskColumns((("probability", "float"), ("class", "int")), _binary)}
-MODEL_TASK = "binary"
+def convert_predictions(task: str, classes: Sequence[str], output: np.ndarray) -> Dict[str, np.ndarray]:
+    """The model's primary output ([N, 1] or [N] for binary/regression, [N, classes]) as columns."""
+    if task == "multiclass":
+        scores = np.asarray(output, dtype=np.float64).reshape(len(output), len(classes))
+        columns = {"class": np.asarray(classes, dtype=object)[scores.argmax(axis=1)]}
+        columns.update({f"score_{name}": scores[:, i] for i, name in enumerate(classes)})
+        return columns
+    values = np.asarray(output).reshape(-1).astype(np.float64)
+    if task == "regression":
+        return {"value": values}
+    return {"probability": values, "class": (values > 0.5).astype(np.int64)}
 
 
 # --- Which models ----------------------------------------------------------------------------------
@@ -110,6 +116,8 @@ class ModelChoice:
     path: str
     kind: str  # saved_model | edge
     version: Optional[int] = None
+    task: str = "binary"  # features.task of the model (an edge model's manifest says its own)
+    classes: Tuple[str, ...] = ()
 
 
 def _labels(config: PipelineConfig) -> Dict[str, int]:
@@ -163,12 +171,23 @@ def resolve_model(asked: str, config: PipelineConfig) -> ModelChoice:
 
 
 def resolve_models(asked: Sequence[str], config: PipelineConfig) -> List[ModelChoice]:
-    choices = [resolve_model(a, config) for a in (asked or [LATEST])]
+    choices = [_with_task(resolve_model(a, config), config) for a in (asked or [LATEST])]
     names = [c.name for c in choices]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ScoringError(f"--model: {', '.join(duplicates)} given twice; each model scores once per job")
     return choices
+
+
+def _with_task(choice: ModelChoice, config: PipelineConfig) -> ModelChoice:
+    """The task and class names of the model: a SavedModel's from the feature spec it was trained on,
+    an edge model's from its manifest."""
+    if choice.kind == "edge":
+        from edge.runtime import read_manifest
+
+        manifest = read_manifest(choice.path)
+        return replace(choice, task=manifest["task"], classes=tuple(manifest.get("classes") or ()))
+    return replace(choice, task=config.features.task, classes=tuple(config.features.class_names))
 
 
 def _column(model: str, column: str, models: int) -> str:
@@ -179,7 +198,7 @@ def _column(model: str, column: str, models: int) -> str:
 def column_names(choices: Sequence[ModelChoice]) -> List[Tuple[str, str]]:
     """Prediction columns (name, type) of the chosen models, in output order."""
     return [(_column(c.name, name, len(choices)), kind)
-            for c in choices for name, kind in TASKS[MODEL_TASK].columns]
+            for c in choices for name, kind in prediction_columns(c.task, c.classes)]
 
 
 # --- The RunInference model handler ---------------------------------------------------------------
@@ -211,25 +230,27 @@ class _Progress:
             os.replace(path + ".tmp", path)
 
 
-def _saved_model_scorer(path: str) -> Callable[[List[bytes]], np.ndarray]:
+def _saved_model_scorer(path: str, task: str) -> Callable[[List[bytes]], np.ndarray]:
     import tensorflow as tf
 
     loaded = tf.saved_model.load(path)
     signature = loaded.signatures[SERVING_SIGNATURE]
     outputs = list(signature.structured_outputs)
-    if len(outputs) != 1:
-        raise ScoringError(f"{path}: {SERVING_SIGNATURE} has outputs {outputs}; a {MODEL_TASK} model has one")
+    primary = PRIMARY_OUTPUT[task]
+    if primary not in outputs:
+        raise ScoringError(f"{path}: {SERVING_SIGNATURE} has outputs {outputs}, not {primary!r} of a {task} "
+                           "model; score it with the config of the pipeline that trained it (features.task)")
 
     def score(serialized: List[bytes]) -> np.ndarray:
         result = signature(**{EXAMPLES_INPUT: tf.constant(serialized, dtype=tf.string)})
-        return result[outputs[0]].numpy()
+        return result[primary].numpy()
 
     # Keeps the loaded object (its variables) alive as long as the signature is used.
     score.loaded = loaded
     return score
 
 
-def _edge_scorer(path: str) -> Callable[[List[bytes]], np.ndarray]:
+def _edge_scorer(path: str, task: str) -> Callable[[List[bytes]], np.ndarray]:
     """The int8 TFLite model through the device runtime (edge/runtime.py), for a parity check."""
     import tensorflow as tf
 
@@ -287,14 +308,14 @@ class ScoringModelHandler(ModelHandler[ExampleBatch, Dict[str, list], LoadedMode
 
     def load_model(self) -> LoadedModels:
         loaders = {"saved_model": _saved_model_scorer, "edge": _edge_scorer}
-        return LoadedModels((c.name, loaders[c.kind](c.path)) for c in self.choices)
+        return LoadedModels((c.name, loaders[c.kind](c.path, c.task)) for c in self.choices)
 
     def run_inference(self, batch: ExampleBatch, model: LoadedModels,
                       inference_args: Optional[Dict[str, Any]] = None) -> List[Dict[str, list]]:
-        convert = TASKS[MODEL_TASK].convert
         columns = dict(batch.ids)
         for choice in self.choices:
-            for name, values in convert(model[choice.name](batch.examples)).items():
+            output = model[choice.name](batch.examples)
+            for name, values in convert_predictions(choice.task, choice.classes, output).items():
                 columns[_column(choice.name, name, len(self.choices))] = values.tolist()
         if self._progress is None:
             self._progress = _Progress(self.progress_dir)

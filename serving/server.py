@@ -385,10 +385,11 @@ class Answer:
 
 
 def _scores(outputs: Dict[str, np.ndarray]) -> List[float]:
-    """One score per example for the experiment log: the last column of `scores` (classify), else the
-    signature's only output (predict, regress)."""
+    """One score per example for the experiment log: of `scores`, the positive class's (two classes) or
+    the top class's (more); else the signature's only output (a regression value)."""
     if "scores" in outputs:
-        return [float(v) for v in np.asarray(outputs["scores"])[:, -1]]
+        scores = np.asarray(outputs["scores"])
+        return [float(v) for v in (scores[:, -1] if scores.shape[-1] == 2 else scores.max(axis=-1))]
     if len(outputs) == 1:
         (value,) = outputs.values()
         return [float(v) for v in np.asarray(value).reshape(len(value), -1)[:, 0]]
@@ -557,21 +558,24 @@ class ServingCore:
             self._shadow_pool.submit(self._shadow, route, signature, arrays, size, outputs)
 
     def _labels(self, parsed: List[tf.train.Example]) -> Optional[List[int]]:
-        """The labels of labelled traffic (examples that still carry the label column), else None."""
+        """The 0/1 labels of labelled binary traffic (examples that still carry the label columns), else None.
+
+        The experiment report's AUC and accuracy compare binary scores with these; other tasks log scores only.
+        """
         spec = self._label_spec
-        if spec is None or not parsed:
+        if spec is None or spec.task != "binary" or not parsed:
             return None
-        columns = [spec.label_column] + ([spec.label_relative_to] if spec.label_relative_to else [])
-        values = {column: [] for column in columns}
+        values = {column: [] for column in spec.label_columns}
         for example in parsed:
-            for column in columns:
+            for column in values:
                 feature = example.features.feature.get(column)
                 kind = feature.WhichOneof("kind") if feature is not None else None
                 if not kind or not getattr(feature, kind).value:
                     return None
-                values[column].append(float(getattr(feature, kind).value[0]))
-        relative = values[spec.label_relative_to] if spec.label_relative_to else None
-        return [int(v) for v in spec.label(values[spec.label_column], relative)]
+                values[column].append(getattr(feature, kind).value[0])
+        relative = values[spec.label_relative_to] if spec.label_relative_to in values else None
+        labels = [int(v) for v in spec.label(values[spec.label_column], relative)]
+        return None if min(labels) < 0 else labels
 
     def _log_arm(self, answer: Answer, api: str, seconds: float) -> None:
         route = answer.route

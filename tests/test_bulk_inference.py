@@ -34,8 +34,11 @@ def test_bulk_inferrer_scored_the_unlabelled_split(pushed_run):
     files = glob.glob(os.path.join(summary.bulk_inference["uri"], "*.gz"))
     first = next(iter(tf.data.TFRecordDataset(files, compression_type="GZIP")))
     log = prediction_log_pb2.PredictionLog.FromString(first.numpy())
-    probability = tf.make_ndarray(log.predict_log.response.outputs["probabilities"]).reshape(-1)[0]
-    assert 0.0 < probability < 1.0
+    # Through the classify signature: one Classification per example, a score per class name.
+    (classification,) = log.classify_log.response.result.classifications
+    scores = {c.label: c.score for c in classification.classes}
+    assert set(scores) == {"0", "1"} and 0.0 < scores["1"] < 1.0
+    assert abs(scores["0"] + scores["1"] - 1.0) < 1e-5
 
     assert "bulk inference: 2459 PredictionLogs of unlabelled/*" in format_summary(summary, config, {})
     assert 'id="bulk-inference"' in render(summary, config, open_metadata(config.metadata_path))

@@ -246,6 +246,44 @@ def test_edge_model_is_int8_within_its_gate_and_answers_per_task(task_run):
         assert np.mean([a["decision"] == (p > 0.5) for a, p in zip(answers, reference)]) >= 0.95
 
 
+def test_batch_scoring_writes_the_task_columns_of_the_saved_model_and_the_edge_model(task_run, tmp_path):
+    """`score`: per task its own columns (probability + class, class + score per class, value), equal to
+    the SavedModel called in-process; the edge model beside it, within its gate's tolerance."""
+    import pandas as pd
+
+    from edge import export
+    from serving import batch
+
+    examples = [e.SerializeToString() for e in task_run.eval_examples(limit=64)]
+    data = str(tmp_path / "rows.tfrecord")
+    with tf.io.TFRecordWriter(data) as writer:
+        for serialized in examples:
+            writer.write(serialized)
+    out = str(tmp_path / "scored")
+    job = batch.ScoreJob(input=data, out=out, models=["latest", task_run.summary.edge["version_dir"]])
+    with contextlib.redirect_stdout(io.StringIO()):
+        result = batch.score(task_run.config, job)
+    assert result.status == "scored" and result.examples == len(examples)
+    table = pd.read_parquet(out).sort_values("record")
+    loaded = tf.saved_model.load(task_run.summary.pushed_path)
+    reference = export.serving_predictions(loaded, examples, task_run.config.features)
+    names = task_run.config.features.class_names
+    if task_run.task == "regression":
+        assert list(result.columns)[-2:] == ["latest_value", "edge_value"]
+        np.testing.assert_allclose(table["latest_value"], reference.reshape(-1), rtol=1e-5, atol=1e-5)
+    elif task_run.task == "multiclass":
+        assert [f"latest_score_{n}" for n in names] == [c for c in result.columns if c.startswith("latest_score_")]
+        scores = table[[f"latest_score_{n}" for n in names]].to_numpy()
+        np.testing.assert_allclose(scores, reference, rtol=1e-5, atol=1e-6)
+        assert list(table["latest_class"]) == [names[i] for i in reference.argmax(axis=1)]
+        agreement = np.mean(table["latest_class"].to_numpy() == table["edge_class"].to_numpy())
+        assert agreement >= task_run.config.edge.min_agreement
+    else:
+        np.testing.assert_allclose(table["latest_probability"], reference.reshape(-1), rtol=1e-5, atol=1e-6)
+        assert list(table["latest_class"]) == [int(p > 0.5) for p in reference.reshape(-1)]
+        assert np.abs(table["latest_probability"] - table["edge_probability"]).max() < 0.1
+
+
 def test_lineage_runs_and_report_show_the_task_metrics(task_run):
     from reports import html as html_lib
     from reports.lineage import find_push, format_lineage, format_runs, lineage_of, list_runs
