@@ -73,6 +73,20 @@ class Fleet:
         raise ConfigError(f"no model {name!r} in {self.path}; known: {', '.join(m.name for m in self.models)}")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML keeps the last of two equal keys silently; in a fleet file that would drop a tenant or model."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(f"duplicate name {key!r} at line {key_node.start_mark.line + 1} "
+                                  f"(first at line {seen[key] + 1}); each tenant, tier and model once")
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
 def _merge(base: Dict[str, Any], over: Dict[str, Any]) -> Dict[str, Any]:
     merged = copy.deepcopy(base)
     for key, value in over.items():
@@ -124,9 +138,11 @@ def load_fleet(path: str) -> Fleet:
         raise ConfigError(f"fleet file {path} does not exist")
     with open(path, encoding="utf-8") as f:
         try:
-            raw = yaml.safe_load(f) or {}
+            raw = yaml.load(f, Loader=_UniqueKeyLoader) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"fleet file {path} is not valid YAML: {e}") from None
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
     raw = _mapping(raw, path)
     unknown = sorted(set(raw) - TOP_KEYS)
     if unknown:
