@@ -5,6 +5,7 @@
     tfx-edge fleet status  --fleet FILE [--json]
     tfx-edge fleet print   --fleet FILE NAME [--full]                 the resolved settings of <tenant>-<model>
     tfx-edge fleet demo    --out DIR [--tenants acme,globex] [--no-run]
+    tfx-edge fleet vertex  --fleet FILE --out DIR                       (runners/fleet.py: needs the compile)
 """
 
 import argparse

@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional
 import yaml
 from croniter import croniter
 
-from contract.config import PipelineConfig, load_config
+from contract.config import PipelineConfig, is_remote, load_config
 from contract.errors import ConfigError
 
 TRIGGERS = ("new_data", "schedule", "drift")
@@ -85,6 +85,15 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                                   f"(first at line {seen[key] + 1}); each tenant, tier and model once")
             seen[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep)
+
+
+def _path(base_dir: str, path: str) -> str:
+    """Relative paths are relative to the fleet file; gs:// ones (Vertex AI fleets) are kept as they are."""
+    return path if is_remote(path) else os.path.join(base_dir, path)
+
+
+def _join(root: str, *parts: str) -> str:
+    return "/".join([root.rstrip("/"), *parts]) if is_remote(root) else os.path.join(root, *parts)
 
 
 def _merge(base: Dict[str, Any], over: Dict[str, Any]) -> Dict[str, Any]:
@@ -152,7 +161,7 @@ def load_fleet(path: str) -> Fleet:
     if unknown:
         raise ConfigError(f"fleet: unknown key {unknown[0]!r}; known keys: {', '.join(sorted(FLEET_KEYS))}")
     base_dir = os.path.dirname(os.path.abspath(path))
-    output_dir = os.path.join(base_dir, str(fleet.get("output_dir", "outputs/fleet")))
+    output_dir = _path(base_dir, str(fleet.get("output_dir", "outputs/fleet")))
     concurrency = fleet.get("concurrency", 2)
     if not isinstance(concurrency, int) or concurrency < 1:
         raise ConfigError(f"fleet.concurrency must be a positive number of parallel runs, got {concurrency!r}")
@@ -206,14 +215,14 @@ def _resolve(tenant: str, model: str, entry: Dict[str, Any], where: str, output_
     if not entry["data_root"]:
         raise ConfigError(f"{where}.data_root is not set (in the model, its tenant, tier or defaults)")
     name = f"{tenant}-{model}"
-    own = os.path.join(output_dir, "tenants", name)
+    own = _join(output_dir, "tenants", name)
     settings = _merge(entry["settings"], {
         "pipeline_name": name,
         "model_name": name,
         "output_dir": output_dir,
-        "pipeline_root": os.path.join(own, "pipeline_root"),
-        "log_dir": os.path.join(own, "logs"),
-        "data": {"input_base": os.path.join(base_dir, str(entry["data_root"]))},
+        "pipeline_root": _join(own, "pipeline_root"),
+        "log_dir": _join(own, "logs"),
+        "data": {"input_base": _path(base_dir, str(entry["data_root"]))},
     })
     schema = settings.get("schema_file")
     if schema and not os.path.isabs(schema) and os.path.exists(os.path.join(base_dir, schema)):

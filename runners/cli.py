@@ -6,7 +6,7 @@
     tfx-edge reports lineage|runs|html|check ...
     tfx-edge edge predict|bench|check ...                    (the device runtime, no TensorFlow)
     tfx-edge schema infer --data-root DIR --out FILE ...
-    tfx-edge fleet run|watch|status|print|demo --fleet FILE ...
+    tfx-edge fleet run|watch|status|print|demo|vertex --fleet FILE ...
 
 Each group's module is imported only when asked for, so `tfx-edge edge ...`
 never loads TensorFlow and `--help` answers at once.
@@ -23,7 +23,7 @@ GROUPS = {
     "reports": ("reports.__main__", "lineage, run list and HTML report from ML Metadata"),
     "edge": ("edge.__main__", "score, time and check int8 TFLite models with the device runtime"),
     "schema": ("schemas.infer", "infer a starting schema for your own TFRecords"),
-    "fleet": ("fleet.__main__", "many tenants' models: run|watch|status|print|demo from one fleet file"),
+    "fleet": ("runners.fleet", "many tenants' models: run|watch|status|print|demo|vertex from one fleet file"),
 }
 
 
