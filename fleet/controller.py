@@ -41,7 +41,8 @@ class Controller:
     def __init__(self, fleet: Fleet, out: TextIO = sys.stdout):
         self.fleet, self.out = fleet, out
         self.state = State(fleet.state_path)
-        self.stopping = threading.Event()
+        self.stopping = threading.Event()  # start no new run
+        self.abandoning = threading.Event()  # and end the running ones
         self._children: Dict[str, subprocess.Popen] = {}
         self._lock = threading.Lock()
 
@@ -79,17 +80,19 @@ class Controller:
         log = os.path.join(model.config.log_dir, time.strftime("fleet-%Y%m%d-%H%M%S.out"))
         run_id = self.state.start_run(model.name, reason, triggers.facts_dict(decision.data), log)
         self.state.record_check(model.name, "run: " + reason, decision.logs)
-        self._say(f"{model.name:28s} started  ({reason}); output {log}")
         started = time.time()
         with open(log, "wb") as f:
-            child = subprocess.Popen([sys.executable, "-m", "runners.local", "--config", config_path],
-                                     stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
-            with self._lock:
+            with self._lock:  # registered before abandon() can look, so a signal never misses a new run
+                child = subprocess.Popen([sys.executable, "-m", "runners.local", "--config", config_path],
+                                         stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
                 self._children[model.name] = child
+            if self.abandoning.is_set():
+                self.abandon()
+            self._say(f"{model.name:28s} started  ({reason}); output {log}")
             code = child.wait()
             with self._lock:
                 self._children.pop(model.name, None)
-        if self.stopping.is_set() and code < 0:
+        if self.abandoning.is_set() and code < 0:
             status = "abandoned"
         else:
             status = EXIT_STATUS.get(code, "failed")
@@ -100,6 +103,7 @@ class Controller:
 
     def abandon(self) -> None:
         """Stops launching and ends the running pipelines (their whole process groups)."""
+        self.abandoning.set()
         self.stopping.set()
         with self._lock:
             children = list(self._children.values())

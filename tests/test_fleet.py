@@ -241,3 +241,22 @@ def test_status_lists_every_model_as_json(tmp_path):
     rows = yaml.safe_load(result.stdout)
     assert [r["name"] for r in rows] == [m.name for m in fleet.models]
     assert all(r["status"] == "never run" and r["serving_version"] is None for r in rows)
+
+
+def test_watch_abandons_the_running_pipeline_on_sigterm_when_asked(tmp_path):
+    path = _span_fleet(tmp_path)  # never ran: due at once
+    child = subprocess.Popen([sys.executable, "-m", "runners.cli", "fleet", "watch", "--fleet", path,
+                              "--interval", "60", "--on-stop", "abandon"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in child.stdout:
+        lines.append(line)
+        if "started  (first run)" in line:
+            break
+    child.terminate()
+    rest, _ = child.communicate(timeout=60)
+    out = "".join(lines) + rest
+    assert child.returncode == 1, out  # one run did not complete
+    assert "abandoning the current runs" in out and "acme-tips                    abandoned exit -15" in out
+    run = State(load_fleet(path).state_path).last_run("acme-tips")
+    assert (run["status"], run["exit_code"]) == ("abandoned", -15)
