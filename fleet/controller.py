@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Dict, List, Optional, TextIO
 
+from contract import versions
 from fleet.config import Fleet, FleetModel, write_model_config
 from fleet.state import State
 from fleet import triggers
@@ -96,10 +97,19 @@ class Controller:
             status = "abandoned"
         else:
             status = EXIT_STATUS.get(code, "failed")
+        if code == 0 and versions.list_versions(model.config.model_serving_dir):
+            self._register(model)
         self.state.finish_run(run_id, status, code)
         outcome = Outcome(model.name, status, reason, code, time.time() - started, log)
         self._say(f"{model.name:28s} {status:8s} exit {code} in {outcome.seconds:.0f}s")
         return outcome
+
+    def _register(self, model: FleetModel) -> None:
+        """Adds the model to the shared models.config (follow latest) once it has a version to serve."""
+        from serving import model_config
+
+        with self._lock:  # read-modify-write of one file by several finishing runs
+            model_config.ensure(model.config.models_config_path, model.name, model.config.model_serving_dir)
 
     def abandon(self) -> None:
         """Stops launching and ends the running pipelines (their whole process groups)."""
