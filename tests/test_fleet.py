@@ -186,6 +186,7 @@ def test_a_cycle_with_no_new_data_skips_without_running(tmp_path):
     assert len(state.runs(model.name)) == 1
 
 
+@pytest.mark.slow  # two real pipeline processes, up to ImportExampleGen
 def test_crashing_and_bad_tenants_fail_alone_with_bounded_concurrency(tmp_path):
     """Three tenants at concurrency 2: one has an unreadable shard (preflight, exit 2), one crashes in ImportExampleGen (exit 1), one has no data."""
     text = """
