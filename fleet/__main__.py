@@ -68,7 +68,8 @@ def cmd_demo(args) -> int:
 @cli.command
 def main(argv=None) -> int:
     cli.prepare()
-    parser = argparse.ArgumentParser(prog="tfx-edge fleet", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="tfx-edge fleet", description=__doc__.split("\n\n")[0],
+                                     epilog="Vertex AI schedules: tfx-edge fleet vertex --help")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add(name, func, text, fleet=True):

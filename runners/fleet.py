@@ -90,7 +90,8 @@ def main(argv=None) -> int:
 
         return fleet_main(argv)
     cli.prepare()
-    parser = argparse.ArgumentParser(prog="tfx-edge fleet vertex", description=__doc__.split("\n\n")[1].strip())
+    parser = argparse.ArgumentParser(prog="tfx-edge fleet vertex", description="per tenant model: the compiled PipelineJob and a Vertex AI CreateScheduleRequest (cron), "
+                                                 "built and validated offline")
     parser.add_argument("--fleet", required=True, metavar="FILE")
     parser.add_argument("--out", required=True, metavar="DIR")
     parser.add_argument("--only", action="append", default=[], metavar="NAME")
