@@ -16,7 +16,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 
 .PHONY: setup run test test-fast bench bench-data bench-edge bench-serving bench-strategies bench-batch bench-tasks infer-schema init \
-	validate score \
+	validate score fleet-demo bench-fleet \
 	clean help system-deps browser-deps serve lineage runs report notebooks strip-notebooks
 
 help:
@@ -39,6 +39,8 @@ help:
 	@echo "make report     write the newest run's HTML report (ARGS='--run ID')"
 	@echo "make notebooks  open notebooks/ in Jupyter Lab, on the outputs of make run"
 	@echo "make validate   ARGS='validate --data-root DIR' (or skew, drift, make-spans; see README)"
+	@echo "make fleet-demo lay out demo tenants (spans of the bundled data) in outputs/fleet-demo, run a fleet cycle"
+	@echo "make bench-fleet  fleet cycle: full, no-change, per-tenant overhead vs one pipeline run (ARGS='--tenants 20')"
 	@echo "make clean      delete outputs/ (models, MLMD, logs)"
 
 setup: system-deps $(STAMP)
@@ -148,3 +150,11 @@ score: setup
 
 bench-batch: setup
 	$(PY) -m bench.batch_scoring $(ARGS)
+
+# A fleet: many tenants' models from one fleet file (fleet/, README "A fleet of tenants").
+fleet-demo: setup
+	$(CLI) fleet demo --out outputs/fleet-demo $(ARGS)
+	$(CLI) fleet status --fleet outputs/fleet-demo/fleet.yaml
+
+bench-fleet: setup
+	$(PY) -m bench.fleet $(ARGS)

@@ -10,7 +10,7 @@ import sys
 from contract.config import REPO_ROOT
 
 PACKAGES = ("contract", "schemas", "models", "training", "validation", "edge", "components", "pipeline", "serving",
-            "reports", "runners")
+            "reports", "fleet", "runners")
 
 
 def test_import_contracts_hold():

@@ -1,0 +1,104 @@
+"""Many tenants' models kept fresh by continuous training, from one fleet file.
+
+    tfx-edge fleet run     --fleet FILE [--only NAME ...] [--force]   run every due model now; exit = failures
+    tfx-edge fleet watch   --fleet FILE --interval N [--on-stop finish|abandon]
+    tfx-edge fleet status  --fleet FILE [--json]
+    tfx-edge fleet print   --fleet FILE NAME [--full]                 the resolved settings of <tenant>-<model>
+    tfx-edge fleet demo    --out DIR [--tenants acme,globex] [--no-run]
+    tfx-edge fleet vertex  --fleet FILE --out DIR                       (runners/fleet.py: needs the compile)
+"""
+
+import argparse
+import sys
+
+from contract import cli
+
+
+def _fleet(args):
+    from fleet.config import load_fleet
+
+    return load_fleet(args.fleet)
+
+
+def cmd_run(args) -> int:
+    from fleet.config import find
+    from fleet.controller import MAX_EXIT, Controller
+
+    fleet = _fleet(args)
+    outcomes = Controller(fleet).cycle(find(fleet.models, args.only), force=args.force)
+    failed = [o for o in outcomes if o.failed]
+    ran = [o for o in outcomes if o.status != "skipped"]
+    print(f"fleet run: {len(ran)} run(s), {len(outcomes) - len(ran)} skipped, {len(failed)} failed"
+          + (f" ({', '.join(o.name + ': ' + o.status for o in failed)})" if failed else ""))
+    return min(len(failed), MAX_EXIT)
+
+
+def cmd_watch(args) -> int:
+    from fleet.controller import Controller
+
+    return Controller(_fleet(args)).watch(args.interval, args.on_stop, args.cycles)
+
+
+def cmd_status(args) -> int:
+    from fleet import status
+
+    items = status.rows(_fleet(args))
+    print(status.to_json(items) if args.json else status.table(items))
+    return 0
+
+
+def cmd_print(args) -> int:
+    from fleet.config import describe
+
+    print(describe(_fleet(args).get(args.name), args.full), end="")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from fleet import demo
+
+    path = demo.lay_out(args.out, [t.strip() for t in args.tenants.split(",") if t.strip()])
+    print(f"demo fleet: {path}")
+    if args.no_run:
+        return 0
+    args.fleet, args.only, args.force = path, [], False
+    return cmd_run(args)
+
+
+@cli.command
+def main(argv=None) -> int:
+    cli.prepare()
+    parser = argparse.ArgumentParser(prog="tfx-edge fleet", description=__doc__.split("\n\n")[0],
+                                     epilog="Vertex AI schedules: tfx-edge fleet vertex --help")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name, func, text, fleet=True):
+        p = sub.add_parser(name, help=text, description=text)
+        if fleet:
+            p.add_argument("--fleet", required=True, metavar="FILE", help="the fleet file (YAML)")
+        p.set_defaults(func=func)
+        return p
+
+    run = add("run", cmd_run, "run every due tenant model now (bounded concurrency); exit status = failed runs")
+    run.add_argument("--only", action="append", default=[], metavar="NAME", help="a tenant or <tenant>-<model>")
+    run.add_argument("--force", action="store_true", help="run even when no trigger is due")
+    watch = add("watch", cmd_watch, "check triggers every --interval seconds and run what is due, until SIGTERM")
+    watch.add_argument("--interval", type=float, default=60.0, metavar="SECONDS")
+    watch.add_argument("--on-stop", choices=("finish", "abandon"), default="finish",
+                       help="on SIGTERM: let running pipelines finish (default) or end them now")
+    watch.add_argument("--cycles", type=int, default=0, help="stop after N cycles (0 = until a signal)")
+    status = add("status", cmd_status, "one row per tenant model: last run, serving version, metric, next due")
+    status.add_argument("--json", action="store_true")
+    show = add("print", cmd_print, "the resolved pipeline settings of one tenant model")
+    show.add_argument("name", help="<tenant>-<model>")
+    show.add_argument("--full", action="store_true", help="every setting, defaults included")
+    demo = add("demo", cmd_demo, "lay out demo tenants (spans of the bundled taxi data) and run a cycle", fleet=False)
+    demo.add_argument("--out", required=True, metavar="DIR")
+    demo.add_argument("--tenants", default="acme,globex")
+    demo.add_argument("--no-run", action="store_true")
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""The fleet's own record (stdlib SQLite next to the shared MLMD): every trigger decision and run, with its reason.
+
+MLMD records what a pipeline run produced; this records why the controller started it (or did not), which
+MLMD has no place for, and must be readable without TensorFlow so a no-change cycle stays cheap.
+"""
+
+import contextlib
+import json
+import os
+import sqlite3
+import time
+from typing import Any, Dict, Iterator, List, Optional
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, started REAL NOT NULL, finished REAL,
+  status TEXT NOT NULL, exit_code INTEGER, reason TEXT NOT NULL, data TEXT NOT NULL, log TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS checks (
+  name TEXT PRIMARY KEY, checked REAL NOT NULL, decision TEXT NOT NULL, logs TEXT NOT NULL DEFAULT '');
+"""
+
+
+class State:
+    def __init__(self, path: str):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self.path = path
+        with self._connect() as db:
+            db.executescript(_SCHEMA)
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        # One connection per call: runs finish in worker threads; SQLite serialises the writers.
+        db = sqlite3.connect(self.path, timeout=30)
+        db.row_factory = sqlite3.Row
+        try:
+            with db:
+                yield db
+        finally:
+            db.close()
+
+    def start_run(self, name: str, reason: str, data: Dict[str, Any], log: str) -> int:
+        with self._connect() as db:
+            cursor = db.execute("INSERT INTO runs (name, started, status, reason, data, log) VALUES (?,?,?,?,?,?)",
+                                (name, time.time(), "running", reason, json.dumps(data), log))
+            return int(cursor.lastrowid)
+
+    def finish_run(self, run_id: int, status: str, exit_code: Optional[int]) -> None:
+        with self._connect() as db:
+            db.execute("UPDATE runs SET finished=?, status=?, exit_code=? WHERE id=?",
+                       (time.time(), status, exit_code, run_id))
+
+    def last_run(self, name: str) -> Optional[Dict[str, Any]]:
+        with self._connect() as db:
+            row = db.execute("SELECT * FROM runs WHERE name=? ORDER BY id DESC LIMIT 1", (name,)).fetchone()
+        if row is None:
+            return None
+        out = dict(row)
+        out["data"] = json.loads(out["data"])
+        return out
+
+    def runs(self, name: str) -> List[Dict[str, Any]]:
+        with self._connect() as db:
+            return [dict(r) for r in db.execute("SELECT * FROM runs WHERE name=? ORDER BY id", (name,))]
+
+    def record_check(self, name: str, decision: str, logs: Optional[str] = None) -> None:
+        with self._connect() as db:
+            previous = db.execute("SELECT logs FROM checks WHERE name=?", (name,)).fetchone()
+            kept = logs if logs is not None else (previous["logs"] if previous else "")
+            db.execute("INSERT OR REPLACE INTO checks (name, checked, decision, logs) VALUES (?,?,?,?)",
+                       (name, time.time(), decision, kept))
+
+    def last_check(self, name: str) -> Optional[Dict[str, Any]]:
+        with self._connect() as db:
+            row = db.execute("SELECT * FROM checks WHERE name=?", (name,)).fetchone()
+        return dict(row) if row else None

@@ -1,0 +1,137 @@
+"""Why a tenant's model should retrain now: new data landed, its cron schedule is due, or its traffic drifted.
+
+Cheap by design: new data is a fingerprint of file names, sizes and modification times (no file is read);
+the schedule is croniter arithmetic; the drift check (TFDV statistics of the request logs vs the latest
+training span, thresholds from the schema's skew_comparator) runs only when the request logs changed.
+"""
+
+import glob
+import hashlib
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from croniter import croniter
+
+from fleet.config import FleetModel
+from fleet.state import State
+
+
+@dataclass
+class DataFacts:
+    fingerprint: str
+    files: int
+    span: Optional[int]  # latest span with {SPAN} patterns, else None
+
+
+@dataclass
+class Decision:
+    reasons: List[str] = field(default_factory=list)
+    data: Optional[DataFacts] = None
+    logs: Optional[str] = None  # request-log fingerprint seen by this check
+
+    @property
+    def due(self) -> bool:
+        return bool(self.reasons)
+
+
+def _span_regex(pattern: str) -> re.Pattern:
+    parts = [re.escape(p).replace(r"\*", "[^/]*").replace(r"\?", "[^/]") for p in pattern.split("{SPAN}")]
+    return re.compile("^" + r"(\d+)".join(parts) + "$")
+
+
+def data_facts(model: FleetModel) -> DataFacts:
+    """The files the pipeline would read, as a fingerprint; with {SPAN} patterns, only the latest span's."""
+    config = model.config
+    base = config.input_base
+    patterns = list(config.split_patterns.values())
+    latest: Optional[int] = None
+    if any("{SPAN}" in p for p in patterns):
+        spans = set()
+        for pattern in patterns:
+            regex = _span_regex(pattern)
+            for path in glob.glob(os.path.join(base, pattern.replace("{SPAN}", "*"))):
+                if m := regex.match(os.path.relpath(path, base)):
+                    spans.add(int(m.group(1)))
+        latest = max(spans) if spans else None
+        patterns = [p.replace("{SPAN}", str(latest)) for p in patterns] if latest is not None else []
+    digest = hashlib.sha256()
+    count = 0
+    for pattern in patterns:
+        for path in sorted(glob.glob(os.path.join(base, pattern))):
+            if os.path.isfile(path):
+                st = os.stat(path)
+                digest.update(f"{os.path.relpath(path, base)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+                count += 1
+    return DataFacts(digest.hexdigest()[:16] if count else "", count, latest)
+
+
+def logs_fingerprint(model: FleetModel) -> str:
+    root = model.config.model_request_log_dir
+    digest = hashlib.sha256()
+    for dirpath, _, files in sorted(os.walk(root)):
+        for name in sorted(files):
+            st = os.stat(os.path.join(dirpath, name))
+            digest.update(f"{dirpath}/{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16] if os.path.isdir(root) else ""
+
+
+def next_due(model: FleetModel, last_started: Optional[float], now: float) -> Optional[float]:
+    """When the cron schedule is next due: now if the model never ran, None without a schedule trigger."""
+    if "schedule" not in model.triggers or not model.schedule:
+        return None
+    return croniter(model.schedule, last_started).get_next(float) if last_started else now
+
+
+def drift_reason(model: FleetModel, data: DataFacts) -> str:
+    """"" when the request logs are within the schema's skew thresholds, else which features are over."""
+    from validation import checks
+    from validation.report import GatePolicy
+
+    config = model.config
+    logs = [p for p in glob.glob(os.path.join(config.model_request_log_dir, "**", "*"), recursive=True)
+            if os.path.isfile(p)]
+    train_pattern = config.split_patterns.get("train") or next(iter(config.split_patterns.values()))
+    if data.span is not None:
+        train_pattern = train_pattern.replace("{SPAN}", str(data.span))
+    training = sorted(p for p in glob.glob(os.path.join(config.input_base, train_pattern)) if os.path.isfile(p))
+    if not logs or not training:
+        return ""
+    schema = checks.load_schema(config.schema_file)
+    policy = GatePolicy(config.validation.fail_severity, tuple(config.validation.allow_anomalies))
+    _, distances = checks.compare(checks.statistics_of(training), checks.statistics_of(logs), schema, "skew",
+                                  policy)
+    over = [d for d in distances if d.value > d.threshold]
+    return ", ".join(f"{d.feature} {d.measure} {d.value:.3f} > {d.threshold:g}" for d in over)
+
+
+def evaluate(model: FleetModel, state: State, now: Optional[float] = None) -> Decision:
+    """The reasons `model` is due now (empty: skip). Never runs a pipeline."""
+    now = time.time() if now is None else now
+    last = state.last_run(model.name)
+    data = data_facts(model)
+    decision = Decision(data=data)
+    if "new_data" in model.triggers and data.files:
+        if last is None:
+            decision.reasons.append("first run")
+        elif data.fingerprint != last["data"].get("fingerprint"):
+            span = f" (span {data.span})" if data.span is not None else ""
+            decision.reasons.append(f"new data{span}")
+    if "schedule" in model.triggers and model.schedule:
+        if next_due(model, last["started"] if last else None, now) <= now:
+            decision.reasons.append(f"schedule {model.schedule!r} due")
+    if "drift" in model.triggers:
+        fingerprint = logs_fingerprint(model)
+        check = state.last_check(model.name)
+        decision.logs = fingerprint
+        if fingerprint and fingerprint != (check or {}).get("logs") and data.files:
+            over = drift_reason(model, data)
+            if over:
+                decision.reasons.append(f"skew in request logs: {over}")
+    return decision
+
+
+def facts_dict(data: Optional[DataFacts]) -> Dict[str, Any]:
+    return {"fingerprint": data.fingerprint, "files": data.files, "span": data.span} if data else {}

@@ -1,0 +1,131 @@
+"""Two demo tenants on ONE MLMD store and ONE serving directory, through real `fleet run` cycles.
+
+One module fixture runs everything (CI budget): cycle 1 trains acme then globex (concurrency 1, so globex's
+first run starts after acme has a blessed model in the same store); then a bad span lands in acme's data
+root and cycle 2 retrains exactly acme, which the gate stops. The tests only read what those runs left.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+import tensorflow as tf
+
+from contract.versions import list_versions
+from fleet import demo
+from fleet.config import load_fleet
+from fleet.state import State
+
+pytestmark = pytest.mark.slow
+
+
+def _fleet_cli(*args):
+    result = subprocess.run([sys.executable, "-m", "runners.cli", "fleet", *args], capture_output=True, text=True,
+                            timeout=1800)
+    return result.returncode, result.stdout + result.stderr
+
+
+def _bad_span(records):
+    """The README's bad span: a payment type the schema does not know, and no labels."""
+    out = []
+    for record in records:
+        example = tf.train.Example.FromString(record)
+        example.features.feature["payment_type"].bytes_list.value[:] = [b"Bitcoin"]
+        del example.features.feature["tips"]
+        out.append(example.SerializeToString())
+    return out
+
+
+def _versions(fleet):
+    return {m.name: list_versions(m.config.model_serving_dir) for m in fleet.models}
+
+
+@pytest.fixture(scope="module")
+def cycles(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("fleet"))
+    path = demo.lay_out(root, ["acme", "globex"], spans=1, train=500, evaluation=200)
+    fleet = load_fleet(path)
+    first = _fleet_cli("run", "--fleet", path)
+    after_first = _versions(fleet)
+    span = demo.tenant_span("acme", 2, 500, 200)
+    demo.write_span(os.path.join(root, "data", "acme"), 2, {k: _bad_span(v) for k, v in span.items()})
+    second = _fleet_cli("run", "--fleet", path)
+    return {"path": path, "fleet": fleet, "first": first, "second": second, "after_first": after_first,
+            "after_second": _versions(fleet)}
+
+
+def test_first_cycle_trains_and_serves_every_tenant_and_status_shows_them(cycles):
+    status, out = cycles["first"]
+    assert status == 0, out
+    assert "fleet run: 2 run(s), 0 skipped, 0 failed" in out
+    assert all(len(v) == 1 for v in cycles["after_first"].values()), cycles["after_first"]
+    rows = json.loads(_fleet_cli("status", "--fleet", cycles["path"], "--json")[1])
+    assert {r["name"]: r["status"] for r in rows} == {"acme-tips": "stopped at gate", "globex-tips": "ok"}
+    globex = next(r for r in rows if r["name"] == "globex-tips")
+    assert globex["serving_version"] == cycles["after_first"]["globex-tips"][0] and float(globex["auc"]) > 0.5
+
+
+def test_tenant_b_has_no_baseline_although_tenant_a_has_a_blessed_model(cycles):
+    """The known shared-MLMD failure: the latest-blessed-model resolver must be scoped to the pipeline."""
+    from pipeline.metadata import open_metadata
+    from reports.summary import read_run
+
+    fleet = cycles["fleet"]
+    store = open_metadata(fleet.models[0].config.metadata_path)
+    assert len({m.config.metadata_path for m in fleet.models}) == 1
+    globex = read_run(store, "globex-tips")
+    assert globex.blessed and globex.pushed
+    assert globex.baseline_model == "" and globex.baseline_metrics == {}
+    # acme's blessed model existed in this store before globex's Evaluator ran.
+    blessings = [a for a in store.get_artifacts_by_type("ModelBlessing")
+                 if a.custom_properties["blessed"].int_value == 1]
+    acme_model = {a.id for a in store.get_artifacts_by_context(
+        store.get_context_by_type_and_name("pipeline", "acme-tips").id)}
+    first_blessing = min(blessings, key=lambda a: a.create_time_since_epoch)
+    assert first_blessing.id in acme_model
+    assert globex.candidate_model not in {"", None}
+
+
+def test_a_bad_span_retrains_exactly_that_tenant_and_is_stopped_without_touching_others(cycles):
+    status, out = cycles["second"]
+    assert status == 1, out
+    assert "globex-tips                  skipped  (no new data, schedule not due)" in out
+    assert "acme-tips                    started  (new data (span 2))" in out
+    assert "fleet run: 1 run(s), 1 skipped, 1 failed (acme-tips: stopped at gate)" in out
+    assert cycles["after_second"] == cycles["after_first"]  # no tenant's serving versions changed
+    state = State(cycles["fleet"].state_path)
+    assert state.last_run("acme-tips")["exit_code"] == 3
+    assert [r["status"] for r in state.runs("globex-tips")] == ["ok"]
+
+
+def test_one_server_serves_every_tenant_model_from_the_shared_models_config(cycles):
+    from contract.config import ServingConfig
+    from serving import model_config
+    from serving.server import ModelServer
+
+    fleet = cycles["fleet"]
+    models_config = fleet.models[0].config.models_config_path
+    names = sorted(m.name for m in model_config.read(models_config).model_config_list.config)
+    assert names == ["acme-tips", "globex-tips"]
+    server = ModelServer(models_config, ServingConfig(port=0, rest_port=0, poll_interval_seconds=0.5))
+    server.start()
+    try:
+        eval_files = os.path.join(fleet.models[0].config.input_base, "span-1", "eval", "*")
+        example = tf.train.Example.FromString(next(iter(
+            tf.data.TFRecordDataset(tf.io.gfile.glob(eval_files), compression_type="GZIP"))).numpy())
+        del example.features.feature["tips"]
+        import base64
+
+        body = json.dumps({"instances": [{"examples": {"b64": base64.b64encode(
+            example.SerializeToString()).decode()}}]}).encode()
+        for name in names:
+            request = urllib.request.Request(f"http://127.0.0.1:{server.rest_port}/v1/models/{name}:predict",
+                                             data=body, headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=30) as response:
+                predictions = json.loads(response.read())["predictions"]
+            assert len(predictions) == 1
+    finally:
+        server.stop()
