@@ -9,6 +9,9 @@ PY := $(VENV)/bin/python
 CLI := $(VENV)/bin/tfx-edge
 REQ_HASH := $(shell cat requirements.txt requirements.lock pyproject.toml | sha256sum | cut -c1-16)
 STAMP := $(VENV)/.installed-$(REQ_HASH)
+# Apache Airflow (the fleet's DAGs) lives in its own venv: its pins do not resolve with the TFX stack.
+AIRFLOW_VENV := .venv-airflow
+AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed-$(shell cat requirements-airflow.txt requirements-airflow.lock | sha256sum | cut -c1-16)
 export PYTHONDONTWRITEBYTECODE := 1
 
 # Extra arguments for run/bench/infer-schema, e.g. make run ARGS="--set training.train_steps=500"
@@ -16,7 +19,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 
 .PHONY: setup run test test-fast bench bench-data bench-edge bench-serving bench-strategies bench-batch bench-tasks infer-schema init \
-	validate score fleet-demo bench-fleet \
+	validate score fleet-demo fleet-airflow bench-fleet airflow-setup \
 	clean help system-deps browser-deps serve lineage runs report notebooks strip-notebooks
 
 help:
@@ -40,6 +43,7 @@ help:
 	@echo "make notebooks  open notebooks/ in Jupyter Lab, on the outputs of make run"
 	@echo "make validate   ARGS='validate --data-root DIR' (or skew, drift, make-spans; see README)"
 	@echo "make fleet-demo lay out demo tenants (spans of the bundled data) in outputs/fleet-demo, run a fleet cycle"
+	@echo "make fleet-airflow  one Airflow DAG per demo tenant model in outputs/fleet-demo/dags, listed by Airflow"
 	@echo "make bench-fleet  fleet cycle: full, no-change, per-tenant overhead vs one pipeline run (ARGS='--tenants 20')"
 	@echo "make clean      delete outputs/ (models, MLMD, logs)"
 
@@ -68,6 +72,21 @@ $(STAMP): requirements.txt requirements.lock pyproject.toml
 	@touch $(STAMP)
 	@echo "setup: done"
 
+# Same Python as .venv (its base interpreter); used by `make test` (DagBag + `airflow dags test`) and fleet-airflow.
+airflow-setup: setup $(AIRFLOW_STAMP)
+
+$(AIRFLOW_STAMP): requirements-airflow.txt requirements-airflow.lock
+	@set -e; \
+	if [ ! -x $(AIRFLOW_VENV)/bin/python ]; then \
+	  echo "setup: creating $(AIRFLOW_VENV) (Apache Airflow for the fleet's DAGs)"; \
+	  "$$($(PY) -c 'import sys; print(sys._base_executable)')" -m venv $(AIRFLOW_VENV); \
+	fi
+	@echo "setup: installing pinned Apache Airflow into $(AIRFLOW_VENV)"
+	@$(AIRFLOW_VENV)/bin/python -m pip install --quiet --upgrade pip==26.3
+	@$(AIRFLOW_VENV)/bin/python -m pip install --quiet -r requirements-airflow.txt -c requirements-airflow.lock
+	@rm -f $(AIRFLOW_VENV)/.installed-*
+	@touch $(AIRFLOW_STAMP)
+
 # tflite-support loads libusb-1.0 at import time.
 system-deps:
 	@if ! ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0'; then \
@@ -90,7 +109,7 @@ browser-deps:
 run: setup
 	$(CLI) pipeline run $(ARGS)
 
-test: setup browser-deps
+test: setup airflow-setup browser-deps
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
 test-fast: setup
@@ -155,6 +174,13 @@ bench-batch: setup
 fleet-demo: setup
 	$(CLI) fleet demo --out outputs/fleet-demo $(ARGS)
 	$(CLI) fleet status --fleet outputs/fleet-demo/fleet.yaml
+
+# One Airflow DAG per tenant model of the demo fleet, loaded by Airflow's DagBag (make fleet-demo first).
+fleet-airflow: airflow-setup
+	$(CLI) fleet airflow --fleet outputs/fleet-demo/fleet.yaml --out outputs/fleet-demo/dags $(ARGS)
+	AIRFLOW_HOME=$(CURDIR)/outputs/fleet-demo/airflow AIRFLOW__CORE__LOAD_EXAMPLES=False \
+	  AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/outputs/fleet-demo/dags \
+	  bash -c '$(AIRFLOW_VENV)/bin/airflow db migrate >/dev/null && $(AIRFLOW_VENV)/bin/airflow dags list'
 
 bench-fleet: setup
 	$(PY) -m bench.fleet $(ARGS)

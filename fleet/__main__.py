@@ -5,10 +5,12 @@
     tfx-edge fleet status  --fleet FILE [--json]
     tfx-edge fleet print   --fleet FILE NAME [--full]                 the resolved settings of <tenant>-<model>
     tfx-edge fleet demo    --out DIR [--tenants acme,globex] [--no-run]
+    tfx-edge fleet airflow --fleet FILE --out DAGS_DIR [--command PREFIX] [--poll SCHEDULE]
     tfx-edge fleet vertex  --fleet FILE --out DIR                       (runners/fleet.py: needs the compile)
 """
 
 import argparse
+import os
 import sys
 
 from contract import cli
@@ -54,6 +56,17 @@ def cmd_print(args) -> int:
     return 0
 
 
+def cmd_airflow(args) -> int:
+    from fleet import airflow
+
+    fleet = _fleet(args)
+    for path in airflow.write_dags(fleet, args.out, args.command, args.poll).values():
+        print(f"wrote {path}")
+    for stale in airflow.stale_dags(fleet, args.out):
+        print(f"note: {os.path.join(args.out, stale)} is for a model no longer in {args.fleet}; delete it")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from fleet import demo
 
@@ -92,6 +105,15 @@ def main(argv=None) -> int:
     show = add("print", cmd_print, "the resolved pipeline settings of one tenant model")
     show.add_argument("name", help="<tenant>-<model>")
     show.add_argument("--full", action="store_true", help="every setting, defaults included")
+    from fleet import airflow
+
+    dags = add("airflow", cmd_airflow, "write one Apache Airflow DAG per tenant model (its schedule, one task)")
+    dags.add_argument("--out", required=True, metavar="DAGS_DIR", help="Airflow's dags folder (or a copy of it)")
+    dags.add_argument("--command", default="", metavar="PREFIX",
+                      help="what runs `tfx-edge` on the Airflow worker (default: this environment's tfx-edge), "
+                           "e.g. 'docker run --rm -v /data:/data IMAGE tfx-edge'")
+    dags.add_argument("--poll", default=airflow.DEFAULT_POLL, metavar="SCHEDULE",
+                      help="Airflow schedule of models that have no cron (their new-data/drift checks)")
     demo = add("demo", cmd_demo, "lay out demo tenants (spans of the bundled taxi data) and run a cycle", fleet=False)
     demo.add_argument("--out", required=True, metavar="DIR")
     demo.add_argument("--tenants", default="acme,globex")

@@ -7,7 +7,7 @@
     tfx-edge edge predict|bench|check ...                    (the device runtime, no TensorFlow)
     tfx-edge schema infer --data-root DIR --out FILE ...
     tfx-edge schema init --data-root DIR --label COLUMN --out DIR ...   (config.yaml + schema.pbtxt)
-    tfx-edge fleet run|watch|status|print|demo|vertex --fleet FILE ...
+    tfx-edge fleet run|watch|status|print|demo|airflow|vertex --fleet FILE ...
 
 Each group's module is imported only when asked for, so `tfx-edge edge ...`
 never loads TensorFlow and `--help` answers at once.
@@ -24,7 +24,7 @@ GROUPS = {
     "reports": ("reports.__main__", "lineage, run list and HTML report from ML Metadata"),
     "edge": ("edge.__main__", "score, time and check int8 TFLite models with the device runtime"),
     "schema": ("schemas.infer", "your own TFRecords: init (config + schema in one step) or infer (schema only)"),
-    "fleet": ("runners.fleet", "many tenants' models: run|watch|status|print|demo|vertex from one fleet file"),
+    "fleet": ("runners.fleet", "many tenants' models: run|watch|status|print|demo|airflow|vertex from one fleet file"),
 }
 # The schema group's commands, each its own module.
 SCHEMA_COMMANDS = {"infer": "schemas.infer", "init": "schemas.init"}

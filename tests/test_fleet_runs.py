@@ -1,8 +1,10 @@
-"""Two demo tenants on ONE MLMD store and ONE serving directory, through real `fleet run` cycles.
+"""Two demo tenants on ONE MLMD store and ONE serving directory, through real `fleet run` cycles and Airflow.
 
-One module fixture runs everything (CI budget): cycle 1 trains acme then globex (concurrency 1, so globex's
-first run starts after acme has a blessed model in the same store); then a bad span lands in acme's data
-root and cycle 2 retrains exactly acme, which the gate stops. The tests only read what those runs left.
+One module fixture runs everything (CI budget): `fleet run --only acme-tips` trains acme; then Apache Airflow
+(its own venv, `.venv-airflow`) loads the generated DAGs in a DagBag and `airflow dags test` runs globex's DAG,
+whose task trains globex after acme has a blessed model in the same store; then a bad span lands in acme's
+data root and a `fleet run` cycle retrains exactly acme, which the gate stops. The tests only read what
+those runs left.
 """
 
 import json
@@ -28,6 +30,26 @@ def _fleet_cli(*args):
     return result.returncode, result.stdout + result.stderr
 
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+AIRFLOW = os.path.join(REPO, ".venv-airflow", "bin")
+_DAGBAG = """
+import json, sys
+from airflow.models import DagBag
+bag = DagBag(sys.argv[1], include_examples=False)
+print(json.dumps({"errors": bag.import_errors,
+                  "dags": {i: {"schedule": d.schedule_interval, "tasks": d.task_ids} for i, d in bag.dags.items()}}))
+"""
+
+
+def _airflow(root, *args):
+    """Airflow's CLI (or its python) in its own venv, with an AIRFLOW_HOME and SQLite DB under `root`."""
+    env = dict(os.environ, AIRFLOW_HOME=os.path.join(root, "airflow"), AIRFLOW__CORE__LOAD_EXAMPLES="False",
+               AIRFLOW__CORE__DAGS_FOLDER=os.path.join(root, "dags"))
+    result = subprocess.run([os.path.join(AIRFLOW, args[0]), *args[1:]], capture_output=True, text=True,
+                            env=env, timeout=1800)
+    return result.returncode, result.stdout + result.stderr
+
+
 def _bad_span(records):
     """The README's bad span: a payment type the schema does not know, and no labels."""
     out = []
@@ -48,19 +70,41 @@ def cycles(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("fleet"))
     path = demo.lay_out(root, ["acme", "globex"], spans=1, train=500, evaluation=200)
     fleet = load_fleet(path)
-    first = _fleet_cli("run", "--fleet", path)
+    first = _fleet_cli("run", "--fleet", path, "--only", "acme-tips")
+    dags = _fleet_cli("airflow", "--fleet", path, "--out", os.path.join(root, "dags"))
+    assert dags[0] == 0, dags[1]
+    bag = _airflow(root, "python", "-c", _DAGBAG, os.path.join(root, "dags"))
+    assert bag[0] == 0, bag[1]
+    migrate = _airflow(root, "airflow", "db", "migrate")
+    assert migrate[0] == 0, migrate[1]
+    airflow_run = _airflow(root, "airflow", "dags", "test", "fleet_globex-tips", "2026-12-01")
     after_first = _versions(fleet)
     span = demo.tenant_span("acme", 2, 500, 200)
     demo.write_span(os.path.join(root, "data", "acme"), 2, {k: _bad_span(v) for k, v in span.items()})
     second = _fleet_cli("run", "--fleet", path)
     return {"path": path, "fleet": fleet, "first": first, "second": second, "after_first": after_first,
+            "dagbag": json.loads(bag[1].strip().splitlines()[-1]), "airflow_run": airflow_run,
             "after_second": _versions(fleet)}
+
+
+def test_airflow_loads_every_generated_dag_with_its_schedule(cycles):
+    bag = cycles["dagbag"]
+    assert bag["errors"] == {}
+    assert sorted(bag["dags"]) == ["fleet_acme-tips", "fleet_globex-tips"]
+    for model in cycles["fleet"].models:
+        dag = bag["dags"][f"fleet_{model.name}"]
+        assert dag["tasks"] == ["train_if_due"] and dag["schedule"] == (model.schedule or "@hourly")
 
 
 def test_first_cycle_trains_and_serves_every_tenant_and_status_shows_them(cycles):
     status, out = cycles["first"]
     assert status == 0, out
-    assert "fleet run: 2 run(s), 0 skipped, 0 failed" in out
+    assert "fleet run: 1 run(s), 0 skipped, 0 failed" in out
+    # `airflow dags test` ran globex's DAG: its one task ran the fleet's run of globex, which succeeded.
+    status, out = cycles["airflow_run"]
+    assert status == 0 and "Dag run in success state" in out, out[-3000:]
+    state = State(cycles["fleet"].state_path)
+    assert state.last_run("globex-tips")["status"] == "ok"
     assert all(len(v) == 1 for v in cycles["after_first"].values()), cycles["after_first"]
     rows = json.loads(_fleet_cli("status", "--fleet", cycles["path"], "--json")[1])
     assert {r["name"]: r["status"] for r in rows} == {"acme-tips": "stopped at gate", "globex-tips": "ok"}
