@@ -11,6 +11,7 @@ task's validation metric (`model.OBJECTIVES`): AUC (binary), accuracy
 
 import keras_tuner as kt
 import tensorflow_transform as tft
+import tf_keras as keras
 from absl import logging
 from tfx import v1 as tfx
 
@@ -18,7 +19,6 @@ from tfx import v1 as tfx
 from contract.config import TrainingConfig, TunerConfig, section_from_dict
 from models import features
 from models.trainer import model
-
 
 
 def objective(task: str) -> kt.Objective:
@@ -54,12 +54,15 @@ def make_oracle(algorithm: str, max_trials: int, task: str = "binary", seed: int
 class TfKerasTuner(kt.engine.base_tuner.BaseTuner):
     """Runs each trial as a tf_keras fit and reports its validation metrics to the oracle."""
 
-    def __init__(self, oracle, spec, label_stats=None, **kwargs):
+    def __init__(self, oracle, spec, label_stats=None, seed: int = 42, **kwargs):
         super().__init__(oracle=oracle, hypermodel=None, **kwargs)
         self.spec = spec
         self.label_stats = label_stats
+        self.seed = seed
 
     def run_trial(self, trial, train, validation, steps, validation_steps):
+        # Each trial starts from the same seed: its score depends on its hyper-parameters, not on its turn.
+        keras.utils.set_random_seed(self.seed)
         keras_model = model.build_keras_model(self.spec, trial.hyperparameters.values, label_stats=self.label_stats)
         # Hyperband assigns epochs per trial; the other oracles train one epoch.
         epochs = int(trial.hyperparameters.values.get("tuner/epochs", 1))
@@ -82,14 +85,18 @@ def tuner_fn(fn_args) -> tfx.components.TunerFnResult:
     spec = features.spec_from_custom_config(fn_args.custom_config)
     custom_config = fn_args.custom_config or {}
     settings = section_from_dict(TunerConfig, custom_config.get("tuner"))
-    batch_size = section_from_dict(TrainingConfig, custom_config.get("training")).batch_size
+    training = section_from_dict(TrainingConfig, custom_config.get("training"))
+    batch_size, seed = training.batch_size, training.seed
+    # Before the datasets: a shuffle's order depends on the global seed as well as its own.
+    keras.utils.set_random_seed(seed)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
-    train = model.input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output, spec, batch_size)
+    train = model.input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output, spec, batch_size,
+                           seed=seed)
     validation = model.input_fn(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, spec,
                                 batch_size, shuffle=False)
-    oracle = make_oracle(settings.algorithm, settings.max_trials, spec.task)
+    oracle = make_oracle(settings.algorithm, settings.max_trials, spec.task, seed=seed)
     label_stats = model.label_statistics(fn_args.train_files, fn_args.data_accessor, tf_transform_output, spec)
-    tuner = TfKerasTuner(oracle, spec, label_stats, directory=fn_args.working_dir, project_name="search",
+    tuner = TfKerasTuner(oracle, spec, label_stats, seed=seed, directory=fn_args.working_dir, project_name="search",
                          overwrite=True)
     return tfx.components.TunerFnResult(
         tuner=tuner,
