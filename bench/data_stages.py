@@ -1,7 +1,8 @@
 """How StatisticsGen and Transform scale with data, Beam in_memory vs multi_processing.
 
     python -m bench.data_stages [--scales 1,10,50] [--modes in_memory,multi_processing]
-                                [--workers 2] [--out-dir bench/results] [--keep]
+                                [--workers 2] [--variant KEY=VALUE[,KEY=VALUE]] [--variant-scales 1]
+                                [--out-dir bench/results] [--keep]
 
 Why: the bundled taxi data (15,000 examples) is far smaller than what the
 pipeline will see in production. The data stages are the ones whose cost grows
@@ -32,6 +33,15 @@ total of the same mode at the smallest scale: 10 for 10x the data means cost
 grows linearly; much less means fixed start-up cost (Beam, TensorFlow graph
 tracing, worker start) still dominates. Each cell is one run on a machine that
 may be shared: repeat before trusting differences of a few percent.
+
+The limit: at each scale, before the stages run, the same TFRecords are read with tf.data (parallel
+gzip reads) and parsed with `tf.io.parse_example` on the schema's feature spec, nothing else. That rate
+is what this machine allows any reader of these files; `of limit` is a run's ex/s against half of it,
+since StatisticsGen and Transform each read every example once.
+
+`--variant transform.statistics=true` (repeatable; settings as `--set` takes them) runs every (scale,
+mode), or only `--variant-scales`, once more with those settings, right after the default run: the
+before/after of one setting measured in the same benchmark run.
 
 Pipeline logs live in a temporary directory, deleted at the end unless
 `--keep` or a run failed. Results also go to `<out-dir>/data_stages.json`.

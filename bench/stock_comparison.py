@@ -23,6 +23,12 @@ these examples, and our Tuner picks hyper-parameters on them. Both runs also
 train from random weights and the machine may be shared, so repeat the run
 before trusting a small difference.
 
+`--repeats N` runs both pipelines N times (stock, then ours, alternating) and prints min/median/max of
+wall time, AUC (its spread is what `training.seed` cannot fix: the stock example is unseeded) and peak
+RSS, the largest resident memory of the whole process tree (Beam workers, training subprocesses),
+sampled with psutil every 0.2 s. `--cached` re-runs ours once more after each fresh run, unchanged: the
+second `make run` of a developer's loop, as a share of the fresh run.
+
 Logs and models live in a temporary directory, deleted at the end unless
 `--keep`, and kept when a pipeline fails. Results also go to
 `<out-dir>/stock_comparison.json`.
