@@ -177,7 +177,7 @@ def write_scaled_split(source_dir: str, out_dir: str, scale: int, seed: int) -> 
 
 def build_dataset(root: str, scale: int, seed: int = 0) -> Dict[str, int]:
     """`scale`x the bundled data laid out like it (Split-train/, Split-eval/); split -> examples."""
-    from pipeline.inputs import bundled_taxi_root
+    from contract.config import bundled_taxi_root
 
     source = bundled_taxi_root()
     return {split: write_scaled_split(os.path.join(source, folder), os.path.join(root, folder), scale,
