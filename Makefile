@@ -18,8 +18,8 @@ export PYTHONDONTWRITEBYTECODE := 1
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-fast bench bench-data bench-edge bench-serving bench-strategies bench-batch bench-tasks infer-schema init \
-	validate score fleet-demo fleet-airflow bench-fleet airflow-setup \
+.PHONY: setup run test test-fast bench bench-data profile bench-edge bench-serving bench-strategies bench-batch bench-tasks \
+	infer-schema init validate score fleet-demo fleet-airflow bench-fleet airflow-setup \
 	clean help system-deps browser-deps serve lineage runs report notebooks strip-notebooks
 
 help:
@@ -27,6 +27,7 @@ help:
 	@echo "make test       set up, then run all tests (unit + integration)"
 	@echo "make test-fast  unit tests only (no pipeline runs)"
 	@echo "make bench      stock TFX taxi example vs this pipeline, side by side"
+	@echo "make profile    one fresh run (ARGS=--cached: and an unchanged one), per component: start-up, Beam, tracing, fit"
 	@echo "make bench-data StatisticsGen + Transform at 1x/10x/50x data, Beam in_memory vs multi_processing"
 	@echo "make bench-edge edge int8/float TFLite vs SavedModel: size, AUC, latency per raw example (after make run)"
 	@echo "make serve      local TF Serving-compatible server: gRPC 8500, REST 8501, metrics (ARGS='--set serving.port=N')"
@@ -117,6 +118,9 @@ test-fast: setup
 
 bench: setup
 	$(PY) -m bench.stock_comparison $(ARGS)
+
+profile: setup
+	$(PY) -m bench.profile $(ARGS)
 
 bench-data: setup
 	$(PY) -m bench.data_stages $(ARGS)

@@ -1,7 +1,8 @@
 """How StatisticsGen and Transform scale with data, Beam in_memory vs multi_processing.
 
     python -m bench.data_stages [--scales 1,10,50] [--modes in_memory,multi_processing]
-                                [--workers 2] [--out-dir bench/results] [--keep]
+                                [--workers 2] [--variant KEY=VALUE[,KEY=VALUE]] [--variant-scales 1]
+                                [--out-dir bench/results] [--keep]
 
 Why: the bundled taxi data (15,000 examples) is far smaller than what the
 pipeline will see in production. The data stages are the ones whose cost grows
@@ -32,6 +33,15 @@ total of the same mode at the smallest scale: 10 for 10x the data means cost
 grows linearly; much less means fixed start-up cost (Beam, TensorFlow graph
 tracing, worker start) still dominates. Each cell is one run on a machine that
 may be shared: repeat before trusting differences of a few percent.
+
+The limit: at each scale, before the stages run, the same TFRecords are read with tf.data (parallel
+gzip reads) and parsed with `tf.io.parse_example` on the schema's feature spec, nothing else. That rate
+is what this machine allows any reader of these files; `of limit` is a run's ex/s against half of it,
+since StatisticsGen and Transform each read every example once.
+
+`--variant transform.statistics=true` (repeatable; settings as `--set` takes them) runs every (scale,
+mode), or only `--variant-scales`, once more with those settings, right after the default run: the
+before/after of one setting measured in the same benchmark run.
 
 Pipeline logs live in a temporary directory, deleted at the end unless
 `--keep` or a run failed. Results also go to `<out-dir>/data_stages.json`.
@@ -167,7 +177,7 @@ def write_scaled_split(source_dir: str, out_dir: str, scale: int, seed: int) -> 
 
 def build_dataset(root: str, scale: int, seed: int = 0) -> Dict[str, int]:
     """`scale`x the bundled data laid out like it (Split-train/, Split-eval/); split -> examples."""
-    from pipeline.inputs import bundled_taxi_root
+    from contract.config import bundled_taxi_root
 
     source = bundled_taxi_root()
     return {split: write_scaled_split(os.path.join(source, folder), os.path.join(root, folder), scale,
@@ -175,9 +185,33 @@ def build_dataset(root: str, scale: int, seed: int = 0) -> Dict[str, int]:
             for i, (split, folder) in enumerate(SPLITS.items())}
 
 
+def parse_limit(data_dir: str, schema_file: str) -> float:
+    """Examples/s of the hardware's floor: read every shard with tf.data and `tf.io.parse_example` it.
+
+    The same gzip TFRecords and the schema's feature spec, parallel reads and parses, nothing else: no
+    stage that reads these files can go faster on this machine.
+    """
+    import tensorflow as tf
+    from google.protobuf import text_format
+    from tensorflow_metadata.proto.v0 import schema_pb2
+    from tensorflow_transform.tf_metadata import schema_utils
+
+    with open(schema_file, encoding="utf-8") as f:
+        schema = text_format.Parse(f.read(), schema_pb2.Schema())
+    spec = schema_utils.schema_as_feature_spec(schema).feature_spec
+    files = sorted(glob.glob(os.path.join(data_dir, "Split-*", "*")))
+    dataset = (tf.data.TFRecordDataset(files, compression_type="GZIP", num_parallel_reads=tf.data.AUTOTUNE)
+               .batch(1024).map(lambda x: tf.io.parse_example(x, spec), num_parallel_calls=tf.data.AUTOTUNE)
+               .prefetch(tf.data.AUTOTUNE))
+    started, count = time.monotonic(), 0
+    for batch in dataset:
+        count += int(tf.shape(next(iter(batch.values())))[0])
+    return count / (time.monotonic() - started)
+
+
 # --- One pipeline run (in a child process) ---------------------------------
 
-def stage_config(data_dir: str, work_dir: str, mode: str, workers: int):
+def stage_config(data_dir: str, work_dir: str, mode: str, workers: int, overrides: Sequence[str] = ()):
     from contract.config import load_config
 
     return load_config(None, [
@@ -186,6 +220,7 @@ def stage_config(data_dir: str, work_dir: str, mode: str, workers: int):
         "enable_cache=false",
         f"beam.direct_running_mode={mode}",
         f"beam.direct_num_workers={workers}",
+        *overrides,
     ])
 
 
@@ -228,7 +263,7 @@ def counted_examples(pipeline_root: str) -> Dict[str, int]:
     return counts
 
 
-def run_stages(data_dir: str, work_dir: str, mode: str, workers: str, result_path: str) -> int:
+def run_stages(data_dir: str, work_dir: str, mode: str, workers: str, result_path: str, *overrides: str) -> int:
     """Child process entry: runs the stage pipeline, writes timings to `result_path` as JSON."""
     import logging
 
@@ -242,7 +277,7 @@ def run_stages(data_dir: str, work_dir: str, mode: str, workers: str, result_pat
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, force=True,
                         format="%(asctime)s %(levelname)s:%(name)s:%(message)s")
     absl_logging.set_verbosity(absl_logging.INFO)
-    config = stage_config(data_dir, work_dir, mode, int(workers))
+    config = stage_config(data_dir, work_dir, mode, int(workers), overrides)
     dag = stage_pipeline(config)
     progress = ProgressHandler(sys.stdout, total=len(dag.components))
     logging.getLogger().addHandler(progress)
@@ -264,6 +299,7 @@ class Run:
     workers: Optional[int]
     examples: Dict[str, int]
     log: str
+    variant: str = ""  # "" = the defaults; else the --variant's settings
     status: str = "ok"
     statistics_gen_s: float = float("nan")
     transform_s: float = float("nan")
@@ -295,19 +331,20 @@ def child_env() -> Dict[str, str]:
     return dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="1")
 
 
-def run_one(data_dir: str, work_root: str, scale: int, mode: str, workers: int, examples: Dict[str, int]) -> Run:
-    name = f"{scale}x-{mode}"
+def run_one(data_dir: str, work_root: str, scale: int, mode: str, workers: int, examples: Dict[str, int],
+            variant: Sequence[str] = ()) -> Run:
+    name = f"{scale}x-{mode}" + (f"-v{abs(hash(tuple(variant))) % 10_000}" if variant else "")
     work_dir = os.path.join(work_root, name)
     os.makedirs(work_dir)
     run = Run(scale=scale, mode=mode, workers=None if mode == "in_memory" else workers,
-              examples=examples, log=os.path.join(work_dir, "run.log"))
+              examples=examples, log=os.path.join(work_dir, "run.log"), variant=" ".join(variant))
     result_path = os.path.join(work_dir, "result.json")
     started = time.monotonic()
     with open(run.log, "wb") as log:
         status = subprocess.run(
             [sys.executable, "-c",
              "import sys; from bench.data_stages import run_stages; sys.exit(run_stages(*sys.argv[1:]))",
-             data_dir, work_dir, mode, str(workers), result_path],
+             data_dir, work_dir, mode, str(workers), result_path, *variant],
             stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=child_env(), check=False).returncode
     run.subprocess_wall_s = time.monotonic() - started
     if status != 0 or not os.path.exists(result_path):
@@ -330,15 +367,16 @@ def compare(runs: List[Run]) -> None:
     ok = [r for r in runs if r.status == "ok"]
     base_scale = min((r.scale for r in ok), default=None)
     for run in ok:
-        memory = next((r for r in ok if r.scale == run.scale and r.mode == "in_memory"), None)
+        memory = next((r for r in ok if r.scale == run.scale and r.mode == "in_memory" and not r.variant), None)
         if memory is not None:
             run.vs_in_memory = run.examples_per_s / memory.examples_per_s
-        base = next((r for r in ok if r.scale == base_scale and r.mode == run.mode), None)
+        base = next((r for r in ok if r.scale == base_scale and r.mode == run.mode and r.variant == run.variant),
+                    None)
         if base is not None:
             run.time_vs_base = run.total_s / base.total_s
 
 
-def format_table(runs: List[Run], generation_s: Dict[int, float]) -> str:
+def format_table(runs: List[Run], generation_s: Dict[int, float], limits: Dict[int, float]) -> str:
     ok_scales = [r.scale for r in runs if r.status == "ok"]
     base = f"{min(ok_scales)}x" if ok_scales else "base"
 
@@ -349,15 +387,22 @@ def format_table(runs: List[Run], generation_s: Dict[int, float]) -> str:
         return "-" if value is None else f"{value:.2f}x"
 
     header = (f"{'scale':>5s} {'examples':>9s} {'mode':<19s} {'stats s':>8s} {'transform s':>11s} "
-              f"{'total s':>8s} {'ex/s':>8s} {'vs in_memory':>12s} {'time vs ' + base:>11s}")
+              f"{'total s':>8s} {'ex/s':>8s} {'of limit':>8s} {'vs in_memory':>12s} {'time vs ' + base:>11s}")
     lines = ["StatisticsGen + Transform, Beam DirectRunner (stage times from LocalDagRunner logs)",
              header, "-" * len(header)]
     for r in runs:
         mode = r.mode if r.workers is None else f"{r.mode}/{r.workers}"
+        # Both stages read every example, so the floor for the pair is half the parse rate.
+        share = r.examples_per_s / (limits[r.scale] / 2) if r.scale in limits and r.status == "ok" else None
         row = (f"{str(r.scale) + 'x':>5s} {r.total_examples:>9,d} {mode:<19s} "
                f"{num(r.statistics_gen_s, '.1f'):>8s} {num(r.transform_s, '.1f'):>11s} {num(r.total_s, '.1f'):>8s} "
-               f"{num(r.examples_per_s, ',.0f'):>8s} {ratio(r.vs_in_memory):>12s} {ratio(r.time_vs_base):>11s}")
-        lines.append(row + ("" if r.status == "ok" else f"  {r.status}: {r.log}"))
+               f"{num(r.examples_per_s, ',.0f'):>8s} {'-' if share is None else f'{share:.1%}':>8s} "
+               f"{ratio(r.vs_in_memory):>12s} {ratio(r.time_vs_base):>11s}")
+        lines.append(row + (f"  [{r.variant}]" if r.variant else "")
+                     + ("" if r.status == "ok" else f"  {r.status}: {r.log}"))
+    lines.append("Raw read + tf.io.parse_example limit (tf.data, same files): " + ", ".join(
+        f"{scale}x {rate:,.0f} ex/s" for scale, rate in limits.items())
+                 + "; `of limit`: ex/s vs half that (the two stages each read every example)")
     lines.append("Data generation (not counted above): " + ", ".join(
         f"{scale}x {seconds:.1f}s" for scale, seconds in generation_s.items()))
     return "\n".join(lines)
@@ -388,7 +433,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="beam.direct_num_workers for the modes other than in_memory (default 2)")
     parser.add_argument("--out-dir", default=DEFAULT_OUT_DIR, help="where data_stages.json goes")
     parser.add_argument("--keep", action="store_true", help="keep the generated data, pipeline outputs and logs")
+    parser.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
+                        help="also run every (scale, mode) with these settings, e.g. transform.statistics=true")
+    parser.add_argument("--variant-scales", type=positive_ints, default=None,
+                        help="scales the variants run at (default: all)")
     args = parser.parse_args(argv)
+    variants = [[]] + [[v for v in text.split(",") if v] for text in args.variant]
 
     # Generating data imports TensorFlow here too; its start-up chatter would bury the progress lines.
     cli.prepare()
@@ -397,16 +447,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"Work directory: {work_root}", flush=True)
     runs: List[Run] = []
     generation_s: Dict[int, float] = {}
+    limits: Dict[int, float] = {}
     for scale in args.scales:
         data_dir = os.path.join(work_root, f"data-{scale}x")
         t0 = time.monotonic()
         examples = build_dataset(data_dir, scale)
         generation_s[scale] = time.monotonic() - t0
         print(f"{scale}x: wrote {examples} examples in {generation_s[scale]:.1f}s", flush=True)
+        from contract.config import PipelineConfig
+
+        limits[scale] = parse_limit(data_dir, PipelineConfig().schema_file)
+        print(f"  raw read + parse limit: {limits[scale]:,.0f} examples/s", flush=True)
         # One after the other: side by side the runs would compete for the CPUs they are timed on.
-        for mode in args.modes:
-            print(f"  {mode} (log: {os.path.join(work_root, f'{scale}x-{mode}', 'run.log')}) ...", flush=True)
-            run = run_one(data_dir, work_root, scale, mode, args.workers, examples)
+        for mode, variant in ((m, v) for m in args.modes for v in variants
+                              if not v or args.variant_scales is None or scale in args.variant_scales):
+            print(f"  {mode} {' '.join(variant)} ...", flush=True)
+            run = run_one(data_dir, work_root, scale, mode, args.workers, examples, variant)
             runs.append(run)
             if run.status == "ok":
                 print(f"    StatisticsGen {run.statistics_gen_s:.1f}s, Transform {run.transform_s:.1f}s",
@@ -426,6 +482,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "cpu_count": os.cpu_count(),
         "benchmark_wall_s": wall_s,
         "data_generation_s": {str(k): v for k, v in generation_s.items()},
+        "parse_limit_examples_per_s": {str(k): v for k, v in limits.items()},
         "runs": [{**dataclasses.asdict(r), "total_examples": r.total_examples, "total_s": r.total_s}
                  for r in runs],
     }
@@ -434,7 +491,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     with open(json_path, "w", encoding="utf-8") as f:
         # NaN (a failed run's missing times) is not JSON; null is.
         json.dump(json.loads(json.dumps(report), parse_constant=lambda _: None), f, indent=2)
-    print(format_table(runs, generation_s))
+    print(format_table(runs, generation_s, limits))
     print(f"Benchmark wall time: {wall_s:.0f}s")
     print(f"Results: {json_path}")
     if args.keep or failed:

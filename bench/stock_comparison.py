@@ -1,6 +1,6 @@
 """The stock TFX Chicago taxi example vs this pipeline: wall time and model quality.
 
-    python -m bench.stock_comparison [--out-dir DIR] [--keep]
+    python -m bench.stock_comparison [--repeats N] [--cached] [--out-dir DIR] [--keep]
 
 Why: the tfx wheel ships `taxi_pipeline_native_keras`, a complete pipeline for
 the same task on the same data (is a trip's tip more than 20% of its fare?).
@@ -23,6 +23,12 @@ these examples, and our Tuner picks hyper-parameters on them. Both runs also
 train from random weights and the machine may be shared, so repeat the run
 before trusting a small difference.
 
+`--repeats N` runs both pipelines N times (stock, then ours, alternating) and prints min/median/max of
+wall time, AUC (its spread is what `training.seed` cannot fix: the stock example is unseeded) and peak
+RSS, the largest resident memory of the whole process tree (Beam workers, training subprocesses),
+sampled with psutil every 0.2 s. `--cached` re-runs ours once more after each fresh run, unchanged: the
+second `make run` of a developer's loop, as a share of the fresh run.
+
 Logs and models live in a temporary directory, deleted at the end unless
 `--keep`, and kept when a pipeline fails. Results also go to
 `<out-dir>/stock_comparison.json`.
@@ -39,7 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Dict, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 from contract.config import FeaturesConfig
 from contract.serving import PREDICTION_KEY
@@ -53,6 +59,7 @@ DEFAULT_OUT_DIR = os.path.join(REPO_ROOT, "bench", "results")
 LOG_TAIL_LINES = 30
 # Keras' BinaryAccuracy and TFMA count a prediction as positive above 0.5.
 THRESHOLD = 0.5
+RSS_SAMPLE_S = 0.2
 
 
 class PipelineFailed(RuntimeError):
@@ -67,6 +74,7 @@ class PipelineFailed(RuntimeError):
 class PipelineRun:
     wall_time_s: float
     pushed_model: str
+    peak_rss_mb: float = float("nan")
 
 
 @dataclasses.dataclass
@@ -80,13 +88,35 @@ def _tail(path: str, lines: int = LOG_TAIL_LINES) -> str:
         return "".join(f.readlines()[-lines:])
 
 
-def _timed_subprocess(command: Sequence[str], log_path: str) -> Tuple[int, float]:
-    """Runs `command` with fd 1 and 2 in `log_path`; returns (exit status, wall seconds)."""
+def _tree_rss(process) -> int:
+    """Resident bytes of `process` and all its descendants (Beam workers, training subprocesses)."""
+    import psutil
+
+    total = 0
+    for p in [process] + process.children(recursive=True):
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:  # exited between listing and reading
+            pass
+    return total
+
+
+def _timed_subprocess(command: Sequence[str], log_path: str) -> Tuple[int, float, float]:
+    """Runs `command` with fd 1 and 2 in `log_path`; returns (exit status, wall seconds, peak RSS MB).
+
+    Peak RSS is the largest sum over the process tree, sampled every RSS_SAMPLE_S (psutil).
+    """
+    import psutil
+
     started = time.monotonic()
+    peak = 0
     with open(log_path, "wb") as log:
-        status = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
-                                check=False).returncode
-    return status, time.monotonic() - started
+        child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+        process = psutil.Process(child.pid)
+        while child.poll() is None:
+            peak = max(peak, _tree_rss(process))
+            time.sleep(RSS_SAMPLE_S)
+    return child.returncode, time.monotonic() - started, peak / 2**20
 
 
 def run_stock_pipeline(work_dir: str) -> None:
@@ -114,7 +144,7 @@ def run_stock_pipeline(work_dir: str) -> None:
 
 def stock_pipeline(work_dir: str) -> PipelineRun:
     log_path = os.path.join(work_dir, "stock.log")
-    status, seconds = _timed_subprocess([
+    status, seconds, rss = _timed_subprocess([
         sys.executable, "-c",
         "import sys; from bench.stock_comparison import run_stock_pipeline; run_stock_pipeline(sys.argv[1])",
         work_dir,
@@ -125,22 +155,27 @@ def stock_pipeline(work_dir: str) -> PipelineRun:
     pushed = glob.glob(os.path.join(work_dir, "serving", "[0-9]*"))
     if len(pushed) != 1:
         raise PipelineFailed("stock", f"pushed {len(pushed)} models instead of 1 (not blessed?)", log_path)
-    return PipelineRun(seconds, pushed[0])
+    return PipelineRun(seconds, pushed[0], rss)
 
 
-def our_pipeline(work_dir: str) -> PipelineRun:
-    """`make run` on a fresh output directory; the runner prints where it pushed the model."""
-    log_path = os.path.join(work_dir, "ours.log")
+def our_pipeline(work_dir: str, log_name: str = "ours.log") -> PipelineRun:
+    """`make run` on `<work_dir>/ours` (fresh the first time); the runner prints where it pushed the model.
+
+    Run again on the same directory (`log_name` ours-cached.log) it is the second `make run` with nothing
+    changed; that run pushes nothing new, so its model is the one already serving.
+    """
+    log_path = os.path.join(work_dir, log_name)
     output_dir = os.path.join(work_dir, "ours")
-    status, seconds = _timed_subprocess(
+    status, seconds, rss = _timed_subprocess(
         [sys.executable, "-m", "runners.local", "--set", f"output_dir={output_dir}"], log_path)
     if status != 0:
         raise PipelineFailed("our", f"exited with status {status}", log_path)
     with open(log_path, encoding="utf-8", errors="replace") as f:
-        pushed = re.findall(r"^\s*pushed to: (.+)$", f.read(), flags=re.MULTILINE)
-    if not pushed:
+        text = f.read()
+    pushed = re.findall(r"^\s*pushed to: (.+)$", text, flags=re.MULTILINE)
+    if not pushed and log_name == "ours.log":
         raise PipelineFailed("our", "pushed no model (not blessed?)", log_path)
-    return PipelineRun(seconds, pushed[-1].strip())
+    return PipelineRun(seconds, pushed[-1].strip() if pushed else "", rss)
 
 
 def _first_float(example, key: str) -> float:
@@ -196,30 +231,65 @@ def score(labels, probabilities) -> Score:
                  accuracy=float(((probabilities > THRESHOLD) == labels).mean()))
 
 
-def build_report(runs: Dict[str, PipelineRun], scores: Dict[str, Score], labels) -> Dict:
-    per_pipeline = {name: {"wall_time_s": run.wall_time_s, "auc": scores[name].auc,
-                           "accuracy": scores[name].accuracy, "pushed_model": run.pushed_model}
-                    for name, run in runs.items()}
-    stock, ours = per_pipeline["stock"], per_pipeline["ours"]
-    return {
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "eval_examples": int(len(labels)),
-        "big_tipper_share": float(labels.mean()),
-        **per_pipeline,
-        "wall_time_ratio_ours_over_stock": ours["wall_time_s"] / stock["wall_time_s"],
-        "auc_ours_minus_stock": ours["auc"] - stock["auc"],
-    }
+def _spread(values: Sequence[float]) -> Dict[str, float]:
+    import statistics
+
+    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
+
+
+def build_report(repeats: List[Dict[str, PipelineRun]], scores: List[Dict[str, Score]], labels) -> Dict:
+    """Every repeat, and min/median/max over them of wall time, AUC and peak RSS per pipeline."""
+    report = {"created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "eval_examples": int(len(labels)),
+              "big_tipper_share": float(labels.mean()), "cpu_count": os.cpu_count(), "repeats": []}
+    for runs, score_of in zip(repeats, scores):
+        report["repeats"].append({name: {"wall_time_s": run.wall_time_s, "peak_rss_mb": run.peak_rss_mb,
+                                         "auc": score_of[name].auc, "accuracy": score_of[name].accuracy,
+                                         "pushed_model": run.pushed_model}
+                                  for name, run in runs.items() if name in score_of})
+        if "ours_cached" in runs:
+            report["repeats"][-1]["ours_cached"] = {"wall_time_s": runs["ours_cached"].wall_time_s,
+                                                    "peak_rss_mb": runs["ours_cached"].peak_rss_mb}
+    for name in ("stock", "ours"):
+        report[name] = {key: _spread([r[name][key] for r in report["repeats"]])
+                        for key in ("wall_time_s", "auc", "peak_rss_mb")}
+    ours, stock = report["ours"], report["stock"]
+    report["wall_time_ratio_ours_over_stock"] = _spread(
+        [r["ours"]["wall_time_s"] / r["stock"]["wall_time_s"] for r in report["repeats"]])
+    report["peak_rss_ratio_ours_over_stock"] = ours["peak_rss_mb"]["median"] / stock["peak_rss_mb"]["median"]
+    report["auc_ours_minus_stock"] = ours["auc"]["median"] - stock["auc"]["median"]
+    cached = [r["ours_cached"]["wall_time_s"] / r["ours"]["wall_time_s"] for r in report["repeats"]
+              if "ours_cached" in r]
+    if cached:
+        report["cached_over_fresh"] = _spread(cached)
+    return report
 
 
 def format_report(report: Dict) -> str:
-    lines = [f"Stock TFX taxi example vs this pipeline, scored on {report['eval_examples']:,} eval examples "
-             f"({report['big_tipper_share']:.1%} big tippers)",
-             f"  {'':6s} {'wall time (s)':>13s} {'AUC':>7s} {'accuracy':>8s}  pushed model"]
+    n = len(report["repeats"])
+    lines = [f"Stock TFX taxi example vs this pipeline, {n} repeat(s), scored on {report['eval_examples']:,} eval "
+             f"examples ({report['big_tipper_share']:.1%} big tippers)",
+             f"  {'repeat':6s} {'pipeline':12s} {'wall time (s)':>13s} {'peak RSS MB':>11s} {'AUC':>7s} "
+             f"{'accuracy':>8s}"]
+    for i, repeat in enumerate(report["repeats"], 1):
+        for name in ("stock", "ours", "ours_cached"):
+            if name in repeat:
+                r = repeat[name]
+                quality = f"{r['auc']:7.4f} {r['accuracy']:8.4f}" if "auc" in r else f"{'-':>7s} {'-':>8s}"
+                lines.append(f"  {i:<6d} {name:12s} {r['wall_time_s']:13.1f} {r['peak_rss_mb']:11.0f} {quality}")
+
+    def mmm(values: Dict[str, float], fmt: str) -> str:
+        return " / ".join(format(values[k], fmt) for k in ("min", "median", "max"))
+
+    lines.append("  min / median / max:")
     for name in ("stock", "ours"):
         r = report[name]
-        lines.append(f"  {name:6s} {r['wall_time_s']:13.1f} {r['auc']:7.4f} {r['accuracy']:8.4f}  {r['pushed_model']}")
-    lines.append(f"  wall time ours / stock: {report['wall_time_ratio_ours_over_stock']:.2f}x")
-    lines.append(f"  AUC ours - stock:       {report['auc_ours_minus_stock']:+.4f}")
+        lines.append(f"    {name:6s} wall {mmm(r['wall_time_s'], '.1f')} s; AUC {mmm(r['auc'], '.4f')} "
+                     f"(spread {r['auc']['max'] - r['auc']['min']:.4f}); peak RSS {mmm(r['peak_rss_mb'], '.0f')} MB")
+    lines.append(f"  wall time ours / stock: {mmm(report['wall_time_ratio_ours_over_stock'], '.2f')}x")
+    lines.append(f"  peak RSS ours / stock (medians): {report['peak_rss_ratio_ours_over_stock']:.2f}x")
+    lines.append(f"  AUC ours - stock (medians):      {report['auc_ours_minus_stock']:+.4f}")
+    if "cached_over_fresh" in report:
+        lines.append(f"  ours, unchanged re-run / fresh: {mmm(report['cached_over_fresh'], '.2f')}x")
     return "\n".join(lines)
 
 
@@ -229,23 +299,37 @@ def main(argv=None) -> int:
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--out-dir", default=DEFAULT_OUT_DIR, help="where stock_comparison.json goes")
     parser.add_argument("--keep", action="store_true", help="keep the temporary pipeline outputs and logs")
+    parser.add_argument("--repeats", type=int, default=1, help="fresh runs of each pipeline (min/median/max)")
+    parser.add_argument("--cached", action="store_true",
+                        help="after each fresh run of ours, run it again unchanged (the second `make run`)")
     args = parser.parse_args(argv)
 
-    work_dir = tempfile.mkdtemp(prefix="stock_comparison-")
-    runs = {}
+    root = tempfile.mkdtemp(prefix="stock_comparison-")
+    repeats: List[Dict[str, PipelineRun]] = []
     try:
-        # One after the other: side by side they would compete for the CPUs they are timed on.
-        for name, run in (("stock", stock_pipeline), ("ours", our_pipeline)):
-            print(f"Running {name} (log: {os.path.join(work_dir, name + '.log')}) ...", flush=True)
-            runs[name] = run(work_dir)
-            print(f"  done in {runs[name].wall_time_s:.1f}s", flush=True)
+        for i in range(args.repeats):
+            work_dir = os.path.join(root, f"repeat-{i + 1}")
+            os.makedirs(work_dir)
+            runs: Dict[str, PipelineRun] = {}
+            steps = [("stock", stock_pipeline), ("ours", our_pipeline)]
+            if args.cached:
+                steps.append(("ours_cached", lambda d: our_pipeline(d, "ours-cached.log")))
+            # One after the other: side by side they would compete for the CPUs they are timed on.
+            for name, run in steps:
+                print(f"[{i + 1}/{args.repeats}] {name} (log: {work_dir}) ...", flush=True)
+                runs[name] = run(work_dir)
+                print(f"  done in {runs[name].wall_time_s:.1f}s, peak RSS {runs[name].peak_rss_mb:.0f} MB",
+                      flush=True)
+            repeats.append(runs)
     except PipelineFailed as failure:
-        print(f"error: {failure}\nKept {work_dir} for inspection.", file=sys.stderr)
+        print(f"error: {failure}\nKept {root} for inspection.", file=sys.stderr)
         return 1
+    work_dir = root
 
     serialized, labels = load_eval_set()
-    scores = {name: score(labels, predict(run.pushed_model, serialized)) for name, run in runs.items()}
-    report = build_report(runs, scores, labels)
+    scores = [{name: score(labels, predict(runs[name].pushed_model, serialized)) for name in ("stock", "ours")}
+              for runs in repeats]
+    report = build_report(repeats, scores, labels)
     os.makedirs(args.out_dir, exist_ok=True)
     json_path = os.path.join(args.out_dir, "stock_comparison.json")
     with open(json_path, "w", encoding="utf-8") as f:

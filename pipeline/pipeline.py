@@ -140,9 +140,9 @@ def transform_custom_config(config: PipelineConfig) -> dict:
 
 
 def tuner_custom_config(config: PipelineConfig) -> dict:
-    """The Tuner's: features, the search settings and the batch size it trains trials with."""
+    """The Tuner's: features, the search settings, and the batch size and seed it trains trials with."""
     return dict(transform_custom_config(config), tuner=section_to_dict(config.tuner),
-                training=section_to_dict(config.training, "batch_size"))
+                training=section_to_dict(config.training, "batch_size", "seed"))
 
 
 def trainer_custom_config(config: PipelineConfig) -> dict:
@@ -189,7 +189,8 @@ def create_components(config: PipelineConfig) -> List:
         training_examples, window = spans.outputs["examples"], [spans]
     transform = tfx.components.Transform(
         examples=training_examples, schema=schema_gen.outputs["schema"],
-        module_file=TRANSFORM_MODULE, custom_config=transform_custom_config(config))
+        module_file=TRANSFORM_MODULE, custom_config=transform_custom_config(config),
+        disable_statistics=not config.transform.statistics)
     # Nothing downstream consumes the gate's report; this edge is what keeps training behind it.
     transform.add_upstream_node(gate)
 

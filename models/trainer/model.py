@@ -125,13 +125,22 @@ def build_keras_model(spec: FeaturesConfig, hparams: Dict, steps_per_execution: 
     return model
 
 
+def set_seed(seed: int) -> None:
+    """`training.seed` for Python, NumPy and TensorFlow; 0 leaves them unseeded (each run draws its own)."""
+    if seed:
+        keras.utils.set_random_seed(seed)
+
+
 def input_fn(file_pattern: List[str], data_accessor, tf_transform_output, spec, batch_size: int,
-             shuffle: bool = True, repeat: bool = True) -> tf.data.Dataset:
-    """Batches of (transformed features, label) from Transform's output, repeated forever unless told not to."""
+             shuffle: bool = True, repeat: bool = True, seed: Optional[int] = None) -> tf.data.Dataset:
+    """Batches of (transformed features, label) from Transform's output, repeated forever unless told not to.
+
+    `seed` fixes the shuffle order (`training.seed`), so two runs see the examples in the same order.
+    """
     dataset = data_accessor.tf_dataset_factory(
         file_pattern,
         tfxio.TensorFlowDatasetOptions(batch_size=batch_size, label_key=spec.label_key, shuffle=shuffle,
-                                       num_epochs=None if repeat else 1),
+                                       shuffle_seed=seed or None, num_epochs=None if repeat else 1),
         tf_transform_output.transformed_metadata.schema,
     )
     return dataset.repeat() if repeat else dataset
@@ -243,8 +252,10 @@ def train_and_export(fn_args, hparams: Dict, strategy=None) -> Dict:
                  per_replica_batch, replicas, schedule.total_steps, schedule.epochs,
                  ", checkpoint after each" if settings.checkpoint_every_steps > 0 else "")
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+    # Weight init, dropout and the shuffle order (it depends on the global seed too) follow `training.seed`.
+    set_seed(settings.seed)
     train = strategies.distributed_dataset(strategy, lambda: input_fn(
-        fn_args.train_files, fn_args.data_accessor, tf_transform_output, spec, global_batch))
+        fn_args.train_files, fn_args.data_accessor, tf_transform_output, spec, global_batch, seed=settings.seed))
     evaluation = input_fn(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, spec,
                           global_batch, shuffle=False)
     used = hparams_with_defaults(hparams)

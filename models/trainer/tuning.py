@@ -20,7 +20,6 @@ from models import features
 from models.trainer import model
 
 
-
 def objective(task: str) -> kt.Objective:
     metric, direction = model.OBJECTIVES[task]
     return kt.Objective(f"val_{metric}", direction=direction)
@@ -37,29 +36,32 @@ def search_space() -> kt.HyperParameters:
     return hp
 
 
-def make_oracle(algorithm: str, max_trials: int, task: str = "binary", seed: int = 42) -> kt.Oracle:
+def make_oracle(algorithm: str, max_trials: int, task: str = "binary", seed: int = 0) -> kt.Oracle:
     hp, goal = search_space(), objective(task)
     if algorithm == "random":
-        return kt.oracles.RandomSearchOracle(goal, max_trials=max_trials, hyperparameters=hp, seed=seed)
+        return kt.oracles.RandomSearchOracle(goal, max_trials=max_trials, hyperparameters=hp, seed=seed or None)
     if algorithm == "bayesian":
         return kt.oracles.BayesianOptimizationOracle(
-            goal, max_trials=max_trials, hyperparameters=hp, seed=seed)
+            goal, max_trials=max_trials, hyperparameters=hp, seed=seed or None)
     if algorithm == "hyperband":
         # Hyperband counts budget in epochs; each of our epochs is `steps` steps.
         return kt.oracles.HyperbandOracle(goal, max_epochs=max(2, max_trials), factor=3,
-                                          hyperparameters=hp, seed=seed)
+                                          hyperparameters=hp, seed=seed or None)
     raise ValueError(f"tuner algorithm {algorithm!r} is not one of random, hyperband, bayesian")
 
 
 class TfKerasTuner(kt.engine.base_tuner.BaseTuner):
     """Runs each trial as a tf_keras fit and reports its validation metrics to the oracle."""
 
-    def __init__(self, oracle, spec, label_stats=None, **kwargs):
+    def __init__(self, oracle, spec, label_stats=None, seed: int = 0, **kwargs):
         super().__init__(oracle=oracle, hypermodel=None, **kwargs)
         self.spec = spec
         self.label_stats = label_stats
+        self.seed = seed
 
     def run_trial(self, trial, train, validation, steps, validation_steps):
+        # Each trial starts from the same seed: its score depends on its hyper-parameters, not on its turn.
+        model.set_seed(self.seed)
         keras_model = model.build_keras_model(self.spec, trial.hyperparameters.values, label_stats=self.label_stats)
         # Hyperband assigns epochs per trial; the other oracles train one epoch.
         epochs = int(trial.hyperparameters.values.get("tuner/epochs", 1))
@@ -82,14 +84,18 @@ def tuner_fn(fn_args) -> tfx.components.TunerFnResult:
     spec = features.spec_from_custom_config(fn_args.custom_config)
     custom_config = fn_args.custom_config or {}
     settings = section_from_dict(TunerConfig, custom_config.get("tuner"))
-    batch_size = section_from_dict(TrainingConfig, custom_config.get("training")).batch_size
+    training = section_from_dict(TrainingConfig, custom_config.get("training"))
+    batch_size, seed = training.batch_size, training.seed
+    # Before the datasets: a shuffle's order depends on the global seed as well as its own.
+    model.set_seed(seed)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
-    train = model.input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output, spec, batch_size)
+    train = model.input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output, spec, batch_size,
+                           seed=seed)
     validation = model.input_fn(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, spec,
                                 batch_size, shuffle=False)
-    oracle = make_oracle(settings.algorithm, settings.max_trials, spec.task)
+    oracle = make_oracle(settings.algorithm, settings.max_trials, spec.task, seed=seed)
     label_stats = model.label_statistics(fn_args.train_files, fn_args.data_accessor, tf_transform_output, spec)
-    tuner = TfKerasTuner(oracle, spec, label_stats, directory=fn_args.working_dir, project_name="search",
+    tuner = TfKerasTuner(oracle, spec, label_stats, seed=seed, directory=fn_args.working_dir, project_name="search",
                          overwrite=True)
     return tfx.components.TunerFnResult(
         tuner=tuner,
