@@ -188,7 +188,9 @@ def test_a_cycle_with_no_new_data_skips_without_running(tmp_path):
 
 @pytest.mark.slow  # two real pipeline processes, up to ImportExampleGen
 def test_crashing_and_bad_tenants_fail_alone_with_bounded_concurrency(tmp_path):
-    """Three tenants at concurrency 2: one has an unreadable shard (preflight, exit 2), one crashes in ImportExampleGen (exit 1), one has no data."""
+    """Three tenants at concurrency 2: an unreadable gzip shard and a file of zero bytes that is no TFRecord
+    (both named by the runner's preflight before any component: exit 2, "bad input"), and one with no data;
+    each fails or skips alone and the cycle's exit status counts the failures."""
     text = """
         fleet: {output_dir: out, concurrency: 2}
         tenants:
@@ -214,7 +216,7 @@ def test_crashing_and_bad_tenants_fail_alone_with_bounded_concurrency(tmp_path):
     fleet = load_fleet(str(path))
     state = State(fleet.state_path)
     assert state.last_run("broken-m")["status"] == "bad input" and state.last_run("broken-m")["exit_code"] == 2
-    assert (state.last_run("garbage-m")["status"], state.last_run("garbage-m")["exit_code"]) == ("failed", 1)
+    assert (state.last_run("garbage-m")["status"], state.last_run("garbage-m")["exit_code"]) == ("bad input", 2)
     assert state.last_run("idle-m") is None
 
 
