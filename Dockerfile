@@ -44,6 +44,7 @@ COPY components/ components/
 COPY pipeline/ pipeline/
 COPY serving/ serving/
 COPY reports/ reports/
+COPY fleet/ fleet/
 COPY runners/ runners/
 RUN python -m pip install --no-cache-dir --no-deps --no-build-isolation . \
  && python -c "import components.anomaly_gate, components.edge_export, components.serving_pusher"

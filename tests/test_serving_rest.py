@@ -88,10 +88,16 @@ def test_rest_predict_and_classify_equal_grpc_and_the_saved_model_in_process(res
     by_rows = requests.post(f"{url}/v1/models/{MODEL}:predict", json={"instances": _b64(rows[:MAX_BATCH])},
                             timeout=30)
     assert by_rows.status_code == 200, by_rows.text
-    np.testing.assert_allclose(by_rows.json()["predictions"], expected, rtol=1e-6, atol=1e-7)
+    # Several outputs: TF Serving's row format answers one object per instance, keyed by output name.
+    predictions = by_rows.json()["predictions"]
+    assert set(predictions[0]) == {"probabilities", "scores", "classes", "predicted_class"}
+    assert all(p["classes"] == ["0", "1"] and p["predicted_class"] == ("1" if p["probabilities"][0] > 0.5 else "0")
+               for p in predictions)
+    probabilities = [p["probabilities"] for p in predictions]
+    np.testing.assert_allclose(probabilities, expected, rtol=1e-6, atol=1e-7)
     by_columns = requests.post(f"{url}/v1/models/{MODEL}/versions/{version}:predict",
                                json={"inputs": {"examples": _b64(rows[:MAX_BATCH])}}, timeout=30)
-    np.testing.assert_allclose(by_columns.json()["outputs"], expected, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(by_columns.json()["outputs"]["probabilities"], expected, rtol=1e-6, atol=1e-7)
 
     channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
     request = predict_pb2.PredictRequest()
@@ -101,7 +107,7 @@ def test_rest_predict_and_classify_equal_grpc_and_the_saved_model_in_process(res
     over_grpc = tf.make_ndarray(prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(
         request, timeout=30).outputs["probabilities"])
     channel.close()
-    np.testing.assert_allclose(by_rows.json()["predictions"], over_grpc, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(probabilities, over_grpc, rtol=1e-6, atol=1e-7)
 
     classified = requests.post(f"{url}/v1/models/{MODEL}:classify", json={
         "signature_name": "classify", "examples": [_features(e) for e in rows[:MAX_BATCH]]}, timeout=30)
