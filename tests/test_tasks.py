@@ -34,8 +34,10 @@ from tests.samples import read_examples
 
 pytestmark = pytest.mark.slow
 
-# Only what makes training short; everything else is what init wrote.
-FAST = ["training.train_steps=300", "training.eval_steps=10", "training.batch_size=32", "tuner.max_trials=1",
+# Only what makes training short, and a seed: everything else is what init wrote. Unseeded, the binary
+# dataset's int8 AUC (84 eval rows: one pair of examples is 0.0006 of AUC) landed 0.006 below the SavedModel's
+# in one run of many, beyond edge.max_auc_drop; a test that must pass every time runs one fixed draw.
+FAST = ["training.seed=1", "training.train_steps=300", "training.eval_steps=10", "training.batch_size=32", "tuner.max_trials=1",
         "tuner.train_steps=20", "tuner.eval_steps=5", "serving.warmup_requests=3",
         "edge.representative_examples=300"]
 LABELS = {"binary": "diagnosis", "multiclass": "species", "regression": "basket_value"}
