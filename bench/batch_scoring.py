@@ -39,6 +39,7 @@ import tempfile
 import time
 from typing import Dict, List, Optional, Sequence
 
+from bench import results as bench_results
 from bench.data_stages import build_dataset, child_env, modes, positive_ints
 from contract import cli
 
@@ -179,10 +180,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     report = {"created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cpu_count": os.cpu_count(),
               "command": "python -m bench.batch_scoring " + " ".join(argv if argv is not None else sys.argv[1:]),
               "model": choice.path, "benchmark_wall_s": wall_s, "data_generation_s": generation_s, "rows": rows}
-    os.makedirs(args.out_dir, exist_ok=True)
-    json_path = os.path.join(args.out_dir, "batch_scoring.json")
-    with open(json_path, "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2)
+    json_path = bench_results.write(args.out_dir, "batch_scoring", report)
     print(format_table(rows))
     print(f"Benchmark wall time: {wall_s:.0f}s; results: {json_path}")
     if not args.keep:

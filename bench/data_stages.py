@@ -60,6 +60,7 @@ import tempfile
 import time
 from typing import Dict, List, Optional, Sequence
 
+from bench import results as bench_results
 from contract import cli
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -486,11 +487,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "runs": [{**dataclasses.asdict(r), "total_examples": r.total_examples, "total_s": r.total_s}
                  for r in runs],
     }
-    os.makedirs(args.out_dir, exist_ok=True)
-    json_path = os.path.join(args.out_dir, "data_stages.json")
-    with open(json_path, "w", encoding="utf-8") as f:
-        # NaN (a failed run's missing times) is not JSON; null is.
-        json.dump(json.loads(json.dumps(report), parse_constant=lambda _: None), f, indent=2)
+    json_path = bench_results.write(args.out_dir, "data_stages", report)
     print(format_table(runs, generation_s, limits))
     print(f"Benchmark wall time: {wall_s:.0f}s")
     print(f"Results: {json_path}")

@@ -81,8 +81,8 @@ def main(argv=None) -> int:
 
     import tensorflow as tf
 
-    from edge.runtime import HEADLINE, VERSUS_SAVED_MODEL, resolve_version_dir
     from contract.config import load_config
+    from edge.runtime import HEADLINE, VERSUS_SAVED_MODEL, resolve_version_dir
 
     config = load_config(args.config, args.set)
     version_dir = resolve_version_dir(args.model or config.model_edge_dir)

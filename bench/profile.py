@@ -31,7 +31,6 @@ import contextlib
 import cProfile
 import glob
 import io
-import json
 import os
 import pstats
 import shutil
@@ -40,6 +39,7 @@ import tempfile
 import time
 from typing import Dict, List
 
+from bench import results as bench_results
 from contract import cli
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -158,10 +158,8 @@ def main(argv: List[str] = None) -> int:
     results = [profile_run(config, "fresh", process_s, sys.stdout)]
     if args.cached and results[0]["status"] == 0:
         results.append(profile_run(config, "cached (nothing changed)", 0.0, sys.stdout))
-    os.makedirs(args.out_dir, exist_ok=True)
-    path = os.path.join(args.out_dir, "profile.json")
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump({"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "runs": results}, f, indent=2)
+    path = bench_results.write(args.out_dir, "profile",
+                               {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "runs": results})
     print(f"\nResults: {path}")
     if args.keep or any(r["status"] for r in results):
         print(f"Outputs and logs kept in {work_dir}")

@@ -52,6 +52,7 @@ import threading
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
+from bench import results as bench_results
 from contract import cli
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -243,8 +244,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2
 
-    from contract.versions import list_versions
     from contract.config import load_config
+    from contract.versions import list_versions
 
     config = load_config(args.config, args.set)
     base = args.model_base or config.model_serving_dir
@@ -346,10 +347,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"hot swaps: {sum(s['requests'] for s in swaps)} requests during {len(swaps)} swaps, "
           f"{sum(s['failed'] for s in swaps)} failed; every worker on the new version after "
           f"{', '.join('%.1f' % s['swap_seconds'] for s in swaps)} s")
-    os.makedirs(args.out_dir, exist_ok=True)
-    with open(os.path.join(args.out_dir, "serving_latency.json"), "w") as f:
-        json.dump({"rounds": rounds, "verdicts": verdicts, "settings": config.to_dict()["serving"],
-                   "clients": args.clients, "client_processes": args.client_processes}, f, indent=2, default=float)
+    bench_results.write(args.out_dir, "serving_latency",
+                        {"rounds": rounds, "verdicts": verdicts, "settings": config.to_dict()["serving"],
+                         "clients": args.clients, "client_processes": args.client_processes})
     shutil.rmtree(work_dir, ignore_errors=True)
     return 0
 

@@ -37,7 +37,6 @@ Logs and models live in a temporary directory, deleted at the end unless
 import argparse
 import dataclasses
 import glob
-import json
 import os
 import re
 import shutil
@@ -47,11 +46,10 @@ import tempfile
 import time
 from typing import Dict, List, Sequence, Tuple
 
+from bench import results as bench_results
+from contract import cli
 from contract.config import FeaturesConfig
 from contract.serving import PREDICTION_KEY
-
-from contract import cli
-
 
 TAXI = FeaturesConfig()  # the defaults: the bundled taxi data's roles and label rule
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -330,10 +328,7 @@ def main(argv=None) -> int:
     scores = [{name: score(labels, predict(runs[name].pushed_model, serialized)) for name in ("stock", "ours")}
               for runs in repeats]
     report = build_report(repeats, scores, labels)
-    os.makedirs(args.out_dir, exist_ok=True)
-    json_path = os.path.join(args.out_dir, "stock_comparison.json")
-    with open(json_path, "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2)
+    json_path = bench_results.write(args.out_dir, "stock_comparison", report)
     print(format_report(report))
     print(f"Results: {json_path}")
     if args.keep:

@@ -25,15 +25,14 @@ Results also go to `<out-dir>/strategies.json`.
 
 import argparse
 import io
-import json
 import os
 import re
 import shutil
 import tempfile
 from typing import Dict
 
+from bench import results as bench_results
 from contract import cli
-
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUT_DIR = os.path.join(REPO_ROOT, "bench", "results")
@@ -43,9 +42,9 @@ _TRAINER_DONE = re.compile(r"\]\s+Trainer\s+done\s+([\d.]+)s")
 
 def run_strategy(work_dir: str, strategy: str, steps: int) -> Dict:
     from contract.config import load_config
-    from runners import local
     from pipeline.metadata import open_metadata
     from reports.summary import read_run
+    from runners import local
 
     config = load_config(None, [
         f"output_dir={work_dir}", "tuner.enabled=false", f"training.train_steps={steps}",
@@ -91,9 +90,7 @@ def main(argv=None) -> int:
         print(f"training with {strategy} ...", flush=True)
         rows.append(run_strategy(work_dir, strategy, args.steps))
     print(format_table(rows))
-    os.makedirs(args.out_dir, exist_ok=True)
-    with open(os.path.join(args.out_dir, "strategies.json"), "w", encoding="utf-8") as f:
-        json.dump(rows, f, indent=1)
+    bench_results.write(args.out_dir, "strategies", rows)
     if args.keep:
         print(f"outputs kept in {work_dir}")
     else:

@@ -18,11 +18,11 @@ import argparse
 import contextlib
 import glob
 import io
-import json
 import os
 import tempfile
 import time
 
+from bench import results as bench_results
 from contract import cli
 
 DATASETS = {"penguin": "species", "screening": "diagnosis", "baskets": "basket_value"}
@@ -118,9 +118,8 @@ def main(argv=None) -> int:
         results.append(run_one(name, root, args.set, args.rounds, args.repeat))
         print(f"  done (pipeline {results[-1]['pipeline_seconds']}s)", flush=True)
     print(table(results))
-    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-    with open(RESULTS, "w", encoding="utf-8") as f:
-        json.dump({"settings": args.set, "work_dir": root, "results": results}, f, indent=2)
+    bench_results.write(os.path.dirname(RESULTS), "tasks",
+                        {"settings": args.set, "work_dir": root, "results": results})
     print(f"Results: {RESULTS} (runs under {root})")
     return 0
 
