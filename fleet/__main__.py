@@ -2,7 +2,7 @@
 
     tfx-edge fleet run     --fleet FILE [--only NAME ...] [--force]   run every due model now; exit = failures
     tfx-edge fleet watch   --fleet FILE --interval N [--on-stop finish|abandon]
-    tfx-edge fleet status  --fleet FILE [--json]
+    tfx-edge fleet status  --fleet FILE [--json] [--html OUT.html]
     tfx-edge fleet print   --fleet FILE NAME [--full]                 the resolved settings of <tenant>-<model>
     tfx-edge fleet demo    --out DIR [--tenants acme,globex] [--no-run]
     tfx-edge fleet airflow --fleet FILE --out DAGS_DIR [--command PREFIX] [--poll SCHEDULE]
@@ -44,8 +44,12 @@ def cmd_watch(args) -> int:
 def cmd_status(args) -> int:
     from fleet import status
 
-    items = status.rows(_fleet(args))
+    fleet = _fleet(args)
+    items = status.rows(fleet)
     print(status.to_json(items) if args.json else status.table(items))
+    if args.html:
+        path = status.write_html(fleet, items, args.html)
+        print(f"fleet report: {path}", file=sys.stderr if args.json else sys.stdout)
     return 0
 
 
@@ -101,7 +105,10 @@ def main(argv=None) -> int:
                        help="on SIGTERM: let running pipelines finish (default) or end them now")
     watch.add_argument("--cycles", type=int, default=0, help="stop after N cycles (0 = until a signal)")
     status = add("status", cmd_status, "one row per tenant model: last run, serving version, metric, next due")
-    status.add_argument("--json", action="store_true")
+    status.add_argument("--json", action="store_true", help="the rows as JSON (stdout holds only the JSON)")
+    status.add_argument("--html", default="", metavar="OUT.html",
+                        help="also write the fleet page of the HTML report: this table, each model linked to its "
+                             "latest run report")
     show = add("print", cmd_print, "the resolved pipeline settings of one tenant model")
     show.add_argument("name", help="<tenant>-<model>")
     show.add_argument("--full", action="store_true", help="every setting, defaults included")
