@@ -6,6 +6,7 @@
     tfx-edge fleet print   --fleet FILE NAME [--full]                 the resolved settings of <tenant>-<model>
     tfx-edge fleet demo    --out DIR [--tenants acme,globex] [--no-run]
     tfx-edge fleet airflow --fleet FILE --out DAGS_DIR [--command PREFIX] [--poll SCHEDULE]
+    tfx-edge fleet k8s     --fleet FILE --out DIR                       one multi-model TF Serving deployment
     tfx-edge fleet vertex  --fleet FILE --out DIR                       (runners/fleet.py: needs the compile)
 """
 
@@ -71,6 +72,26 @@ def cmd_airflow(args) -> int:
     return 0
 
 
+def cmd_k8s(args) -> int:
+    from contract.errors import ConfigError
+    from serving import deploy
+
+    fleet = _fleet(args)
+    shared = fleet.models[0].config  # serving_dir, image, batching and poll interval are the fleet's defaults
+    models, missing = deploy.fleet_models_config(shared.models_config_path, [m.name for m in fleet.models])
+    if not models.model_config_list.config:
+        raise ConfigError(f"no model of {fleet.path} has a served version yet ({shared.models_config_path} has "
+                          f"none of them); run `tfx-edge fleet run --fleet {args.fleet}` first")
+    for path in deploy.write_fleet_files(shared, models, args.out).values():
+        print(f"wrote {path}")
+    print(f"one TF Serving Deployment serves {len(models.model_config_list.config)} model(s): "
+          + ", ".join(m.name for m in models.model_config_list.config))
+    for name in missing:
+        print(f"note: {name} has no served version yet and is left out (TF Serving would not start); "
+              "write the files again after its first push")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from fleet import demo
 
@@ -121,6 +142,9 @@ def main(argv=None) -> int:
                            "e.g. 'docker run --rm -v /data:/data IMAGE tfx-edge'")
     dags.add_argument("--poll", default=airflow.DEFAULT_POLL, metavar="SCHEDULE",
                       help="Airflow schedule of models that have no cron (their new-data/drift checks)")
+    k8s = add("k8s", cmd_k8s, "write Kubernetes files serving every tenant model from one TF Serving Deployment "
+                              "(ConfigMap with models.config, Deployment, Service, autoscaler)")
+    k8s.add_argument("--out", required=True, metavar="DIR", help="where kubernetes.yaml and models.config go")
     demo = add("demo", cmd_demo, "lay out demo tenants (spans of the bundled taxi data) and run a cycle", fleet=False)
     demo.add_argument("--out", required=True, metavar="DIR")
     demo.add_argument("--tenants", default="acme,globex")

@@ -1,5 +1,6 @@
 """The fleet file, triggers and controller without pipeline runs (fast); the real runs are in test_fleet_runs.py."""
 
+import json
 import os
 import subprocess
 import sys
@@ -241,9 +242,10 @@ def test_status_lists_every_model_as_json(tmp_path):
     result = subprocess.run([sys.executable, "-m", "runners.cli", "fleet", "status", "--fleet",
                              str(tmp_path / "fleet.yaml"), "--json"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    rows = yaml.safe_load(result.stdout)
+    rows = json.loads(result.stdout)  # stdout is the JSON alone
     assert [r["name"] for r in rows] == [m.name for m in fleet.models]
     assert all(r["status"] == "never run" and r["serving_version"] is None for r in rows)
+    assert all(r["metric"] == "AUC" and r["metric_value"] is None for r in rows)
 
 
 def test_watch_abandons_the_running_pipeline_on_sigterm_when_asked(tmp_path):
@@ -263,3 +265,60 @@ def test_watch_abandons_the_running_pipeline_on_sigterm_when_asked(tmp_path):
     assert "abandoning the current runs" in out and "acme-tips                    abandoned exit -15" in out
     run = State(load_fleet(path).state_path).last_run("acme-tips")
     assert (run["status"], run["exit_code"]) == ("abandoned", -15)
+
+
+def test_k8s_files_serve_every_served_tenant_model_from_one_deployment(tmp_path, capsys):
+    """Offline: the manifests parse, the ConfigMap's models.config is a ModelServerConfig with the served
+    models' names and base paths (pins from a rollout kept), and the Deployment reads it and polls it."""
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    from fleet.__main__ import main
+    from serving import deploy, model_config
+
+    path = _write(tmp_path, LAYERED)
+    fleet = load_fleet(path)
+    shared = fleet.models[0].config.models_config_path
+    out = str(tmp_path / "k8s")
+    assert main(["k8s", "--fleet", path, "--out", out]) == 2
+    assert "no model of" in capsys.readouterr().err  # nothing served yet: nothing written
+    assert not os.path.exists(out)
+    served = [m for m in fleet.models if m.name != "globex-search"]
+    for model in served:  # what the controller does after each model's first push
+        model_config.ensure(shared, model.name, model.config.model_serving_dir)
+    pinned = model_config.read(shared)
+    model_config.model_entry(pinned, "acme-recs").version_labels["stable"] = 7
+    model_config.write(shared, pinned)
+    assert main(["k8s", "--fleet", path, "--out", out]) == 0
+    printed = capsys.readouterr().out
+    assert "one TF Serving Deployment serves 2 model(s): acme-search, acme-recs" in printed
+    assert "note: globex-search has no served version yet" in printed
+
+    docs = list(yaml.safe_load_all(open(os.path.join(out, "kubernetes.yaml"), encoding="utf-8")))
+    by_kind = {d["kind"]: d for d in docs}
+    assert sorted(by_kind) == ["ConfigMap", "Deployment", "HorizontalPodAutoscaler", "Service"]
+    text = by_kind["ConfigMap"]["data"]["models.config"]
+    assert text == open(os.path.join(out, "models.config"), encoding="utf-8").read()
+    models = text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
+    entries = {m.name: m for m in models.model_config_list.config}
+    assert {n: m.base_path for n, m in entries.items()} == {m.name: m.config.model_serving_dir for m in served}
+    assert dict(entries["acme-recs"].version_labels) == {"stable": 7}
+    assert entries["acme-search"].model_version_policy.latest.num_versions == 1
+    assert by_kind["ConfigMap"]["data"]["monitoring.config"] == deploy.monitoring_config()
+
+    pod = by_kind["Deployment"]["spec"]["template"]
+    container = pod["spec"]["containers"][0]
+    assert container["image"].startswith("tensorflow/serving:")
+    poll = max(1, round(fleet.models[0].config.serving.poll_interval_seconds))
+    for flag in (f"--model_config_file={deploy.FLEET_CONFIG_DIR}/models.config",
+                 f"--model_config_file_poll_wait_seconds={poll}", "--port=8500", "--rest_api_port=8501"):
+        assert flag in container["args"]
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == deploy.FLEET_CONFIG_DIR)
+    assert "subPath" not in mount  # a subPath mount never sees the ConfigMap's updates
+    assert volumes[mount["name"]]["configMap"]["name"] == by_kind["ConfigMap"]["metadata"]["name"]
+    assert volumes["serving"]["hostPath"]["path"] == fleet.models[0].config.serving_dir
+    service = by_kind["Service"]["spec"]
+    assert service["selector"] == pod["metadata"]["labels"]
+    assert {p["name"]: p["port"] for p in service["ports"]} == {"grpc": 8500, "http": 8501}
+    assert container["readinessProbe"]["httpGet"]["path"] in {f"/v1/models/{m.name}" for m in served}

@@ -2,11 +2,12 @@
 
 One module fixture runs everything (CI budget): `fleet run --only acme-tips` trains acme; then Apache Airflow
 (its own venv, `.venv-airflow`) loads the generated DAGs in a DagBag and `airflow dags test` runs globex's DAG,
-whose task trains globex after acme has a blessed model in the same store; then a bad span lands in acme's
-data root and a `fleet run` cycle retrains exactly acme, which the gate stops. The tests only read what
-those runs left.
+whose task trains globex (with its edge export on) after acme has a blessed model in the same store; then a
+bad span lands in acme's data root and a `fleet run` cycle retrains exactly acme, which the gate stops. The
+tests only read what those runs left.
 """
 
+import hashlib
 import json
 import os
 import subprocess
@@ -65,10 +66,41 @@ def _versions(fleet):
     return {m.name: list_versions(m.config.model_serving_dir) for m in fleet.models}
 
 
+def _tree(directory):
+    """Every file under `directory` (relative path -> SHA-256): a version directory's whole content."""
+    out = {}
+    for dirpath, _, files in os.walk(directory):
+        for name in files:
+            path = os.path.join(dirpath, name)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, directory)] = hashlib.sha256(f.read()).hexdigest()
+    return out
+
+
+def _pushed(fleet, but):
+    """The serving and edge version directories of every tenant model except `but`, file by file."""
+    return {(m.name, kind): _tree(directory) for m in fleet.models if m.name != but
+            for kind, directory in (("serving", m.config.model_serving_dir), ("edge", m.config.model_edge_dir))}
+
+
+def _edge_for(path, model):
+    """Turns the edge export on for one model of the demo fleet file (the small tier has it off); its gate's
+    limit is wide because these tests are about isolation, not about a 60-step model's int8 accuracy."""
+    import yaml
+
+    with open(path, encoding="utf-8") as f:
+        raw = yaml.safe_load(f)
+    tenant, name = model.split("-")
+    raw["tenants"][tenant]["models"][name]["settings"] = {"edge": {"enabled": True, "max_auc_drop": 1.0}}
+    with open(path, "w", encoding="utf-8") as f:
+        yaml.safe_dump(raw, f, sort_keys=False)
+
+
 @pytest.fixture(scope="module")
 def cycles(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("fleet"))
     path = demo.lay_out(root, ["acme", "globex"], spans=1, train=500, evaluation=200)
+    _edge_for(path, "globex-tips")
     fleet = load_fleet(path)
     first = _fleet_cli("run", "--fleet", path, "--only", "acme-tips")
     dags = _fleet_cli("airflow", "--fleet", path, "--out", os.path.join(root, "dags"))
@@ -79,12 +111,14 @@ def cycles(tmp_path_factory):
     assert migrate[0] == 0, migrate[1]
     airflow_run = _airflow(root, "airflow", "dags", "test", "fleet_globex-tips", "2026-12-01")
     after_first = _versions(fleet)
+    others_before = _pushed(fleet, but="acme-tips")
     span = demo.tenant_span("acme", 2, 500, 200)
     demo.write_span(os.path.join(root, "data", "acme"), 2, {k: _bad_span(v) for k, v in span.items()})
     second = _fleet_cli("run", "--fleet", path)
     return {"path": path, "fleet": fleet, "first": first, "second": second, "after_first": after_first,
             "dagbag": json.loads(bag[1].strip().splitlines()[-1]), "airflow_run": airflow_run,
-            "after_second": _versions(fleet)}
+            "after_second": _versions(fleet), "others_before": others_before,
+            "others_after": _pushed(fleet, but="acme-tips")}
 
 
 def test_airflow_loads_every_generated_dag_with_its_schedule(cycles):
@@ -96,7 +130,7 @@ def test_airflow_loads_every_generated_dag_with_its_schedule(cycles):
         assert dag["tasks"] == ["train_if_due"] and dag["schedule"] == (model.schedule or "@hourly")
 
 
-def test_first_cycle_trains_and_serves_every_tenant_and_status_shows_them(cycles):
+def test_first_cycle_and_airflow_train_and_serve_every_tenant(cycles):
     status, out = cycles["first"]
     assert status == 0, out
     assert "fleet run: 1 run(s), 0 skipped, 0 failed" in out
@@ -107,10 +141,57 @@ def test_first_cycle_trains_and_serves_every_tenant_and_status_shows_them(cycles
     state = State(cycles["fleet"].state_path)
     assert state.last_run("globex-tips")["status"] == "ok"
     assert all(len(v) == 1 for v in cycles["after_first"].values()), cycles["after_first"]
-    rows = json.loads(_fleet_cli("status", "--fleet", cycles["path"], "--json")[1])
-    assert {r["name"]: r["status"] for r in rows} == {"acme-tips": "stopped at gate", "globex-tips": "ok"}
-    globex = next(r for r in rows if r["name"] == "globex-tips")
-    assert globex["serving_version"] == cycles["after_first"]["globex-tips"][0] and float(globex["auc"]) > 0.5
+
+
+def _status_json(path):
+    """`fleet status --json`, parsed from stdout alone: logs and warnings must not reach it."""
+    result = subprocess.run([sys.executable, "-m", "runners.cli", "fleet", "status", "--fleet", path, "--json"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    return {r["name"]: r for r in json.loads(result.stdout)}
+
+
+def _pushing_run_auc(fleet, name):
+    """The candidate AUC of the one run of `name` that pushed a serving version, from MLMD."""
+    from pipeline.metadata import open_metadata
+    from reports.lineage import list_runs
+
+    store = open_metadata(fleet.models[0].config.metadata_path)
+    pushed = [r for r in list_runs(store, name) if r.pushed and not r.pushed.startswith("(")]
+    assert len(pushed) == 1, pushed
+    return pushed[0].auc
+
+
+def test_status_shows_the_metric_of_the_served_version_not_of_the_latest_run(cycles):
+    """acme's latest run stopped at the gate (no Evaluator ran): its row still shows the AUC of the version
+    it serves, which is the Evaluator's figure for the model that version was pushed from."""
+    fleet = cycles["fleet"]
+    rows = _status_json(cycles["path"])
+    assert {n: r["status"] for n, r in rows.items()} == {"acme-tips": "stopped at gate", "globex-tips": "ok"}
+    for name, row in rows.items():
+        assert row["serving_version"] == cycles["after_first"][name][0]
+        assert row["metric"] == "AUC"
+        assert row["metric_value"] == pytest.approx(_pushing_run_auc(fleet, name))
+        assert row["pushed_from"].endswith("/Format-Serving")
+
+
+def test_status_html_is_the_fleet_table_of_the_report(cycles, tmp_path):
+    from reports.browser import open_in_chromium
+
+    out = str(tmp_path / "fleet.html")
+    status, text = _fleet_cli("status", "--fleet", cycles["path"], "--html", out)
+    assert status == 0 and f"fleet report: {out}" in text, text
+    page = open(out, encoding="utf-8").read()
+    rows = _status_json(cycles["path"])
+    for name, row in rows.items():
+        cells = page.split(f"<td>{name}</td>", 1)[1].split("</tr>", 1)[0]
+        assert f'{row["status"]}</span>' in cells and f'>{row["serving_version"]}</td>' in cells
+        assert f"AUC {row['metric_value']:.3f}" in cells
+        link = cells.split('<a href="', 1)[1].split('"', 1)[0]
+        assert os.path.exists(os.path.join(tmp_path, link)), link  # each model's latest run report
+    assert "http://" not in page and "https://" not in page
+    result = open_in_chromium(out)
+    assert result.console == [] and result.dom.count("<tr>") == 1 + len(rows)
 
 
 def test_tenant_b_has_no_baseline_although_tenant_a_has_a_blessed_model(cycles):
@@ -141,6 +222,11 @@ def test_a_bad_span_retrains_exactly_that_tenant_and_is_stopped_without_touching
     assert "acme-tips                    started  (new data (span 2))" in out
     assert "fleet run: 1 run(s), 1 skipped, 1 failed (acme-tips: stopped at gate)" in out
     assert cycles["after_second"] == cycles["after_first"]  # no tenant's serving versions changed
+    # Every other tenant's serving AND edge versions, file by file, exactly as before acme's bad run.
+    before = cycles["others_before"]
+    assert before[("globex-tips", "serving")] and before[("globex-tips", "edge")], sorted(before)
+    assert any(p.endswith("model_int8.tflite") for p in before[("globex-tips", "edge")])
+    assert cycles["others_after"] == before
     state = State(cycles["fleet"].state_path)
     assert state.last_run("acme-tips")["exit_code"] == 3
     assert [r["status"] for r in state.runs("globex-tips")] == ["ok"]
