@@ -83,6 +83,10 @@ def test_layers_resolve_to_pipeline_configs(tmp_path):
     ("tenants: {a_b: {models: {c: {data_root: d}}}, a: {models: {b-c: {data_root: d}}}}",
      "tenants.a.models.b-c: model names are lower-case"),
     ("tenants: {acme: {models: {}}}", "tenants.acme.models: a tenant needs at least one model"),
+    ("tenants: {acme: {models: {m: {data_root: d, triggers: [metric]}}}}",
+     "tenants.acme.models.m.metric.bound: the 'metric' trigger needs a number"),
+    ("tenants: {acme: {models: {m: {data_root: d, triggers: [metric], metric: {bound: 0.7, min: 1}}}}}",
+     "tenants.acme.models.m.metric: unknown key 'min'"),
     ("tenant: {}", "unknown key 'tenant'"),
 ])
 def test_bad_fleet_files_name_the_entry_and_key(tmp_path, text, message):
@@ -322,3 +326,17 @@ def test_k8s_files_serve_every_served_tenant_model_from_one_deployment(tmp_path,
     assert service["selector"] == pod["metadata"]["labels"]
     assert {p["name"]: p["port"] for p in service["ports"]} == {"grpc": 8500, "http": 8501}
     assert container["readinessProbe"]["httpGet"]["path"] in {f"/v1/models/{m.name}" for m in served}
+
+
+def test_a_fleet_state_from_before_the_metric_trigger_gains_its_column(tmp_path):
+    import sqlite3
+
+    path = str(tmp_path / "fleet.sqlite")
+    with sqlite3.connect(path) as db:  # the checks table as the first release wrote it
+        db.execute("CREATE TABLE checks (name TEXT PRIMARY KEY, checked REAL NOT NULL, decision TEXT NOT NULL, "
+                   "logs TEXT NOT NULL DEFAULT '')")
+        db.execute("INSERT INTO checks VALUES ('acme-tips', 1.0, 'skipped', 'abc')")
+    state = State(path)
+    assert state.last_check("acme-tips")["labelled"] == ""
+    state.record_check("acme-tips", "run: x", labelled="f@1")
+    assert (state.last_check("acme-tips")["logs"], state.last_check("acme-tips")["labelled"]) == ("abc", "f@1")

@@ -260,3 +260,45 @@ def test_one_server_serves_every_tenant_model_from_the_shared_models_config(cycl
             assert len(predictions) == 1
     finally:
         server.stop()
+
+
+def test_metric_trigger_scores_the_served_model_on_newly_labelled_data(cycles, tmp_path):
+    """No pipeline run: globex's served version scored on its eval examples as they are (AUC above the bound:
+    not due), then on the same examples with every label flipped (AUC = 1 - that: due, with the reason);
+    once checked, the same files and version are not scored again."""
+    import dataclasses
+
+    from edge.export import labels_of
+    from fleet import triggers
+    from validation import files as input_files
+
+    globex = next(m for m in cycles["fleet"].models if m.name == "globex-tips")
+    spec = globex.config.features
+    records = [r for p in input_files.list_files(os.path.join(globex.config.input_base, "span-1", "eval"), "*")
+               for r in input_files.read_examples(p)]
+    flipped = []
+    for record, label in zip(records, labels_of(records, spec)):
+        example = tf.train.Example.FromString(record)
+        fare = example.features.feature[spec.label_relative_to].float_list.value[0]
+        example.features.feature[spec.label_column].float_list.value[:] = [0.0 if label else fare + 1.0]
+        flipped.append(example.SerializeToString())
+    assert (labels_of(flipped, spec) == 1 - labels_of(records, spec)).all()
+    demo.write_span(str(tmp_path / "good"), 1, {"eval": records})
+    demo.write_span(str(tmp_path / "flipped"), 1, {"eval": flipped})
+    version = cycles["after_first"]["globex-tips"][0]
+    state = State(str(tmp_path / "fleet.sqlite"))
+
+    def checked(where):
+        model = dataclasses.replace(globex, triggers=["metric"],
+                                    metric={"bound": 0.7, "labelled": str(tmp_path / where / "span-1" / "eval" / "*")})
+        return model, triggers.evaluate(model, state)
+
+    good_model, good = checked("good")
+    assert good.reasons == [] and good.labelled.endswith(f"@{version}")
+    auc = triggers.served_metric(good_model, triggers.labelled_files(good_model, good.data), version)
+    assert auc > 0.7
+    assert auc == pytest.approx(_pushing_run_auc(cycles["fleet"], "globex-tips"), abs=0.01)  # TFMA's, same data
+    _, bad = checked("flipped")
+    assert bad.reasons == [f"served AUC {1 - auc:.3f} < 0.7 on newly labelled data (1 file(s), version {version})"]
+    state.record_check("globex-tips", "run: " + bad.reasons[0], labelled=bad.labelled)
+    assert checked("flipped")[1].reasons == []  # unchanged files, same served version: not scored again
