@@ -16,6 +16,7 @@ import urllib.request
 
 import pytest
 import tensorflow as tf
+import yaml
 
 from contract.versions import list_versions
 from fleet import demo
@@ -86,8 +87,6 @@ def _pushed(fleet, but):
 def _edge_for(path, model):
     """Turns the edge export on for one model of the demo fleet file (the small tier has it off); its gate's
     limit is wide because these tests are about isolation, not about a 60-step model's int8 accuracy."""
-    import yaml
-
     with open(path, encoding="utf-8") as f:
         raw = yaml.safe_load(f)
     tenant, name = model.split("-")
@@ -260,6 +259,18 @@ def test_one_server_serves_every_tenant_model_from_the_shared_models_config(cycl
             assert len(predictions) == 1
     finally:
         server.stop()
+
+
+def test_k8s_configmap_serves_every_tenant_model_the_fleet_pushed(cycles, tmp_path):
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    status, out = _fleet_cli("k8s", "--fleet", cycles["path"], "--out", str(tmp_path))
+    assert status == 0 and "serves 2 model(s): acme-tips, globex-tips" in out and "note:" not in out, out
+    config_map = next(d for d in yaml.safe_load_all(open(tmp_path / "kubernetes.yaml")) if d["kind"] == "ConfigMap")
+    models = text_format.Parse(config_map["data"]["models.config"], model_server_config_pb2.ModelServerConfig())
+    assert {m.name: m.base_path for m in models.model_config_list.config} == {
+        m.name: m.config.model_serving_dir for m in cycles["fleet"].models}
 
 
 def test_metric_trigger_scores_the_served_model_on_newly_labelled_data(cycles, tmp_path):
