@@ -78,10 +78,11 @@ def cmd_k8s(args) -> int:
 
     fleet = _fleet(args)
     shared = fleet.models[0].config  # serving_dir, image, batching and poll interval are the fleet's defaults
-    models, missing = deploy.fleet_models_config(shared.models_config_path, [m.name for m in fleet.models])
+    models, missing = deploy.fleet_models_config(shared.models_config_path,
+                                                 {m.name: m.config.model_serving_dir for m in fleet.models})
     if not models.model_config_list.config:
-        raise ConfigError(f"no model of {fleet.path} has a served version yet ({shared.models_config_path} has "
-                          f"none of them); run `tfx-edge fleet run --fleet {args.fleet}` first")
+        raise ConfigError(f"no model of {fleet.path} has a served version yet (under {shared.serving_dir}); "
+                          f"run `tfx-edge fleet run --fleet {args.fleet}` first")
     for path in deploy.write_fleet_files(shared, models, args.out).values():
         print(f"wrote {path}")
     print(f"one TF Serving Deployment serves {len(models.model_config_list.config)} model(s): "

@@ -38,6 +38,7 @@ from tensorflow_serving.config import model_server_config_pb2
 from tfx.dsl.io import fileio
 
 from contract.config import PipelineConfig, is_remote
+from contract.versions import list_versions
 from serving import experiments, model_config
 from serving.experiments import Experiment
 from serving.metrics import METRICS_PATH
@@ -222,21 +223,27 @@ def arm_configs(config: PipelineConfig) -> Dict[str, model_server_config_pb2.Mod
     return configs
 
 
-def fleet_models_config(models_config_path: str, names: List[str]) -> Tuple[
+def fleet_models_config(models_config_path: str, models: Dict[str, str]) -> Tuple[
         model_server_config_pb2.ModelServerConfig, List[str]]:
-    """The shared models.config's entries for `names` (rollout pins and labels kept), and the names missing.
+    """The ModelServerConfig for `models` ({name: base path}) that have a served version, and the names left out.
 
-    A model enters the shared file at its first push (fleet/controller.py). One without a version must stay
-    out: TF Serving opens no port until every model in its config has a version (tensorflow/serving#979).
+    A model keeps its entry of the shared models.config (rollout pins and labels); one with versions but no
+    entry (pushed outside the fleet controller) follows latest. One without a version stays out: TF Serving
+    opens no port until every model in its config has a version (tensorflow/serving#979).
     """
     shared = model_config.read(models_config_path) if fileio.exists(models_config_path) else \
         model_server_config_pb2.ModelServerConfig()
     entries = {m.name: m for m in shared.model_config_list.config}
     out = model_server_config_pb2.ModelServerConfig()
-    for name in names:
-        if name in entries:
+    missing = []
+    for name, base_path in models.items():
+        if not list_versions(base_path):
+            missing.append(name)
+        elif name in entries:
             out.model_config_list.config.append(entries[name])
-    return out, [n for n in names if n not in entries]
+        else:
+            out.model_config_list.config.append(model_config.new_config(name, base_path).model_config_list.config[0])
+    return out, missing
 
 
 def fleet_manifests(config: PipelineConfig, models: model_server_config_pb2.ModelServerConfig,

@@ -272,8 +272,9 @@ def test_watch_abandons_the_running_pipeline_on_sigterm_when_asked(tmp_path):
 
 
 def test_k8s_files_serve_every_served_tenant_model_from_one_deployment(tmp_path, capsys):
-    """Offline: the manifests parse, the ConfigMap's models.config is a ModelServerConfig with the served
-    models' names and base paths (pins from a rollout kept), and the Deployment reads it and polls it."""
+    """Offline: the manifests parse, the ConfigMap's models.config is a ModelServerConfig with every served
+    model's name and base path (a rollout's pin kept, an unregistered one following latest, one never pushed
+    left out), and the Deployment reads it from the ConfigMap and polls it."""
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
 
@@ -287,11 +288,13 @@ def test_k8s_files_serve_every_served_tenant_model_from_one_deployment(tmp_path,
     assert main(["k8s", "--fleet", path, "--out", out]) == 2
     assert "no model of" in capsys.readouterr().err  # nothing served yet: nothing written
     assert not os.path.exists(out)
-    served = [m for m in fleet.models if m.name != "globex-search"]
-    for model in served:  # what the controller does after each model's first push
-        model_config.ensure(shared, model.name, model.config.model_serving_dir)
+    by_name = {m.name: m for m in fleet.models}
+    served = [by_name["acme-search"], by_name["acme-recs"]]  # globex-search has no version: left out
+    os.makedirs(os.path.join(by_name["acme-search"].config.model_serving_dir, "1"))  # pushed, not registered
+    os.makedirs(os.path.join(by_name["acme-recs"].config.model_serving_dir, "7"))
+    model_config.ensure(shared, "acme-recs", by_name["acme-recs"].config.model_serving_dir)  # as the controller
     pinned = model_config.read(shared)
-    model_config.model_entry(pinned, "acme-recs").version_labels["stable"] = 7
+    model_config.model_entry(pinned, "acme-recs").version_labels["stable"] = 7  # as a rollout
     model_config.write(shared, pinned)
     assert main(["k8s", "--fleet", path, "--out", out]) == 0
     printed = capsys.readouterr().out
