@@ -3,8 +3,9 @@
 One module fixture runs everything (CI budget): `fleet run --only acme-tips` trains acme; then Apache Airflow
 (its own venv, `.venv-airflow`) loads the generated DAGs in a DagBag and `airflow dags test` runs globex's DAG,
 whose task trains globex (with its edge export on) after acme has a blessed model in the same store; then a
-bad span lands in acme's data root and a `fleet run` cycle retrains exactly acme, which the gate stops. The
-tests only read what those runs left.
+bad span lands in acme's data root and a `fleet run` cycle retrains exactly acme, which the gate stops; one
+`fleet status --json --html` reads the result. The tests only read what those runs left (`fleet k8s`, the
+metric trigger's scoring of globex's served model: no pipeline run).
 """
 
 import hashlib
@@ -114,10 +115,14 @@ def cycles(tmp_path_factory):
     span = demo.tenant_span("acme", 2, 500, 200)
     demo.write_span(os.path.join(root, "data", "acme"), 2, {k: _bad_span(v) for k, v in span.items()})
     second = _fleet_cli("run", "--fleet", path)
+    # One `fleet status` for the status tests: the JSON on stdout, the HTML page beside it.
+    status = subprocess.run([sys.executable, "-m", "runners.cli", "fleet", "status", "--fleet", path, "--json",
+                             "--html", os.path.join(root, "fleet.html")], capture_output=True, text=True, timeout=600)
     return {"path": path, "fleet": fleet, "first": first, "second": second, "after_first": after_first,
             "dagbag": json.loads(bag[1].strip().splitlines()[-1]), "airflow_run": airflow_run,
             "after_second": _versions(fleet), "others_before": others_before,
-            "others_after": _pushed(fleet, but="acme-tips")}
+            "others_after": _pushed(fleet, but="acme-tips"), "status": status,
+            "html": os.path.join(root, "fleet.html")}
 
 
 def test_airflow_loads_every_generated_dag_with_its_schedule(cycles):
@@ -142,14 +147,6 @@ def test_first_cycle_and_airflow_train_and_serve_every_tenant(cycles):
     assert all(len(v) == 1 for v in cycles["after_first"].values()), cycles["after_first"]
 
 
-def _status_json(path):
-    """`fleet status --json`, parsed from stdout alone: logs and warnings must not reach it."""
-    result = subprocess.run([sys.executable, "-m", "runners.cli", "fleet", "status", "--fleet", path, "--json"],
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr
-    return {r["name"]: r for r in json.loads(result.stdout)}
-
-
 def _pushing_run_auc(fleet, name):
     """The candidate AUC of the one run of `name` that pushed a serving version, from MLMD."""
     from pipeline.metadata import open_metadata
@@ -165,7 +162,9 @@ def test_status_shows_the_metric_of_the_served_version_not_of_the_latest_run(cyc
     """acme's latest run stopped at the gate (no Evaluator ran): its row still shows the AUC of the version
     it serves, which is the Evaluator's figure for the model that version was pushed from."""
     fleet = cycles["fleet"]
-    rows = _status_json(cycles["path"])
+    status = cycles["status"]
+    assert status.returncode == 0, status.stderr
+    rows = {r["name"]: r for r in json.loads(status.stdout)}  # stdout is the JSON alone: logs go elsewhere
     assert {n: r["status"] for n, r in rows.items()} == {"acme-tips": "stopped at gate", "globex-tips": "ok"}
     for name, row in rows.items():
         assert row["serving_version"] == cycles["after_first"][name][0]
@@ -174,20 +173,19 @@ def test_status_shows_the_metric_of_the_served_version_not_of_the_latest_run(cyc
         assert row["pushed_from"].endswith("/Format-Serving")
 
 
-def test_status_html_is_the_fleet_table_of_the_report(cycles, tmp_path):
+def test_status_html_is_the_fleet_table_of_the_report(cycles):
     from reports.browser import open_in_chromium
 
-    out = str(tmp_path / "fleet.html")
-    status, text = _fleet_cli("status", "--fleet", cycles["path"], "--html", out)
-    assert status == 0 and f"fleet report: {out}" in text, text
+    out = cycles["html"]
+    assert f"fleet report: {out}" in cycles["status"].stderr
     page = open(out, encoding="utf-8").read()
-    rows = _status_json(cycles["path"])
-    for name, row in rows.items():
-        cells = page.split(f"<td>{name}</td>", 1)[1].split("</tr>", 1)[0]
+    rows = json.loads(cycles["status"].stdout)
+    for row in rows:
+        cells = page.split(f"<td>{row['name']}</td>", 1)[1].split("</tr>", 1)[0]
         assert f'{row["status"]}</span>' in cells and f'>{row["serving_version"]}</td>' in cells
         assert f"AUC {row['metric_value']:.3f}" in cells
         link = cells.split('<a href="', 1)[1].split('"', 1)[0]
-        assert os.path.exists(os.path.join(tmp_path, link)), link  # each model's latest run report
+        assert os.path.exists(os.path.join(os.path.dirname(out), link)), link  # the model's latest run report
     assert "http://" not in page and "https://" not in page
     result = open_in_chromium(out)
     assert result.console == [] and result.dom.count("<tr>") == 1 + len(rows)
