@@ -79,8 +79,8 @@ def _fingerprint(paths: List[str], base: str) -> str:
 
 
 def labelled_files(model: FleetModel, data: DataFacts) -> List[str]:
-    """The newly labelled TFRecords the metric check scores: `metric.labelled` under the data root, by
-    default the latest span's eval split (labelled data that landed after the served model was trained)."""
+    """The labelled TFRecords the metric check scores: `metric.labelled` under the data root, by default the
+    latest span's eval split (labelled rows; new ones whenever a span lands)."""
     config = model.config
     pattern = model.metric.get("labelled") or config.split_patterns.get("eval", "")
     if data.span is not None:

@@ -8,6 +8,7 @@ from the same DatasetFeatureStatistics protos as static tables and histograms.
 
 from __future__ import annotations
 
+import datetime
 import glob
 import html
 import json
@@ -458,8 +459,6 @@ def utc_minute(seconds) -> str:
     """Epoch seconds as `YYYY-MM-DD HH:MM` UTC, '-' for none (the fleet table, text and HTML)."""
     if not seconds:
         return "-"
-    import datetime
-
     return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
 
 
