@@ -2,10 +2,11 @@
 
     tfx-edge fleet run     --fleet FILE [--only NAME ...] [--force]   run every due model now; exit = failures
     tfx-edge fleet watch   --fleet FILE --interval N [--on-stop finish|abandon]
-    tfx-edge fleet status  --fleet FILE [--json]
+    tfx-edge fleet status  --fleet FILE [--json] [--html OUT.html]
     tfx-edge fleet print   --fleet FILE NAME [--full]                 the resolved settings of <tenant>-<model>
     tfx-edge fleet demo    --out DIR [--tenants acme,globex] [--no-run]
     tfx-edge fleet airflow --fleet FILE --out DAGS_DIR [--command PREFIX] [--poll SCHEDULE]
+    tfx-edge fleet k8s     --fleet FILE --out DIR                       one multi-model TF Serving deployment
     tfx-edge fleet vertex  --fleet FILE --out DIR                       (runners/fleet.py: needs the compile)
 """
 
@@ -44,8 +45,12 @@ def cmd_watch(args) -> int:
 def cmd_status(args) -> int:
     from fleet import status
 
-    items = status.rows(_fleet(args))
+    fleet = _fleet(args)
+    items = status.rows(fleet)
     print(status.to_json(items) if args.json else status.table(items))
+    if args.html:
+        path = status.write_html(fleet, items, args.html)
+        print(f"fleet report: {path}", file=sys.stderr if args.json else sys.stdout)
     return 0
 
 
@@ -64,6 +69,27 @@ def cmd_airflow(args) -> int:
         print(f"wrote {path}")
     for stale in airflow.stale_dags(fleet, args.out):
         print(f"note: {os.path.join(args.out, stale)} is for a model no longer in {args.fleet}; delete it")
+    return 0
+
+
+def cmd_k8s(args) -> int:
+    from contract.errors import ConfigError
+    from serving import deploy
+
+    fleet = _fleet(args)
+    shared = fleet.models[0].config  # serving_dir, image, batching and poll interval are the fleet's defaults
+    models, missing = deploy.fleet_models_config(shared.models_config_path,
+                                                 {m.name: m.config.model_serving_dir for m in fleet.models})
+    if not models.model_config_list.config:
+        raise ConfigError(f"no model of {fleet.path} has a served version yet (under {shared.serving_dir}); "
+                          f"run `tfx-edge fleet run --fleet {args.fleet}` first")
+    for path in deploy.write_fleet_files(shared, models, args.out).values():
+        print(f"wrote {path}")
+    print(f"one TF Serving Deployment serves {len(models.model_config_list.config)} model(s): "
+          + ", ".join(m.name for m in models.model_config_list.config))
+    for name in missing:
+        print(f"note: {name} has no served version yet and is left out (TF Serving would not start); "
+              "write the files again after its first push")
     return 0
 
 
@@ -101,7 +127,10 @@ def main(argv=None) -> int:
                        help="on SIGTERM: let running pipelines finish (default) or end them now")
     watch.add_argument("--cycles", type=int, default=0, help="stop after N cycles (0 = until a signal)")
     status = add("status", cmd_status, "one row per tenant model: last run, serving version, metric, next due")
-    status.add_argument("--json", action="store_true")
+    status.add_argument("--json", action="store_true", help="the rows as JSON (stdout holds only the JSON)")
+    status.add_argument("--html", default="", metavar="OUT.html",
+                        help="also write the fleet page of the HTML report: this table, each model linked to its "
+                             "latest run report")
     show = add("print", cmd_print, "the resolved pipeline settings of one tenant model")
     show.add_argument("name", help="<tenant>-<model>")
     show.add_argument("--full", action="store_true", help="every setting, defaults included")
@@ -114,6 +143,9 @@ def main(argv=None) -> int:
                            "e.g. 'docker run --rm -v /data:/data IMAGE tfx-edge'")
     dags.add_argument("--poll", default=airflow.DEFAULT_POLL, metavar="SCHEDULE",
                       help="Airflow schedule of models that have no cron (their new-data/drift checks)")
+    k8s = add("k8s", cmd_k8s, "write Kubernetes files serving every tenant model from one TF Serving Deployment "
+                              "(ConfigMap with models.config, Deployment, Service, autoscaler)")
+    k8s.add_argument("--out", required=True, metavar="DIR", help="where kubernetes.yaml and models.config go")
     demo = add("demo", cmd_demo, "lay out demo tenants (spans of the bundled taxi data) and run a cycle", fleet=False)
     demo.add_argument("--out", required=True, metavar="DIR")
     demo.add_argument("--tenants", default="acme,globex")

@@ -5,8 +5,10 @@
     tiers:      {NAME: ENTRY}
     tenants:    {NAME: ENTRY + {tier: NAME, models: {NAME: ENTRY}}}
 
-An ENTRY holds `settings` (any subset of pipeline/configs/default.yaml), `data_root`, `schedule` (cron) and
-`triggers`. Later layers override earlier ones key by key (settings merge deeply). Each model becomes the
+An ENTRY holds `settings` (any subset of pipeline/configs/default.yaml), `data_root`, `schedule` (cron),
+`triggers` and `metric` ({bound: B, labelled: GLOB}: the `metric` trigger's bound on the served model's
+headline metric, and where newly labelled TFRecords land, relative to data_root). Later layers override
+earlier ones key by key (settings merge deeply). Each model becomes the
 pipeline `<tenant>-<model>` (its own MLMD pipeline context, so its own baselines and span windows), served
 as `<tenant>-<model>` next to every other model in the one shared `models.config`. The resolved
 configuration goes through `contract.config.load_config`, the loader every pipeline command uses.
@@ -24,8 +26,9 @@ from croniter import croniter
 from contract.config import PipelineConfig, is_remote, load_config
 from contract.errors import ConfigError
 
-TRIGGERS = ("new_data", "schedule", "drift")
-ENTRY_KEYS = {"settings", "data_root", "schedule", "triggers"}
+TRIGGERS = ("new_data", "schedule", "drift", "metric")
+ENTRY_KEYS = {"settings", "data_root", "schedule", "triggers", "metric"}
+METRIC_KEYS = {"bound", "labelled"}
 TENANT_KEYS = ENTRY_KEYS | {"tier", "models"}
 TOP_KEYS = {"fleet", "defaults", "tiers", "tenants"}
 FLEET_KEYS = {"output_dir", "concurrency"}
@@ -45,6 +48,8 @@ class FleetModel:
     triggers: List[str]
     config: PipelineConfig
     settings: Dict[str, Any]  # the merged settings mapping that `config` was loaded from
+    # The `metric` trigger: {"bound": float, "labelled": glob under data.input_base ("" = latest eval split)}.
+    metric: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -130,7 +135,7 @@ def _entry(value: Any, where: str, allowed=ENTRY_KEYS) -> Dict[str, Any]:
 def _layer(resolved: Dict[str, Any], entry: Dict[str, Any]) -> Dict[str, Any]:
     out = dict(resolved)
     out["settings"] = _merge(resolved.get("settings", {}), entry.get("settings") or {})
-    for key in ("data_root", "schedule", "triggers"):
+    for key in ("data_root", "schedule", "triggers", "metric"):
         if key in entry:
             out[key] = entry[key]
     return out
@@ -166,7 +171,7 @@ def load_fleet(path: str) -> Fleet:
     if not isinstance(concurrency, int) or concurrency < 1:
         raise ConfigError(f"fleet.concurrency must be a positive number of parallel runs, got {concurrency!r}")
 
-    defaults = _layer({"settings": {}, "data_root": "", "schedule": "", "triggers": ["new_data"]},
+    defaults = _layer({"settings": {}, "data_root": "", "schedule": "", "triggers": ["new_data"], "metric": {}},
                       _entry(raw.get("defaults"), "defaults"))
     tiers = {name: _entry(value, f"tiers.{name}") for name, value in _mapping(raw.get("tiers"), "tiers").items()}
     tenants = _mapping(raw.get("tenants"), "tenants")
@@ -212,6 +217,7 @@ def _resolve(tenant: str, model: str, entry: Dict[str, Any], where: str, output_
     _check_schedule(schedule, where)
     if "schedule" in triggers and not schedule:
         raise ConfigError(f"{where}.triggers: 'schedule' needs a cron expression in schedule")
+    metric = _check_metric(entry["metric"], "metric" in triggers, where)
     if not entry["data_root"]:
         raise ConfigError(f"{where}.data_root is not set (in the model, its tenant, tier or defaults)")
     name = f"{tenant}-{model}"
@@ -228,7 +234,19 @@ def _resolve(tenant: str, model: str, entry: Dict[str, Any], where: str, output_
     if schema and not os.path.isabs(schema) and os.path.exists(os.path.join(base_dir, schema)):
         settings["schema_file"] = os.path.join(base_dir, schema)
     config = load_settings_mapping(settings, where)
-    return FleetModel(tenant, model, schedule, list(triggers), config, settings)
+    return FleetModel(tenant, model, schedule, list(triggers), config, settings, metric)
+
+
+def _check_metric(value: Any, wanted: bool, where: str) -> Dict[str, Any]:
+    metric = _mapping(value, f"{where}.metric")
+    unknown = sorted(set(metric) - METRIC_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}.metric: unknown key {unknown[0]!r}; known keys: {', '.join(sorted(METRIC_KEYS))}")
+    bound = metric.get("bound")
+    if wanted and (isinstance(bound, bool) or not isinstance(bound, (int, float))):
+        raise ConfigError(f"{where}.metric.bound: the 'metric' trigger needs a number (the served model's AUC, "
+                          f"accuracy or RMSE it must stay on the good side of), got {bound!r}")
+    return {"bound": float(bound), "labelled": str(metric.get("labelled") or "")} if wanted else {}
 
 
 def load_settings_mapping(settings: Dict[str, Any], where: str) -> PipelineConfig:

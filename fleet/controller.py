@@ -64,7 +64,7 @@ class Controller:
                 due.append((model, decision))
             else:
                 reason = "no new data, schedule not due" if decision.data.files else "no data files"
-                self.state.record_check(model.name, "skipped: " + reason, decision.logs)
+                self.state.record_check(model.name, "skipped: " + reason, decision.logs, decision.labelled)
                 outcomes.append(Outcome(model.name, "skipped", reason))
                 self._say(f"{model.name:28s} skipped  ({reason})")
         if due:
@@ -80,7 +80,7 @@ class Controller:
         os.makedirs(model.config.log_dir, exist_ok=True)
         log = os.path.join(model.config.log_dir, time.strftime("fleet-%Y%m%d-%H%M%S.out"))
         run_id = self.state.start_run(model.name, reason, triggers.facts_dict(decision.data), log)
-        self.state.record_check(model.name, "run: " + reason, decision.logs)
+        self.state.record_check(model.name, "run: " + reason, decision.logs, decision.labelled)
         started = time.time()
         with open(log, "wb") as f:
             with self._lock:  # registered before abandon() can look, so a signal never misses a new run

@@ -16,8 +16,11 @@ CREATE TABLE IF NOT EXISTS runs (
   id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, started REAL NOT NULL, finished REAL,
   status TEXT NOT NULL, exit_code INTEGER, reason TEXT NOT NULL, data TEXT NOT NULL, log TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS checks (
-  name TEXT PRIMARY KEY, checked REAL NOT NULL, decision TEXT NOT NULL, logs TEXT NOT NULL DEFAULT '');
+  name TEXT PRIMARY KEY, checked REAL NOT NULL, decision TEXT NOT NULL, logs TEXT NOT NULL DEFAULT '',
+  labelled TEXT NOT NULL DEFAULT '');
 """
+# Columns added after a release, for fleet.sqlite files made before them.
+_ADDED = {"checks": {"labelled": "TEXT NOT NULL DEFAULT ''"}}
 
 
 class State:
@@ -26,6 +29,11 @@ class State:
         self.path = path
         with self._connect() as db:
             db.executescript(_SCHEMA)
+            for table, columns in _ADDED.items():
+                have = {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}
+                for column, kind in columns.items():
+                    if column not in have:
+                        db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -62,12 +70,15 @@ class State:
         with self._connect() as db:
             return [dict(r) for r in db.execute("SELECT * FROM runs WHERE name=? ORDER BY id", (name,))]
 
-    def record_check(self, name: str, decision: str, logs: Optional[str] = None) -> None:
+    def record_check(self, name: str, decision: str, logs: Optional[str] = None,
+                     labelled: Optional[str] = None) -> None:
+        """`logs`/`labelled`: the request-log and labelled-data fingerprints this check saw (None: keep)."""
         with self._connect() as db:
-            previous = db.execute("SELECT logs FROM checks WHERE name=?", (name,)).fetchone()
-            kept = logs if logs is not None else (previous["logs"] if previous else "")
-            db.execute("INSERT OR REPLACE INTO checks (name, checked, decision, logs) VALUES (?,?,?,?)",
-                       (name, time.time(), decision, kept))
+            previous = db.execute("SELECT logs, labelled FROM checks WHERE name=?", (name,)).fetchone()
+            kept = [new if new is not None else (previous[key] if previous else "")
+                    for key, new in (("logs", logs), ("labelled", labelled))]
+            db.execute("INSERT OR REPLACE INTO checks (name, checked, decision, logs, labelled) VALUES (?,?,?,?,?)",
+                       (name, time.time(), decision, *kept))
 
     def last_check(self, name: str) -> Optional[Dict[str, Any]]:
         with self._connect() as db:

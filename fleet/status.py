@@ -1,36 +1,31 @@
-"""`fleet status`: one row per tenant model — last run, serving version and its metric, data span, next due."""
+"""`fleet status`: one row per tenant model — last run, the served version and its metric, data span, next due."""
 
-import datetime
 import json
 import os
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Tuple
 
 from contract import versions
 from contract.serving import PUSH_INFO
 from fleet import triggers
-from fleet.config import Fleet
+from fleet.config import Fleet, FleetModel
 from fleet.state import State
 
-COLUMNS = ("model", "last run", "status", "reason", "serving", "auc", "span", "next due")
+COLUMNS = ("model", "last run", "status", "reason", "serving", "metric", "span", "next due")
 
 
-def _when(seconds) -> str:
-    if not seconds:
-        return "-"
-    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
+def _served_metric(store, model: FleetModel, pushed_from: str) -> Tuple[str, Optional[float]]:
+    """The task's headline metric (AUC, accuracy or RMSE) of the model the serving version was pushed from.
 
+    Not the latest run's candidate: that one may have been refused by the Evaluator or never evaluated
+    (a run stopped at the gate), while the served version stays what it was.
+    """
+    from reports.summary import TASK_METRICS, served_model_metrics
 
-def _auc(store, pipeline_name: str) -> str:
-    """The AUC of the newest blessed candidate of this pipeline (the model it serves), from MLMD."""
-    from reports.summary import read_run
-
-    try:
-        summary = read_run(store, pipeline_name)
-    except LookupError:
-        return ""
-    auc = summary.candidate_metrics.get("auc")
-    return f"{auc:.3f}" if auc is not None and summary.blessed else ""
+    key, label = TASK_METRICS[model.config.features.task][0]
+    if store is None or not pushed_from:
+        return label, None
+    return label, served_model_metrics(store, pushed_from).get(key)
 
 
 def rows(fleet: Fleet, with_metrics: bool = True) -> List[Dict[str, Any]]:
@@ -48,6 +43,8 @@ def rows(fleet: Fleet, with_metrics: bool = True) -> List[Dict[str, Any]]:
         serving = versions.list_versions(model.config.model_serving_dir)
         info = versions.read_record(os.path.join(model.config.model_serving_dir, str(serving[-1])),
                                     PUSH_INFO) if serving else None
+        pushed_from = (info or {}).get("source_model", "")
+        metric, value = _served_metric(store, model, pushed_from)
         due = triggers.next_due(model, last.get("started"), now)
         out.append({
             "tenant": model.tenant, "model": model.model, "name": model.name,
@@ -55,16 +52,18 @@ def rows(fleet: Fleet, with_metrics: bool = True) -> List[Dict[str, Any]]:
             "exit_code": last.get("exit_code"), "reason": last.get("reason", ""),
             "last_check": check.get("checked"), "last_decision": check.get("decision", ""),
             "serving_version": serving[-1] if serving else None,
-            "pushed_from": (info or {}).get("source_model", ""),
-            "auc": _auc(store, model.name) if store is not None else "",
+            "pushed_from": pushed_from, "metric": metric, "metric_value": value,
             "span": (last.get("data") or {}).get("span"), "next_due": due,
         })
     return out
 
 
 def table(items: List[Dict[str, Any]]) -> str:
-    lines = [[r["name"], _when(r["last_run"]), r["status"], r["reason"][:40], str(r["serving_version"] or "-"),
-              r["auc"] or "-", "-" if r["span"] is None else str(r["span"]), _when(r["next_due"])] for r in items]
+    from reports.html import utc_minute
+
+    lines = [[r["name"], utc_minute(r["last_run"]), r["status"], r["reason"][:40], str(r["serving_version"] or "-"),
+              "-" if r["metric_value"] is None else f"{r['metric']} {r['metric_value']:.3f}",
+              "-" if r["span"] is None else str(r["span"]), utc_minute(r["next_due"])] for r in items]
     widths = [max(len(c), *(len(line[i]) for line in lines)) for i, c in enumerate(COLUMNS)]
     fmt = "  ".join(f"{{:{w}s}}" for w in widths)
     return "\n".join([fmt.format(*COLUMNS)] + [fmt.format(*line) for line in lines])
@@ -72,3 +71,16 @@ def table(items: List[Dict[str, Any]]) -> str:
 
 def to_json(items: List[Dict[str, Any]]) -> str:
     return json.dumps(items, indent=2)
+
+
+def write_html(fleet: Fleet, items: List[Dict[str, Any]], path: str) -> str:
+    """The fleet page of the HTML report (reports/html.py): these rows, each linked to its latest run report."""
+    from reports import html
+
+    base = os.path.dirname(os.path.abspath(path))
+    links = {}
+    for model in fleet.models:
+        report = html.latest_report(model.config.pipeline_root)
+        if report:
+            links[model.name] = os.path.relpath(report, base)
+    return html.write_page(html.render_fleet(items, fleet.path, links), path)

@@ -1,8 +1,10 @@
-"""Why a tenant's model should retrain now: new data landed, its cron schedule is due, or its traffic drifted.
+"""Why a tenant's model should retrain now: new data landed, its cron schedule is due, its traffic drifted,
+or the served model scores worse than its bound on newly labelled data.
 
 Cheap by design: new data is a fingerprint of file names, sizes and modification times (no file is read);
 the schedule is croniter arithmetic; the drift check (TFDV statistics of the request logs vs the latest
-training span, thresholds from the schema's skew_comparator) runs only when the request logs changed.
+training span, thresholds from the schema's skew_comparator) runs only when the request logs changed; the
+metric check (the served SavedModel on the labelled files) only when those files or the served version did.
 """
 
 import glob
@@ -15,8 +17,13 @@ from typing import Any, Dict, List, Optional
 
 from croniter import croniter
 
+from contract import versions
 from fleet.config import FleetModel
 from fleet.state import State
+
+# The `metric` trigger's measure per task (edge.export.metrics_of's names) and whether larger is better.
+METRIC = {"binary": ("auc", "AUC", True), "multiclass": ("accuracy", "accuracy", True),
+          "regression": ("rmse", "RMSE", False)}
 
 
 @dataclass
@@ -31,6 +38,7 @@ class Decision:
     reasons: List[str] = field(default_factory=list)
     data: Optional[DataFacts] = None
     logs: Optional[str] = None  # request-log fingerprint seen by this check
+    labelled: Optional[str] = None  # labelled files + served version seen by the metric check
 
     @property
     def due(self) -> bool:
@@ -57,15 +65,55 @@ def data_facts(model: FleetModel) -> DataFacts:
                     spans.add(int(m.group(1)))
         latest = max(spans) if spans else None
         patterns = [p.replace("{SPAN}", str(latest)) for p in patterns] if latest is not None else []
+    paths = [p for pattern in patterns for p in sorted(glob.glob(os.path.join(base, pattern))) if os.path.isfile(p)]
+    return DataFacts(_fingerprint(paths, base), len(paths), latest)
+
+
+def _fingerprint(paths: List[str], base: str) -> str:
+    """Names, sizes and modification times of `paths`, hashed ("" for none): no file is read."""
     digest = hashlib.sha256()
-    count = 0
-    for pattern in patterns:
-        for path in sorted(glob.glob(os.path.join(base, pattern))):
-            if os.path.isfile(path):
-                st = os.stat(path)
-                digest.update(f"{os.path.relpath(path, base)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-                count += 1
-    return DataFacts(digest.hexdigest()[:16] if count else "", count, latest)
+    for path in paths:
+        st = os.stat(path)
+        digest.update(f"{os.path.relpath(path, base)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16] if paths else ""
+
+
+def labelled_files(model: FleetModel, data: DataFacts) -> List[str]:
+    """The labelled TFRecords the metric check scores: `metric.labelled` under the data root, by default the
+    latest span's eval split (labelled rows; new ones whenever a span lands)."""
+    config = model.config
+    pattern = model.metric.get("labelled") or config.split_patterns.get("eval", "")
+    if data.span is not None:
+        pattern = pattern.replace("{SPAN}", str(data.span))
+    if not pattern:
+        return []
+    return sorted(p for p in glob.glob(os.path.join(config.input_base, pattern)) if os.path.isfile(p))
+
+
+def served_metric(model: FleetModel, files: List[str], version: int) -> float:
+    """The served version's headline metric (METRIC) on `files`, computed as the edge gate computes it."""
+    import tensorflow as tf
+
+    from edge.export import labels_of, metrics_of, serving_predictions
+    from validation import files as input_files
+
+    spec = model.config.features
+    examples = [record for path in files for record in input_files.read_examples(path)]
+    loaded = tf.saved_model.load(os.path.join(model.config.model_serving_dir, str(version)))
+    outputs = serving_predictions(loaded, examples, spec)
+    return metrics_of(spec.task, labels_of(examples, spec), outputs)[METRIC[spec.task][0]]
+
+
+def metric_reason(model: FleetModel, files: List[str], version: int) -> str:
+    """"" when the served model is on the good side of `metric.bound` on `files`, else by how much not."""
+    _, label, higher_is_better = METRIC[model.config.features.task]
+    bound = model.metric["bound"]
+    value = served_metric(model, files, version)
+    worse = value < bound if higher_is_better else value > bound
+    if not worse:
+        return ""
+    return (f"served {label} {value:.3f} {'<' if higher_is_better else '>'} {bound:g} on newly labelled data "
+            f"({len(files)} file(s), version {version})")
 
 
 def logs_fingerprint(model: FleetModel) -> str:
@@ -122,14 +170,22 @@ def evaluate(model: FleetModel, state: State, now: Optional[float] = None) -> De
     if "schedule" in model.triggers and model.schedule:
         if next_due(model, last["started"] if last else None, now) <= now:
             decision.reasons.append(f"schedule {model.schedule!r} due")
+    check = state.last_check(model.name) or {}
     if "drift" in model.triggers:
         fingerprint = logs_fingerprint(model)
-        check = state.last_check(model.name)
         decision.logs = fingerprint
-        if fingerprint and fingerprint != (check or {}).get("logs") and data.files:
+        if fingerprint and fingerprint != check.get("logs") and data.files:
             over = drift_reason(model, data)
             if over:
                 decision.reasons.append(f"skew in request logs: {over}")
+    if "metric" in model.triggers:
+        served = versions.list_versions(model.config.model_serving_dir)
+        files = labelled_files(model, data)
+        decision.labelled = f"{_fingerprint(files, model.config.input_base)}@{served[-1]}" if served and files else ""
+        if decision.labelled and decision.labelled != check.get("labelled"):
+            worse = metric_reason(model, files, served[-1])
+            if worse:
+                decision.reasons.append(worse)
     return decision
 
 

@@ -1,4 +1,4 @@
-"""One self-contained HTML page per run: data, anomalies, metrics, plots, edge export.
+"""One self-contained HTML page per run: data, anomalies, metrics, plots, edge export; and one per fleet.
 
 Everything is inlined (CSS, SVG charts, a few lines of JS), so the file opens
 from disk in any browser with no server and no internet. TFDV's interactive
@@ -8,6 +8,7 @@ from the same DatasetFeatureStatistics protos as static tables and histograms.
 
 from __future__ import annotations
 
+import datetime
 import glob
 import html
 import json
@@ -450,6 +451,60 @@ def render(summary: RunSummary, config, store) -> str:
             f"</p></header><main>{''.join(sections)}</main><script>{_JS}</script></body></html>")
 
 
+FLEET_COLUMNS = ("model", "last run", "status", "reason", "serving version", "metric", "span", "next due",
+                 "run report")
+
+
+def utc_minute(seconds) -> str:
+    """Epoch seconds as `YYYY-MM-DD HH:MM` UTC, '-' for none (the fleet table, text and HTML)."""
+    if not seconds:
+        return "-"
+    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
+
+
+def fleet_section(rows: Sequence[Dict[str, object]], links: Dict[str, str]) -> str:
+    """The rows of `fleet status` (plain dicts, fleet/status.py) as a table; `links`: model -> its run report."""
+    badge = {"ok": "ok", "never run": "muted", "running": "muted"}
+    body = []
+    for r in rows:
+        metric = "-" if r["metric_value"] is None else f"{r['metric']} {_num(r['metric_value'], 3)}"
+        link = links.get(r["name"])
+        body.append([r["name"], utc_minute(r["last_run"]),
+                     f'<span class="badge {badge.get(r["status"], "bad")}">{_e(r["status"])}</span>',
+                     r["reason"] or "-", r["serving_version"] or "-", metric,
+                     "-" if r["span"] is None else r["span"], utc_minute(r["next_due"]),
+                     f'<a href="{_e(link)}">latest run</a>' if link else "-"])
+    served = sum(1 for r in rows if r["serving_version"])
+    return (f"<p>{served} of {len(rows)} models served. The metric is the served version's own (its "
+            "Evaluator run), not the newest candidate's.</p>" + _table(FLEET_COLUMNS, body, numeric=(4,)))
+
+
+def render_fleet(rows: Sequence[Dict[str, object]], fleet_path: str, links: Dict[str, str]) -> str:
+    """The fleet's page: the `fleet status` table, each model linked to its latest run's report."""
+    title = f"fleet {os.path.basename(fleet_path)}"
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{_e(title)}</title>"
+            f"<meta name='viewport' content='width=device-width'><style>{_CSS}</style></head><body>"
+            f"<header><h1>{_e(title)}</h1><p>fleet file <code>{_e(fleet_path)}</code></p></header>"
+            f"<main>{_section('Fleet', fleet_section(rows, links), 'fleet')}</main><script>{_JS}</script>"
+            "</body></html>")
+
+
+def latest_report(pipeline_root: str) -> str:
+    """The newest run report the runner wrote under `pipeline_root` ("" if none)."""
+    found = glob.glob(os.path.join(pipeline_root, "reports", "run-*.html"))
+    return max(found, key=os.path.getmtime) if found else ""
+
+
+def write_page(page: str, path: str) -> str:
+    """Writes a rendered page atomically (rendered first: a failure leaves no partial file)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    temporary = path + ".tmp"
+    with open(temporary, "w", encoding="utf-8") as f:
+        f.write(page)
+    os.replace(temporary, path)
+    return path
+
+
 def report_path(config, run_id: str) -> str:
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in run_id)
     return os.path.join(config.pipeline_root, "reports", f"run-{safe}.html")
@@ -463,11 +518,4 @@ def write_report(config, run_id: Optional[str] = None, out: Optional[str] = None
     """
     store = store or open_metadata(config.metadata_path)
     summary = summary or read_run(store, config.pipeline_name, run_id)
-    path = out or report_path(config, summary.run_id)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    page = render(summary, config, store)  # before opening anything: a failure leaves no partial file
-    temporary = path + ".tmp"
-    with open(temporary, "w", encoding="utf-8") as f:
-        f.write(page)
-    os.replace(temporary, path)
-    return path
+    return write_page(render(summary, config, store), out or report_path(config, summary.run_id))

@@ -114,6 +114,29 @@ def read_run(store: metadata_store.MetadataStore, pipeline_name: str, run_id: Op
     return summary
 
 
+def served_model_metrics(store: metadata_store.MetadataStore, source_model: str) -> Dict[str, float]:
+    """The overall metrics the Evaluator measured for the model a serving version was pushed from.
+
+    `source_model` is the push record's path (`<Model uri>/Format-Serving`). This is the metric of what is
+    served; the latest run's candidate may have been refused, or the latest run stopped before evaluating.
+    {} when no evaluation of that model is in the store.
+    """
+    uri = os.path.dirname(source_model) if os.path.basename(source_model) == "Format-Serving" else source_model
+    model_ids = {a.id for a in store.get_artifacts_by_uri(uri)}
+    if not model_ids:
+        return {}
+    evaluated = {e.execution_id for e in store.get_events_by_artifact_ids(list(model_ids))
+                 if e.type in INPUT_EVENTS and e.path.steps and e.path.steps[0].key == "model"}
+    outputs = [e for e in store.get_events_by_execution_ids(list(evaluated))
+               if e.type in OUTPUT_EVENTS and e.path.steps and e.path.steps[0].key == "evaluation"]
+    if not outputs:
+        return {}
+    newest = max(outputs, key=lambda e: (e.milliseconds_since_epoch, e.artifact_id))
+    summary = RunSummary(run_id="", components=[])
+    _read_evaluation(summary, store.get_artifacts_by_id([newest.artifact_id])[0].uri)
+    return summary.candidate_metrics
+
+
 def _add_model_results(summary: RunSummary, store, artifacts) -> None:
     evaluator = summary.component("Evaluator")
     if evaluator and evaluator.outputs.get("evaluation"):

@@ -19,6 +19,10 @@
   gRPC carries the label inside the message, where Istio cannot see it: gRPC
   clients that must reach one arm send the header `x-serving-arm: <label>`.
 
+A fleet (`tfx-edge fleet k8s`) gets one multi-model server instead: a ConfigMap
+holding the fleet's models.config (every served tenant model) with the monitoring
+and batching files, mounted into one Deployment that polls it, and its Service.
+
 Paths inside the container are the same as on the host (the serving directory is
 mounted at its own path), so models.config holds one base path that is right in
 both places; on Kubernetes, serving_dir is a gs:// path TF Serving reads directly.
@@ -26,13 +30,15 @@ both places; on Kubernetes, serving_dir is a gs:// path TF Serving reads directl
 
 import os
 import shlex
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import yaml
+from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 from tfx.dsl.io import fileio
 
 from contract.config import PipelineConfig, is_remote
+from contract.versions import list_versions
 from serving import experiments, model_config
 from serving.experiments import Experiment
 from serving.metrics import METRICS_PATH
@@ -40,6 +46,7 @@ from serving.metrics import METRICS_PATH
 GRPC_PORT = 8500
 REST_PORT = 8501
 ARM_HEADER = "x-serving-arm"
+FLEET_CONFIG_DIR = "/etc/tf-serving"  # where the fleet's ConfigMap (models.config, monitoring, batching) is mounted
 
 
 def kubernetes_path(config: PipelineConfig) -> str:
@@ -66,17 +73,21 @@ def batching_parameters(config: PipelineConfig) -> str:
             f"max_enqueued_batches {{ value: 1000 }}\n")
 
 
-def server_args(config: PipelineConfig, models_config_path: str = "") -> List[str]:
-    """tensorflow_model_server flags: the same config files and poll interval as the local server."""
+def server_args(config: PipelineConfig, models_config_path: str = "", files_dir: str = "") -> List[str]:
+    """tensorflow_model_server flags: the same config files and poll interval as the local server.
+
+    `files_dir`: where the monitoring and batching files are (default serving_dir; a fleet's ConfigMap mount).
+    """
+    files_dir = files_dir or config.serving_dir
     poll = max(1, round(config.serving.poll_interval_seconds))
     args = [f"--port={GRPC_PORT}", f"--rest_api_port={REST_PORT}",
             f"--model_config_file={models_config_path or config.models_config_path}",
-            f"--monitoring_config_file={monitoring_path(config)}",
+            f"--monitoring_config_file={os.path.join(files_dir, 'monitoring.config')}",
             f"--model_config_file_poll_wait_seconds={poll}",
             f"--file_system_poll_wait_seconds={poll}"]
     if config.serving.enable_batching:
         args += ["--enable_batching=true",
-                 f"--batching_parameters_file={os.path.join(config.serving_dir, 'batching_parameters.txt')}"]
+                 f"--batching_parameters_file={os.path.join(files_dir, 'batching_parameters.txt')}"]
     return args
 
 
@@ -92,23 +103,34 @@ def docker_run(config: PipelineConfig) -> str:
 
 
 def _deployment(config: PipelineConfig, name: str, labels: Dict[str, str], replicas: int,
-                models_config_path: str = "") -> Dict:
+                models_config_path: str = "", config_map: str = "", ready_model: str = "") -> Dict:
+    """`config_map`: the server's config files come from this ConfigMap, mounted at FLEET_CONFIG_DIR."""
+    files_dir = FLEET_CONFIG_DIR if config_map else ""
     container = {
         "name": "tf-serving",
         "image": config.serving.tf_serving_image,
-        "args": server_args(config, models_config_path),
+        "args": server_args(config, models_config_path, files_dir),
         "ports": [{"name": "grpc", "containerPort": GRPC_PORT}, {"name": "http", "containerPort": REST_PORT}],
         "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "2Gi"}},
         # TF Serving answers REST on the model status path once the model is AVAILABLE (after warm-up).
-        "readinessProbe": {"httpGet": {"path": f"/v1/models/{config.model_name}", "port": REST_PORT},
+        "readinessProbe": {"httpGet": {"path": f"/v1/models/{ready_model or config.model_name}", "port": REST_PORT},
                            "periodSeconds": 5},
         "livenessProbe": {"tcpSocket": {"port": GRPC_PORT}, "initialDelaySeconds": 10, "periodSeconds": 10},
     }
     scrape = {"prometheus.io/scrape": "true", "prometheus.io/port": str(REST_PORT), "prometheus.io/path": METRICS_PATH}
     pod = {"metadata": {"labels": labels, "annotations": scrape}, "spec": {"containers": [container]}}
+    mounts, volumes = [], []
     if not is_remote(config.serving_dir):
-        container["volumeMounts"] = [{"name": "serving", "mountPath": config.serving_dir, "readOnly": True}]
-        pod["spec"]["volumes"] = [{"name": "serving", "hostPath": {"path": config.serving_dir}}]
+        mounts.append({"name": "serving", "mountPath": config.serving_dir, "readOnly": True})
+        volumes.append({"name": "serving", "hostPath": {"path": config.serving_dir}})
+    if config_map:
+        # The whole ConfigMap as a directory, never `subPath`: only then does Kubernetes swap in an edited
+        # models.config, which TF Serving re-reads every --model_config_file_poll_wait_seconds.
+        mounts.append({"name": "server-config", "mountPath": FLEET_CONFIG_DIR, "readOnly": True})
+        volumes.append({"name": "server-config", "configMap": {"name": config_map}})
+    if mounts:
+        container["volumeMounts"] = mounts
+        pod["spec"]["volumes"] = volumes
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": labels},
             "spec": {"replicas": replicas, "selector": {"matchLabels": labels}, "template": pod}}
 
@@ -201,11 +223,83 @@ def arm_configs(config: PipelineConfig) -> Dict[str, model_server_config_pb2.Mod
     return configs
 
 
+def fleet_models_config(models_config_path: str, models: Dict[str, str]) -> Tuple[
+        model_server_config_pb2.ModelServerConfig, List[str]]:
+    """The ModelServerConfig for `models` ({name: base path}) that have a served version, and the names left out.
+
+    A model keeps its entry of the shared models.config (rollout pins and labels); one with versions but no
+    entry (pushed outside the fleet controller) follows latest. One without a version stays out: TF Serving
+    opens no port until every model in its config has a version (tensorflow/serving#979).
+    """
+    shared = model_config.read(models_config_path) if fileio.exists(models_config_path) else \
+        model_server_config_pb2.ModelServerConfig()
+    entries = {m.name: m for m in shared.model_config_list.config}
+    out = model_server_config_pb2.ModelServerConfig()
+    missing = []
+    for name, base_path in models.items():
+        if not list_versions(base_path):
+            missing.append(name)
+        elif name in entries:
+            out.model_config_list.config.append(entries[name])
+        else:
+            out.model_config_list.config.append(model_config.new_config(name, base_path).model_config_list.config[0])
+    return out, missing
+
+
+def fleet_manifests(config: PipelineConfig, models: model_server_config_pb2.ModelServerConfig,
+                    name: str = "tf-serving-fleet", replicas: int = 2, max_replicas: int = 10,
+                    target_cpu_percent: int = 70) -> List[Dict]:
+    """One TF Serving Deployment serving every model in `models`: ConfigMap, Deployment, Service, autoscaler.
+
+    `config` gives the shared serving settings (image, serving_dir, batching, poll interval): one server
+    process has one set of them. Adding a tenant or moving a label is a ConfigMap edit, never a restart.
+    """
+    if not models.model_config_list.config:
+        raise ValueError("no model has a served version yet; run the fleet first (`tfx-edge fleet run`)")
+    labels = {"app": name}
+    config_map = f"{name}-config"
+    text = "# TF Serving ModelServerConfig of the fleet (tfx-edge fleet k8s)\n" + text_format.MessageToString(models)
+    files = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": config_map, "labels": labels},
+             "data": {"models.config": text, "monitoring.config": monitoring_config(),
+                      "batching_parameters.txt": batching_parameters(config)}}
+    deployment = _deployment(config, name, labels, replicas, os.path.join(FLEET_CONFIG_DIR, "models.config"),
+                             config_map, ready_model=models.model_config_list.config[0].name)
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "labels": labels},
+               "spec": {"selector": labels, "ports": [
+                   {"name": "grpc", "port": GRPC_PORT, "targetPort": GRPC_PORT},
+                   {"name": "http", "port": REST_PORT, "targetPort": REST_PORT}]}}
+    return [files, deployment, service, _autoscaler(name, replicas, max_replicas, target_cpu_percent)]
+
+
+def write_fleet_files(config: PipelineConfig, models: model_server_config_pb2.ModelServerConfig,
+                      out_dir: str) -> Dict[str, str]:
+    """`<out_dir>/kubernetes.yaml` (fleet_manifests) and the models.config it holds, for reading and diffing."""
+    manifests = fleet_manifests(config, models)
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {"kubernetes.yaml": os.path.join(out_dir, "kubernetes.yaml"),
+             "models.config": os.path.join(out_dir, "models.config")}
+    texts = {"kubernetes.yaml": yaml.dump_all(manifests, Dumper=_PlainDumper, sort_keys=False),
+             "models.config": manifests[0]["data"]["models.config"]}
+    for key, path in paths.items():
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
+            f.write(texts[key])
+        os.replace(path + ".tmp", path)
+    return paths
+
+
 class _PlainDumper(yaml.SafeDumper):
     """Repeats shared values (the pod labels) instead of writing YAML anchors, as kubectl users expect."""
 
     def ignore_aliases(self, data):
         return True
+
+
+def _literal(dumper, text):
+    """Multi-line strings (the ConfigMap's files) as YAML block literals, readable as the files they are."""
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style="|" if "\n" in text else None)
+
+
+_PlainDumper.add_representer(str, _literal)
 
 
 def write_deployment_files(config: PipelineConfig) -> Dict[str, str]:

@@ -1,5 +1,6 @@
 """The fleet file, triggers and controller without pipeline runs (fast); the real runs are in test_fleet_runs.py."""
 
+import json
 import os
 import subprocess
 import sys
@@ -82,6 +83,10 @@ def test_layers_resolve_to_pipeline_configs(tmp_path):
     ("tenants: {a_b: {models: {c: {data_root: d}}}, a: {models: {b-c: {data_root: d}}}}",
      "tenants.a.models.b-c: model names are lower-case"),
     ("tenants: {acme: {models: {}}}", "tenants.acme.models: a tenant needs at least one model"),
+    ("tenants: {acme: {models: {m: {data_root: d, triggers: [metric]}}}}",
+     "tenants.acme.models.m.metric.bound: the 'metric' trigger needs a number"),
+    ("tenants: {acme: {models: {m: {data_root: d, triggers: [metric], metric: {bound: 0.7, min: 1}}}}}",
+     "tenants.acme.models.m.metric: unknown key 'min'"),
     ("tenant: {}", "unknown key 'tenant'"),
 ])
 def test_bad_fleet_files_name_the_entry_and_key(tmp_path, text, message):
@@ -241,9 +246,10 @@ def test_status_lists_every_model_as_json(tmp_path):
     result = subprocess.run([sys.executable, "-m", "runners.cli", "fleet", "status", "--fleet",
                              str(tmp_path / "fleet.yaml"), "--json"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    rows = yaml.safe_load(result.stdout)
+    rows = json.loads(result.stdout)  # stdout is the JSON alone
     assert [r["name"] for r in rows] == [m.name for m in fleet.models]
     assert all(r["status"] == "never run" and r["serving_version"] is None for r in rows)
+    assert all(r["metric"] == "AUC" and r["metric_value"] is None for r in rows)
 
 
 def test_watch_abandons_the_running_pipeline_on_sigterm_when_asked(tmp_path):
@@ -263,3 +269,77 @@ def test_watch_abandons_the_running_pipeline_on_sigterm_when_asked(tmp_path):
     assert "abandoning the current runs" in out and "acme-tips                    abandoned exit -15" in out
     run = State(load_fleet(path).state_path).last_run("acme-tips")
     assert (run["status"], run["exit_code"]) == ("abandoned", -15)
+
+
+def test_k8s_files_serve_every_served_tenant_model_from_one_deployment(tmp_path, capsys):
+    """Offline: the manifests parse, the ConfigMap's models.config is a ModelServerConfig with every served
+    model's name and base path (a rollout's pin kept, an unregistered one following latest, one never pushed
+    left out), and the Deployment reads it from the ConfigMap and polls it."""
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    from fleet.__main__ import main
+    from serving import deploy, model_config
+
+    path = _write(tmp_path, LAYERED)
+    fleet = load_fleet(path)
+    shared = fleet.models[0].config.models_config_path
+    out = str(tmp_path / "k8s")
+    assert main(["k8s", "--fleet", path, "--out", out]) == 2
+    assert "no model of" in capsys.readouterr().err  # nothing served yet: nothing written
+    assert not os.path.exists(out)
+    by_name = {m.name: m for m in fleet.models}
+    served = [by_name["acme-search"], by_name["acme-recs"]]  # globex-search has no version: left out
+    os.makedirs(os.path.join(by_name["acme-search"].config.model_serving_dir, "1"))  # pushed, not registered
+    os.makedirs(os.path.join(by_name["acme-recs"].config.model_serving_dir, "7"))
+    model_config.ensure(shared, "acme-recs", by_name["acme-recs"].config.model_serving_dir)  # as the controller
+    pinned = model_config.read(shared)
+    model_config.model_entry(pinned, "acme-recs").version_labels["stable"] = 7  # as a rollout
+    model_config.write(shared, pinned)
+    assert main(["k8s", "--fleet", path, "--out", out]) == 0
+    printed = capsys.readouterr().out
+    assert "one TF Serving Deployment serves 2 model(s): acme-search, acme-recs" in printed
+    assert "note: globex-search has no served version yet" in printed
+
+    docs = list(yaml.safe_load_all(open(os.path.join(out, "kubernetes.yaml"), encoding="utf-8")))
+    by_kind = {d["kind"]: d for d in docs}
+    assert sorted(by_kind) == ["ConfigMap", "Deployment", "HorizontalPodAutoscaler", "Service"]
+    text = by_kind["ConfigMap"]["data"]["models.config"]
+    assert text == open(os.path.join(out, "models.config"), encoding="utf-8").read()
+    models = text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
+    entries = {m.name: m for m in models.model_config_list.config}
+    assert {n: m.base_path for n, m in entries.items()} == {m.name: m.config.model_serving_dir for m in served}
+    assert dict(entries["acme-recs"].version_labels) == {"stable": 7}
+    assert entries["acme-search"].model_version_policy.latest.num_versions == 1
+    assert by_kind["ConfigMap"]["data"]["monitoring.config"] == deploy.monitoring_config()
+
+    pod = by_kind["Deployment"]["spec"]["template"]
+    container = pod["spec"]["containers"][0]
+    assert container["image"].startswith("tensorflow/serving:")
+    poll = max(1, round(fleet.models[0].config.serving.poll_interval_seconds))
+    for flag in (f"--model_config_file={deploy.FLEET_CONFIG_DIR}/models.config",
+                 f"--model_config_file_poll_wait_seconds={poll}", "--port=8500", "--rest_api_port=8501"):
+        assert flag in container["args"]
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == deploy.FLEET_CONFIG_DIR)
+    assert "subPath" not in mount  # a subPath mount never sees the ConfigMap's updates
+    assert volumes[mount["name"]]["configMap"]["name"] == by_kind["ConfigMap"]["metadata"]["name"]
+    assert volumes["serving"]["hostPath"]["path"] == fleet.models[0].config.serving_dir
+    service = by_kind["Service"]["spec"]
+    assert service["selector"] == pod["metadata"]["labels"]
+    assert {p["name"]: p["port"] for p in service["ports"]} == {"grpc": 8500, "http": 8501}
+    assert container["readinessProbe"]["httpGet"]["path"] in {f"/v1/models/{m.name}" for m in served}
+
+
+def test_a_fleet_state_from_before_the_metric_trigger_gains_its_column(tmp_path):
+    import sqlite3
+
+    path = str(tmp_path / "fleet.sqlite")
+    with sqlite3.connect(path) as db:  # the checks table as the first release wrote it
+        db.execute("CREATE TABLE checks (name TEXT PRIMARY KEY, checked REAL NOT NULL, decision TEXT NOT NULL, "
+                   "logs TEXT NOT NULL DEFAULT '')")
+        db.execute("INSERT INTO checks VALUES ('acme-tips', 1.0, 'skipped', 'abc')")
+    state = State(path)
+    assert state.last_check("acme-tips")["labelled"] == ""
+    state.record_check("acme-tips", "run: x", labelled="f@1")
+    assert (state.last_check("acme-tips")["logs"], state.last_check("acme-tips")["labelled"]) == ("abc", "f@1")
