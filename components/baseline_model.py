@@ -69,6 +69,11 @@ class BaselineResolver(resolver.Resolver):
                          **{CANDIDATE_KEY: candidate})
         self.as_tfx_strategy = False
 
+    @classmethod
+    def get_class_type(cls) -> str:
+        """TFX's Resolver type: the orchestrators run a node of that type as a system node (no executor)."""
+        return resolver.Resolver.get_class_type()
+
     @property
     def inputs(self) -> Dict[str, types.BaseChannel]:
         found = super().inputs
