@@ -2,7 +2,7 @@
 
 ImportExampleGen -> StatisticsGen -> ImportSchemaGen -> ExampleValidator ->
 AnomalyGate (stops the run on bad data, skew or drift) -> Transform -> Tuner ->
-Trainer -> Resolver(latest blessed model) -> Evaluator -> ServingPusher ->
+Trainer -> Resolver(latest blessed model other than the candidate) -> Evaluator -> ServingPusher ->
 EdgeExport (int8 TFLite, when `edge.enabled`) and BulkInferrer (scores an
 unlabelled input, when `bulk_inference.enabled`). Runners differ only in how
 they execute it (`runners/`).
@@ -19,6 +19,7 @@ import models.preprocessing
 import models.trainer.model
 import models.trainer.tuning
 from components.anomaly_gate import AnomalyGate
+from components.baseline_model import BaselineResolver
 from components.edge_export import EdgeExport
 from components.serving_pusher import ServingPusher
 from components.span_window import LatestSpansStrategy
@@ -34,6 +35,7 @@ TRANSFORM_MODULE = models.preprocessing.__file__
 TRAINER_MODULE = models.trainer.model.__file__
 TUNER_MODULE = models.trainer.tuning.__file__
 UNLABELLED_SPLIT = "unlabelled"
+BASELINE_RESOLVER = "latest_blessed_model_resolver"
 
 
 def example_gen_configs(config: PipelineConfig):
@@ -222,11 +224,8 @@ def create_components(config: PipelineConfig) -> List:
         train_args=tfx.proto.TrainArgs(num_steps=config.training.train_steps),
         eval_args=tfx.proto.EvalArgs(num_steps=config.training.eval_steps),
         custom_config=trainer_config)
-    model_resolver = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-    ).with_id("latest_blessed_model_resolver")
+    # Never the candidate itself: an unchanged re-run (cached Trainer) then keeps the Evaluator cached.
+    model_resolver = BaselineResolver(candidate=trainer.outputs["model"]).with_id(BASELINE_RESOLVER)
     evaluator = tfx.components.Evaluator(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],

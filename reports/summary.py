@@ -148,10 +148,6 @@ def _add_model_results(summary: RunSummary, store, artifacts) -> None:
             ids = evaluator.input_ids.get(key)
             if ids:
                 setattr(summary, attr, store.get_artifacts_by_id(ids)[0].uri)
-        if summary.baseline_metrics and not summary.baseline_model:
-            # MLMD records one input event per artifact and execution: when the
-            # baseline is the candidate itself (an unchanged re-run), only `model` remains.
-            summary.baseline_model = summary.candidate_model
     pusher = summary.component("Pusher")
     if pusher and pusher.output_ids.get("pushed_model"):
         pushed = artifacts[pusher.output_ids["pushed_model"][0]]
@@ -327,8 +323,8 @@ def blessing_rules(config, with_baseline: bool) -> List[str]:
     return found + ([f"RMSE no more than {rules.max_rmse_increase} above the baseline"] if with_baseline else [])
 
 
-def _edge_lines(edge: Dict, config) -> List[str]:
-    """Float vs int8 size and quality, and where the edge model went (or why it did not)."""
+def _edge_lines(edge: Dict, config, cached: bool = False) -> List[str]:
+    """Float vs int8 size and quality, and where the edge model went (or why it did not, or that it is cached)."""
     from edge.runtime import HEADLINE, VERSUS_SAVED_MODEL
 
     if not edge:
@@ -357,7 +353,9 @@ def _edge_lines(edge: Dict, config) -> List[str]:
         ready = edge.get("edgetpu", {})
         lines.append("  Edge TPU ready: " + ("yes" if ready.get("ready") else
                                              "NO (" + "; ".join(ready.get("cpu_ops", [])[:3]) + ")"))
-    if edge.get("pushed"):
+    if edge.get("pushed") and cached:
+        lines.append(f"  edge model not pushed again: the export is cached, it is already in {edge['version_dir']}")
+    elif edge.get("pushed"):
         lines.append(f"  edge model pushed to: {edge['version_dir']}")
     else:
         lines.append(f"  edge model not pushed: {edge.get('reason', '')}")
@@ -412,14 +410,18 @@ def format_summary(summary: RunSummary, config, timings: Dict[str, float]) -> st
     elif summary.blessed is False:
         lines.append("  blessed: NO")
         lines.extend(f"    - {r}" for r in summary.blessing_reasons)
-    if summary.pushed:
+    pusher = summary.component("Pusher")
+    if summary.pushed and pusher.state == "cached":
+        lines.append(f"  not pushed again: the Pusher is cached, this model already serves from {summary.pushed_path}")
+    elif summary.pushed:
         lines.append(f"  pushed to: {summary.pushed_path}")
     elif summary.already_serving_version:
         lines.append(f"  not pushed: this model is already serving as version {summary.already_serving_version}"
                      f" in {config.model_serving_dir}")
     elif summary.blessed is False:
         lines.append(f"  not pushed: serving directory {config.model_serving_dir} is unchanged")
-    lines.extend(_edge_lines(summary.edge, config))
+    edge = summary.component("EdgeExport")
+    lines.extend(_edge_lines(summary.edge, config, cached=bool(edge and edge.state == "cached")))
     if summary.bulk_inference:
         lines.append(f"  bulk inference: {summary.bulk_inference['predictions']} PredictionLogs of "
                      f"{config.bulk_inference.pattern} in {summary.bulk_inference['uri']}")

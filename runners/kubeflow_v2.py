@@ -93,13 +93,21 @@ def compile_pipeline(config: PipelineConfig, out_path: str) -> Dict[str, Any]:
     """Writes the PipelineJob JSON for `config` to `out_path` and returns it."""
     from tfx import v1 as tfx
 
+    from pipeline.pipeline import BASELINE_RESOLVER
+
     dag, defaults = build(config)
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
         config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
             display_name=config.kubeflow.display_name or config.pipeline_name,
             default_image=config.gcp.image,
             use_pipeline_spec_2_1=True))
-    job = runner.run(dag, parameter_values=defaults, write_out=False)
+    resolver = next(c for c in dag.components if c.id == BASELINE_RESOLVER)
+    resolver.as_tfx_strategy = True
+    try:
+        job = runner.run(dag, parameter_values=defaults, write_out=False)
+    finally:
+        resolver.as_tfx_strategy = False
+    _exclude_candidate(job["pipelineSpec"], resolver)
     leaks = list(_local_paths(job, config.kubeflow.image_project_dir))
     if leaks:
         raise ConfigError(
@@ -109,6 +117,33 @@ def compile_pipeline(config: PipelineConfig, out_path: str) -> Dict[str, Any]:
     with open(out_path, "w", encoding="utf-8") as f:
         json.dump(job, f, sort_keys=True, indent=1)
     return job
+
+
+def _exclude_candidate(spec: Dict[str, Any], resolver) -> None:
+    """Gives the compiled ModelBlessing query the Trainer's model as input and leaves its blessings out.
+
+    TFX compiles the baseline Resolver as its LatestBlessedModelStrategy: a task
+    that queries the latest positive ModelBlessing, then one that queries the Model
+    it names. Here the first task also takes the candidate, so the baseline is
+    never the candidate (components/baseline_model.py), as in a local run.
+    """
+    from components.baseline_model import CANDIDATE_KEY, exclude_candidate_filter
+
+    candidate = resolver.raw_inputs[CANDIDATE_KEY]
+    task_name = f"{resolver.id}-model-blessing-resolver"
+    component = spec["components"][task_name]
+    model_type = spec["components"][f"{resolver.id}-model-resolver"]["outputDefinitions"]["artifacts"]["model"]
+    component.setdefault("inputDefinitions", {}).setdefault("artifacts", {})[CANDIDATE_KEY] = {
+        "artifactType": model_type["artifactType"]}
+    task = spec["root"]["dag"]["tasks"][task_name]
+    task.setdefault("inputs", {}).setdefault("artifacts", {})[CANDIDATE_KEY] = {"taskOutputArtifact": {
+        "producerTask": candidate.producer_component_id, "outputArtifactKey": candidate.output_key}}
+    task["dependentTasks"] = sorted(set(task.get("dependentTasks", [])) | {candidate.producer_component_id})
+    model_task = spec["root"]["dag"]["tasks"][f"{resolver.id}-model-resolver"]
+    model_task["dependentTasks"] = sorted(set(model_task.get("dependentTasks", [])) | {task_name})
+    query = spec["deploymentSpec"]["executors"][component["executorLabel"]]["resolver"]["outputArtifactQueries"][
+        "model_blessing"]
+    query["filter"] = exclude_candidate_filter(query["filter"], CANDIDATE_KEY)
 
 
 def _local_paths(job: Dict[str, Any], image_dir: str) -> Iterable[Tuple[str, str, str]]:

@@ -2,8 +2,8 @@
 
 One output directory (MLMD, serving dir) is shared by three runs, in order:
 1. a first run: every component completes and a model is pushed;
-2. the same run again: cached components, the first model is the baseline,
-   and the same model is not pushed twice;
+2. the same run again: every component cached (the candidate is never its own
+   baseline, so the Evaluator is cached too), nothing new pushed;
 3. a run on data with shuffled labels: the worse candidate is not blessed and
    not pushed; the first version stays the latest and still serves.
 """
@@ -80,22 +80,30 @@ def test_tuner_best_hyperparameters_reach_the_trainer(first_run):
 @pytest.fixture(scope="module")
 def second_run(first_run):
     config, _, _ = first_run
+    edge_versions = list_versions(config.model_edge_dir)
     status, printed = _run(config)
     assert status == 0, printed
-    return config, printed, read_run(open_metadata(config.metadata_path), config.pipeline_name)
+    return config, printed, read_run(open_metadata(config.metadata_path), config.pipeline_name), edge_versions
 
 
-def test_unchanged_rerun_reuses_cache_and_compares_with_the_first_model(first_run, second_run):
-    _, _, first = first_run
-    config, printed, second = second_run
+def test_unchanged_rerun_is_all_cached_and_pushes_nothing_new(first_run, second_run):
+    """The baseline resolver leaves out the candidate (the cached Trainer's model, which the first run blessed).
+
+    So the Evaluator sees the first run's inputs again (no baseline) and is cached, and so are the
+    Pusher and the edge export behind it; only the resolver itself runs.
+    """
+    config, _, first = first_run
+    _, printed, second, edge_versions = second_run
+    assert edge_versions, "the first run should have pushed an edge model"
     states = {c.name: c.state for c in second.components}
-    for name in ("ImportExampleGen", "StatisticsGen", "Transform", "Tuner", "Trainer"):
-        assert states[name] == "cached", (name, states)
-    assert second.baseline_model == first.candidate_model
-    assert second.baseline_metrics, "the first model should be the baseline"
-    assert not second.pushed and second.already_serving_version
+    assert {n: s for n, s in states.items() if s != "cached"} == {"latest_blessed_model_resolver": "complete"}
+    assert second.candidate_model == first.candidate_model
+    assert second.baseline_model == "" and not second.baseline_metrics
+    assert second.pushed_path == first.pushed_path
     assert len(list_versions(config.model_serving_dir)) == 1
-    assert "reused from cache" in printed
+    assert list_versions(config.model_edge_dir) == edge_versions
+    assert "reused from cache" in printed and "not pushed again: the Pusher is cached" in printed
+    assert "\n  pushed to: " not in printed and "edge model pushed to" not in printed
 
 
 def test_worse_candidate_is_not_blessed_and_serving_is_unchanged(first_run, second_run, workspace, taxi_root):

@@ -167,7 +167,8 @@ def test_compiled_pipeline_has_every_local_component_in_the_same_order(compiled)
         return seen
 
     for task in tasks:
-        upstream = {component_of[t] for t in ancestors(task)}
+        # The resolver's second task follows its first: the same local node, not an upstream one.
+        upstream = {component_of[t] for t in ancestors(task)} - {component_of[task]}
         local_upstream = set()
         stack = list(local[component_of[task]])
         while stack:
@@ -213,6 +214,25 @@ def test_compiled_pipeline_exposes_train_and_eval_args_as_runtime_parameters(com
         "train_args": '{"num_steps": 321}', "eval_args": '{"num_steps": 12}'}
 
 
+def test_compiled_baseline_query_leaves_out_the_candidate(compiled):
+    """As locally (components/baseline_model.py): the blessing query takes the Trainer's model and skips it."""
+    _, job, _ = compiled
+    spec = job["pipelineSpec"]
+    name = "latest_blessed_model_resolver-model-blessing-resolver"
+    task = spec["root"]["dag"]["tasks"][name]
+    assert task["inputs"]["artifacts"]["candidate"] == {
+        "taskOutputArtifact": {"producerTask": "Trainer", "outputArtifactKey": "model"}}
+    assert task["dependentTasks"] == ["Trainer"]
+    assert (spec["components"][name]["inputDefinitions"]["artifacts"]["candidate"]
+            == spec["components"]["Evaluator"]["inputDefinitions"]["artifacts"]["model"])
+    query = spec["deploymentSpec"]["executors"][spec["components"][name]["executorLabel"]]["resolver"][
+        "outputArtifactQueries"]["model_blessing"]["filter"]
+    assert query.startswith('schema_title="tfx.ModelBlessing" AND state=LIVE AND metadata.blessed.number_value=1')
+    assert query.endswith(""" AND metadata.current_model.string_value!="{{$.inputs.artifacts['candidate'].uri}}\"""")
+    evaluator = spec["root"]["dag"]["tasks"]["Evaluator"]["inputs"]["artifacts"]["baseline_model"]
+    assert evaluator["taskOutputArtifact"]["producerTask"] == "latest_blessed_model_resolver-model-resolver"
+
+
 # --- Beam ---------------------------------------------------------------------------------------------------------
 
 @pytest.mark.slow
@@ -243,7 +263,7 @@ def test_beam_runner_pushes_a_model(tmp_path, small_sample, mode, workers):
 
 def _image_imports(compiled) -> list:
     """Every `module:Class` executor and every module-file module the compiled pipeline makes a step import."""
-    _, job, wheels = compiled
+    config, job, wheels = compiled
     names = set()
     for executor in job["pipelineSpec"]["deploymentSpec"]["executors"].values():
         args = executor.get("container", {}).get("args", [])
@@ -253,6 +273,16 @@ def _image_imports(compiled) -> list:
     tasks = job["pipelineSpec"]["root"]["dag"]["tasks"]
     for task in ("Transform", "Tuner", "Trainer"):  # `preprocessing@<wheel>`: the step installs the wheel
         names.add(tasks[task]["inputs"]["parameters"]["module_path"]["runtimeValue"]["constant"].split("@")[0])
+    # Vertex AI runs the resolvers as queries; a runner inside the image (Beam, Airflow) imports their strategies.
+    from tfx.dsl.components.common import resolver
+
+    from pipeline.pipeline import create_pipeline
+
+    for node in create_pipeline(config).components:
+        strategy = node.exec_properties.get(resolver.RESOLVER_STRATEGY_CLASS) if isinstance(
+            node, resolver.Resolver) else None
+        if strategy is not None and strategy.__module__.startswith("components."):
+            names.add(f"{strategy.__module__}:{strategy.__qualname__}")
     return sorted(names)
 
 
@@ -293,7 +323,8 @@ def test_the_image_imports_every_executor_the_compiled_pipeline_names(compiled, 
 
     names = _image_imports(compiled)
     ours = [n for n in names if n.split(".")[0].split(":")[0] in ("components", "preprocessing", "model", "tuning")]
-    assert len(ours) == 6, names  # AnomalyGate, Pusher, EdgeExport executors + the three module files
+    # AnomalyGate, Pusher, EdgeExport executors, the baseline resolver's strategy + the three module files
+    assert len(ours) == 7, names
     with open(os.path.join(REPO_ROOT, "Dockerfile"), encoding="utf-8") as f:
         root, path = _image(f.read(), tmp_path, compiled[2])
     assert import_in_image(names, path, root, _own(names)) == {}
