@@ -3,8 +3,9 @@
 import json
 import math
 import os
-import tempfile
 from typing import Any
+
+from contract.files import write_text
 
 
 def _plain(value: Any) -> Any:
@@ -21,18 +22,8 @@ def _plain(value: Any) -> Any:
 
 
 def write(out_dir: str, name: str, report: Any) -> str:
-    """Writes `report` to `<out_dir>/<name>.json` through a temporary file and a rename; returns the path.
+    """Writes `report` to `<out_dir>/<name>.json`; returns the path.
 
     A benchmark killed mid-write leaves the previous results file, never half of a new one.
     """
-    os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, f"{name}.json")
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}-", suffix=".json", dir=out_dir)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(_plain(report), f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return path
+    return write_text(os.path.join(out_dir, f"{name}.json"), json.dumps(_plain(report), indent=2))

@@ -14,6 +14,8 @@ import shlex
 import sys
 from typing import Dict, List
 
+from contract.files import write_text
+
 DAG_PREFIX = "fleet_"
 # A model without a cron is checked for new data / drift on this Airflow schedule.
 DEFAULT_POLL = "@hourly"
@@ -60,10 +62,7 @@ def write_dags(fleet, out_dir: str, command: str = "", poll: str = DEFAULT_POLL)
             # Airflow treats a bash_command ending in .sh/.bash as a template file; ours never does.
             command=f"{command} fleet run --fleet {shlex.quote(fleet_file)} --only {shlex.quote(model.name)}")
         path = os.path.join(out_dir, f"{name}.py")
-        with open(path + ".tmp", "w") as f:
-            f.write(text)
-        os.replace(path + ".tmp", path)
-        written[name] = path
+        written[name] = write_text(path, text)
     return written
 
 

@@ -25,6 +25,7 @@ from croniter import croniter
 
 from contract.config import PipelineConfig, is_remote, load_config
 from contract.errors import ConfigError
+from contract.files import write_text
 
 TRIGGERS = ("new_data", "schedule", "drift", "metric")
 ENTRY_KEYS = {"settings", "data_root", "schedule", "triggers", "metric"}
@@ -265,13 +266,8 @@ def load_settings_mapping(settings: Dict[str, Any], where: str) -> PipelineConfi
 
 def write_model_config(model: FleetModel, config_dir: str) -> str:
     """The model's settings as a `--config` file for `python -m runners.local` (and Airflow's task)."""
-    os.makedirs(config_dir, exist_ok=True)
-    path = os.path.join(config_dir, f"{model.name}.yaml")
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        yaml.safe_dump(model.settings, f, sort_keys=False)
-    os.replace(tmp, path)
-    return path
+    return write_text(os.path.join(config_dir, f"{model.name}.yaml"),
+                            yaml.safe_dump(model.settings, sort_keys=False))
 
 
 def describe(model: FleetModel, full: bool = False) -> str:

@@ -15,6 +15,7 @@ import json
 import os
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
+from contract.files import write_text
 from pipeline.metadata import iso, node_name, open_metadata
 from reports.summary import TASK_METRICS, RunSummary, read_anomalies, read_run, task_of
 
@@ -496,13 +497,8 @@ def latest_report(pipeline_root: str) -> str:
 
 
 def write_page(page: str, path: str) -> str:
-    """Writes a rendered page atomically (rendered first: a failure leaves no partial file)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    temporary = path + ".tmp"
-    with open(temporary, "w", encoding="utf-8") as f:
-        f.write(page)
-    os.replace(temporary, path)
-    return path
+    """Writes a rendered page whole (rendered first: a failure leaves no partial file)."""
+    return write_text(path, page)
 
 
 def report_path(config, run_id: str) -> str:

@@ -38,6 +38,7 @@ from tensorflow_serving.config import model_server_config_pb2
 from tfx.dsl.io import fileio
 
 from contract.config import PipelineConfig, is_remote
+from contract.files import write_text
 from contract.versions import list_versions
 from serving import experiments, model_config
 from serving.experiments import Experiment
@@ -275,16 +276,9 @@ def write_fleet_files(config: PipelineConfig, models: model_server_config_pb2.Mo
                       out_dir: str) -> Dict[str, str]:
     """`<out_dir>/kubernetes.yaml` (fleet_manifests) and the models.config it holds, for reading and diffing."""
     manifests = fleet_manifests(config, models)
-    os.makedirs(out_dir, exist_ok=True)
-    paths = {"kubernetes.yaml": os.path.join(out_dir, "kubernetes.yaml"),
-             "models.config": os.path.join(out_dir, "models.config")}
     texts = {"kubernetes.yaml": yaml.dump_all(manifests, Dumper=_PlainDumper, sort_keys=False),
              "models.config": manifests[0]["data"]["models.config"]}
-    for key, path in paths.items():
-        with open(path + ".tmp", "w", encoding="utf-8") as f:
-            f.write(texts[key])
-        os.replace(path + ".tmp", path)
-    return paths
+    return {name: write_text(os.path.join(out_dir, name), text) for name, text in texts.items()}
 
 
 class _PlainDumper(yaml.SafeDumper):
