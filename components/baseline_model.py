@@ -32,14 +32,13 @@ CANDIDATE_KEY = "candidate"
 
 def latest_blessed_other_than(models: List[types.Artifact], blessings: List[types.Artifact],
                               candidates: List[types.Artifact]) -> Dict[str, List[types.Artifact]]:
-    """The newest model with a positive blessing, skipping the candidates, and that blessing ([] if none)."""
+    """The newest model with a positive blessing, skipping the candidates, and that blessing ([] if none).
+
+    TFX's own LatestBlessedModelStrategy picks, from the models that are not candidates.
+    """
     excluded = {c.id for c in candidates}
-    blessed = {b.get_int_custom_property(constants.ARTIFACT_PROPERTY_CURRENT_MODEL_ID_KEY): b
-               for b in blessings if b.get_int_custom_property(constants.ARTIFACT_PROPERTY_BLESSED_KEY) == 1}
-    for model in sorted(models, key=lambda a: a.id, reverse=True):
-        if model.id in blessed and model.id not in excluded:
-            return {MODEL_KEY: [model], BLESSING_KEY: [blessed[model.id]]}
-    return {MODEL_KEY: [], BLESSING_KEY: []}
+    others = [m for m in models if m.id not in excluded]
+    return LatestBlessedModelStrategy().resolve_artifacts(None, {MODEL_KEY: others, BLESSING_KEY: blessings})
 
 
 class LatestBlessedOtherModelStrategy(resolver.ResolverStrategy):
