@@ -4,7 +4,8 @@ or the served model scores worse than its bound on newly labelled data.
 Cheap by design: new data is a fingerprint of file names, sizes and modification times (no file is read);
 the schedule is croniter arithmetic; the drift check (TFDV statistics of the request logs vs the latest
 training span, thresholds from the schema's skew_comparator) runs only when the request logs changed; the
-metric check (the served SavedModel on the labelled files) only when those files or the served version did.
+metric check (the served SavedModel on the labelled files) only when those files, its bound or the served
+version did.
 """
 
 import glob
@@ -185,7 +186,9 @@ def evaluate(model: FleetModel, state: State, now: Optional[float] = None) -> De
     if "metric" in model.triggers:
         served = versions.list_versions(model.config.model_serving_dir)
         files = labelled_files(model, data)
-        decision.labelled = f"{_fingerprint(files, model.config.input_base)}@{served[-1]}" if served and files else ""
+        # What the score depends on: the files, the bound it is held to (an edited fleet file re-checks), the version.
+        decision.labelled = (f"{_fingerprint(files, model.config.input_base)}@{model.metric['bound']:g}@{served[-1]}"
+                             if served and files else "")
         if decision.labelled and decision.labelled != check.get("labelled"):
             worse = metric_reason(model, files, served[-1])
             if worse:

@@ -297,9 +297,9 @@ def test_metric_trigger_scores_the_served_model_on_newly_labelled_data(cycles, t
     version = cycles["after_first"]["globex-tips"][0]
     state = State(str(tmp_path / "fleet.sqlite"))
 
-    def checked(where):
-        model = dataclasses.replace(globex, triggers=["metric"],
-                                    metric={"bound": 0.7, "labelled": str(tmp_path / where / "span-1" / "eval" / "*")})
+    def checked(where, bound=0.7):
+        labelled = str(tmp_path / where / "span-1" / "eval" / "*")
+        model = dataclasses.replace(globex, triggers=["metric"], metric={"bound": bound, "labelled": labelled})
         return model, triggers.evaluate(model, state)
 
     good_model, good = checked("good")
@@ -311,3 +311,9 @@ def test_metric_trigger_scores_the_served_model_on_newly_labelled_data(cycles, t
     assert bad.reasons == [f"served AUC {1 - auc:.3f} < 0.7 on newly labelled data (1 file(s), version {version})"]
     state.record_check("globex-tips", "run: " + bad.reasons[0], labelled=bad.labelled)
     assert checked("flipped")[1].reasons == []  # unchanged files, same served version: not scored again
+    # A bound tightened in the fleet file is a new question about the same files and version: scored again.
+    state.record_check("globex-tips", "skipped", labelled=good.labelled)
+    assert checked("good")[1].reasons == []
+    bound = round(auc + 0.01, 3)
+    assert checked("good", bound)[1].reasons == [
+        f"served AUC {auc:.3f} < {bound:g} on newly labelled data (1 file(s), version {version})"]
