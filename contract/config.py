@@ -55,6 +55,8 @@ class DataConfig:
 
 
 TASKS = ("binary", "multiclass", "regression")
+VOCABULARIES = ("approximate", "exact")
+RETUNE = ("always", "on_change")
 
 
 @dataclass
@@ -68,7 +70,10 @@ class FeaturesConfig:
     numeric: signed log1p, then z-score.
     bucketized: quantile buckets (`bucket_count`), one-hot encoded.
     categorical: strings or integer codes; vocabulary of the `vocab_top_k` most
-        frequent values plus OOV buckets, one-hot encoded.
+        frequent values plus OOV buckets, one-hot encoded. `vocabulary`: `approximate`
+        (TFT's Misra-Gries `approximate_vocabulary`: one packed combine for all
+        categorical columns; the same list whenever a column has at most `vocab_top_k`
+        distinct values, else the tail's ties may differ) or `exact` (`tft.vocabulary`).
     task and label:
         binary: with `classes` empty, positive when `label_column > label_threshold *
             label_relative_to` (or `> label_threshold` when `label_relative_to` is
@@ -97,6 +102,7 @@ class FeaturesConfig:
     classes: List[str] = field(default_factory=list)
     bucket_count: int = 10
     vocab_top_k: int = 100
+    vocabulary: str = "approximate"  # approximate | exact
 
     # Name of the label after Transform: what the model and TFMA see.
     LABEL_KEY: ClassVar[str] = "label"
@@ -117,6 +123,8 @@ class FeaturesConfig:
                 "remove it from the input lists (it would leak the label)")
         if self.bucket_count < 2 or self.vocab_top_k < 1:
             raise ConfigError("features: bucket_count must be >= 2 and vocab_top_k >= 1")
+        if self.vocabulary not in VOCABULARIES:
+            raise ConfigError(f"features.vocabulary: {self.vocabulary!r} is not one of {', '.join(VOCABULARIES)}")
         if self.task not in TASKS:
             raise ConfigError(f"features.task: {self.task!r} is not one of {', '.join(TASKS)}")
         classes = [str(c) for c in self.classes]
@@ -224,6 +232,10 @@ class TunerConfig:
     max_trials: int = 4
     train_steps: int = 500
     eval_steps: int = 100
+    # always: search whenever the Tuner's inputs change (new data, as TFX's cache decides);
+    # on_change: reuse the last search's best hyper-parameters until the search space, these
+    # settings, the feature spec or the schema change (pipeline/tuning_reuse.py).
+    retune: str = "always"
 
 
 @dataclass
@@ -639,6 +651,8 @@ def validate(config: PipelineConfig) -> None:
     if config.tuner.algorithm not in ("random", "hyperband", "bayesian"):
         raise ConfigError(
             f"tuner.algorithm: {config.tuner.algorithm!r} is not one of random, hyperband, bayesian")
+    if config.tuner.retune not in RETUNE:
+        raise ConfigError(f"tuner.retune: {config.tuner.retune!r} is not one of {', '.join(RETUNE)}")
     if config.beam.direct_running_mode not in ("in_memory", "multi_processing", "multi_threading"):
         raise ConfigError(
             f"beam.direct_running_mode: {config.beam.direct_running_mode!r} is not one of "

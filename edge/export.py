@@ -120,8 +120,26 @@ def _batch_one_function(loaded, mapping):
 
 
 def convert(loaded, mapping, representative: List[np.ndarray], io_type: str) -> Dict[str, bytes]:
+    """The float and the full-int8 TFLite of the batch-1 `edge` function.
+
+    TF's `from_concrete_functions` writes the function out as a SavedModel under
+    `serving_default`, with the whole serving model for its variables, and
+    converts that, on every call. Here it is written once, holding only the
+    variables the function reads, and converted twice: the same two models
+    (same gate metrics), the whole export 17.7 s -> 6.3-6.6 s on the bundled
+    data's model (README, Performance).
+    """
     function = _batch_one_function(loaded, mapping)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], loaded)
+    with tempfile.TemporaryDirectory(prefix="edge_convert_") as saved:
+        # Only what the function reads: the serving model's other signatures and their tables stay out.
+        holder = tf.Module()
+        holder.variables_used = list(function.variables)
+        tf.saved_model.save(holder, saved, signatures={"serving_default": function})
+        return _convert_saved(saved, representative, mapping, io_type)
+
+
+def _convert_saved(saved: str, representative: List[np.ndarray], mapping, io_type: str) -> Dict[str, bytes]:
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved, signature_keys=["serving_default"])
     float_model = converter.convert()
     # The converter feeds calibration rows to the model's input tensors in their order, which need not be
     # the signature's (one_hot can come before numeric).
@@ -132,7 +150,7 @@ def convert(loaded, mapping, representative: List[np.ndarray], io_type: str) -> 
         for i in range(len(ordered[0])):
             yield [column[i:i + 1] for column in ordered]
 
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], loaded)
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved, signature_keys=["serving_default"])
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = representative_dataset
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]

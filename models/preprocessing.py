@@ -52,6 +52,18 @@ def label(inputs, spec):
     return tf.cast(tf.greater(tf.cast(column, tf.float32), bound), tf.int64)
 
 
+def vocabulary(x, spec, key: str):
+    """The `vocab_top_k` most frequent values of `x`, written to the asset file `key`.
+
+    `approximate` (the default): TFT packs all these analyzers into one combine, a
+    pass instead of a group-by chain per column; measured on the bundled data with 8
+    categorical columns, Transform 39.4 s -> 29.5-32.1 s (README, Performance).
+    """
+    if spec.vocabulary == "approximate":
+        return tft.experimental.approximate_vocabulary(x, top_k=spec.vocab_top_k, vocab_filename=key)
+    return tft.vocabulary(x, top_k=spec.vocab_top_k, vocab_filename=key)
+
+
 def preprocessing_fn(inputs, custom_config=None):
     spec = features.spec_from_custom_config(custom_config)
     outputs = {}
@@ -65,9 +77,8 @@ def preprocessing_fn(inputs, custom_config=None):
         x = _dense(inputs[key])
         if x.dtype != tf.string:
             x = tf.strings.as_string(x)
-        outputs[features.transformed_name(key)] = tft.compute_and_apply_vocabulary(
-            x, top_k=spec.vocab_top_k, num_oov_buckets=features.OOV_BUCKETS,
-            vocab_filename=key)
+        outputs[features.transformed_name(key)] = tft.apply_vocabulary(
+            x, vocabulary(x, spec, key), num_oov_buckets=features.OOV_BUCKETS)
     # The label column is absent from serving requests; Transform then prunes
     # the label from the graph it applies.
     if spec.label_column in inputs:

@@ -15,6 +15,7 @@ from typing import Dict, List, Optional
 
 from ml_metadata import metadata_store
 
+from pipeline import tuning_reuse
 from pipeline.metadata import INPUT_EVENTS, OUTPUT_EVENTS, STATES, node_name
 
 # Per task, the overall metrics the summary, the report and the run list show, in order (TFMA's names;
@@ -67,6 +68,7 @@ class RunSummary:
     baseline_model: str = ""
     candidate_model: str = ""
     hyperparameters: Dict[str, object] = field(default_factory=dict)
+    hyperparameters_from: str = ""  # the earlier search's artifact when the Tuner was skipped (on_change)
     # split -> ["feature: short description"], from ExampleValidator
     anomalies: Dict[str, List[str]] = field(default_factory=dict)
     # EdgeExport's report (edge/export.py EdgeResult as a dict); empty when it did not run.
@@ -163,6 +165,12 @@ def _add_model_results(summary: RunSummary, store, artifacts) -> None:
     summary.training = _output_json(summary, "Trainer", "model_run", "training.json")
     summary.hyperparameters = _output_json(summary, "Tuner", "best_hyperparameters",
                                            "best_hyperparameters.txt").get("values", {})
+    importer = summary.component(tuning_reuse.IMPORTER_ID)
+    if not summary.hyperparameters and importer and importer.outputs.get("result"):
+        # tuner.retune: on_change found an earlier search with the same tuning key.
+        summary.hyperparameters_from = importer.outputs["result"][0]
+        summary.hyperparameters = _output_json(summary, tuning_reuse.IMPORTER_ID, "result",
+                                               "best_hyperparameters.txt").get("values", {})
     summary.bulk_inference = _read_inference_result(summary)
 
 
@@ -388,6 +396,9 @@ def format_summary(summary: RunSummary, config, timings: Dict[str, float]) -> st
     if summary.hyperparameters:
         hp = ", ".join(f"{k}={v}" for k, v in summary.hyperparameters.items() if not k.startswith("tuner/"))
         lines.append(f"  tuned hyper-parameters: {hp}")
+        if summary.hyperparameters_from:
+            lines.append("  (Tuner skipped, tuner.retune: on_change: nothing the search depends on changed; "
+                         f"its result: {summary.hyperparameters_from})")
     if summary.training:
         lines.append(f"  training: {training_line(summary.training)}")
     if summary.candidate_metrics:

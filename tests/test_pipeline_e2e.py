@@ -19,6 +19,7 @@ from contract.versions import list_versions
 from contract.serving import PREDICTION_KEY
 from models.trainer import model as model_lib
 from runners import local
+from pipeline import tuning_reuse
 from pipeline.metadata import open_metadata
 from reports.summary import read_run
 from tests.samples import make_sample, small_config
@@ -107,13 +108,25 @@ def test_unchanged_rerun_is_all_cached_and_pushes_nothing_new(first_run, second_
 
 
 def test_worse_candidate_is_not_blessed_and_serving_is_unchanged(first_run, second_run, workspace, taxi_root):
+    """New data (shuffled labels), same schema and features, `tuner.retune: on_change`.
+
+    The Tuner does not search again: the first run's best hyper-parameters artifact is imported
+    (the same MLMD artifact, so lineage leads to the first run's Tuner).
+    """
     config, _, first = first_run
     before = list_versions(config.model_serving_dir)
     bad_data = make_sample(str(workspace / "shuffled"), taxi_root, 600, 300, shuffle_train_labels=True)
-    bad_config = small_config(config.output_dir, bad_data)
+    bad_config = small_config(config.output_dir, bad_data, "tuner.retune=on_change")
     status, printed = _run(bad_config)
     assert status == 0, printed
-    summary = read_run(open_metadata(bad_config.metadata_path), bad_config.pipeline_name)
+    store = open_metadata(bad_config.metadata_path)
+    summary = read_run(store, bad_config.pipeline_name)
+    names = {c.name for c in summary.components}
+    assert "Tuner" not in names and tuning_reuse.IMPORTER_ID in names, names
+    searched = first.component("Tuner").output_ids["best_hyperparameters"]
+    assert summary.component(tuning_reuse.IMPORTER_ID).output_ids["result"] == searched
+    assert summary.component("Trainer").input_ids["hyperparameters"] == searched
+    assert summary.hyperparameters == first.hyperparameters and "Tuner skipped" in printed
     assert summary.blessed is False
     assert summary.baseline_model == first.candidate_model
     assert summary.candidate_metrics["auc"] < summary.baseline_metrics["auc"]

@@ -38,6 +38,30 @@ from models import features
 from models.trainer import edge_signature, raw_features
 from training import strategies
 
+
+def skip_autograph_for_tf_keras() -> None:
+    """Tells autograph not to rewrite tf_keras's own code, as it never rewrote Keras 2 under its old name.
+
+    Autograph converts every Python function a `tf.function` calls unless its
+    module is on a do-not-convert list. TF 2.16's list has `keras` (Keras 2's
+    package name up to TF 2.15) but not `tf_keras`, where Keras 2 lives now, so
+    the first `fit` of each process AST-converted some 1,700 Keras internals:
+    measured 30.5 s for the first training step of this model, 2.6 s with this
+    rule (`bench/profile.py`; README, Performance). Only Keras's own modules are
+    skipped: the function given to `tf.function` (Keras's `train_function`, our
+    signatures) is still converted, so its `tf.range` loops stay graph loops.
+    There is no public API for the list; the rule is the one TF applies to `keras`.
+    """
+    from tensorflow.python.autograph.core import config as autograph_config
+
+    if not any(rule.matches("tf_keras") for rule in autograph_config.CONVERSION_RULES
+               if isinstance(rule, autograph_config.DoNotConvert)):
+        autograph_config.CONVERSION_RULES = ((autograph_config.DoNotConvert("tf_keras"),)
+                                             + tuple(autograph_config.CONVERSION_RULES))
+
+
+skip_autograph_for_tf_keras()
+
 HPARAMS_FILE = "hyperparameters.json"
 # How a separate training process (mirrored on CPU, local parameter-server cluster) finds train_and_export.
 TRAIN_FUNCTION = "models.trainer.model:train_and_export"
