@@ -24,14 +24,16 @@ from typing import Dict, Optional
 
 from ml_metadata.proto import metadata_store_pb2
 
+import models
 from contract.config import PipelineConfig, is_remote
 from pipeline.metadata import OUTPUT_EVENTS, open_metadata
 
 TUNER_ID = "Tuner"
 OUTPUT_KEY = "best_hyperparameters"
+HPARAMS_FILE = "best_hyperparameters.txt"  # what TFX's Tuner writes into that artifact
 KEY_PROPERTY = "tuning_key"  # in the Tuner's custom_config: MLMD keeps it with the execution
 IMPORTER_ID = "hyperparameters_importer"
-MODELS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models")
+MODELS_DIR = os.path.dirname(models.__file__)
 DONE = (metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.CACHED)
 
 
@@ -72,6 +74,6 @@ def last_tuned(config: PipelineConfig, key: str) -> Optional[metadata_store_pb2.
         ids = [e.artifact_id for e in store.get_events_by_execution_ids([execution.id])
                if e.type in OUTPUT_EVENTS and e.path.steps and e.path.steps[0].key == OUTPUT_KEY]
         for artifact in store.get_artifacts_by_id(ids):
-            if os.path.exists(os.path.join(artifact.uri, "best_hyperparameters.txt")):
+            if os.path.exists(os.path.join(artifact.uri, HPARAMS_FILE)):
                 return artifact
     return None

@@ -17,6 +17,7 @@ from typing import Dict, Iterable, List, Optional, Set
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
+from pipeline import tuning_reuse
 from pipeline.metadata import INPUT_EVENTS, OUTPUT_EVENTS, STATES, iso, node_name
 
 # The chain, in the order a reader follows it; each stage lists the MLMD artifact types it shows.
@@ -284,7 +285,7 @@ def _describe(stage: str, a: ArtifactInfo) -> str:
         found = read_anomalies(a.uri)
         return "; ".join(f"{split}: {', '.join(lines)}" for split, lines in found.items()) or "none"
     if stage == "hyper-parameters":
-        path = os.path.join(a.uri, "best_hyperparameters.txt")
+        path = os.path.join(a.uri, tuning_reuse.HPARAMS_FILE)
         if os.path.exists(path):
             values = json.load(open(path, encoding="utf-8")).get("values", {})
             return ", ".join(f"{k}={v}" for k, v in values.items() if not k.startswith("tuner/"))

@@ -163,14 +163,14 @@ def _add_model_results(summary: RunSummary, store, artifacts) -> None:
     if validator and validator.outputs.get("anomalies"):
         summary.anomalies = read_anomalies(validator.outputs["anomalies"][0])
     summary.training = _output_json(summary, "Trainer", "model_run", "training.json")
-    summary.hyperparameters = _output_json(summary, "Tuner", "best_hyperparameters",
-                                           "best_hyperparameters.txt").get("values", {})
+    summary.hyperparameters = _output_json(summary, tuning_reuse.TUNER_ID, tuning_reuse.OUTPUT_KEY,
+                                           tuning_reuse.HPARAMS_FILE).get("values", {})
     importer = summary.component(tuning_reuse.IMPORTER_ID)
     if not summary.hyperparameters and importer and importer.outputs.get("result"):
         # tuner.retune: on_change found an earlier search with the same tuning key.
         summary.hyperparameters_from = importer.outputs["result"][0]
         summary.hyperparameters = _output_json(summary, tuning_reuse.IMPORTER_ID, "result",
-                                               "best_hyperparameters.txt").get("values", {})
+                                               tuning_reuse.HPARAMS_FILE).get("values", {})
     summary.bulk_inference = _read_inference_result(summary)
 
 

@@ -46,8 +46,8 @@ def skip_autograph_for_tf_keras() -> None:
     module is on a do-not-convert list. TF 2.16's list has `keras` (Keras 2's
     package name up to TF 2.15) but not `tf_keras`, where Keras 2 lives now, so
     the first `fit` of each process AST-converted some 1,700 Keras internals:
-    measured 30.5 s for the first training step of this model, 2.6 s with this
-    rule (`bench/profile.py`; README, Performance). Only Keras's own modules are
+    measured 30.5 s for the first training step of this model in a fresh
+    process, 2.6 s with this rule (README, Performance). Only Keras's own modules are
     skipped: the function given to `tf.function` (Keras's `train_function`, our
     signatures) is still converted, so its `tf.range` loops stay graph loops.
     There is no public API for the list; the rule is the one TF applies to `keras`.
