@@ -10,7 +10,10 @@ every class is among `features.classes` and has enough rows to split; the splits
 hold enough rows to train and evaluate.
 """
 
+import dataclasses
 import glob
+import hashlib
+import json
 import math
 import os
 import re
@@ -21,7 +24,9 @@ from tensorflow_metadata.proto.v0 import schema_pb2
 
 from contract.config import FeaturesConfig, PipelineConfig, class_key, is_remote
 from contract.errors import ConfigError
+from schemas import profile as data_profile
 from schemas.profile import DataProfile, kind_conflict, merged
+from validation import files as validation_files
 from validation.files import BadInputError, check_files
 
 # A class needs this many rows to land in both train and eval and be learnt at all.
@@ -39,6 +44,10 @@ def check_inputs(config: PipelineConfig) -> dict:
     `{VERSION}` are resolved by ImportExampleGen itself; their files are still
     read by the preflight. Each shard is read once (`validation.files`), so a
     corrupt or foreign file is named here instead of failing inside Beam.
+    A check that passed is not repeated while the files (path, size, mtime), the
+    settings it reads, the schema and the checking code stay the same
+    (`<pipeline_root>/.preflight.json`, the quick check make and rsync use): an
+    unchanged re-run would otherwise spend seconds re-reading every shard.
     """
     base = config.input_base
     if is_remote(base):
@@ -46,13 +55,12 @@ def check_inputs(config: PipelineConfig) -> dict:
         return {split: -1 for split in config.split_patterns}
     if not os.path.isdir(base):
         raise ConfigError(f"data.input_base {base} is not a directory of TFRecord files")
-    counts, profiles = {}, {}
+    counts, split_files = {}, {}
     for split, pattern in config.split_patterns.items():
-        profiles[split] = DataProfile(label_of=label_reader(config.features))
         if "{" in pattern:
-            span_files = sorted(f for f in glob.glob(os.path.join(base, re.sub(r"\{[A-Z]+\}", "*", pattern)))
-                                if os.path.isfile(f) and os.path.getsize(f) > 0)
-            check_files(span_files, profile=profiles[split])
+            split_files[split] = sorted(
+                f for f in glob.glob(os.path.join(base, re.sub(r"\{[A-Z]+\}", "*", pattern)))
+                if os.path.isfile(f) and os.path.getsize(f) > 0)
             counts[split] = -1
             continue
         files = sorted(f for f in glob.glob(os.path.join(base, pattern)) if os.path.isfile(f))
@@ -63,12 +71,60 @@ def check_inputs(config: PipelineConfig) -> dict:
         empty = [f for f in files if os.path.getsize(f) == 0]
         if len(empty) == len(files):
             raise ConfigError(f"every file matching {pattern!r} in {base} is empty: {empty[:3]}")
-        check_files([f for f in files if f not in empty], profile=profiles[split])
+        split_files[split] = [f for f in files if f not in empty]
         counts[split] = len(files)
+    key = _check_key(config, split_files)
+    record = os.path.join(config.pipeline_root, PASSED_RECORD)
+    if _passed(record) == key:
+        return counts
+    profiles = {}
+    for split, files in split_files.items():
+        profiles[split] = DataProfile(label_of=label_reader(config.features))
+        check_files(files, profile=profiles[split])
     problems = schema_problems(config) + data_problems(config, profiles)
     if problems:
         raise BadInputError("\n".join(problems))
+    _record_pass(record, key)
     return counts
+
+
+# Under pipeline_root: the key of the last input check that passed.
+PASSED_RECORD = ".preflight.json"
+# The code whose verdict the record stands for: a change to any of them re-checks.
+_CHECKING_CODE = (__file__, validation_files.__file__, data_profile.__file__)
+
+
+def _check_key(config: PipelineConfig, split_files: Dict[str, List[str]]) -> str:
+    """What the verdict depends on: every file's path, size and mtime; the settings read; the schema; the code."""
+    digest = hashlib.sha256()
+    settings = {"data": dataclasses.asdict(config.data), "features": dataclasses.asdict(config.features),
+                "slice_features": list(config.evaluator.slice_features), "input_base": config.input_base}
+    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    for path in (config.schema_file,) + _CHECKING_CODE:
+        with open(path, "rb") as f:
+            digest.update(hashlib.sha256(f.read()).digest())
+    for split, files in sorted(split_files.items()):
+        for path in files:
+            stat = os.stat(path)
+            digest.update(f"{split}\0{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def _passed(record: str) -> str:
+    try:
+        with open(record, encoding="utf-8") as f:
+            return json.load(f).get("key", "")
+    except (OSError, ValueError, AttributeError):
+        return ""  # never written, or unreadable: check again
+
+
+def _record_pass(record: str, key: str) -> None:
+    """Written whole or not at all (temporary file, then rename): a torn record must not pass a check."""
+    os.makedirs(os.path.dirname(record), exist_ok=True)
+    temporary = f"{record}.{os.getpid()}.tmp"
+    with open(temporary, "w", encoding="utf-8") as f:
+        json.dump({"key": key}, f)
+    os.replace(temporary, record)
 
 
 def label_reader(spec: FeaturesConfig):

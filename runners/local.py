@@ -141,7 +141,7 @@ def run(config: PipelineConfig, out: TextIO = sys.stdout, dag_runner=None) -> in
         terminal = original_stdout if out is sys.stdout else out
         logging.basicConfig(stream=log_stream, level=logging.INFO, force=True)
         from absl import logging as absl_logging
-        from tfx import v1 as tfx
+        from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
         from pipeline.pipeline import create_pipeline
 
@@ -154,7 +154,7 @@ def run(config: PipelineConfig, out: TextIO = sys.stdout, dag_runner=None) -> in
             # program's own flags (pytest's -v) would swallow the Beam args.
             saved_argv, sys.argv = sys.argv, sys.argv[:1]
             try:
-                (dag_runner or tfx.orchestration.LocalDagRunner()).run(dag)
+                (dag_runner or LocalDagRunner()).run(dag)
             finally:
                 sys.argv = saved_argv
         except Exception as error:  # Reported in one line; the traceback is in the log.

@@ -11,6 +11,7 @@ import os
 import pytest
 
 from contract.config import load_config
+from contract.errors import ConfigError
 from pipeline import inputs
 from schemas import init
 from tests.datasets import example, screening_rows
@@ -41,8 +42,29 @@ def _problems(config_path, data_root, *overrides):
 
 
 def test_the_good_data_passes(written, tmp_path):
-    config = load_config(written)
+    config = load_config(written, [f"output_dir={tmp_path}"])
     assert inputs.check_inputs(config) == {"single_split": 1}
+
+
+def test_a_passed_check_is_not_repeated_until_a_file_or_setting_changes(written, tmp_path):
+    """The quick check: a file rewritten with its size and mtime kept is not read again; any real change is."""
+    data = _write(tmp_path / "data", screening_rows(200))
+    settings = [f"data.input_base={data}", f"output_dir={tmp_path / 'out'}"]
+    assert inputs.check_inputs(load_config(written, settings)) == {"single_split": 1}
+    assert os.path.isfile(tmp_path / "out" / "pipeline_root" / inputs.PASSED_RECORD)
+    with pytest.raises(ConfigError, match="label column 'outcome'"):  # a setting the check reads
+        inputs.check_inputs(load_config(written, settings + ["features.label_column=outcome"]))
+
+    path = os.path.join(data, "screening.tfrecord")
+    stat = os.stat(path)
+    with open(path, "r+b") as f:
+        f.write(b"\0" * 16)  # breaks the first record's framing, same size
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert inputs.check_inputs(load_config(written, settings)) == {"single_split": 1}
+
+    os.utime(path)  # the file "changed" (new mtime): read again, and its broken framing is named
+    with pytest.raises(BadInputError, match="screening.tfrecord: not a TFRecord file"):
+        inputs.check_inputs(load_config(written, settings))
 
 
 def test_a_label_column_that_does_not_exist(written, tmp_path):
