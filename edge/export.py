@@ -41,6 +41,8 @@ DECISION_THRESHOLD = 0.5
 # Clip ranges and representative rows come from at most this many transformed training examples:
 # enough for stable quantiles, bounded memory (each row is a dense one-hot vector) on big datasets.
 CALIBRATION_EXAMPLES = 100_000
+# Rows per call when the SavedModel scores rows (calibration and gate): bounded activations on big data.
+SCORE_BATCH = 1024
 
 
 @dataclass
@@ -185,8 +187,11 @@ def calibration_rows(columns: List[np.ndarray], mapping, count: int, scores: np.
 def float_scores(loaded, columns: List[np.ndarray], mapping) -> np.ndarray:
     """The SavedModel's `edge` signature on transformed rows (the model's own float outputs)."""
     signature = loaded.signatures[edge_signature.EDGE_SIGNATURE]
-    out = signature(**{n: tf.constant(c) for n, c in zip(edge_signature.input_names(mapping), columns)})
-    return _squeeze(next(iter(out.values())).numpy())
+    names, rows = edge_signature.input_names(mapping), len(columns[0])
+    # In slices: every layer's activations for up to CALIBRATION_EXAMPLES rows at once would be held at once.
+    out = [next(iter(signature(**{n: tf.constant(c[i:i + SCORE_BATCH]) for n, c in zip(names, columns)}).values()))
+           .numpy() for i in range(0, rows, SCORE_BATCH)]
+    return _squeeze(np.concatenate(out))
 
 
 def _squeeze(outputs: np.ndarray) -> np.ndarray:
@@ -251,7 +256,8 @@ def labels_of(examples: List[bytes], spec: FeaturesConfig) -> np.ndarray:
     return spec.label([value(e, spec.label_column) for e in parsed], relative)
 
 
-def serving_predictions(loaded, examples: List[bytes], spec: FeaturesConfig, batch: int = 1024) -> np.ndarray:
+def serving_predictions(loaded, examples: List[bytes], spec: FeaturesConfig,
+                        batch: int = SCORE_BATCH) -> np.ndarray:
     """The SavedModel's `serving_default` answer per raw example: [n] (binary, regression) or [n, classes]."""
     serve = loaded.signatures[SERVING_SIGNATURE]
     key = PRIMARY_OUTPUT[spec.task]

@@ -12,6 +12,8 @@ anomaly gate stopped the run on bad data (its report is printed, with its path).
 
 import argparse
 import contextlib
+import ctypes
+import gc
 import logging
 import os
 import re
@@ -33,9 +35,9 @@ _SKIPPED = re.compile(r"^Skipping execution for")
 class ProgressHandler(logging.Handler):
     """Turns TFX's per-component log records into one terminal line at start and end."""
 
-    def __init__(self, out: TextIO, total: int):
+    def __init__(self, out: TextIO, total: int, release_memory: bool = False):
         super().__init__(level=logging.INFO)
-        self.out, self.total = out, total
+        self.out, self.total, self.release_memory = out, total, release_memory
         self.timings: Dict[str, float] = {}
         self.current: Optional[str] = None
         self.started = 0.0
@@ -61,10 +63,33 @@ class ProgressHandler(logging.Handler):
             note = f" ({self.note})" if self.note else ""
             self._print(f"[{self.index:2d}/{self.total}] {self.current:32s} done {seconds:7.1f}s{note}")
             self.current = None
+            if self.release_memory:
+                release_memory()
 
     def _print(self, line: str) -> None:
         self.out.write(line + "\n")
         self.out.flush()
+
+
+def release_memory() -> None:
+    """Returns to the OS what a finished component freed, before the next one runs in this process.
+
+    LocalDagRunner runs every component in one process, one after another, so the
+    process keeps the largest heap any of them reached plus what each left behind:
+    Keras' global graph state (the Tuner's and Trainer's models), reference cycles
+    not yet collected, and free glibc heap pages that malloc keeps for reuse
+    (`malloc_trim` hands them back). Only between components: clearing Keras state
+    under a running component would break it.
+    """
+    gc.collect()
+    keras = sys.modules.get("tf_keras")
+    if keras is not None:
+        keras.backend.clear_session()
+        gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl): its allocator is left alone
+        pass
 
 
 @contextlib.contextmanager
@@ -148,7 +173,8 @@ def run(config: PipelineConfig, out: TextIO = sys.stdout, dag_runner=None) -> in
         absl_logging.set_verbosity(absl_logging.INFO)
         try:
             dag = create_pipeline(config)
-            handler = ProgressHandler(terminal, total=len(dag.components))
+            # LocalDagRunner runs one component at a time in this thread; a caller's runner may not.
+            handler = ProgressHandler(terminal, total=len(dag.components), release_memory=dag_runner is None)
             logging.getLogger().addHandler(handler)
             # Beam executors parse sys.argv + beam args as absl flags: a host
             # program's own flags (pytest's -v) would swallow the Beam args.
