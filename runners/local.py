@@ -63,7 +63,7 @@ class ProgressHandler(logging.Handler):
             note = f" ({self.note})" if self.note else ""
             self._print(f"[{self.index:2d}/{self.total}] {self.current:32s} done {seconds:7.1f}s{note}")
             self.current = None
-            if self.release_memory:
+            if self.release_memory and not self.note:  # a cached or skipped component allocated nothing
                 release_memory()
 
     def _print(self, line: str) -> None:
@@ -79,17 +79,27 @@ def release_memory() -> None:
     Keras' global graph state (the Tuner's and Trainer's models), reference cycles
     not yet collected, and free glibc heap pages that malloc keeps for reuse
     (`malloc_trim` hands them back). Only between components: clearing Keras state
-    under a running component would break it.
+    under a running component would break it. A full collection walks every live
+    object, 0.28 s with TFX imported: `freeze_imports` first keeps the imported
+    modules' objects out of it.
     """
-    gc.collect()
     keras = sys.modules.get("tf_keras")
     if keras is not None:
         keras.backend.clear_session()
-        gc.collect()
+    gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc (macOS, musl): its allocator is left alone
         pass
+
+
+def freeze_imports() -> None:
+    """Moves every object alive now (the imported libraries) out of the garbage collector's reach.
+
+    They live as long as the process; a collection no longer walks them (`release_memory`).
+    """
+    gc.collect()
+    gc.freeze()
 
 
 @contextlib.contextmanager
@@ -175,6 +185,8 @@ def run(config: PipelineConfig, out: TextIO = sys.stdout, dag_runner=None) -> in
             dag = create_pipeline(config)
             # LocalDagRunner runs one component at a time in this thread; a caller's runner may not.
             handler = ProgressHandler(terminal, total=len(dag.components), release_memory=dag_runner is None)
+            if handler.release_memory:
+                freeze_imports()
             logging.getLogger().addHandler(handler)
             # Beam executors parse sys.argv + beam args as absl flags: a host
             # program's own flags (pytest's -v) would swallow the Beam args.

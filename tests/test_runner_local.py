@@ -32,3 +32,22 @@ def test_failure_reason_is_the_root_cause_in_one_line():
             raise RuntimeError("component failed") from inner
     except RuntimeError as outer:
         assert one_line_reason(outer) == "ValueError: expected float"
+
+
+def test_a_finished_component_leaves_no_keras_state_for_the_next_one():
+    """Between components the local runner clears what Keras keeps globally (layer names count up until then)."""
+    from contract import cli
+
+    cli.prepare()
+    import tf_keras
+
+    def next_layer_name():
+        return tf_keras.layers.Dense(1).name
+
+    for release, expected in ((False, "dense_1"), (True, "dense")):
+        tf_keras.backend.clear_session()
+        handler = ProgressHandler(io.StringIO(), total=1, release_memory=release)
+        _log(handler, "Component %s is running.", "Trainer")
+        next_layer_name()  # the component's model
+        _log(handler, "Component %s is finished.", "Trainer")
+        assert next_layer_name() == expected
