@@ -75,13 +75,16 @@ class DataProfile:
         for serialized in records:
             example = example_pb2.Example.FromString(serialized)
             self.rows += 1
-            for name, feature in example.features.feature.items():
+            row = example.features.feature
+            for name, feature in row.items():
                 kind = feature.WhichOneof("kind")
                 values = getattr(feature, kind).value if kind else ()
                 self._add_value(name, KINDS.get(kind, ""), values, path)
-            for name, column in self.columns.items():
-                if name not in example.features.feature and not column.first_missing:
-                    column.first_missing = path
+            # Every column of this row is known by now: fewer in the row means some are missing from it.
+            if len(row) < len(self.columns):
+                for name, column in self.columns.items():
+                    if name not in row and not column.first_missing:
+                        column.first_missing = path
             if self.label_of is not None:
                 self.label_counts[self.label_of(example)] += 1
 
