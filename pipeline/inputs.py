@@ -79,7 +79,8 @@ def check_inputs(config: PipelineConfig) -> dict:
         return counts
     profiles = {}
     for split, files in split_files.items():
-        profiles[split] = DataProfile(label_of=label_reader(config.features))
+        profiles[split] = DataProfile(label_of=label_reader(config.features),
+                                      values_of=frozenset(config.features.label_columns))
         check_files(files, profile=profiles[split])
     problems = schema_problems(config) + data_problems(config, profiles)
     if problems:

@@ -66,6 +66,9 @@ class DataProfile:
     # With `label_of` (tf.Example -> the row's class, or None), rows per class: what the label rule makes of them.
     label_of: Optional[Callable] = None
     label_counts: Counter = field(default_factory=Counter)
+    # The columns whose values are counted and summed (`counts`, `low`...`numbers`); None: every column.
+    # The preflight needs them for the label only: kinds, presence and list lengths are kept for all.
+    values_of: Optional[frozenset] = None
 
     def add(self, records: Iterable[bytes], path: str) -> None:
         """Adds the serialized tf.Examples of one file."""
@@ -101,6 +104,8 @@ class DataProfile:
         column.present += 1
         if len(values) > column.max_values:
             column.max_values, column.max_values_file = len(values), path
+        if self.values_of is not None and name not in self.values_of:
+            return
         first = values[0]
         text = first.decode("utf-8", "replace") if isinstance(first, bytes) else str(first)
         if text in column.counts or len(column.counts) < DISTINCT_LIMIT:
