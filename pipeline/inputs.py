@@ -24,6 +24,7 @@ from tensorflow_metadata.proto.v0 import schema_pb2
 
 from contract.config import FeaturesConfig, PipelineConfig, class_key, is_remote
 from contract.errors import ConfigError
+from contract.files import write_text
 from schemas import profile as data_profile
 from schemas.profile import DataProfile, kind_conflict, merged
 from validation import files as validation_files
@@ -85,7 +86,7 @@ def check_inputs(config: PipelineConfig) -> dict:
     problems = schema_problems(config) + data_problems(config, profiles)
     if problems:
         raise BadInputError("\n".join(problems))
-    _record_pass(record, key)
+    write_text(record, json.dumps({"key": key}))  # whole or not at all: a torn record never passes
     return counts
 
 
@@ -119,13 +120,6 @@ def _passed(record: str) -> str:
         return ""  # never written, or unreadable: check again
 
 
-def _record_pass(record: str, key: str) -> None:
-    """Written whole or not at all (temporary file, then rename): a torn record must not pass a check."""
-    os.makedirs(os.path.dirname(record), exist_ok=True)
-    temporary = f"{record}.{os.getpid()}.tmp"
-    with open(temporary, "w", encoding="utf-8") as f:
-        json.dump({"key": key}, f)
-    os.replace(temporary, record)
 
 
 def label_reader(spec: FeaturesConfig):
