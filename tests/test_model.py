@@ -99,3 +99,14 @@ def test_tuner_search_space_names_match_model_hyperparameters():
     from models.trainer import tuning
 
     assert set(tuning.search_space().values) == set(model.DEFAULT_HPARAMS)
+
+
+def test_learning_rate_decays_along_a_cosine_over_the_training_steps():
+    """The step count drives the rate: full at step 0, half at mid-run, 0 at the end; constant without decay_steps."""
+    import tf_keras as keras
+
+    decayed = model.build_keras_model(SPEC, {"learning_rate": 0.01}, decay_steps=100).optimizer
+    rate = keras.optimizers.schedules.deserialize(decayed.get_config()["learning_rate"])
+    assert [round(float(rate(step)), 6) for step in (0, 50, 100, 150)] == [0.01, 0.005, 0.0, 0.0]
+    constant = model.build_keras_model(SPEC, {"learning_rate": 0.01}).optimizer
+    assert constant.get_config()["learning_rate"] == pytest.approx(0.01)

@@ -121,13 +121,27 @@ def _loss_and_metrics(spec: FeaturesConfig):
     return keras.losses.MeanSquaredError(), [keras.metrics.RootMeanSquaredError(name="rmse")]
 
 
+def optimizer(hparams: Dict, decay_steps: int = 0) -> keras.optimizers.Optimizer:
+    """Adam at the `learning_rate` hyper-parameter, decayed along a cosine to 0 over `decay_steps` (0: constant).
+
+    Large early steps find the basin, small late ones settle in it: on the
+    bundled data the AUC after the same steps is higher and varies less
+    between seeds than at a constant rate, at no extra cost per step.
+    """
+    rate = float(hparams["learning_rate"])
+    if decay_steps > 0:
+        rate = keras.optimizers.schedules.CosineDecay(rate, decay_steps=int(decay_steps))
+    return keras.optimizers.Adam(rate)
+
+
 def build_keras_model(spec: FeaturesConfig, hparams: Dict, steps_per_execution: int = 1,
-                      label_stats: Optional[Dict[str, float]] = None) -> keras.Model:
+                      label_stats: Optional[Dict[str, float]] = None, decay_steps: int = 0) -> keras.Model:
     """Transformed features -> the task's output: one-hot and concatenate, then the core.
 
     `steps_per_execution` > 1 runs several steps per call: a parameter-server
     worker then makes one round trip to the coordinator for several steps.
     `label_stats` (regression): the training label's mean and std, see `label_statistics`.
+    `decay_steps`: the steps the learning rate decays over, see `optimizer`.
     """
     hparams = hparams_with_defaults(hparams)
     inputs, parts = {}, []
@@ -144,7 +158,7 @@ def build_keras_model(spec: FeaturesConfig, hparams: Dict, steps_per_execution: 
     output = build_core(features.dense_input_size(spec), hparams, spec, label_stats)(vector)
     model = keras.Model(inputs, output, name="model")
     loss, metrics = _loss_and_metrics(spec)
-    model.compile(optimizer=keras.optimizers.Adam(float(hparams["learning_rate"])), loss=loss, metrics=metrics,
+    model.compile(optimizer=optimizer(hparams, decay_steps), loss=loss, metrics=metrics,
                   steps_per_execution=steps_per_execution)
     return model
 
@@ -294,7 +308,9 @@ def train_and_export(fn_args, hparams: Dict, strategy=None) -> Dict:
         f.write(json.dumps(used, sort_keys=True))
     steps_per_execution = math.gcd(settings.steps_per_execution, schedule.steps_per_epoch) if parameter_server else 1
     with strategy.scope():
-        model = build_keras_model(spec, hparams, steps_per_execution=steps_per_execution, label_stats=label_stats)
+        # The decay spans the whole run; a resumed run restores the step count with the optimizer.
+        model = build_keras_model(spec, hparams, steps_per_execution=steps_per_execution, label_stats=label_stats,
+                                  decay_steps=schedule.total_steps)
     callbacks, progress = strategies.fault_tolerance_callbacks(fn_args, used, settings)
     model.fit(
         train,

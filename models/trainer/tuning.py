@@ -63,10 +63,13 @@ class TfKerasTuner(kt.engine.base_tuner.BaseTuner):
     def run_trial(self, trial, train, validation, steps, validation_steps):
         # Each trial starts from the same seed: its score depends on its hyper-parameters, not on its turn.
         model.set_seed(self.seed)
-        keras_model = model.build_keras_model(self.spec, trial.hyperparameters.values, label_stats=self.label_stats)
         # Hyperband assigns epochs per trial; the other oracles train one epoch.
         epochs = int(trial.hyperparameters.values.get("tuner/epochs", 1))
         initial_epoch = int(trial.hyperparameters.values.get("tuner/initial_epoch", 0))
+        # Trials decay the learning rate over their own budget as the Trainer does over its own,
+        # so the rate a trial picks is the rate that trains well under that schedule.
+        keras_model = model.build_keras_model(self.spec, trial.hyperparameters.values, label_stats=self.label_stats,
+                                              decay_steps=steps * (epochs - initial_epoch))
         history = keras_model.fit(train, steps_per_epoch=steps, epochs=epochs, initial_epoch=initial_epoch,
                                   validation_data=validation, validation_steps=validation_steps, verbose=0)
         metrics = {name: values[-1] for name, values in history.history.items()}
