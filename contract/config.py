@@ -67,7 +67,9 @@ class FeaturesConfig:
     edge export and the clients all read it (module files get it back from
     `custom_config` with `section_from_dict`). Defaults are the bundled Chicago taxi data.
 
-    numeric: signed log1p, then z-score.
+    numeric: signed log1p, then z-score; and with `numeric_buckets` > 0 also the
+        one-hot of its quantile bucket, so the model can fit a non-monotonic effect
+        (measured on the bundled data, README Performance: AUC +0.0015 at 30 buckets).
     bucketized: quantile buckets (`bucket_count`), one-hot encoded.
     categorical: strings or integer codes; vocabulary of the `vocab_top_k` most
         frequent values plus OOV buckets, one-hot encoded. `vocabulary`: `approximate`
@@ -101,6 +103,7 @@ class FeaturesConfig:
     # Class values of the label, in class-id order (multiclass; binary with a string or coded label).
     classes: List[str] = field(default_factory=list)
     bucket_count: int = 10
+    numeric_buckets: int = 30  # 0: numeric features are z-scores only
     vocab_top_k: int = 100
     vocabulary: str = "approximate"  # approximate | exact
 
@@ -123,6 +126,8 @@ class FeaturesConfig:
                 "remove it from the input lists (it would leak the label)")
         if self.bucket_count < 2 or self.vocab_top_k < 1:
             raise ConfigError("features: bucket_count must be >= 2 and vocab_top_k >= 1")
+        if self.numeric_buckets == 1 or self.numeric_buckets < 0:
+            raise ConfigError(f"features.numeric_buckets: {self.numeric_buckets} must be 0 (z-scores only) or >= 2")
         if self.vocabulary not in VOCABULARIES:
             raise ConfigError(f"features.vocabulary: {self.vocabulary!r} is not one of {', '.join(VOCABULARIES)}")
         if self.task not in TASKS:

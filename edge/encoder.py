@@ -4,7 +4,7 @@ Reproduces the pipeline's Transform (models/preprocessing.py) from the numbers t
 Trainer read out of the fitted Transform graph (`edge_mapping.json`, see
 models/trainer/edge_signature.py), plus the clip range the edge export calibrated:
 - numeric: z = scale * sign(x) * log1p(|x|) + offset, clipped to the calibrated range;
-- bucketized: index of the quantile bucket (number of boundaries <= x);
+- bucketized, and numeric features' quantile buckets: index of the bucket (number of boundaries <= x);
 - categorical: index in the vocabulary, or the OOV id for unseen values.
 Missing values get the same defaults as in Transform, so a device scores an
 incomplete record exactly as TF Serving would.
@@ -68,10 +68,12 @@ class FeatureEncoder:
         missing = mapping["missing"]
         clip = mapping.get("clip", {})
         self.numeric: List[Tuple[str, str, float, float, float, float]] = []
+        # A missing number takes its raw type's default (an int column's -1, a float column's 0.0), as in Transform.
+        self.defaults: Dict[str, float] = {}
         for entry in mapping["numeric"]:
             low, high = clip.get(entry["input"], (-math.inf, math.inf))
             self.numeric.append((entry["feature"], entry["input"], entry["scale"], entry["offset"], low, high))
-        self.numeric_missing = float(missing["float"])
+            self.defaults[entry["feature"]] = float(missing[entry.get("raw_type", "float")])
         # The packed numeric input and the one-hot input; a model without numeric (or one-hot) features has none.
         self.numeric_input = mapping["numeric_input"]
         self.one_hot_input = mapping["one_hot"]["input"]
@@ -82,13 +84,15 @@ class FeatureEncoder:
             default = missing[entry["raw_type"]]
             if entry["kind"] == "bucketized":
                 self.bucketized.append((entry["feature"], entry["offset"], entry["boundaries"]))
+                self.defaults[entry["feature"]] = float(default)
             else:
                 vocabulary = {v: i for i, v in enumerate(entry["vocabulary"])}
                 self.categorical.append((entry["feature"], entry["offset"], entry["raw_type"], vocabulary,
                                          entry["oov_id"], _category_key(entry["feature"], entry["raw_type"],
                                                                         default)))
-        self.features = tuple(name for name, *_ in self.numeric) + tuple(
-            e["feature"] for e in mapping["one_hot"]["features"])
+        # A numeric feature can also feed a one-hot block (its quantile bucket): each name once.
+        self.features = tuple(dict.fromkeys([name for name, *_ in self.numeric] + [
+            e["feature"] for e in mapping["one_hot"]["features"]]))
         self.input_names = tuple(name for name in (self.numeric_input, self.one_hot_input) if name)
 
     def encode(self, record: Mapping[str, Any]) -> Tuple[List[float], List[int]]:
@@ -96,13 +100,13 @@ class FeatureEncoder:
         numeric = []
         for feature, _, scale, offset, low, high in self.numeric:
             value = _single(record.get(feature))
-            x = self.numeric_missing if value is None or value == "" else _number(feature, value)
+            x = self.defaults[feature] if value is None or value == "" else _number(feature, value)
             z = scale * math.copysign(math.log1p(abs(x)), x) + offset
             numeric.append(low if z < low else high if z > high else z)
         hot = []
         for feature, offset, boundaries in self.bucketized:
             value = _single(record.get(feature))
-            x = self.numeric_missing if value is None or value == "" else _number(feature, value)
+            x = self.defaults[feature] if value is None or value == "" else _number(feature, value)
             hot.append(offset + bisect.bisect_right(boundaries, _float32(x)))
         for feature, offset, raw_type, vocabulary, oov_id, missing_key in self.categorical:
             value = _single(record.get(feature))

@@ -83,7 +83,7 @@ def transformed_inputs(records: List[bytes], feature_spec, mapping) -> List[np.n
         one_hot = np.zeros((len(records), mapping["one_hot"]["size"]), np.float32)
         rows = np.arange(len(records))
         for entry in mapping["one_hot"]["features"]:
-            ids = parsed[features.transformed_name(entry["feature"])].numpy().reshape(-1)
+            ids = parsed[entry["input"]].numpy().reshape(-1)
             one_hot[rows, entry["offset"] + ids] = 1.0
         columns.append(one_hot)
     return columns

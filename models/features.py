@@ -12,6 +12,8 @@ vocabulary index or a bucket index). A model whose core is a plain dense vector
 is what lets the same weights run on edge devices later.
 """
 
+from typing import List, NamedTuple
+
 from contract.config import FeaturesConfig, section_from_dict
 
 # Ids beyond the vocabulary share these buckets, so unseen values never fail.
@@ -36,6 +38,20 @@ def transformed_name(key: str) -> str:
     return key + "_xf"
 
 
+def bucket_name(key: str) -> str:
+    """Name of a numeric feature's quantile bucket id after Transform: `fare` -> `fare_xf_bucket`."""
+    return key + "_xf_bucket"
+
+
+class OneHotBlock(NamedTuple):
+    """One integer id Transform outputs and the model one-hot encodes."""
+
+    feature: str  # the raw column
+    input: str  # Transform's output, the model's input
+    kind: str  # bucketized (quantile boundaries) | categorical (vocabulary)
+    size: int
+
+
 def one_hot_size(spec: FeaturesConfig, key: str) -> int:
     """Width of a bucketized or categorical feature's one-hot block."""
     if key in spec.bucketized:
@@ -45,9 +61,23 @@ def one_hot_size(spec: FeaturesConfig, key: str) -> int:
     raise KeyError(f"{key!r} is not a bucketized or categorical feature")
 
 
+def one_hot_blocks(spec: FeaturesConfig) -> List[OneHotBlock]:
+    """The one-hot blocks in the order the model concatenates them after the numeric z-scores.
+
+    Bucketized, then categorical features, then (`numeric_buckets` > 0) each numeric
+    feature's quantile bucket: beside its z-score, which a dense layer can only
+    use monotonically at first, the bucket lets the wide path learn any shape.
+    """
+    blocks = [OneHotBlock(k, transformed_name(k), "bucketized", one_hot_size(spec, k)) for k in spec.bucketized]
+    blocks += [OneHotBlock(k, transformed_name(k), "categorical", one_hot_size(spec, k)) for k in spec.categorical]
+    if spec.numeric_buckets:
+        blocks += [OneHotBlock(k, bucket_name(k), "bucketized", spec.numeric_buckets) for k in spec.numeric]
+    return blocks
+
+
 def dense_input_size(spec: FeaturesConfig) -> int:
     """Length of the dense vector the model's core consumes."""
-    return len(spec.numeric) + sum(one_hot_size(spec, k) for k in list(spec.bucketized) + list(spec.categorical))
+    return len(spec.numeric) + sum(block.size for block in one_hot_blocks(spec))
 
 
 def output_size(spec: FeaturesConfig) -> int:

@@ -70,6 +70,9 @@ def preprocessing_fn(inputs, custom_config=None):
     for key in spec.numeric:
         x = tf.cast(_dense(inputs[key]), tf.float32)
         outputs[features.transformed_name(key)] = tft.scale_to_z_score(signed_log1p(x))
+        if spec.numeric_buckets:
+            # Quantiles of x itself: the same buckets as of its log, and the edge runtime compares raw values.
+            outputs[features.bucket_name(key)] = tft.bucketize(x, spec.numeric_buckets)
     for key in spec.bucketized:
         x = tf.cast(_dense(inputs[key]), tf.float32)
         outputs[features.transformed_name(key)] = tft.bucketize(x, spec.bucket_count)

@@ -107,10 +107,38 @@ def test_edge_runtime_agrees_with_serving_default_on_raw_examples(edge_run, smal
     encoded = [encoder.encode(r) for r in records]
     for column, (_, name, *_) in enumerate(encoder.numeric):
         np.testing.assert_allclose([n[column] for n, _ in encoded], transformed[name].numpy(), atol=1e-4)
-    offsets = [(f["feature"], f["offset"]) for f in encoder.mapping["one_hot"]["features"]]
-    for column, (feature, offset) in enumerate(offsets):
-        ids = transformed[features.transformed_name(feature)].numpy()
-        assert [h[column] - offset for _, h in encoded] == ids.tolist(), feature
+    entries = encoder.mapping["one_hot"]["features"]
+    assert any(entry["input"] == features.bucket_name("trip_seconds") for entry in entries)
+    _assert_one_hot_ids(entries, encoded, transformed)
+
+
+def _assert_one_hot_ids(entries, encoded, transformed):
+    """Each one-hot block of the encoder holds the id Transform gave that entry's output."""
+    for entry in entries:
+        low, high = entry["offset"], entry["offset"] + entry["size"]
+        ids = [[p - low for p in hot if low <= p < high] for _, hot in encoded]
+        assert ids == [[i] for i in transformed[entry["input"]].numpy().reshape(-1).tolist()], entry["input"]
+
+
+def test_edge_encoder_fills_missing_values_as_transform_does(edge_run, small_sample):
+    """An absent int column (trip_seconds: -1), float column and categorical id encode as Transform encodes them."""
+    _, summary, version_dir = edge_run
+    dropped = ("trip_seconds", "pickup_latitude", "trip_miles", "company")
+    examples = read_examples(os.path.join(small_sample, "Split-eval", "*"), 8)
+    for example in examples:
+        for key in dropped:
+            del example.features.feature[key]
+    serialized = [e.SerializeToString() for e in examples]
+    loaded = tf.saved_model.load(summary.candidate_model + "/Format-Serving")
+    transformed = loaded.signatures["transform_features"](examples=tf.constant(serialized))
+    encoder = EdgeModel(version_dir, variant="float").encoder
+    encoder.numeric = [(f, i, s, o, -np.inf, np.inf) for f, i, s, o, _, _ in encoder.numeric]
+    records = export.raw_records(serialized, FeaturesConfig())
+    assert all(key not in r for r in records for key in dropped)
+    encoded = [encoder.encode(r) for r in records]
+    for column, (_, name, *_) in enumerate(encoder.numeric):
+        np.testing.assert_allclose([n[column] for n, _ in encoded], transformed[name].numpy(), atol=1e-4)
+    _assert_one_hot_ids(encoder.mapping["one_hot"]["features"], encoded, transformed)
 
 
 def test_edge_cli_runs_without_tensorflow(edge_run, tmp_path, small_sample):

@@ -1,5 +1,7 @@
 """The feature spec: its rules, and its agreement with the curated schema."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import tensorflow_data_validation as tfdv
@@ -46,8 +48,16 @@ def test_label_rule_without_reference_column():
 
 
 def test_dense_input_size_counts_every_block():
-    expected = 3 + 4 * SPEC.bucket_count + 8 * (SPEC.vocab_top_k + features.OOV_BUCKETS)
+    expected = 3 + 4 * SPEC.bucket_count + 8 * (SPEC.vocab_top_k + features.OOV_BUCKETS) + 3 * SPEC.numeric_buckets
     assert features.dense_input_size(SPEC) == expected
+    assert features.dense_input_size(dataclasses.replace(SPEC, numeric_buckets=0)) == expected - 3 * SPEC.numeric_buckets
+
+
+def test_numeric_bucket_blocks_follow_the_others_and_name_their_transform_output():
+    blocks = features.one_hot_blocks(SPEC)
+    assert [b.input for b in blocks[-3:]] == ["trip_miles_xf_bucket", "fare_xf_bucket", "trip_seconds_xf_bucket"]
+    assert [b.feature for b in blocks[:4]] == SPEC.bucketized
+    assert len({b.input for b in blocks}) == len(blocks)
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -55,6 +65,7 @@ def test_dense_input_size_counts_every_block():
     (dict(numeric=("fare", "fare")), "appear in more than one role"),
     (dict(numeric=(), bucketized=(), categorical=()), "no input features"),
     (dict(bucket_count=1), "bucket_count"),
+    (dict(numeric_buckets=1), "numeric_buckets: 1 must be 0"),
 ])
 def test_invalid_specs_are_rejected_with_the_reason(kwargs, message):
     values = section_to_dict(SPEC)

@@ -19,8 +19,10 @@ from the Transform output itself and saved beside the model as the asset
 
 import json
 import os
+import shutil
 import tempfile
-from typing import Dict, List
+import weakref
+from typing import Dict, List, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -34,17 +36,17 @@ EDGE_SIGNATURE = "edge"
 NUMERIC_INPUT = "numeric"
 ONE_HOT_INPUT = "one_hot"
 MAPPING_ASSET = "edge_mapping.json"
-MAPPING_FORMAT = 2
-# Bisection over the ordered float32 bit patterns finds each boundary exactly.
-_FLOAT32_BITS = 33
+# 3: each one-hot entry names its Transform output (`input`); numeric features can have one.
+MAPPING_FORMAT = 3
 
 
 class _TransformProbe:
-    """Runs the Transform graph on tf.Examples holding a single feature each.
+    """Runs the Transform graph on tf.Examples holding only the features probed.
 
     The other features are absent and take their missing-value defaults
     (`raw_features.parsing_spec`), so probing works whether the schema calls
-    them required or optional.
+    them required or optional. Every numeric and bucketized output depends on
+    its own feature only, so one call can probe several features at once.
     """
 
     def __init__(self, tft_output, spec: FeaturesConfig):
@@ -54,49 +56,102 @@ class _TransformProbe:
     def kind(self, key: str) -> str:
         return features.raw_kind(self.raw_spec[key].dtype.name)
 
-    def __call__(self, key: str, values) -> np.ndarray:
+    def many(self, values: Dict[str, Sequence], outputs: Dict[str, str]) -> Dict[str, np.ndarray]:
+        """{feature: Transform's `outputs[feature]` for each of `values[feature]`}, in one Transform call.
+
+        Example i holds every feature's i-th value (a shorter list repeats its last one).
+        """
+        rows = max(len(v) for v in values.values())
         examples = []
-        for value in values:
+        for i in range(rows):
             example = tf.train.Example()
-            feature = example.features.feature[key]
-            if self.kind(key) == "int":
-                feature.int64_list.value.append(int(value))
-            else:
-                feature.float_list.value.append(float(value))
+            for key, column in values.items():
+                value = column[min(i, len(column) - 1)]
+                feature = example.features.feature[key]
+                if self.kind(key) == "int":
+                    feature.int64_list.value.append(int(value))
+                else:
+                    feature.float_list.value.append(float(value))
             examples.append(example.SerializeToString())
-        parsed = tf.io.parse_example(tf.constant(examples), self.raw_spec)
-        return self.layer(parsed)[features.transformed_name(key)].numpy().reshape(-1)
+        transformed = self.layer(tf.io.parse_example(tf.constant(examples), self.raw_spec))
+        return {key: transformed[outputs[key]].numpy().reshape(-1)[:len(column)] for key, column in values.items()}
+
+    def __call__(self, key: str, values, output: str = "") -> np.ndarray:
+        """Transform's `output` (default: the feature's own, `<key>_xf`) for examples holding `key` only."""
+        return self.many({key: list(values)}, {key: output or features.transformed_name(key)})[key]
 
 
-def _ordered_to_float32(ordered: np.ndarray) -> np.ndarray:
+def _ordered_to_float32(ordered) -> np.ndarray:
+    ordered = np.asarray(ordered, dtype=np.int64)
     bits = np.where(ordered >= 0, ordered, (-ordered) | 0x80000000).astype(np.uint32)
     return bits.view(np.float32)
 
 
-def _bucket_boundaries(probe: _TransformProbe, key: str) -> List[float]:
-    """The boundaries `tft.bucketize` computed: bucket(x) == number of boundaries <= x."""
-    largest = np.finfo(np.float32).max
-    count = int(probe(key, [largest])[0])
-    if count == 0:
-        return []
-    # Smallest float32 whose bucket is >= k, for k = 1..count, by bisection on ordered bits.
-    low = np.full(count, -int(np.float32(largest).view(np.uint32)), dtype=np.int64)
-    high = np.full(count, int(np.float32(largest).view(np.uint32)), dtype=np.int64)
-    wanted = np.arange(1, count + 1)
-    for _ in range(_FLOAT32_BITS):
-        middle = (low + high) // 2
-        reached = probe(key, _ordered_to_float32(middle)) >= wanted
-        high = np.where(reached, middle, high)
-        low = np.where(reached, low, middle)
-    return [float(b) for b in _ordered_to_float32(high)]
+class _Search:
+    """Bisection for one bucketized output: per bucket k, the smallest raw value Transform puts in bucket >= k.
+
+    Floats bisect over the ordered float32 bit patterns (exact in 33 steps). Integers
+    bisect over int64 (64 steps; Python integers, as the midpoints would overflow): the
+    float32 of the smallest integer of bucket k separates the integers below from those
+    at or above it, since Transform compares float32(x) with float32 boundaries.
+    """
+
+    def __init__(self, kind: str, count: int):
+        self.kind, self.count = kind, count
+        if kind == "int":
+            self.low, self.high, self.steps = [int(np.iinfo(np.int64).min)] * count, [_INT64_MAX] * count, 64
+        else:
+            self.low, self.high, self.steps = [-_ORDERED_FLOAT32_MAX] * count, [_ORDERED_FLOAT32_MAX] * count, 33
+
+    def midpoints(self) -> List[int]:
+        return [(lo + hi) // 2 for lo, hi in zip(self.low, self.high)]
+
+    def values(self, midpoints: List[int]) -> List:
+        """The raw values the midpoints stand for."""
+        return midpoints if self.kind == "int" else _ordered_to_float32(midpoints).tolist()
+
+    def update(self, midpoints: List[int], buckets: np.ndarray) -> None:
+        reached = buckets >= np.arange(1, self.count + 1)
+        self.high = [m if r else h for m, h, r in zip(midpoints, self.high, reached)]
+        self.low = [lo if r else m for m, lo, r in zip(midpoints, self.low, reached)]
+
+    def boundaries(self) -> List[float]:
+        if self.kind == "int":
+            return [float(np.float32(h)) for h in self.high]
+        return [float(b) for b in _ordered_to_float32(self.high)]
+
+
+_INT64_MAX = int(np.iinfo(np.int64).max)
+_ORDERED_FLOAT32_MAX = int(np.float32(np.finfo(np.float32).max).view(np.uint32))
+
+
+def bucket_boundaries(probe: _TransformProbe, outputs: Dict[str, str]) -> Dict[str, List[float]]:
+    """{feature: the boundaries `tft.bucketize` computed for `outputs[feature]`}: bucket(x) == boundaries <= x.
+
+    All features bisect together, one Transform call per step: 7 outputs of the
+    bundled data in 64 calls instead of 295 (5.6 s of the Trainer before).
+    """
+    largest = {k: _INT64_MAX if probe.kind(k) == "int" else float(np.finfo(np.float32).max) for k in outputs}
+    counts = probe.many({k: [v] for k, v in largest.items()}, outputs)
+    searches = {k: _Search(probe.kind(k), int(counts[k][0])) for k in outputs}
+    for step in range(64):
+        active = {k: s for k, s in searches.items() if s.count and step < s.steps}
+        if not active:
+            break
+        midpoints = {k: s.midpoints() for k, s in active.items()}
+        buckets = probe.many({k: s.values(midpoints[k]) for k, s in active.items()}, {k: outputs[k] for k in active})
+        for k, s in active.items():
+            s.update(midpoints[k], buckets[k])
+    return {k: s.boundaries() for k, s in searches.items()}
 
 
 def transform_mapping(tft_output, spec: FeaturesConfig, output_key: str) -> Dict:
     """Raw feature -> edge input, as numbers read from the fitted Transform graph.
 
     Numeric: preprocessing.py applies signed_log1p then tft.scale_to_z_score, an affine
-    map after the log; two probes give its scale and offset. Bucketized: the quantile
-    boundaries, by bisection. Categorical: the vocabulary files Transform wrote.
+    map after the log; two probes give its scale and offset. Bucketized (also numeric
+    features' quantile buckets): the boundaries, by bisection. Categorical: the
+    vocabulary files Transform wrote. Each one-hot entry names its Transform output.
     """
     probe = _TransformProbe(tft_output, spec)
     numeric = []
@@ -108,18 +163,20 @@ def transform_mapping(tft_output, spec: FeaturesConfig, output_key: str) -> Dict
         numeric.append({"feature": key, "input": features.transformed_name(key), "raw_type": probe.kind(key),
                         "scale": scale, "offset": float(at_zero),
                         "mean": -float(at_zero) / scale, "std": 1.0 / scale})
+    blocks = features.one_hot_blocks(spec)
+    boundaries = bucket_boundaries(probe, {b.feature: b.input for b in blocks if b.kind == "bucketized"})
     one_hot, offset = [], 0
-    for key in spec.bucketized + spec.categorical:
-        size = features.one_hot_size(spec, key)
-        entry = {"feature": key, "offset": offset, "size": size, "raw_type": probe.kind(key)}
-        if key in spec.bucketized:
-            entry.update(kind="bucketized", boundaries=_bucket_boundaries(probe, key))
+    for block in blocks:
+        entry = {"feature": block.feature, "input": block.input, "kind": block.kind, "offset": offset,
+                 "size": block.size, "raw_type": probe.kind(block.feature)}
+        if block.kind == "bucketized":
+            entry.update(boundaries=boundaries[block.feature])
         else:
-            vocabulary = [v.decode("utf-8") for v in tft_output.vocabulary_by_name(key)]
+            vocabulary = [v.decode("utf-8") for v in tft_output.vocabulary_by_name(block.feature)]
             # compute_and_apply_vocabulary puts every unseen value in the first OOV bucket.
-            entry.update(kind="categorical", vocabulary=vocabulary, oov_id=len(vocabulary))
+            entry.update(vocabulary=vocabulary, oov_id=len(vocabulary))
         one_hot.append(entry)
-        offset += size
+        offset += block.size
     return {
         "format": MAPPING_FORMAT,
         "signature": EDGE_SIGNATURE,
@@ -147,6 +204,8 @@ def edge_signatures(model, tft_output, spec: FeaturesConfig, output_key: str) ->
     """{"edge": concrete function} for `model.save(signatures=...)`; attaches the mapping asset."""
     mapping = transform_mapping(tft_output, spec, output_key)
     mapping_dir = tempfile.mkdtemp(prefix="edge_mapping_")
+    # model.save copies the file; the directory goes with the model (or at exit), not left in /tmp.
+    weakref.finalize(model, shutil.rmtree, mapping_dir, True)
     mapping_path = os.path.join(mapping_dir, MAPPING_ASSET)
     with open(mapping_path, "w", encoding="utf-8") as f:
         json.dump(mapping, f, indent=1)

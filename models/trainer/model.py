@@ -149,11 +149,10 @@ def build_keras_model(spec: FeaturesConfig, hparams: Dict, steps_per_execution: 
         name = features.transformed_name(key)
         inputs[name] = keras.Input(shape=(1,), name=name, dtype=tf.float32)
         parts.append(inputs[name])
-    for key in spec.bucketized + spec.categorical:
-        name = features.transformed_name(key)
-        inputs[name] = keras.Input(shape=(1,), name=name, dtype=tf.int64)
+    for block in features.one_hot_blocks(spec):
+        inputs[block.input] = keras.Input(shape=(1,), name=block.input, dtype=tf.int64)
         parts.append(keras.layers.CategoryEncoding(
-            num_tokens=features.one_hot_size(spec, key), output_mode="one_hot", name=f"{key}_one_hot")(inputs[name]))
+            num_tokens=block.size, output_mode="one_hot", name=f"{block.input}_one_hot")(inputs[block.input]))
     vector = keras.layers.Concatenate(name="feature_vector")(parts) if len(parts) > 1 else parts[0]
     output = build_core(features.dense_input_size(spec), hparams, spec, label_stats)(vector)
     model = keras.Model(inputs, output, name="model")
