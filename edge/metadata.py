@@ -65,7 +65,7 @@ def populate(model: bytes, input_order: List[str], mapping: Dict[str, Any], info
             unit.options.std = [float(e["std"]) for e in numeric]
             tensor.processUnits = [unit]
         else:
-            blocks = ", ".join(f"{f.get('input', f['feature'])}[{f['offset']}:{f['offset'] + f['size']}]"
+            blocks = ", ".join(f"{f['input']}[{f['offset']}:{f['offset'] + f['size']}]"
                                for f in one_hot["features"])
             tensor = _tensor(name, f"one-hot ids of bucketized and categorical features: {blocks}; "
                                    "categorical ids index the associated vocabulary files, the id after "

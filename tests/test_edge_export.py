@@ -101,6 +101,12 @@ def test_edge_runtime_agrees_with_serving_default_on_raw_examples(edge_run, smal
     assert np.mean(edge == reference) >= 0.99
     # The mapping reproduces Transform itself: same ids, same z-scores (before clipping), packed in one input.
     assert EdgeModel(version_dir).encoder.input_names == ("numeric", "one_hot")
+    entries = _assert_encoder_matches_transform(loaded, version_dir, serialized, records)
+    assert any(entry["input"] == features.bucket_name("trip_seconds") for entry in entries)
+
+
+def _assert_encoder_matches_transform(loaded, version_dir, serialized, records):
+    """The TF-free encoder (unclipped) gives every z-score and one-hot id Transform gives; returns the entries."""
     transformed = loaded.signatures["transform_features"](examples=tf.constant(serialized))
     encoder = EdgeModel(version_dir, variant="float").encoder
     encoder.numeric = [(f, i, s, o, -np.inf, np.inf) for f, i, s, o, _, _ in encoder.numeric]
@@ -108,16 +114,11 @@ def test_edge_runtime_agrees_with_serving_default_on_raw_examples(edge_run, smal
     for column, (_, name, *_) in enumerate(encoder.numeric):
         np.testing.assert_allclose([n[column] for n, _ in encoded], transformed[name].numpy(), atol=1e-4)
     entries = encoder.mapping["one_hot"]["features"]
-    assert any(entry["input"] == features.bucket_name("trip_seconds") for entry in entries)
-    _assert_one_hot_ids(entries, encoded, transformed)
-
-
-def _assert_one_hot_ids(entries, encoded, transformed):
-    """Each one-hot block of the encoder holds the id Transform gave that entry's output."""
     for entry in entries:
         low, high = entry["offset"], entry["offset"] + entry["size"]
         ids = [[p - low for p in hot if low <= p < high] for _, hot in encoded]
         assert ids == [[i] for i in transformed[entry["input"]].numpy().reshape(-1).tolist()], entry["input"]
+    return entries
 
 
 def test_edge_encoder_fills_missing_values_as_transform_does(edge_run, small_sample):
@@ -130,15 +131,9 @@ def test_edge_encoder_fills_missing_values_as_transform_does(edge_run, small_sam
             del example.features.feature[key]
     serialized = [e.SerializeToString() for e in examples]
     loaded = tf.saved_model.load(summary.candidate_model + "/Format-Serving")
-    transformed = loaded.signatures["transform_features"](examples=tf.constant(serialized))
-    encoder = EdgeModel(version_dir, variant="float").encoder
-    encoder.numeric = [(f, i, s, o, -np.inf, np.inf) for f, i, s, o, _, _ in encoder.numeric]
     records = export.raw_records(serialized, FeaturesConfig())
     assert all(key not in r for r in records for key in dropped)
-    encoded = [encoder.encode(r) for r in records]
-    for column, (_, name, *_) in enumerate(encoder.numeric):
-        np.testing.assert_allclose([n[column] for n, _ in encoded], transformed[name].numpy(), atol=1e-4)
-    _assert_one_hot_ids(encoder.mapping["one_hot"]["features"], encoded, transformed)
+    _assert_encoder_matches_transform(loaded, version_dir, serialized, records)
 
 
 def test_edge_cli_runs_without_tensorflow(edge_run, tmp_path, small_sample):

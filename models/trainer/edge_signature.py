@@ -102,9 +102,14 @@ class _Search:
     def __init__(self, kind: str, count: int):
         self.kind, self.count = kind, count
         if kind == "int":
-            self.low, self.high, self.steps = [int(np.iinfo(np.int64).min)] * count, [_INT64_MAX] * count, 64
+            self.low, self.high, self.steps = [_INT64_MIN] * count, [_INT64_MAX] * count, 64
         else:
             self.low, self.high, self.steps = [-_ORDERED_FLOAT32_MAX] * count, [_ORDERED_FLOAT32_MAX] * count, 33
+
+    @staticmethod
+    def largest(kind: str):
+        """The largest raw value of the kind: its bucket is the number of boundaries."""
+        return _INT64_MAX if kind == "int" else float(np.finfo(np.float32).max)
 
     def midpoints(self) -> List[int]:
         return [(lo + hi) // 2 for lo, hi in zip(self.low, self.high)]
@@ -124,7 +129,7 @@ class _Search:
         return [float(b) for b in _ordered_to_float32(self.high)]
 
 
-_INT64_MAX = int(np.iinfo(np.int64).max)
+_INT64_MIN, _INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
 _ORDERED_FLOAT32_MAX = int(np.float32(np.finfo(np.float32).max).view(np.uint32))
 
 
@@ -134,9 +139,9 @@ def bucket_boundaries(probe: _TransformProbe, outputs: Dict[str, str]) -> Dict[s
     All features bisect together, one Transform call per step: 7 outputs of the
     bundled data in 64 calls instead of 295 (5.6 s of the Trainer before).
     """
-    largest = {k: _INT64_MAX if probe.kind(k) == "int" else float(np.finfo(np.float32).max) for k in outputs}
-    counts = probe.many({k: [v] for k, v in largest.items()}, outputs)
-    searches = {k: _Search(probe.kind(k), int(counts[k][0])) for k in outputs}
+    kinds = {k: probe.kind(k) for k in outputs}
+    counts = probe.many({k: [_Search.largest(kind)] for k, kind in kinds.items()}, outputs)
+    searches = {k: _Search(kind, int(counts[k][0])) for k, kind in kinds.items()}
     for step in range(64):
         active = {k: s for k, s in searches.items() if s.count and step < s.steps}
         if not active:
