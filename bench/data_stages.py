@@ -2,7 +2,7 @@
 
     python -m bench.data_stages [--scales 1,10,50] [--modes in_memory,multi_processing]
                                 [--workers 2] [--variant KEY=VALUE[,KEY=VALUE]] [--variant-scales 1]
-                                [--out-dir bench/results] [--keep]
+                                [--pipelines stages[,whole]] [--out-dir bench/results] [--keep]
 
 Why: the bundled taxi data (15,000 examples) is far smaller than what the
 pipeline will see in production. The data stages are the ones whose cost grows
@@ -38,6 +38,13 @@ The limit: at each scale, before the stages run, the same TFRecords are read wit
 gzip reads) and parsed with `tf.io.parse_example` on the schema's feature spec, nothing else. That rate
 is what this machine allows any reader of these files; `of limit` is a run's ex/s against half of it,
 since StatisticsGen and Transform each read every example once.
+
+`--pipelines stages,whole` also runs, per (scale, mode), the whole pipeline `make run` runs (gate,
+Tuner, Trainer, Evaluator, Pusher, edge export: every component of `create_pipeline`) on the same data,
+in its own fresh output directory, and prints a second table: each component's time from the same log
+lines, the sum, and the sum against the smallest scale. Tuner and Trainer run a fixed number of steps,
+so at scale the whole pipeline's growth comes from the stages that read every example (StatisticsGen,
+Transform, Evaluator, the edge export's accuracy check).
 
 `--variant transform.statistics=true` (repeatable; settings as `--set` takes them) runs every (scale,
 mode), or only `--variant-scales`, once more with those settings, right after the default run: the
@@ -75,6 +82,8 @@ EXAMPLES_PER_SHARD = 25_000
 MIN_SHARDS = 4
 LOG_TAIL_LINES = 30
 SECONDS_PER_WEEK = 7 * 24 * 3600
+# stages: ImportExampleGen through Transform (STAGE_IDS); whole: every component `make run` runs.
+PIPELINES = ("stages", "whole")
 
 
 # --- Data generation -------------------------------------------------------
@@ -264,8 +273,9 @@ def counted_examples(pipeline_root: str) -> Dict[str, int]:
     return counts
 
 
-def run_stages(data_dir: str, work_dir: str, mode: str, workers: str, result_path: str, *overrides: str) -> int:
-    """Child process entry: runs the stage pipeline, writes timings to `result_path` as JSON."""
+def run_stages(data_dir: str, work_dir: str, mode: str, workers: str, kind: str, result_path: str,
+               *overrides: str) -> int:
+    """Child process entry: runs the `kind` pipeline (see PIPELINES), writes timings to `result_path` as JSON."""
     import logging
 
     from absl import logging as absl_logging
@@ -279,7 +289,12 @@ def run_stages(data_dir: str, work_dir: str, mode: str, workers: str, result_pat
                         format="%(asctime)s %(levelname)s:%(name)s:%(message)s")
     absl_logging.set_verbosity(absl_logging.INFO)
     config = stage_config(data_dir, work_dir, mode, int(workers), overrides)
-    dag = stage_pipeline(config)
+    if kind == "whole":
+        from pipeline.pipeline import create_pipeline
+
+        dag = create_pipeline(config)
+    else:
+        dag = stage_pipeline(config)
     progress = ProgressHandler(sys.stdout, total=len(dag.components))
     logging.getLogger().addHandler(progress)
     # Beam executors parse sys.argv as absl flags; this process's arguments are not theirs.
@@ -301,6 +316,8 @@ class Run:
     examples: Dict[str, int]
     log: str
     variant: str = ""  # "" = the defaults; else the --variant's settings
+    pipeline: str = "stages"  # one of PIPELINES
+    stage_s: Optional[Dict[str, float]] = None  # every component's time, as LocalDagRunner logged it
     status: str = "ok"
     statistics_gen_s: float = float("nan")
     transform_s: float = float("nan")
@@ -318,6 +335,8 @@ class Run:
 
     @property
     def total_s(self) -> float:
+        if self.pipeline == "whole":
+            return sum(self.stage_s.values()) if self.stage_s else float("nan")
         return self.statistics_gen_s + self.transform_s
 
 
@@ -333,19 +352,20 @@ def child_env() -> Dict[str, str]:
 
 
 def run_one(data_dir: str, work_root: str, scale: int, mode: str, workers: int, examples: Dict[str, int],
-            variant: Sequence[str] = ()) -> Run:
-    name = f"{scale}x-{mode}" + (f"-v{abs(hash(tuple(variant))) % 10_000}" if variant else "")
+            variant: Sequence[str] = (), kind: str = "stages") -> Run:
+    name = (f"{scale}x-{mode}" + (f"-v{abs(hash(tuple(variant))) % 10_000}" if variant else "")
+            + ("" if kind == "stages" else f"-{kind}"))
     work_dir = os.path.join(work_root, name)
     os.makedirs(work_dir)
     run = Run(scale=scale, mode=mode, workers=None if mode == "in_memory" else workers,
-              examples=examples, log=os.path.join(work_dir, "run.log"), variant=" ".join(variant))
+              examples=examples, log=os.path.join(work_dir, "run.log"), variant=" ".join(variant), pipeline=kind)
     result_path = os.path.join(work_dir, "result.json")
     started = time.monotonic()
     with open(run.log, "wb") as log:
         status = subprocess.run(
             [sys.executable, "-c",
              "import sys; from bench.data_stages import run_stages; sys.exit(run_stages(*sys.argv[1:]))",
-             data_dir, work_dir, mode, str(workers), result_path, *variant],
+             data_dir, work_dir, mode, str(workers), kind, result_path, *variant],
             stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=child_env(), check=False).returncode
     run.subprocess_wall_s = time.monotonic() - started
     if status != 0 or not os.path.exists(result_path):
@@ -353,7 +373,7 @@ def run_one(data_dir: str, work_root: str, scale: int, mode: str, workers: int, 
         return run
     with open(result_path, encoding="utf-8") as f:
         result = json.load(f)
-    stages = result["stage_s"]
+    stages = run.stage_s = result["stage_s"]
     run.statistics_gen_s, run.transform_s = (stages[stage] for stage in TIMED_STAGES)
     run.example_gen_s = stages.get("ImportExampleGen", float("nan"))
     run.counted_examples, run.beam_args = result["counted_examples"], result["beam_args"]
@@ -368,11 +388,12 @@ def compare(runs: List[Run]) -> None:
     ok = [r for r in runs if r.status == "ok"]
     base_scale = min((r.scale for r in ok), default=None)
     for run in ok:
-        memory = next((r for r in ok if r.scale == run.scale and r.mode == "in_memory" and not r.variant), None)
+        memory = next((r for r in ok if r.scale == run.scale and r.mode == "in_memory" and not r.variant
+                       and r.pipeline == run.pipeline), None)
         if memory is not None:
             run.vs_in_memory = run.examples_per_s / memory.examples_per_s
-        base = next((r for r in ok if r.scale == base_scale and r.mode == run.mode and r.variant == run.variant),
-                    None)
+        base = next((r for r in ok if r.scale == base_scale and r.mode == run.mode and r.variant == run.variant
+                     and r.pipeline == run.pipeline), None)
         if base is not None:
             run.time_vs_base = run.total_s / base.total_s
 
@@ -391,7 +412,7 @@ def format_table(runs: List[Run], generation_s: Dict[int, float], limits: Dict[i
               f"{'total s':>8s} {'ex/s':>8s} {'of limit':>8s} {'vs in_memory':>12s} {'time vs ' + base:>11s}")
     lines = ["StatisticsGen + Transform, Beam DirectRunner (stage times from LocalDagRunner logs)",
              header, "-" * len(header)]
-    for r in runs:
+    for r in (r for r in runs if r.pipeline == "stages"):
         mode = r.mode if r.workers is None else f"{r.mode}/{r.workers}"
         # Both stages read every example, so the floor for the pair is half the parse rate.
         share = r.examples_per_s / (limits[r.scale] / 2) if r.scale in limits and r.status == "ok" else None
@@ -404,8 +425,36 @@ def format_table(runs: List[Run], generation_s: Dict[int, float], limits: Dict[i
     lines.append("Raw read + tf.io.parse_example limit (tf.data, same files): " + ", ".join(
         f"{scale}x {rate:,.0f} ex/s" for scale, rate in limits.items())
                  + "; `of limit`: ex/s vs half that (the two stages each read every example)")
+    whole = [r for r in runs if r.pipeline == "whole"]
+    if whole:
+        lines += ["", format_whole_table(whole, base)]
     lines.append("Data generation (not counted above): " + ", ".join(
         f"{scale}x {seconds:.1f}s" for scale, seconds in generation_s.items()))
+    return "\n".join(lines)
+
+
+# The whole pipeline's table: the components whose cost can grow with the data, then the rest.
+WHOLE_COLUMNS = (("StatisticsGen", "stats"), ("Transform", "transform"), ("Tuner", "tuner"),
+                 ("Trainer", "trainer"), ("Evaluator", "evaluator"), ("EdgeExport", "edge"))
+
+
+def format_whole_table(runs: List[Run], base: str) -> str:
+    header = (f"{'scale':>5s} {'examples':>9s} {'mode':<19s} "
+              + " ".join(f"{title + ' s':>11s}" for _, title in WHOLE_COLUMNS)
+              + f" {'other s':>8s} {'total s':>8s} {'time vs ' + base:>11s}")
+    lines = ["Whole pipeline (every component of `make run`; times from the same LocalDagRunner logs)",
+             header, "-" * len(header)]
+    for r in runs:
+        mode = r.mode if r.workers is None else f"{r.mode}/{r.workers}"
+        if r.status != "ok":
+            lines.append(f"{str(r.scale) + 'x':>5s} {r.total_examples:>9,d} {mode:<19s}  {r.status}: {r.log}")
+            continue
+        named = [r.stage_s.get(component, float("nan")) for component, _ in WHOLE_COLUMNS]
+        other = r.total_s - sum(v for v in named if not math.isnan(v))
+        lines.append(f"{str(r.scale) + 'x':>5s} {r.total_examples:>9,d} {mode:<19s} "
+                     + " ".join(f"{v:>11.1f}" for v in named)
+                     + f" {other:>8.1f} {r.total_s:>8.1f} "
+                     + (f"{r.time_vs_base:>10.2f}x" if r.time_vs_base is not None else f"{'-':>11s}"))
     return "\n".join(lines)
 
 
@@ -414,6 +463,14 @@ def positive_ints(text: str) -> List[int]:
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"expected positive integers like 1,10,50, got {text!r}")
     return values
+
+
+def pipelines(text: str) -> List[str]:
+    kinds = [v.strip() for v in text.split(",") if v.strip()]
+    unknown = set(kinds) - set(PIPELINES)
+    if not kinds or unknown:
+        raise argparse.ArgumentTypeError(f"unknown pipelines {sorted(unknown)}; use {','.join(PIPELINES)}")
+    return kinds
 
 
 def modes(text: str) -> List[str]:
@@ -432,6 +489,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="Beam DirectRunner modes, comma-separated (default in_memory,multi_processing)")
     parser.add_argument("--workers", type=int, default=2,
                         help="beam.direct_num_workers for the modes other than in_memory (default 2)")
+    parser.add_argument("--pipelines", type=pipelines, default=["stages"],
+                        help="stages (StatisticsGen + Transform) and/or whole (all of make run), comma-separated")
     parser.add_argument("--out-dir", default=DEFAULT_OUT_DIR, help="where data_stages.json goes")
     parser.add_argument("--keep", action="store_true", help="keep the generated data, pipeline outputs and logs")
     parser.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
@@ -460,14 +519,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         limits[scale] = parse_limit(data_dir, PipelineConfig().schema_file)
         print(f"  raw read + parse limit: {limits[scale]:,.0f} examples/s", flush=True)
         # One after the other: side by side the runs would compete for the CPUs they are timed on.
-        for mode, variant in ((m, v) for m in args.modes for v in variants
-                              if not v or args.variant_scales is None or scale in args.variant_scales):
-            print(f"  {mode} {' '.join(variant)} ...", flush=True)
-            run = run_one(data_dir, work_root, scale, mode, args.workers, examples, variant)
+        for kind, mode, variant in ((k, m, v) for k in args.pipelines for m in args.modes for v in variants
+                                    if not v or args.variant_scales is None or scale in args.variant_scales):
+            print(f"  {'' if kind == 'stages' else kind + ' pipeline, '}{mode} {' '.join(variant)} ...", flush=True)
+            run = run_one(data_dir, work_root, scale, mode, args.workers, examples, variant, kind)
             runs.append(run)
             if run.status == "ok":
-                print(f"    StatisticsGen {run.statistics_gen_s:.1f}s, Transform {run.transform_s:.1f}s",
-                      flush=True)
+                print(f"    StatisticsGen {run.statistics_gen_s:.1f}s, Transform {run.transform_s:.1f}s"
+                      + (f", all components {run.total_s:.1f}s" if kind == "whole" else ""), flush=True)
             else:
                 print(f"    {run.status}\n--- last {LOG_TAIL_LINES} lines of {run.log} ---\n{_tail(run.log)}",
                       file=sys.stderr, flush=True)
