@@ -301,6 +301,10 @@ class EdgeConfig:
     representative_examples: int = 1000
     # Numeric inputs are clipped to the [q, 1-q] quantiles of the training data; 0 = its min/max.
     clip_quantile: float = 0.0
+    # Raw eval examples the gate scores, read round-robin over all eval files; 0 = all. The gate runs each
+    # example through the device runtime one at a time, so on millions it would dominate the run, while the
+    # paired int8-vs-SavedModel difference it checks is already precise on tens of thousands.
+    gate_examples: int = 50000
 
 
 @dataclass
@@ -711,6 +715,9 @@ def validate(config: PipelineConfig) -> None:
         raise ConfigError(f"edge.io_type: {config.edge.io_type!r} is not one of int8, uint8")
     if config.edge.representative_examples <= 0:
         raise ConfigError("edge.representative_examples must be positive")
+    if config.edge.gate_examples < 0:
+        raise ConfigError(f"edge.gate_examples must be 0 (all eval examples) or positive, "
+                          f"got {config.edge.gate_examples}")
     if not 0.0 <= config.edge.clip_quantile < 0.5:
         raise ConfigError(f"edge.clip_quantile must be in [0, 0.5), got {config.edge.clip_quantile}")
     if not 0.0 <= config.edge.min_agreement <= 1.0:

@@ -59,13 +59,17 @@ class EdgeResult:
     edgetpu: Dict[str, Any] = field(default_factory=dict)
 
 
-def _records(pattern: Union[str, List[str]], limit: int = 0) -> List[bytes]:
+def _records(pattern: Union[str, List[str]], limit: int = 0, spread: bool = False) -> List[bytes]:
+    """The first `limit` records (0 = all); `spread` reads the files round-robin, so a limited sample
+    comes from every file instead of the first few (shards are often written in key or time order)."""
     patterns = [pattern] if isinstance(pattern, str) else pattern
     files = sorted(f for p in patterns for f in glob.glob(p))
     if not files:
         raise FileNotFoundError(f"no TFRecord files match {', '.join(patterns)}")
     records = []
-    for record in tf.data.TFRecordDataset(files, compression_type="GZIP"):
+    # tf.data interleaves parallel reads deterministically, one record per file in turn.
+    readers = min(len(files), 64) if spread and limit else None
+    for record in tf.data.TFRecordDataset(files, compression_type="GZIP", num_parallel_reads=readers):
         records.append(record.numpy())
         if limit and len(records) >= limit:
             break
@@ -417,7 +421,7 @@ def export(saved_model_dir: str, transform_graph_dir: str, transformed_train_pat
                           for k, name in FILES.items()}}
 
     # The gate runs the exact files to be pushed through the device runtime, from raw features.
-    eval_examples = _records(raw_eval_pattern)
+    eval_examples = _records(raw_eval_pattern, settings.gate_examples, spread=True)
     labels = labels_of(eval_examples, spec)
     reference = serving_predictions(loaded, eval_examples, spec)
     metrics = {"saved_model": metrics_of(spec.task, labels, reference)}

@@ -44,6 +44,7 @@ def test_explicit_path_survives_output_dir_change(tmp_path):
     ("data.hash_buckets=[4]", "hash_buckets needs two positive numbers"),
     ("features.numeric=[tips]", "label column 'tips' is also an input"),
     ("nonsense", "must look like section.key=value"),
+    ("edge.gate_examples=-5", "edge.gate_examples must be 0 .all eval examples. or positive, got -5"),
 ])
 def test_bad_settings_name_the_setting(override, message):
     extra = ["data.pattern=*"] if "hash_buckets" in override else []

@@ -193,3 +193,17 @@ def test_gate_keeps_the_previous_edge_version(edge_run, tmp_path):
         export.export(**dict(inputs, raw_eval_pattern=str(tmp_path / "nothing" / "*")), spec=FeaturesConfig(),
                       settings=EdgeConfig(), model_base_dir=base, model_name=config.model_name)
     assert os.listdir(base) == ["1"] and sorted(os.listdir(os.path.join(base, "1"))) == before
+
+
+def test_gate_sample_is_read_round_robin_from_every_eval_file(tmp_path):
+    """`edge.gate_examples` caps the gate's eval sample; the cap must not keep only the first shards."""
+    for shard in range(3):
+        with tf.io.TFRecordWriter(str(tmp_path / f"eval-{shard}.gz"), options="GZIP") as writer:
+            for i in range(10):
+                writer.write(f"{shard}-{i}".encode())
+    pattern = str(tmp_path / "*.gz")
+
+    sample = export._records(pattern, limit=6, spread=True)
+    assert sorted(sample) == sorted(f"{s}-{i}".encode() for s in range(3) for i in range(2))
+    assert export._records(pattern, limit=6) == [f"0-{i}".encode() for i in range(6)]  # calibration: file order
+    assert len(export._records(pattern, spread=True)) == 30  # 0 = every record
