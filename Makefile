@@ -28,7 +28,7 @@ help:
 	@echo "make test-fast  unit tests only (no pipeline runs)"
 	@echo "make bench      stock TFX taxi example vs this pipeline, side by side"
 	@echo "make profile    one fresh run (ARGS=--cached: and an unchanged one), per component: start-up, Beam, tracing, fit"
-	@echo "make bench-data StatisticsGen + Transform at 1x/10x/50x data, Beam in_memory vs multi_processing"
+	@echo "make bench-data StatisticsGen + Transform at 1x/10x/50x data, Beam in_memory vs multi_processing (ARGS='--pipelines stages,whole': the whole run too)"
 	@echo "make bench-edge edge int8/float TFLite vs SavedModel: size, AUC, latency per raw example (after make run)"
 	@echo "make serve      local TF Serving-compatible server: gRPC 8500, REST 8501, metrics (ARGS='--set serving.port=N')"
 	@echo "make bench-serving  gRPC/REST latency, QPS with batching on/off, hot swap under load, vs in-process"

@@ -427,6 +427,8 @@ def format_table(runs: List[Run], generation_s: Dict[int, float], limits: Dict[i
                  + "; `of limit`: ex/s vs half that (the two stages each read every example)")
     whole = [r for r in runs if r.pipeline == "whole"]
     if whole:
+        if not any(r.pipeline == "stages" for r in runs):
+            lines = lines[-1:]  # only the limit line: an empty stage table says nothing
         lines += ["", format_whole_table(whole, base)]
     lines.append("Data generation (not counted above): " + ", ".join(
         f"{scale}x {seconds:.1f}s" for scale, seconds in generation_s.items()))

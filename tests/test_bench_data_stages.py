@@ -45,3 +45,10 @@ def test_unknown_pipeline_kind_is_refused_with_the_known_ones():
     with pytest.raises(argparse.ArgumentTypeError, match="stages,whole"):
         data_stages.pipelines("stages,everything")
     assert data_stages.pipelines("whole, stages") == ["whole", "stages"]
+
+
+def test_a_whole_pipeline_only_run_prints_no_empty_stage_table():
+    whole = _run(1, "in_memory", "whole", {"StatisticsGen": 2.0, "Transform": 8.0, "Tuner": 3.0})
+    compare([whole])
+    table = format_table([whole], {1: 0.1}, {1: 1000.0})
+    assert "StatisticsGen + Transform, Beam" not in table and "Whole pipeline" in table
