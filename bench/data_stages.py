@@ -334,6 +334,10 @@ class Run:
         return sum(self.examples.values())
 
     @property
+    def mode_label(self) -> str:
+        return self.mode if self.workers is None else f"{self.mode}/{self.workers}"
+
+    @property
     def total_s(self) -> float:
         if self.pipeline == "whole":
             return sum(self.stage_s.values()) if self.stage_s else float("nan")
@@ -410,10 +414,12 @@ def format_table(runs: List[Run], generation_s: Dict[int, float], limits: Dict[i
 
     header = (f"{'scale':>5s} {'examples':>9s} {'mode':<19s} {'stats s':>8s} {'transform s':>11s} "
               f"{'total s':>8s} {'ex/s':>8s} {'of limit':>8s} {'vs in_memory':>12s} {'time vs ' + base:>11s}")
+    stage_runs = [r for r in runs if r.pipeline == "stages"]
+    # A whole-pipeline-only run gets no empty stage table.
     lines = ["StatisticsGen + Transform, Beam DirectRunner (stage times from LocalDagRunner logs)",
-             header, "-" * len(header)]
-    for r in (r for r in runs if r.pipeline == "stages"):
-        mode = r.mode if r.workers is None else f"{r.mode}/{r.workers}"
+             header, "-" * len(header)] if stage_runs else []
+    for r in stage_runs:
+        mode = r.mode_label
         # Both stages read every example, so the floor for the pair is half the parse rate.
         share = r.examples_per_s / (limits[r.scale] / 2) if r.scale in limits and r.status == "ok" else None
         row = (f"{str(r.scale) + 'x':>5s} {r.total_examples:>9,d} {mode:<19s} "
@@ -427,8 +433,6 @@ def format_table(runs: List[Run], generation_s: Dict[int, float], limits: Dict[i
                  + "; `of limit`: ex/s vs half that (the two stages each read every example)")
     whole = [r for r in runs if r.pipeline == "whole"]
     if whole:
-        if not any(r.pipeline == "stages" for r in runs):
-            lines = lines[-1:]  # only the limit line: an empty stage table says nothing
         lines += ["", format_whole_table(whole, base)]
     lines.append("Data generation (not counted above): " + ", ".join(
         f"{scale}x {seconds:.1f}s" for scale, seconds in generation_s.items()))
@@ -447,7 +451,7 @@ def format_whole_table(runs: List[Run], base: str) -> str:
     lines = ["Whole pipeline (every component of `make run`; times from the same LocalDagRunner logs)",
              header, "-" * len(header)]
     for r in runs:
-        mode = r.mode if r.workers is None else f"{r.mode}/{r.workers}"
+        mode = r.mode_label
         if r.status != "ok":
             lines.append(f"{str(r.scale) + 'x':>5s} {r.total_examples:>9,d} {mode:<19s}  {r.status}: {r.log}")
             continue

@@ -60,8 +60,9 @@ class EdgeResult:
 
 
 def _records(pattern: Union[str, List[str]], limit: int = 0, spread: bool = False) -> List[bytes]:
-    """The first `limit` records (0 = all); `spread` reads the files round-robin, so a limited sample
-    comes from every file instead of the first few (shards are often written in key or time order)."""
+    """The first `limit` records (0 = all); `spread` reads the files round-robin, 64 at a time, so a
+    limited sample comes from many files instead of the first few (shards are often written in key or
+    time order); past 64 files the sample comes from the first 64, each one's reader costing memory."""
     patterns = [pattern] if isinstance(pattern, str) else pattern
     files = sorted(f for p in patterns for f in glob.glob(p))
     if not files:
