@@ -2,7 +2,8 @@
 
     python -m bench.data_stages [--scales 1,10,50] [--modes in_memory,multi_processing]
                                 [--workers 2] [--variant KEY=VALUE[,KEY=VALUE]] [--variant-scales 1]
-                                [--pipelines stages[,whole]] [--out-dir bench/results] [--keep]
+                                [--pipelines stages[,whole]] [--repeats 1] [--out-dir bench/results]
+                                [--keep]
 
 Why: the bundled taxi data (15,000 examples) is far smaller than what the
 pipeline will see in production. The data stages are the ones whose cost grows
@@ -34,6 +35,12 @@ grows linearly; much less means fixed start-up cost (Beam, TensorFlow graph
 tracing, worker start) still dominates. Each cell is one run on a machine that
 may be shared: repeat before trusting differences of a few percent.
 
+`--repeats N` runs every (scale, mode, variant) N times on the same generated data, each repeat with
+its own limit measured just before its runs (the limit drifts with the machine as the stages do), and
+ends with a min / median / max table: total seconds, `of limit`, and `per ex vs Nx`, the time per
+example against that of the same mode at the smallest scale in the same repeat (1.00x = linear cost;
+the targets ask for at least 25 % of the limit and at most 1.2x per example).
+
 The limit: at each scale, before the stages run, the same TFRecords are read with tf.data (parallel
 gzip reads) and parsed with `tf.io.parse_example` on the schema's feature spec, nothing else. That rate
 is what this machine allows any reader of these files; `of limit` is a run's ex/s against half of it,
@@ -60,12 +67,13 @@ import glob
 import json
 import math
 import os
+import statistics
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from bench import results as bench_results
 from contract import cli
@@ -317,6 +325,8 @@ class Run:
     log: str
     variant: str = ""  # "" = the defaults; else the --variant's settings
     pipeline: str = "stages"  # one of PIPELINES
+    repeat: int = 1  # which of --repeats; runs compare only within their repeat
+    limit_examples_per_s: Optional[float] = None  # the read + parse limit measured for this repeat
     stage_s: Optional[Dict[str, float]] = None  # every component's time, as LocalDagRunner logged it
     status: str = "ok"
     statistics_gen_s: float = float("nan")
@@ -328,6 +338,7 @@ class Run:
     examples_per_s: float = float("nan")
     vs_in_memory: Optional[float] = None
     time_vs_base: Optional[float] = None
+    examples_vs_base: Optional[float] = None  # examples against the smallest scale's, filled with time_vs_base
 
     @property
     def total_examples(self) -> int:
@@ -343,6 +354,18 @@ class Run:
             return sum(self.stage_s.values()) if self.stage_s else float("nan")
         return self.statistics_gen_s + self.transform_s
 
+    @property
+    def of_limit(self) -> Optional[float]:
+        """ex/s against half the limit: both stages read every example, so that is the pair's floor."""
+        if self.status != "ok" or not self.limit_examples_per_s:
+            return None
+        return self.examples_per_s / (self.limit_examples_per_s / 2)
+
+    @property
+    def per_example_vs_base(self) -> Optional[float]:
+        """Time per example against the smallest scale's (filled by `compare`): 1.0 = linear cost."""
+        return None if self.time_vs_base is None else self.time_vs_base / self.examples_vs_base
+
 
 def _tail(path: str, lines: int = LOG_TAIL_LINES) -> str:
     with open(path, encoding="utf-8", errors="replace") as f:
@@ -356,13 +379,15 @@ def child_env() -> Dict[str, str]:
 
 
 def run_one(data_dir: str, work_root: str, scale: int, mode: str, workers: int, examples: Dict[str, int],
-            variant: Sequence[str] = (), kind: str = "stages") -> Run:
+            variant: Sequence[str] = (), kind: str = "stages", repeat: int = 1,
+            limit: Optional[float] = None) -> Run:
     name = (f"{scale}x-{mode}" + (f"-v{abs(hash(tuple(variant))) % 10_000}" if variant else "")
-            + ("" if kind == "stages" else f"-{kind}"))
+            + ("" if kind == "stages" else f"-{kind}") + ("" if repeat == 1 else f"-r{repeat}"))
     work_dir = os.path.join(work_root, name)
     os.makedirs(work_dir)
     run = Run(scale=scale, mode=mode, workers=None if mode == "in_memory" else workers,
-              examples=examples, log=os.path.join(work_dir, "run.log"), variant=" ".join(variant), pipeline=kind)
+              examples=examples, log=os.path.join(work_dir, "run.log"), variant=" ".join(variant), pipeline=kind,
+              repeat=repeat, limit_examples_per_s=limit)
     result_path = os.path.join(work_dir, "result.json")
     started = time.monotonic()
     with open(run.log, "wb") as log:
@@ -388,21 +413,34 @@ def run_one(data_dir: str, work_root: str, scale: int, mode: str, workers: int, 
 
 
 def compare(runs: List[Run]) -> None:
-    """Fills each run's speed relative to in_memory and its cost relative to the smallest scale."""
+    """Fills each run's speed relative to in_memory and its cost relative to the smallest scale.
+
+    Only runs of the same repeat are compared: they ran minutes apart, on the machine as it was then.
+    """
     ok = [r for r in runs if r.status == "ok"]
     base_scale = min((r.scale for r in ok), default=None)
     for run in ok:
-        memory = next((r for r in ok if r.scale == run.scale and r.mode == "in_memory" and not r.variant
-                       and r.pipeline == run.pipeline), None)
+        same = [r for r in ok if r.repeat == run.repeat and r.pipeline == run.pipeline]
+        memory = next((r for r in same if r.scale == run.scale and r.mode == "in_memory" and not r.variant), None)
         if memory is not None:
             run.vs_in_memory = run.examples_per_s / memory.examples_per_s
-        base = next((r for r in ok if r.scale == base_scale and r.mode == run.mode and r.variant == run.variant
-                     and r.pipeline == run.pipeline), None)
+        base = next((r for r in same if r.scale == base_scale and r.mode == run.mode and r.variant == run.variant),
+                    None)
         if base is not None:
             run.time_vs_base = run.total_s / base.total_s
+            run.examples_vs_base = run.total_examples / base.total_examples
 
 
-def format_table(runs: List[Run], generation_s: Dict[int, float], limits: Dict[int, float]) -> str:
+def _spread(values: Sequence[float], fmt: str) -> str:
+    """min / median / max, or the one value when there is one."""
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return format(values[0], fmt)
+    return " / ".join(format(v, fmt) for v in (min(values), statistics.median(values), max(values)))
+
+
+def format_table(runs: List[Run], generation_s: Dict[int, float], limits: Dict[int, List[float]]) -> str:
     ok_scales = [r.scale for r in runs if r.status == "ok"]
     base = f"{min(ok_scales)}x" if ok_scales else "base"
 
@@ -412,7 +450,9 @@ def format_table(runs: List[Run], generation_s: Dict[int, float], limits: Dict[i
     def ratio(value: Optional[float]) -> str:
         return "-" if value is None else f"{value:.2f}x"
 
-    header = (f"{'scale':>5s} {'examples':>9s} {'mode':<19s} {'stats s':>8s} {'transform s':>11s} "
+    repeated = any(r.repeat > 1 for r in runs)
+    header = (f"{'scale':>5s} {'examples':>9s} {'mode':<19s} " + (f"{'rep':>3s} " if repeated else "")
+              + f"{'stats s':>8s} {'transform s':>11s} "
               f"{'total s':>8s} {'ex/s':>8s} {'of limit':>8s} {'vs in_memory':>12s} {'time vs ' + base:>11s}")
     stage_runs = [r for r in runs if r.pipeline == "stages"]
     # A whole-pipeline-only run gets no empty stage table.
@@ -420,20 +460,23 @@ def format_table(runs: List[Run], generation_s: Dict[int, float], limits: Dict[i
              header, "-" * len(header)] if stage_runs else []
     for r in stage_runs:
         mode = r.mode_label
-        # Both stages read every example, so the floor for the pair is half the parse rate.
-        share = r.examples_per_s / (limits[r.scale] / 2) if r.scale in limits and r.status == "ok" else None
+        share = r.of_limit
         row = (f"{str(r.scale) + 'x':>5s} {r.total_examples:>9,d} {mode:<19s} "
+               + (f"{r.repeat:>3d} " if repeated else "") +
                f"{num(r.statistics_gen_s, '.1f'):>8s} {num(r.transform_s, '.1f'):>11s} {num(r.total_s, '.1f'):>8s} "
                f"{num(r.examples_per_s, ',.0f'):>8s} {'-' if share is None else f'{share:.1%}':>8s} "
                f"{ratio(r.vs_in_memory):>12s} {ratio(r.time_vs_base):>11s}")
         lines.append(row + (f"  [{r.variant}]" if r.variant else "")
                      + ("" if r.status == "ok" else f"  {r.status}: {r.log}"))
     lines.append("Raw read + tf.io.parse_example limit (tf.data, same files): " + ", ".join(
-        f"{scale}x {rate:,.0f} ex/s" for scale, rate in limits.items())
+        f"{scale}x {_spread(rates, ',.0f')} ex/s" for scale, rates in limits.items())
+                 + ("; min / median / max over the repeats" if repeated else "")
                  + "; `of limit`: ex/s vs half that (the two stages each read every example)")
     whole = [r for r in runs if r.pipeline == "whole"]
     if whole:
-        lines += ["", format_whole_table(whole, base)]
+        lines += ["", format_whole_table(whole, base, repeated)]
+    if repeated:
+        lines += ["", format_summary(runs, base)]
     lines.append("Data generation (not counted above): " + ", ".join(
         f"{scale}x {seconds:.1f}s" for scale, seconds in generation_s.items()))
     return "\n".join(lines)
@@ -444,8 +487,8 @@ WHOLE_COLUMNS = (("StatisticsGen", "stats"), ("Transform", "transform"), ("Tuner
                  ("Trainer", "trainer"), ("Evaluator", "evaluator"), ("EdgeExport", "edge"))
 
 
-def format_whole_table(runs: List[Run], base: str) -> str:
-    header = (f"{'scale':>5s} {'examples':>9s} {'mode':<19s} "
+def format_whole_table(runs: List[Run], base: str, repeated: bool = False) -> str:
+    header = (f"{'scale':>5s} {'examples':>9s} {'mode':<19s} " + (f"{'rep':>3s} " if repeated else "")
               + " ".join(f"{title + ' s':>11s}" for _, title in WHOLE_COLUMNS)
               + f" {'other s':>8s} {'total s':>8s} {'time vs ' + base:>11s}")
     lines = ["Whole pipeline (every component of `make run`; times from the same LocalDagRunner logs)",
@@ -458,9 +501,30 @@ def format_whole_table(runs: List[Run], base: str) -> str:
         named = [r.stage_s.get(component, float("nan")) for component, _ in WHOLE_COLUMNS]
         other = r.total_s - sum(v for v in named if not math.isnan(v))
         lines.append(f"{str(r.scale) + 'x':>5s} {r.total_examples:>9,d} {mode:<19s} "
+                     + (f"{r.repeat:>3d} " if repeated else "")
                      + " ".join(f"{v:>11.1f}" for v in named)
                      + f" {other:>8.1f} {r.total_s:>8.1f} "
                      + (f"{r.time_vs_base:>10.2f}x" if r.time_vs_base is not None else f"{'-':>11s}"))
+    return "\n".join(lines)
+
+
+def format_summary(runs: List[Run], base: str) -> str:
+    """min / median / max over the repeats of each (pipeline, scale, mode, variant) that succeeded."""
+    groups: Dict[Tuple[str, int, str, str], List[Run]] = {}
+    for r in runs:
+        if r.status == "ok":
+            groups.setdefault((r.pipeline, r.scale, r.mode_label, r.variant), []).append(r)
+    header = (f"{'pipeline':<8s} {'scale':>5s} {'mode':<19s} {'n':>2s} {'total s':>22s} "
+              f"{'of limit':>22s} {'per ex vs ' + base:>20s}")
+    lines = ["Over the repeats (min / median / max)", header, "-" * len(header)]
+    for (kind, scale, mode, variant), group in groups.items():
+        shares = [r.of_limit * 100 for r in group if r.of_limit is not None and kind == "stages"]
+        per_example = [r.per_example_vs_base for r in group if r.per_example_vs_base is not None]
+        lines.append(f"{kind:<8s} {str(scale) + 'x':>5s} {mode:<19s} {len(group):>2d} "
+                     f"{_spread([r.total_s for r in group], '.1f'):>22s} "
+                     f"{_spread(shares, '.1f') + ('%' if shares else ''):>22s} "
+                     f"{_spread(per_example, '.2f') + ('x' if per_example else ''):>20s}"
+                     + (f"  [{variant}]" if variant else ""))
     return "\n".join(lines)
 
 
@@ -497,6 +561,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="beam.direct_num_workers for the modes other than in_memory (default 2)")
     parser.add_argument("--pipelines", type=pipelines, default=["stages"],
                         help="stages (StatisticsGen + Transform) and/or whole (all of make run), comma-separated")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="runs of every (scale, mode, variant), each with its own limit (min/median/max)")
     parser.add_argument("--out-dir", default=DEFAULT_OUT_DIR, help="where data_stages.json goes")
     parser.add_argument("--keep", action="store_true", help="keep the generated data, pipeline outputs and logs")
     parser.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
@@ -504,6 +570,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--variant-scales", type=positive_ints, default=None,
                         help="scales the variants run at (default: all)")
     args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error(f"--repeats must be at least 1, got {args.repeats}")
     variants = [[]] + [[v for v in text.split(",") if v] for text in args.variant]
 
     # Generating data imports TensorFlow here too; its start-up chatter would bury the progress lines.
@@ -513,7 +581,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"Work directory: {work_root}", flush=True)
     runs: List[Run] = []
     generation_s: Dict[int, float] = {}
-    limits: Dict[int, float] = {}
+    limits: Dict[int, List[float]] = {}
     for scale in args.scales:
         data_dir = os.path.join(work_root, f"data-{scale}x")
         t0 = time.monotonic()
@@ -522,20 +590,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"{scale}x: wrote {examples} examples in {generation_s[scale]:.1f}s", flush=True)
         from contract.config import PipelineConfig
 
-        limits[scale] = parse_limit(data_dir, PipelineConfig().schema_file)
-        print(f"  raw read + parse limit: {limits[scale]:,.0f} examples/s", flush=True)
-        # One after the other: side by side the runs would compete for the CPUs they are timed on.
-        for kind, mode, variant in ((k, m, v) for k in args.pipelines for m in args.modes for v in variants
-                                    if not v or args.variant_scales is None or scale in args.variant_scales):
-            print(f"  {'' if kind == 'stages' else kind + ' pipeline, '}{mode} {' '.join(variant)} ...", flush=True)
-            run = run_one(data_dir, work_root, scale, mode, args.workers, examples, variant, kind)
-            runs.append(run)
-            if run.status == "ok":
-                print(f"    StatisticsGen {run.statistics_gen_s:.1f}s, Transform {run.transform_s:.1f}s"
-                      + (f", all components {run.total_s:.1f}s" if kind == "whole" else ""), flush=True)
-            else:
-                print(f"    {run.status}\n--- last {LOG_TAIL_LINES} lines of {run.log} ---\n{_tail(run.log)}",
-                      file=sys.stderr, flush=True)
+        limits[scale] = []
+        for repeat in range(1, args.repeats + 1):
+            limit = parse_limit(data_dir, PipelineConfig().schema_file)
+            limits[scale].append(limit)
+            print(f"  {f'repeat {repeat}: ' if args.repeats > 1 else ''}raw read + parse limit: "
+                  f"{limit:,.0f} examples/s", flush=True)
+            # One after the other: side by side the runs would compete for the CPUs they are timed on.
+            for kind, mode, variant in ((k, m, v) for k in args.pipelines for m in args.modes for v in variants
+                                        if not v or args.variant_scales is None or scale in args.variant_scales):
+                print(f"  {'' if kind == 'stages' else kind + ' pipeline, '}{mode} {' '.join(variant)} ...",
+                      flush=True)
+                run = run_one(data_dir, work_root, scale, mode, args.workers, examples, variant, kind, repeat, limit)
+                runs.append(run)
+                if run.status == "ok":
+                    print(f"    StatisticsGen {run.statistics_gen_s:.1f}s, Transform {run.transform_s:.1f}s"
+                          + (f", all components {run.total_s:.1f}s" if kind == "whole" else ""), flush=True)
+                else:
+                    print(f"    {run.status}\n--- last {LOG_TAIL_LINES} lines of {run.log} ---\n{_tail(run.log)}",
+                          file=sys.stderr, flush=True)
         if not args.keep:
             shutil.rmtree(data_dir)  # 50x is hundreds of MB; the runs that needed it are done.
     compare(runs)
@@ -548,9 +621,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "cpu_count": os.cpu_count(),
         "benchmark_wall_s": wall_s,
         "data_generation_s": {str(k): v for k, v in generation_s.items()},
+        "repeats": args.repeats,
         "parse_limit_examples_per_s": {str(k): v for k, v in limits.items()},
-        "runs": [{**dataclasses.asdict(r), "total_examples": r.total_examples, "total_s": r.total_s}
-                 for r in runs],
+        "runs": [{**dataclasses.asdict(r), "total_examples": r.total_examples, "total_s": r.total_s,
+                  "of_limit": r.of_limit, "per_example_vs_base": r.per_example_vs_base} for r in runs],
     }
     json_path = bench_results.write(args.out_dir, "data_stages", report)
     print(format_table(runs, generation_s, limits))
