@@ -96,10 +96,6 @@ def run_score(data_dir: str, out: str, mode: str, workers: int, config_args: Seq
         return json.load(f)
 
 
-def _spread(values: List[float]) -> Dict[str, float]:
-    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
-
-
 def format_table(rows: List[Dict]) -> str:
     header = (f"{'run':28s} {'examples':>10s} {'check s':>8s} {'score s':>8s} {'total s (min/med/max)':>23s} "
               f"{'ex/s':>8s} {'score ex/s':>10s} {'vs limit':>8s} {'time vs 1x':>10s}")
@@ -168,7 +164,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             median = statistics.median(totals)
             first_total.setdefault(mode, median)
             best = results[totals.index(min(totals))]
-            rows.append({"kind": "score", "name": name, "examples": best["examples"], "total_s": _spread(totals),
+            rows.append({"kind": "score", "name": name, "examples": best["examples"],
+                         "total_s": bench_results.spread(totals),
                          "check_s": best["seconds"]["preflight"] + best["seconds"]["check"],
                          "score_s": best["seconds"]["score"], "rate": best["examples"] / median,
                          "score_rate": best["examples"] / best["seconds"]["score"],

@@ -67,7 +67,6 @@ import glob
 import json
 import math
 import os
-import statistics
 import shutil
 import subprocess
 import sys
@@ -437,7 +436,7 @@ def _spread(values: Sequence[float], fmt: str) -> str:
         return "-"
     if len(values) == 1:
         return format(values[0], fmt)
-    return " / ".join(format(v, fmt) for v in (min(values), statistics.median(values), max(values)))
+    return bench_results.format_spread(bench_results.spread(values), fmt)
 
 
 def format_table(runs: List[Run], generation_s: Dict[int, float], limits: Dict[int, List[float]]) -> str:

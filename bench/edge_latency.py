@@ -16,10 +16,10 @@ accuracy or RMSE. `measure` is shared with `bench.tasks`.
 import argparse
 import glob
 import os
-import statistics
 import time
 from typing import Dict, List
 
+from bench import results as bench_results
 from contract import cli
 
 
@@ -61,7 +61,7 @@ def measure(version_dir: str, serialized: List[bytes], spec, repeat: int, rounds
         for variant, model in edge.items():
             timings[variant].append(per_example_seconds(model.predict_one, records, repeat))
         timings["encode"].append(per_example_seconds(edge["int8"].encoder.encode, records, repeat))
-    seconds = {k: {"min": min(v), "median": statistics.median(v), "max": max(v)} for k, v in timings.items()}
+    seconds = {k: bench_results.spread(v) for k, v in timings.items()}
     return {"version_dir": version_dir, "task": spec.task, "examples": len(serialized), "io_type": manifest["io_type"],
             "sizes": {v: manifest["files"][v]["bytes"] for v in ("float", "int8")},
             "sizes_without_metadata": {v: manifest["sizes"][f"{v}_without_metadata"] for v in ("float", "int8")},

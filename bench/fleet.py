@@ -20,6 +20,8 @@ import sys
 import tempfile
 import time
 
+from bench import results as bench_results
+
 
 def _timed(argv):
     started = time.perf_counter()
@@ -28,7 +30,7 @@ def _timed(argv):
 
 
 def _spread(values):
-    return f"{min(values):.2f} / {statistics.median(values):.2f} / {max(values):.2f}"
+    return bench_results.format_spread(bench_results.spread(values), ".2f")
 
 
 def main(argv=None) -> int:

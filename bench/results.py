@@ -3,7 +3,8 @@
 import json
 import math
 import os
-from typing import Any
+import statistics
+from typing import Any, Dict, Sequence
 
 from contract.files import write_text
 
@@ -19,6 +20,16 @@ def _plain(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+def spread(values: Sequence[float]) -> Dict[str, float]:
+    """min / median / max of a benchmark's repeats: every benchmark reports a spread, never one run."""
+    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
+
+
+def format_spread(values: Dict[str, float], fmt: str) -> str:
+    """A `spread` as "min / median / max", each value formatted with `fmt`."""
+    return " / ".join(format(values[k], fmt) for k in ("min", "median", "max"))
 
 
 def write(out_dir: str, name: str, report: Any) -> str:

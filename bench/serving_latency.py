@@ -44,7 +44,6 @@ import os
 import re
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -222,10 +221,6 @@ def hot_swap(server: Server, base: str, source: int, target: int, requests: List
             "errors": result["errors"][:3]}
 
 
-def spread(values: List[float]) -> Dict[str, float]:
-    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     cli.prepare()  # before TensorFlow; the servers it starts are `python -m serving serve`
     parser = argparse.ArgumentParser(prog="python -m bench.serving_latency", description=__doc__.split("\n\n")[0])
@@ -329,14 +324,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for cell in rounds[0]["cells"]:
         parts = []
         for key in ("p50_ms", "p99_ms", "qps"):
-            s = spread([r["cells"][cell][key] for r in rounds])
+            s = bench_results.spread([r["cells"][cell][key] for r in rounds])
             parts.append(f"{s['min']:.2f}/{s['median']:.2f}/{s['max']:.2f}" if key != "qps"
                          else f"{s['min']:.0f}/{s['median']:.0f}/{s['max']:.0f}")
         print(f"{cell:<32}{parts[0]:>22}{parts[1]:>22}{parts[2]:>24}")
     print("(min/median/max over the rounds)\n")
     verdicts = {}
     for key, target in TARGETS.items():
-        s = spread([r["ratios"][key] for r in rounds])
+        s = bench_results.spread([r["ratios"][key] for r in rounds])
         higher_is_better = key.startswith("batching")
         met = s["median"] >= target if higher_is_better else s["median"] <= target
         verdicts[key] = {**s, "target": target, "met": met}

@@ -229,12 +229,6 @@ def score(labels, probabilities) -> Score:
                  accuracy=float(((probabilities > THRESHOLD) == labels).mean()))
 
 
-def _spread(values: Sequence[float]) -> Dict[str, float]:
-    import statistics
-
-    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
-
-
 def build_report(repeats: List[Dict[str, PipelineRun]], scores: List[Dict[str, Score]], labels) -> Dict:
     """Every repeat, and min/median/max over them of wall time, AUC and peak RSS per pipeline."""
     report = {"created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "eval_examples": int(len(labels)),
@@ -248,17 +242,17 @@ def build_report(repeats: List[Dict[str, PipelineRun]], scores: List[Dict[str, S
             report["repeats"][-1]["ours_cached"] = {"wall_time_s": runs["ours_cached"].wall_time_s,
                                                     "peak_rss_mb": runs["ours_cached"].peak_rss_mb}
     for name in ("stock", "ours"):
-        report[name] = {key: _spread([r[name][key] for r in report["repeats"]])
+        report[name] = {key: bench_results.spread([r[name][key] for r in report["repeats"]])
                         for key in ("wall_time_s", "auc", "peak_rss_mb")}
     ours, stock = report["ours"], report["stock"]
-    report["wall_time_ratio_ours_over_stock"] = _spread(
+    report["wall_time_ratio_ours_over_stock"] = bench_results.spread(
         [r["ours"]["wall_time_s"] / r["stock"]["wall_time_s"] for r in report["repeats"]])
     report["peak_rss_ratio_ours_over_stock"] = ours["peak_rss_mb"]["median"] / stock["peak_rss_mb"]["median"]
     report["auc_ours_minus_stock"] = ours["auc"]["median"] - stock["auc"]["median"]
     cached = [r["ours_cached"]["wall_time_s"] / r["ours"]["wall_time_s"] for r in report["repeats"]
               if "ours_cached" in r]
     if cached:
-        report["cached_over_fresh"] = _spread(cached)
+        report["cached_over_fresh"] = bench_results.spread(cached)
     return report
 
 
@@ -275,9 +269,7 @@ def format_report(report: Dict) -> str:
                 quality = f"{r['auc']:7.4f} {r['accuracy']:8.4f}" if "auc" in r else f"{'-':>7s} {'-':>8s}"
                 lines.append(f"  {i:<6d} {name:12s} {r['wall_time_s']:13.1f} {r['peak_rss_mb']:11.0f} {quality}")
 
-    def mmm(values: Dict[str, float], fmt: str) -> str:
-        return " / ".join(format(values[k], fmt) for k in ("min", "median", "max"))
-
+    mmm = bench_results.format_spread
     lines.append("  min / median / max:")
     for name in ("stock", "ours"):
         r = report[name]
