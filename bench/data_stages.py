@@ -75,7 +75,7 @@ import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from bench import results as bench_results
-from contract import cli
+from cli import prologue
 from contract.config import PipelineConfig
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -571,7 +571,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     variants = [[]] + [[v for v in text.split(",") if v] for text in args.variant]
 
     # Generating data imports TensorFlow here too; its start-up chatter would bury the progress lines.
-    cli.prepare()
+    prologue.prepare()
     started = time.monotonic()
     work_root = tempfile.mkdtemp(prefix="data_stages-")
     print(f"Work directory: {work_root}", flush=True)

@@ -20,7 +20,7 @@ import time
 from typing import Dict, List
 
 from bench import results as bench_results
-from contract import cli
+from cli import prologue
 
 
 def per_example_seconds(fn, items, repeat: int) -> float:
@@ -70,7 +70,7 @@ def measure(version_dir: str, serialized: List[bytes], spec, repeat: int, rounds
 
 
 def main(argv=None) -> int:
-    cli.prepare(tensorflow_log_level="2")
+    prologue.prepare(tensorflow_log_level="2")
     parser = argparse.ArgumentParser(prog="python -m bench.edge_latency", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")

@@ -362,7 +362,7 @@ class KubeflowConfig:
 
 @dataclass
 class ServingConfig:
-    """Online serving (`python -m serving`): the local gRPC/REST server, the files for TF Serving, the clients."""
+    """Online serving (`tfx-edge serving`): the local gRPC/REST server, the files for TF Serving, the clients."""
 
     host: str = "127.0.0.1"  # loopback by default; 0.0.0.0 exposes the server to the network
     port: int = 8500  # TF Serving's gRPC port
@@ -387,7 +387,7 @@ class ServingConfig:
     experiment_key_header: str = "x-experiment-key"
     experiment_log_dir: str = ""  # default: <output_dir>/experiment_logs; files land in <dir>/<model_name>/
     tf_serving_image: str = "tensorflow/serving:2.16.1"  # matches tensorflow-serving-api
-    # `python -m serving score`: examples per model call (one Beam element), as tf.data reads them.
+    # `tfx-edge serving score`: examples per model call (one Beam element), as tf.data reads them.
     batch_scoring_batch_size: int = 1024
 
 
@@ -396,7 +396,7 @@ class BulkInferenceConfig:
     """TFX BulkInferrer after blessing: the blessed model scores an unlabelled input into PredictionLogs.
 
     Off for the taxi demo; `pipeline/configs/bulk_inference.yaml` turns it on. For jobs outside
-    the pipeline (ids, Parquet/CSV, several models, a chosen version) use `python -m serving score`.
+    the pipeline (ids, Parquet/CSV, several models, a chosen version) use `tfx-edge serving score`.
     """
 
     enabled: bool = False
@@ -729,7 +729,7 @@ def validate(config: PipelineConfig) -> None:
     if not os.path.exists(config.schema_file):
         raise ConfigError(
             f"schema_file {config.schema_file} does not exist; infer one with "
-            "`python -m schemas.infer --data-root DIR --out FILE`")
+            "`tfx-edge schema infer --data-root DIR --out FILE` (or `tfx-edge schema init`)")
 
 
 def setting(config: PipelineConfig, dotted: str) -> Any:

@@ -34,10 +34,9 @@ import models.preprocessing
 import models.trainer.model
 import models.trainer.tuning
 from components.anomaly_gate import AnomalyGate
-from components.baseline_model import BaselineResolver
+from pipeline.resolvers import BaselineResolver, LatestSpansStrategy
 from components.edge_export import EdgeExport
 from components.serving_pusher import ServingPusher
-from components.span_window import LatestSpansStrategy
 from contract.config import PipelineConfig, bundled_taxi_root, is_remote, section_to_dict
 from contract.serving import (CLASSIFY_SIGNATURE, PRIMARY_OUTPUT, REGRESS_SIGNATURE, SERVING_SIGNATURE,
                               TRANSFORM_SIGNATURE)

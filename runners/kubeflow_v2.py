@@ -125,9 +125,9 @@ def _exclude_candidate(spec: Dict[str, Any], resolver) -> None:
     TFX compiles the baseline Resolver as its LatestBlessedModelStrategy: a task
     that queries the latest positive ModelBlessing, then one that queries the Model
     it names. Here the first task also takes the candidate, so the baseline is
-    never the candidate (components/baseline_model.py), as in a local run.
+    never the candidate (pipeline/resolvers.py), as in a local run.
     """
-    from components.baseline_model import CANDIDATE_KEY, exclude_candidate_filter
+    from pipeline.resolvers import CANDIDATE_KEY, exclude_candidate_filter
 
     candidate = resolver.raw_inputs[CANDIDATE_KEY]
     task_name = f"{resolver.id}-model-blessing-resolver"

@@ -1,6 +1,4 @@
-"""Run the pipeline on this machine: LocalDagRunner, Beam DirectRunner, SQLite MLMD.
-
-    python -m runners.local [--config FILE] [--set section.key=value ...]
+"""Run the pipeline on this machine (`tfx-edge pipeline run`): LocalDagRunner, Beam DirectRunner, SQLite MLMD.
 
 The terminal shows one line per component as it starts and ends, then a
 summary (metrics of candidate and baseline, blessing, where the model went).
@@ -10,7 +8,6 @@ failed, 2 for a configuration error or unreadable input file, 3 when the
 anomaly gate stopped the run on bad data (its report is printed, with its path).
 """
 
-import argparse
 import contextlib
 import ctypes
 import gc
@@ -21,7 +18,6 @@ import sys
 import time
 from typing import Dict, Optional, TextIO
 
-from contract import cli
 from contract.config import PipelineConfig
 from contract.errors import ConfigError, DataValidationFailed
 
@@ -251,21 +247,3 @@ def write_run_report(config: PipelineConfig, log_path: str) -> str:
             log.write("Could not write the run report:\n")
             traceback.print_exc(file=log)
         return ""
-
-
-@cli.command
-def main(argv=None) -> int:
-    cli.prepare(tensorflow_log_level="2")  # fd 2 goes to the run log, where TensorFlow's C++ lines belong
-    parser = argparse.ArgumentParser(prog="python -m runners.local", description=__doc__.split("\n\n")[0])
-    cli.add_settings_arguments(parser)
-    parser.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
-    args = parser.parse_args(argv)
-    config = cli.load_settings(args)
-    if args.print_config:
-        print(config.to_yaml())
-        return 0
-    return run(config)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -21,19 +21,15 @@ TRAINING and SERVING environments: the label only in TRAINING. Curate both files
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import re
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 import yaml
 
-from contract import cli
-from contract.config import TASKS
 from contract.errors import ConfigError
 from schemas.infer import SERVING, TRAINING, is_gzip
 from schemas.profile import ColumnProfile, DataProfile, kind_conflict, merged
@@ -391,24 +387,3 @@ def report(found: Dict[str, object], data_root: str) -> str:
               f"wrote {found['config']}",
               f"next: make run ARGS=\"--config {found['config']}\""]
     return "\n".join(lines)
-
-
-@cli.command
-def main(argv=None) -> int:
-    cli.prepare()
-    parser = argparse.ArgumentParser(prog="tfx-edge schema init", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-root", required=True, help="directory of tf.Example TFRecord files (gzip or plain)")
-    parser.add_argument("--label", required=True, help="the column the model predicts")
-    parser.add_argument("--out", required=True, help="directory for config.yaml and schema.pbtxt")
-    parser.add_argument("--task", default="auto", choices=("auto",) + TASKS, help="default: guessed from the label")
-    parser.add_argument("--name", default="", help="pipeline and model name (default: the data directory's name)")
-    parser.add_argument("--pattern", default="", help="glob of the data files under --data-root, hash-split 4:1 "
-                                                      "(default: existing train/eval directories, else every file)")
-    args = parser.parse_args(argv)
-    found = initialise(args.data_root, args.label, args.out, args.task, args.name, args.pattern)
-    print(report(found, args.data_root))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,7 @@
 """A TF Serving gRPC client: raw feature rows in, the model's answers out.
 
 It uses only `tensorflow_serving.apis` (Predict, Classify, Regress, GetModelStatus),
-so the same code talks to the local server (`python -m serving serve`) and to real
+so the same code talks to the local server (`tfx-edge serving serve`) and to real
 TF Serving. Answers follow the model's task, read from what `serving_default`
 returns (contract/serving.py): a probability (binary), the predicted class and a
 score per class (multiclass), or a value (regression). Rows come from JSON lines,
