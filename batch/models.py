@@ -16,38 +16,14 @@ from apache_beam.ml.inference.base import ModelHandler
 
 from batch.inputs import ExampleBatch
 from contract.config import PipelineConfig, is_remote
-from contract.serving import EXAMPLES_INPUT, PRIMARY_OUTPUT, SERVING_SIGNATURE
+from contract import tasks
+from contract.serving import EXAMPLES_INPUT, SERVING_SIGNATURE
 from contract.versions import list_versions
 
 LATEST = "latest"
 
 class ScoringError(ValueError):
     """A model, output or option choice that cannot be scored; the message says what to change."""
-
-
-# The one place where a model's task decides its output columns: binary `probability` + `class`
-# (0/1 at 0.5), multiclass `class` (the class name) + `score_<class>` per class, regression `value`.
-
-def prediction_columns(task: str, classes: Sequence[str]) -> Tuple[Tuple[str, str], ...]:
-    """(name, "float" | "int" | "string") of one model's predictions, in output order."""
-    if task == "regression":
-        return (("value", "float"),)
-    if task == "multiclass":
-        return (("class", "string"),) + tuple((f"score_{name}", "float") for name in classes)
-    return (("probability", "float"), ("class", "int"))
-
-
-def convert_predictions(task: str, classes: Sequence[str], output: np.ndarray) -> Dict[str, np.ndarray]:
-    """The model's primary output ([N, 1] or [N] for binary/regression, [N, classes]) as columns."""
-    if task == "multiclass":
-        scores = np.asarray(output, dtype=np.float64).reshape(len(output), len(classes))
-        columns = {"class": np.asarray(classes, dtype=object)[scores.argmax(axis=1)]}
-        columns.update({f"score_{name}": scores[:, i] for i, name in enumerate(classes)})
-        return columns
-    values = np.asarray(output).reshape(-1).astype(np.float64)
-    if task == "regression":
-        return {"value": values}
-    return {"probability": values, "class": (values > 0.5).astype(np.int64)}
 
 
 @dataclass(frozen=True)
@@ -141,7 +117,7 @@ def _column(model: str, column: str, models: int) -> str:
 def column_names(choices: Sequence[ModelChoice]) -> List[Tuple[str, str]]:
     """Prediction columns (name, type) of the chosen models, in output order."""
     return [(_column(c.name, name, len(choices)), kind)
-            for c in choices for name, kind in prediction_columns(c.task, c.classes)]
+            for c in choices for name, kind in tasks.task(c.task).prediction_columns(c.classes)]
 
 
 class _Progress:
@@ -177,7 +153,7 @@ def _saved_model_scorer(path: str, task: str) -> Callable[[List[bytes]], np.ndar
     loaded = tf.saved_model.load(path)
     signature = loaded.signatures[SERVING_SIGNATURE]
     outputs = list(signature.structured_outputs)
-    primary = PRIMARY_OUTPUT[task]
+    primary = tasks.task(task).primary_output
     if primary not in outputs:
         raise ScoringError(f"{path}: {SERVING_SIGNATURE} has outputs {outputs}, not {primary!r} of a {task} "
                            "model; score it with the config of the pipeline that trained it (features.task)")
@@ -246,7 +222,7 @@ class ScoringModelHandler(ModelHandler[ExampleBatch, Dict[str, list], LoadedMode
         columns = dict(batch.ids)
         for choice in self.choices:
             output = model[choice.name](batch.examples)
-            for name, values in convert_predictions(choice.task, choice.classes, output).items():
+            for name, values in tasks.task(choice.task).prediction_values(choice.classes, output).items():
                 columns[_column(choice.name, name, len(self.choices))] = values.tolist()
         if self._progress is None:
             self._progress = _Progress(self.progress_dir)

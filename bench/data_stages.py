@@ -246,9 +246,9 @@ def stage_pipeline(config):
     """This project's components up to Transform, wired exactly as in the full pipeline."""
     from tfx import v1 as tfx
 
-    from pipeline.pipeline import beam_pipeline_args, create_components
+    from pipeline.pipeline import beam_pipeline_args, create_components, read_prior_runs
 
-    components = [c for c in create_components(config) if c.id in STAGE_IDS]
+    components = [c for c in create_components(config, read_prior_runs(config)) if c.id in STAGE_IDS]
     missing = set(STAGE_IDS) - {c.id for c in components}
     if missing:
         raise RuntimeError(f"create_components no longer has components {sorted(missing)}")
@@ -298,9 +298,9 @@ def run_stages(data_dir: str, work_dir: str, mode: str, workers: str, kind: str,
     absl_logging.set_verbosity(absl_logging.INFO)
     config = stage_config(data_dir, work_dir, mode, int(workers), overrides)
     if kind == "whole":
-        from pipeline.pipeline import create_pipeline
+        from pipeline.pipeline import create_pipeline, read_prior_runs
 
-        dag = create_pipeline(config)
+        dag = create_pipeline(config, read_prior_runs(config))
     else:
         dag = stage_pipeline(config)
     progress = ProgressHandler(sys.stdout, total=len(dag.components))

@@ -77,12 +77,12 @@ def run_one(name: str, root: str, overrides, rounds: int, repeat: int) -> dict:
 
 
 def table(results) -> str:
-    from edge.runtime import HEADLINE
+    from contract import tasks
 
     lines = [f"{'dataset':10s} {'task':10s} {'eval':>5s} {'metric':8s} {'SavedModel':>10s} {'float':>8s} {'int8':>8s}"
              f"   int8/float: {'file':>5s} {'no metadata':>11s} {'weights':>7s}"]
     for r in results:
-        key, label = HEADLINE[r["task"]]
+        key, label = tasks.task(r["task"]).headline.key, tasks.task(r["task"]).headline.label
         q, sizes, bare, weights = r["quality"], r["sizes"], r["sizes_without_metadata"], r["weights"]
         lines.append(f"{r['dataset']:10s} {r['task']:10s} {r['examples']:5d} {label:8s} {q['SavedModel'][key]:10.4f} "
                      f"{q['float'][key]:8.4f} {q['int8'][key]:8.4f}   {'':11s} {sizes['int8'] / sizes['float']:4.2f}x "

@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Dict, List, Optional, Sequence, Type, TypeVar
 
 import yaml
 
+from contract import tasks
 from contract.errors import ConfigError
 
 # The directory holding the project's packages: the checkout with `pip install -e .`, site-packages
@@ -54,7 +55,7 @@ class DataConfig:
     span_window: int = 1
 
 
-TASKS = ("binary", "multiclass", "regression")
+TASKS = tasks.TASKS
 VOCABULARIES = ("approximate", "exact")
 RETUNE = ("always", "on_change")
 
@@ -135,15 +136,9 @@ class FeaturesConfig:
         classes = [str(c) for c in self.classes]
         if len(set(classes)) != len(classes):
             raise ConfigError(f"features.classes: {classes} names a class twice")
-        if self.task == "multiclass" and len(classes) < 2:
-            raise ConfigError("features.classes: task multiclass needs the label's class values in class-id order, "
-                              "e.g. classes: [Adelie, Chinstrap, Gentoo] (`tfx-edge schema init` writes them)")
-        if self.task == "binary" and classes and len(classes) != 2:
-            raise ConfigError(f"features.classes: task binary takes two classes (negative, positive), not {classes}; "
-                              "leave it empty to use label_threshold")
-        if self.task == "regression" and classes:
-            raise ConfigError("features.classes: task regression predicts a number; remove classes, "
-                              "or set features.task to binary or multiclass")
+        problem = self.task_type.class_names_problem(classes)
+        if problem:
+            raise ConfigError(f"features.classes: {problem}")
 
     @property
     def raw_input_features(self) -> List[str]:
@@ -159,13 +154,18 @@ class FeaturesConfig:
         return [self.label_column]
 
     @property
+    def task_type(self) -> tasks.Task:
+        """The task object of `task`: what every stage asks instead of branching on the name."""
+        return tasks.task(self.task)
+
+    @property
     def is_classification(self) -> bool:
-        return self.task != "regression"
+        return self.task_type.is_classification
 
     @property
     def uses_threshold_rule(self) -> bool:
         """Binary from a numeric label and `label_threshold` (the taxi rule), not from `classes`."""
-        return self.task == "binary" and not self.classes
+        return self.task_type.supports_threshold_rule and not self.classes
 
     @property
     def class_names(self) -> List[str]:
@@ -190,7 +190,7 @@ class FeaturesConfig:
         """
         import numpy as np
 
-        if self.task == "regression":
+        if not self.is_classification:
             return np.asarray(label_values, dtype=np.float32)
         if not self.uses_threshold_rule:
             index = {name: i for i, name in enumerate(self.class_names)}
@@ -209,6 +209,8 @@ def class_key(value) -> str:
 
 @dataclass
 class TrainingConfig:
+    # The model family (models/trainer/families/, one module each): dnn, a wide-and-deep Keras network.
+    model: str = "dnn"
     # ~13 passes over the 9,909 taxi training examples; more overfits the one-hot features.
     train_steps: int = 1000
     eval_steps: int = 200

@@ -77,7 +77,8 @@ def bench(args) -> int:
 
 def check(args) -> int:
     from edge import edgetpu
-    from edge.runtime import HEADLINE, VERSUS_SAVED_MODEL, read_manifest, resolve_version_dir
+    from contract import tasks
+    from edge.runtime import read_manifest, resolve_version_dir
 
     version_dir = resolve_version_dir(args.model)
     manifest = read_manifest(version_dir)
@@ -93,14 +94,14 @@ def check(args) -> int:
     print(f"{version_dir}: model {manifest['model_name']} version {manifest['version']}, "
           f"from {manifest.get('source_model', '?')}")
     metrics = manifest.get("metrics", {})
-    key, label = HEADLINE[manifest["task"]]
-    versus, versus_label = VERSUS_SAVED_MODEL[manifest["task"]]
+    task = tasks.task(manifest["task"])
+    headline, versus = task.headline, task.versus_saved_model
     for variant in ("float", "int8"):
         entry = manifest["files"][variant]
-        value = metrics.get(variant, {}).get(versus, float("nan"))
-        print(f"  {variant:5s} {entry['bytes']:8d} bytes  {label} {metrics.get(variant, {}).get(key, float('nan')):.4f}"
-              f"  {versus_label} " + (f"{value:.2%}" if versus == "agreement" else f"{value:.4f}"))
-    print(f"  SavedModel {label} {metrics.get('saved_model', {}).get(key, float('nan')):.4f} on "
+        print(f"  {variant:5s} {entry['bytes']:8d} bytes  {headline.label} "
+              f"{metrics.get(variant, {}).get(headline.key, float('nan')):.4f}"
+              f"  {versus.label} {versus.format(metrics.get(variant, {}).get(versus.key))}")
+    print(f"  SavedModel {headline.label} {metrics.get('saved_model', {}).get(headline.key, float('nan')):.4f} on "
           f"{manifest.get('eval_examples', '?')} eval examples")
     print("  files: " + ("all match the manifest" if not problems else "; ".join(problems)))
     readiness = edgetpu.check(model_path=os.path.join(version_dir, manifest["files"]["int8"]["path"]))

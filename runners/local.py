@@ -178,11 +178,11 @@ def run(config: PipelineConfig, out: TextIO = sys.stdout, dag_runner=None) -> in
         from absl import logging as absl_logging
         from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
-        from pipeline.pipeline import create_pipeline
+        from pipeline.pipeline import create_pipeline, read_prior_runs
 
         absl_logging.set_verbosity(absl_logging.INFO)
         try:
-            dag = create_pipeline(config)
+            dag = create_pipeline(config, read_prior_runs(config))
             # LocalDagRunner runs one component at a time in this thread; a caller's runner may not.
             handler = ProgressHandler(terminal, total=len(dag.components), release_memory=dag_runner is None)
             if handler.release_memory:
@@ -216,14 +216,14 @@ def run(config: PipelineConfig, out: TextIO = sys.stdout, dag_runner=None) -> in
                 logging.getLogger().removeHandler(h)
             logging.getLogger().addHandler(logging.NullHandler())
             logging.getLogger().setLevel(logging.WARNING)
-    if status == 0:
-        from pipeline.metadata import open_metadata
-        from reports.summary import format_summary, read_run
+    # The run read back from ML Metadata once, for both the summary and the report.
+    store, summary = read_summary(config, log_path)
+    if status == 0 and summary is not None:
+        from reports.summary import format_summary
 
-        summary = read_run(open_metadata(config.metadata_path), config.pipeline_name)
         out.write(format_summary(summary, config, handler.timings) + "\n")
         out.write(f"  logs:      {log_path}\n")
-    report = write_run_report(config, log_path)
+    report = write_run_report(config, log_path, store, summary)
     if report:
         out.write(f"  report:    {report}\n")
     out.write(f"Finished in {time.time() - started:.1f}s\n")
@@ -231,15 +231,28 @@ def run(config: PipelineConfig, out: TextIO = sys.stdout, dag_runner=None) -> in
     return status
 
 
-def write_run_report(config: PipelineConfig, log_path: str) -> str:
+def read_summary(config: PipelineConfig, log_path: str):
+    """(store, the run read back from it); (None, None) when no run was registered (it failed before that)."""
+    from pipeline.metadata import open_metadata
+    from reports.summary import read_run
+
+    with output_to_log(log_path):
+        try:
+            store = open_metadata(config.metadata_path)
+            return store, read_run(store, config.pipeline_name)
+        except LookupError:
+            return None, None
+
+
+def write_run_report(config: PipelineConfig, log_path: str, store, summary) -> str:
     """The run's HTML report (failed runs too: they show how far they got); "" if there is no run to show."""
     from reports.html import write_report
 
+    if summary is None:
+        return ""  # failed before the first component registered a run
     try:
         with output_to_log(log_path):
-            return write_report(config)
-    except LookupError:
-        return ""  # failed before the first component registered a run
+            return write_report(config, summary=summary, store=store)
     except Exception:  # A report is a view of the run; it never changes the run's outcome.
         import traceback
 

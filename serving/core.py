@@ -225,11 +225,15 @@ class ServingCore:
         route = self.manager.route(spec, self._routing_key(key, examples))
         name, signature_def = self._signature(route.loaded, spec.signature_name)
         if signature_def.method_name != method:
+            fitting = sorted(k for k, d in route.loaded.signature_defs.items() if d.method_name == method)
+            api = method.rsplit("/", 1)[-1]
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
                                f"Expected signature {name!r} method_name to be {method}. Was: "
-                               f"{signature_def.method_name}. Use Predict for this signature, or a "
-                               f"signature exported for {method.rsplit('/', 1)[-1]} (the taxi model's is "
-                               "'classify')")
+                               f"{signature_def.method_name}. Use Predict for this signature, or "
+                               + (f"the signature {route.loaded.name} exports for {api}: "
+                                  f"{', '.join(repr(k) for k in fitting)}" if fitting else
+                                  f"another model: {route.loaded.name} version {route.loaded.version} exports no "
+                                  f"{api} signature"))
         if not len(values):
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
                                "the request has no examples; put the tf.Examples in input.example_list")
@@ -256,7 +260,7 @@ class ServingCore:
         The experiment report's AUC and accuracy compare binary scores with these; other tasks log scores only.
         """
         spec = self._label_spec
-        if spec is None or spec.task != "binary" or not parsed:
+        if spec is None or not spec.task_type.has_positive_class or not parsed:
             return None
         values = {column: [] for column in spec.label_columns}
         for example in parsed:
