@@ -6,8 +6,6 @@ the sampled request log, shadow traffic and the metrics are the same for gRPC an
 REST. Each transport only converts its wire format to arrays and back.
 """
 
-import os
-import threading
 import time
 from concurrent import futures
 from dataclasses import dataclass
@@ -22,13 +20,13 @@ from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import (get_model_metadata_pb2,
                                      get_model_status_pb2, model_pb2)
 
-from contract.config import FeaturesConfig, ServingConfig
+from contract import request_log
+from contract.config import FeaturesConfig
 from contract.serving import EXAMPLES_INPUT, SERVING_SIGNATURE
 from serving.errors import RequestError
 from serving.experiments import ArmRecord, Experiment, ExperimentLog
 from serving.manager import LoadedVersion, ModelManager, Route
-from serving.metrics import ServingMetrics
-from serving.request_log import RequestLogger
+from serving.request_log import RequestLoggers
 
 GRPC = "GRPC"
 REST = "REST"
@@ -71,6 +69,7 @@ class Answer:
     signature: str
     outputs: Dict[str, np.ndarray]
     document: Optional[dict] = None  # the REST answer, once formatted
+    examples: Sequence[bytes] = ()  # the request's serialized tf.Examples, for the request log
 
     @property
     def loaded(self) -> LoadedVersion:
@@ -92,7 +91,7 @@ def _scores(outputs: Dict[str, np.ndarray]) -> List[float]:
 class ServingCore:
     """Predict, Classify, Regress, metadata and status, whatever the transport; every request is counted."""
 
-    def __init__(self, manager: ModelManager, loggers: "RequestLoggers", experiment_log: ExperimentLog,
+    def __init__(self, manager: ModelManager, loggers: RequestLoggers, experiment_log: ExperimentLog,
                  label_spec: Optional[FeaturesConfig] = None):
         self.manager = manager
         self.metrics = manager.metrics
@@ -102,24 +101,42 @@ class ServingCore:
         self._label_spec = label_spec
         self._shadow_pool = futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="shadow")
 
-    def observe(self, api: str, entrypoint: str, model_name: str, call: Callable[[], "Answer"]):
-        """Runs `call` and counts it in the metrics by status, with its latency."""
-        started = time.perf_counter()
+    def observe(self, api: str, entrypoint: str, model_name: str, call: Callable[[], "Answer"],
+                request_id: str = ""):
+        """Runs `call` and counts it in the metrics by status, with its latency; a prediction call (one with a
+        `request_id`) is also offered to the request log, answered or not."""
+        arrived, started = time.time(), time.perf_counter()
         try:
+            problem = request_log.request_id_problem(request_id) if request_id else ""
+            if problem:
+                raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, problem)
             answer = call()
         except RequestError as error:
-            self.metrics.observe_request(model_name, api, entrypoint, error.code.name, time.perf_counter() - started)
+            self._finished(model_name, api, entrypoint, error.code.name, started, arrived, request_id)
             raise
         except Exception:
-            self.metrics.observe_request(model_name, api, entrypoint, "INTERNAL", time.perf_counter() - started)
+            self._finished(model_name, api, entrypoint, "INTERNAL", started, arrived, request_id)
             raise
-        seconds = time.perf_counter() - started
+        seconds = self._finished(model_name, api, entrypoint, "OK", started, arrived, request_id, answer)
         route = getattr(answer, "route", None)
-        version, label = (str(route.loaded.version), route.label) if route else ("", "")
-        self.metrics.observe_request(model_name, api, entrypoint, "OK", seconds, version, label)
         if route is not None and route.experiment is not None:
             self._log_arm(answer, api, seconds)
         return answer
+
+    def _finished(self, model_name: str, api: str, entrypoint: str, status: str, started: float, arrived: float,
+                  request_id: str, answer: Optional[Answer] = None) -> float:
+        """Counts a finished request in the metrics and the request log; returns its latency."""
+        seconds = time.perf_counter() - started
+        route = getattr(answer, "route", None)
+        version, label = (str(route.loaded.version), route.label) if route else ("", "")
+        self.metrics.observe_request(model_name, api, entrypoint, status, seconds, version, label)
+        if request_id and request_log.request_id_problem(request_id) == "":
+            logged = {}
+            if route is not None:
+                logged = {"version": route.loaded.version, "arm": route.label, "examples": answer.examples,
+                          "predictions": request_log.prediction_rows(answer.outputs, len(answer.examples))}
+            self.loggers.log(model_name, request_id, arrived, api, entrypoint, status, seconds, **logged)
+        return seconds
 
     @staticmethod
     def _routing_key(key: str, examples: Callable[[LoadedVersion], List[tf.train.Example]]):
@@ -206,11 +223,13 @@ class ServingCore:
                                f"output_filter {unknown} not in the signature; outputs: "
                                f"{', '.join(sorted(signature_def.outputs))}")
         outputs = self._run(route.loaded, name, arrays, size)
+        logged: Sequence[bytes] = ()
         if EXAMPLES_INPUT in arrays:
-            self._after(route, name, arrays, size, arrays[EXAMPLES_INPUT], outputs, parsed)
+            logged = arrays[EXAMPLES_INPUT].reshape(-1)
+            self._after(route, name, arrays, size, outputs, parsed)
         if output_filter:
             outputs = {k: v for k, v in outputs.items() if k in output_filter}
-        return Answer(route, name, outputs)
+        return Answer(route, name, outputs, examples=logged)
 
     def examples_call(self, spec: model_pb2.ModelSpec, method: str, serialized: List[bytes], key: str = "") -> Answer:
         """Classify/Regress: TF Serving's rules, the `Input` examples into a signature of that method."""
@@ -242,13 +261,12 @@ class ServingCore:
         (input_name,) = signature_def.inputs
         arrays = {input_name: values}
         outputs = self._run(route.loaded, name, arrays, len(values))
-        self._after(route, name, arrays, len(values), values, outputs, parsed)
-        return Answer(route, name, outputs)
+        self._after(route, name, arrays, len(values), outputs, parsed)
+        return Answer(route, name, outputs, examples=values)
 
-    def _after(self, route: Route, signature: str, arrays, size: int, serialized, outputs, parsed) -> None:
-        """Request log, example counts and, for a routed request, the shadow call."""
+    def _after(self, route: Route, signature: str, arrays, size: int, outputs, parsed) -> None:
+        """Example counts and, for a routed request, the shadow call."""
         self.metrics.observe_examples(route.loaded.name, size)
-        self.loggers.maybe_log(route.loaded.name, serialized)
         if route.experiment is not None:
             route.labels = self._labels(parsed)
         if route.shadow is not None:
@@ -323,7 +341,6 @@ class ServingCore:
         self._shadow_pool.shutdown(wait=True)
 
 
-
 def classification_result(outputs: Dict[str, np.ndarray], result) -> None:
     """Fills a ClassificationResult from the `classes`/`scores` outputs."""
     scores = outputs.get("scores")
@@ -339,33 +356,3 @@ def classification_result(outputs: Dict[str, np.ndarray], result) -> None:
                 item.label = value.decode() if isinstance(value, bytes) else str(value)
             if scores is not None:
                 item.score = float(scores[row][column])
-
-
-
-class RequestLoggers:
-    """One sampled request logger per model, under `<request_log_dir>/<model_name>/`."""
-
-    def __init__(self, serving: ServingConfig, metrics: ServingMetrics):
-        self._serving = serving
-        self._metrics = metrics
-        self._loggers: Dict[str, RequestLogger] = {}
-        self._lock = threading.Lock()
-
-    def maybe_log(self, model_name: str, serialized_examples) -> None:
-        if self._serving.request_log_sample_rate <= 0 or not self._serving.request_log_dir:
-            return
-        with self._lock:
-            logger = self._loggers.get(model_name)
-            if logger is None:
-                logger = self._loggers[model_name] = RequestLogger(
-                    os.path.join(self._serving.request_log_dir, model_name),
-                    self._serving.request_log_sample_rate)
-        if logger.maybe_log(serialized_examples):
-            self._metrics.request_log_count.labels(model_name, "OK").inc()
-            self._metrics.request_log_examples.labels(model_name).inc(len(serialized_examples))
-
-    def flush(self) -> None:
-        with self._lock:
-            loggers = list(self._loggers.values())
-        for logger in loggers:
-            logger.flush()
