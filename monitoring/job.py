@@ -167,9 +167,10 @@ def served_metric(config: PipelineConfig, store: Store) -> List[float]:
         if len(joined) >= config.monitoring.min_labels:
             labels = np.array([j.label for j in joined], dtype=np.float64)
             outputs = task.logged_outputs([j.prediction for j in joined])
-            value = task.quality(labels, outputs)[headline.key]
-            points.append(Point(config.model_name, start, start + width, series.SERVED_METRIC, headline.key,
-                                float(value), bound or None))
-            done.append(start)
+            value = float(task.quality(labels, outputs)[headline.key])
+            if value == value:  # AUC has no value when every label of the window is one class
+                points.append(Point(config.model_name, start, start + width, series.SERVED_METRIC, headline.key,
+                                    value, bound or None))
+                done.append(start)
         store.replace_window(config.model_name, start, (series.LABELS, series.SERVED_METRIC), points)
     return done

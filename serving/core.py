@@ -130,13 +130,21 @@ class ServingCore:
         route = getattr(answer, "route", None)
         version, label = (str(route.loaded.version), route.label) if route else ("", "")
         self.metrics.observe_request(model_name, api, entrypoint, status, seconds, version, label)
-        if request_id and request_log.request_id_problem(request_id) == "":
-            logged = {}
+        if request_id and not request_log.request_id_problem(request_id):
             if route is not None:
-                logged = {"version": route.loaded.version, "arm": route.label, "examples": answer.examples,
-                          "predictions": request_log.prediction_rows(answer.outputs, len(answer.examples))}
-            self.loggers.log(model_name, request_id, arrived, api, entrypoint, status, seconds, **logged)
+                self.loggers.log(model_name, request_id, arrived, api, entrypoint, status, seconds,
+                                 version=route.loaded.version, arm=route.label, examples=answer.examples,
+                                 predictions=request_log.prediction_rows(answer.outputs, len(answer.examples)))
+            elif self._serves(model_name):  # a refused request of a model this server has; not of any name
+                self.loggers.log(model_name, request_id, arrived, api, entrypoint, status, seconds)
         return seconds
+
+    def _serves(self, model_name: str) -> bool:
+        try:
+            self.manager.status(model_name)
+        except RequestError:
+            return False
+        return True
 
     @staticmethod
     def _routing_key(key: str, examples: Callable[[LoadedVersion], List[tf.train.Example]]):

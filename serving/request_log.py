@@ -9,6 +9,7 @@ may be on gs:// as well.
 
 import os
 import random
+import re
 import threading
 import time
 import uuid
@@ -17,6 +18,8 @@ from typing import Dict, List, Optional, Sequence
 import tensorflow as tf
 
 from contract import request_log
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 
 
 class RequestLogger:
@@ -83,8 +86,9 @@ class RequestLoggers:
         return self._sample_rate > 0 and bool(self._directory)
 
     def logger(self, model_name: str) -> Optional[RequestLogger]:
-        """The model's logger when this request is sampled, else None."""
-        if not self.enabled:
+        """The model's logger when this request is sampled, else None (also for a name that is no safe directory
+        name: it comes from the client)."""
+        if not self.enabled or not _SAFE_NAME.match(model_name) or model_name in (".", ".."):
             return None
         with self._lock:
             logger = self._loggers.get(model_name)

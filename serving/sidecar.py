@@ -112,7 +112,7 @@ class _Proxy(grpc.GenericRpcHandler):
     def _log(self, api: str, request: bytes, response: Optional[bytes], request_id: str, arrived: float,
              started: float, status: str) -> None:
         read = _LOGGED.get(api)
-        if read is None:
+        if read is None or status == "NOT_FOUND":  # no such model or version on TF Serving: nothing to log under
             return
         seconds = time.perf_counter() - started
         try:

@@ -204,6 +204,18 @@ def test_labels_command_says_what_it_joined_and_fails_when_nothing_joins(tmp_pat
     assert "1 row(s), 0 joined" in out and "1 unknown: no logged prediction has this request id" in out
 
 
+def test_a_window_whose_outcomes_are_all_one_class_has_no_auc(tmp_path, requests):
+    config = _config(tmp_path)
+    ids = _log(config, requests[:60], _window_start(-1), "one")
+    outcomes = tmp_path / "outcomes.csv"
+    outcomes.write_text("request_id,label\n" + "".join(f"{i},1\n" for i in ids))
+    assert labels.join(config, str(outcomes)).counts()["joined"] == 60
+    store = Store(config.monitoring_path)
+    assert job.served_metric(config, store) == []
+    latest = store.latest("taxi")
+    assert latest[series.LABELS][0].value == 60 and series.SERVED_METRIC not in latest
+
+
 def _scrape(port):
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
