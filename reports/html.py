@@ -150,37 +150,45 @@ def histogram_svg(series: Dict[str, List[Tuple[str, float]]], width: int = 160, 
 
 
 def time_chart(series: Dict[str, List[Tuple[float, float]]], y_label: str, bound: Optional[float] = None,
-               higher_is_better: bool = False, width: int = 540, height: int = 210) -> str:
+               higher_is_better: bool = False, width: int = 540, plot_height: int = 170) -> str:
     """Values over time (x: epoch seconds, shown as UTC), one line per series, with a dashed `bound`; a point
-    on the wrong side of the bound is a red dot, so a breach is seen at a glance."""
+    on the wrong side of the bound is a red dot, so a breach is seen at a glance. The legend is under the
+    plot, three names a row."""
     points = [(x, y) for values in series.values() for x, y in values]
     if not points:
         return ""
-    left, right, top, bottom = 52, 12, 14, 34
+    left, right, top = 52, 12, 10
+    legend_rows = (len(series) + 2) // 3
+    height = top + plot_height + 22 + 15 * legend_rows
     xs, ys = [x for x, _ in points], [y for _, y in points] + ([bound] if bound is not None else [])
     x0, x1 = min(xs), max(xs)
     y0, y1 = min(min(ys), 0.0), max(ys)
     y1 = y1 + (y1 - y0) * 0.08 or 1.0
     span_x, span_y = (x1 - x0) or 1.0, (y1 - y0) or 1.0
+    # Windows shorter than an hour apart are told apart by their seconds.
+    clock = "%Y-%m-%d %H:%M" if span_x >= 3600 or x1 == x0 else "%H:%M:%S"
+
+    def when(x) -> str:
+        return datetime.datetime.fromtimestamp(x, datetime.timezone.utc).strftime(clock)
 
     def xy(x, y):
         return (left + (x - x0) / span_x * (width - left - right) if x1 > x0 else (left + width - right) / 2,
-                height - bottom - (y - y0) / span_y * (height - top - bottom))
+                top + plot_height - (y - y0) / span_y * plot_height)
 
     def breach(y):
         return bound is not None and (y < bound if higher_is_better else y > bound)
 
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">',
-             f'<rect x="{left}" y="{top}" width="{width - left - right}" height="{height - top - bottom}" '
-             'fill="#fff" stroke="#ccd"/>']
+             f'<rect x="{left}" y="{top}" width="{width - left - right}" height="{plot_height}" fill="#fff" '
+             'stroke="#ccd"/>']
     for fraction in (0, 0.5, 1):
         value = y0 + fraction * (y1 - y0)
         _, gy = xy(x0, value)
-        parts.append(f'<text x="{left - 6}" y="{gy + 4:.0f}" text-anchor="end">{_num(value, 3)}</text>')
+        parts.append(f'<text x="{left - 6}" y="{gy + 4:.0f}" text-anchor="end">{value:.3g}</text>')
     for x, anchor in ((x0, "start"), (x1, "end")) if x1 > x0 else ((x0, "middle"),):
         gx, _ = xy(x, y0)
-        parts.append(f'<text x="{gx:.0f}" y="{height - bottom + 14}" text-anchor="{anchor}">'
-                     f'{_e(utc_minute(x))}</text>')
+        parts.append(f'<text x="{gx:.0f}" y="{top + plot_height + 14}" text-anchor="{anchor}">{_e(when(x))} UTC'
+                     '</text>')
     if bound is not None:
         _, by = xy(x0, bound)
         parts.append(f'<line x1="{left}" y1="{by:.1f}" x2="{width - right}" y2="{by:.1f}" stroke="#c62828" '
@@ -194,11 +202,11 @@ def time_chart(series: Dict[str, List[Tuple[float, float]]], y_label: str, bound
         for (x, y), (px, py) in zip(values, coordinates):
             fill = "#c62828" if breach(y) else color
             parts.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="{4 if breach(y) else 2.5}" fill="{fill}">'
-                         f'<title>{_e(name)} {_e(utc_minute(x))}: {_num(y, 4)}</title></circle>')
-        parts.append(f'<text x="{left + 8 + 150 * (i % 3)}" y="{top + 14 + 14 * (i // 3)}" style="fill:{color}">'
-                     f'{_e(name)}</text>')
-    parts.append(f'<text x="12" y="{(height - bottom + top) / 2}" text-anchor="middle" '
-                 f'transform="rotate(-90 12 {(height - bottom + top) / 2})">{_e(y_label)}</text></svg>')
+                         f'<title>{_e(name)} {_e(when(x))} UTC: {_num(y, 4)}</title></circle>')
+        parts.append(f'<text x="{left + 160 * (i % 3)}" y="{top + plot_height + 32 + 15 * (i // 3)}" '
+                     f'style="fill:{color}">&#9632; {_e(name)}</text>')
+    parts.append(f'<text x="12" y="{top + plot_height / 2}" text-anchor="middle" '
+                 f'transform="rotate(-90 12 {top + plot_height / 2})">{_e(y_label)}</text></svg>')
     return "".join(parts)
 
 

@@ -132,9 +132,9 @@ class ServingCore:
         self.metrics.observe_request(model_name, api, entrypoint, status, seconds, version, label)
         if request_id and not request_log.request_id_problem(request_id):
             if route is not None:
-                self.loggers.log(model_name, request_id, arrived, api, entrypoint, status, seconds,
-                                 version=route.loaded.version, arm=route.label, examples=answer.examples,
-                                 predictions=request_log.prediction_rows(answer.outputs, len(answer.examples)))
+                self.loggers.log(model_name, request_id, arrived, api, entrypoint, status, seconds, lambda: {
+                    "version": route.loaded.version, "arm": route.label, "examples": answer.examples,
+                    "predictions": request_log.prediction_rows(answer.outputs, len(answer.examples))})
             elif self._serves(model_name):  # a refused request of a model this server has; not of any name
                 self.loggers.log(model_name, request_id, arrived, api, entrypoint, status, seconds)
         return seconds

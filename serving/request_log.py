@@ -13,7 +13,7 @@ import re
 import threading
 import time
 import uuid
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import tensorflow as tf
 
@@ -98,11 +98,13 @@ class RequestLoggers:
         return logger if logger.sampled() else None
 
     def log(self, model_name: str, request_id: str, arrived: float, api: str, entrypoint: str, status: str,
-            seconds: float, **answer) -> None:
-        """Logs one finished request if it is sampled; `answer`: version, arm, examples, predictions."""
+            seconds: float, answer: Callable[[], dict] = dict) -> None:
+        """Logs one finished request if it is sampled. `answer()` gives its version, arm, examples and
+        predictions: made only for a sampled request, so an unsampled one costs a random draw."""
         logger = self.logger(model_name)
         if logger is None:
             return
+        answer = answer()
         logger.add(request_id, arrived, model_name, api, entrypoint, status, seconds, **answer)
         if self._metrics is not None:
             self._metrics.request_log_count.labels(model_name, status).inc()

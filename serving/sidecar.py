@@ -37,41 +37,35 @@ _SERVICE = "/tensorflow.serving.PredictionService/"
 _OWN_METADATA = ("user-agent", "grpc-", ":")
 
 
-# Each reader: (request bytes, response bytes or None) -> (model spec, serialized examples, outputs, version).
-def _predict(request: bytes, response: Optional[bytes]):
+# Each reader: (request bytes, response bytes) of an answered call -> (serialized examples, outputs, version).
+def _predict(request: bytes, response: bytes):
     parsed = predict_pb2.PredictRequest.FromString(request)
     examples = []
     if EXAMPLES_INPUT in parsed.inputs and parsed.inputs[EXAMPLES_INPUT].dtype == types_pb2.DT_STRING:
         examples = list(tf.make_ndarray(parsed.inputs[EXAMPLES_INPUT]).reshape(-1))
-    if response is None:
-        return parsed.model_spec, examples, {}, 0
     answer = predict_pb2.PredictResponse.FromString(response)
     outputs = {name: tf.make_ndarray(tensor) for name, tensor in answer.outputs.items()}
-    return parsed.model_spec, examples, outputs, answer.model_spec.version.value
+    return examples, outputs, answer.model_spec.version.value
 
 
-def _classify(request: bytes, response: Optional[bytes]):
+def _classify(request: bytes, response: bytes):
     parsed = classification_pb2.ClassificationRequest.FromString(request)
-    examples = examples_of(parsed.input) if parsed.input.WhichOneof("kind") else []
-    if response is None:
-        return parsed.model_spec, examples, {}, 0
     answer = classification_pb2.ClassificationResponse.FromString(response)
     scores = np.array([[c.score for c in row.classes] for row in answer.result.classifications], dtype=np.float64)
-    return parsed.model_spec, examples, {SCORES: scores}, answer.model_spec.version.value
+    return examples_of(parsed.input), {SCORES: scores}, answer.model_spec.version.value
 
 
-def _regress(request: bytes, response: Optional[bytes]):
+def _regress(request: bytes, response: bytes):
     parsed = regression_pb2.RegressionRequest.FromString(request)
-    examples = examples_of(parsed.input) if parsed.input.WhichOneof("kind") else []
-    if response is None:
-        return parsed.model_spec, examples, {}, 0
     answer = regression_pb2.RegressionResponse.FromString(response)
     values = np.array([r.value for r in answer.result.regressions], dtype=np.float64)
-    return parsed.model_spec, examples, {REGRESS_OUTPUTS: values}, answer.model_spec.version.value
+    return examples_of(parsed.input), {REGRESS_OUTPUTS: values}, answer.model_spec.version.value
 
 
-# API name (as TF Serving's metrics name it) -> how to read its request and response.
-_LOGGED = {"Predict": _predict, "Classify": _classify, "Regress": _regress}
+# API name (as TF Serving's metrics name it) -> its request message, and how to read request and response.
+_LOGGED = {"Predict": (predict_pb2.PredictRequest, _predict),
+           "Classify": (classification_pb2.ClassificationRequest, _classify),
+           "Regress": (regression_pb2.RegressionRequest, _regress)}
 
 
 class _Proxy(grpc.GenericRpcHandler):
@@ -111,19 +105,23 @@ class _Proxy(grpc.GenericRpcHandler):
 
     def _log(self, api: str, request: bytes, response: Optional[bytes], request_id: str, arrived: float,
              started: float, status: str) -> None:
-        read = _LOGGED.get(api)
-        if read is None or status == "NOT_FOUND":  # no such model or version on TF Serving: nothing to log under
+        if api not in _LOGGED or status == "NOT_FOUND":  # no such model or version on TF Serving: nothing to log
             return
         seconds = time.perf_counter() - started
+        message, read = _LOGGED[api]
         try:
-            spec, examples, outputs, version = read(request, response)
+            spec = message.FromString(request).model_spec
         except Exception:  # noqa: BLE001 - a request TF Serving answered is never failed by its logging
             return
-        answer = {}
-        if status == "OK":
-            answer = {"version": version, "arm": spec.version_label, "examples": [bytes(e) for e in examples],
-                      "predictions": request_log.prediction_rows(outputs, len(examples))}
-        self._loggers.log(spec.name, request_id, arrived, api, GRPC, status, seconds, **answer)
+
+        def answer() -> dict:
+            if status != "OK":
+                return {}
+            examples, outputs, version = read(request, response)
+            return {"version": version, "arm": spec.version_label, "examples": [bytes(e) for e in examples],
+                    "predictions": request_log.prediction_rows(outputs, len(examples))}
+
+        self._loggers.log(spec.name, request_id, arrived, api, GRPC, status, seconds, answer)
 
 
 class Sidecar:

@@ -168,7 +168,7 @@ def test_rest_answers_carry_the_request_id_and_the_log_records_it(rest, rows):
         logged.setdefault(row["request_id"], []).append(row)
     assert [(r["api"], r["entrypoint"], r["status"]) for r in logged["rest-1"]] == [("predict", "REST", "OK")] * 2
     assert [r["prediction"] for r in logged["rest-1"]] == [
-        [pytest.approx(p) for p in (row if isinstance(row, list) else [row])] for row in given.json()["predictions"]]
+        [pytest.approx(row["probabilities"][0])] for row in given.json()["predictions"]]
     assert generated in logged and [r["status"] for r in logged["rest-2"]] == ["INVALID_ARGUMENT"]
 
 
