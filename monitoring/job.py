@@ -90,7 +90,6 @@ def run(config: PipelineConfig, now: Optional[float] = None, store: Optional[Sto
     """Measures the model's new request-log rows and joined labels into the series."""
     from tensorflow_metadata.proto.v0 import statistics_pb2
 
-    from monitoring import baseline
     from validation import checks
     from validation.report import GatePolicy
 
@@ -116,7 +115,6 @@ def run(config: PipelineConfig, now: Optional[float] = None, store: Optional[Sto
         versions = table["version"].to_numpy()
         schema = checks.load_schema(config.schema_file)
         policy = GatePolicy.from_config(config.validation)
-        baselines: Dict[int, tuple] = {}
         for start in sorted(set(starts.tolist())):
             end = start + width
             mask = starts == start
@@ -126,10 +124,7 @@ def run(config: PipelineConfig, now: Optional[float] = None, store: Optional[Sto
                 statistics = checks.statistics_of_records(records, f"the request log of {model}")
                 points.append(Point(model, start, end, series.EXAMPLES, "", float(len(records)), None))
                 # Against what the newest version answering in the window was trained on.
-                version = int(versions[mask].max())
-                if version not in baselines:
-                    baselines[version] = baseline.training_statistics(config, version or None)
-                training, result.baseline = baselines[version]
+                training, result.baseline = _baseline(config, store, int(versions[mask].max()))
                 if training is not None:
                     _, skew = checks.compare(training, statistics, schema, "skew", policy)
                     points += _distance_points(model, start, end, series.SKEW, skew)
@@ -138,8 +133,8 @@ def run(config: PipelineConfig, now: Optional[float] = None, store: Optional[Sto
                     before = statistics_pb2.DatasetFeatureStatisticsList.FromString(previous[1])
                     _, drift = checks.compare(statistics, before, schema, "drift", policy)
                     points += _distance_points(model, start, end, series.DRIFT, drift)
-                store.put_statistics(model, start, statistics.SerializeToString())
-            store.replace_window(model, start, TRAFFIC_MEASURES, points)
+            store.replace_window(model, start, TRAFFIC_MEASURES, points,
+                                 statistics.SerializeToString() if records else None)
             result.windows.append(start)
         # The newest window may still grow: the next run starts there.
         store.set_progress(model, max(result.windows), listed)
@@ -150,6 +145,22 @@ def run(config: PipelineConfig, now: Optional[float] = None, store: Optional[Sto
         store.set_progress(model, since, listed)
     result.served_windows = served_metric(config, store)
     return result
+
+
+def _baseline(config: PipelineConfig, store: Store, version: int):
+    """(training statistics or None, where from) of a served version, kept in the store once found: a version
+    never changes, and computing them from the train split costs seconds."""
+    from tensorflow_metadata.proto.v0 import statistics_pb2
+
+    from monitoring import baseline
+
+    kept = store.baseline(config.model_name, version)
+    if kept is not None:
+        return statistics_pb2.DatasetFeatureStatisticsList.FromString(kept[1]), kept[0]
+    training, source = baseline.training_statistics(config, version or None)
+    if training is not None and version:
+        store.put_baseline(config.model_name, version, source, training.SerializeToString())
+    return training, source
 
 
 def served_metric(config: PipelineConfig, store: Store) -> List[float]:

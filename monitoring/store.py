@@ -32,6 +32,9 @@ CREATE TABLE IF NOT EXISTS label_imports (
   counts TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS progress (
   model TEXT PRIMARY KEY, processed_until REAL NOT NULL, last_run REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS baselines (
+  model TEXT NOT NULL, version INTEGER NOT NULL, source TEXT NOT NULL, statistics BLOB NOT NULL,
+  PRIMARY KEY (model, version));
 """
 
 # Measures of the series (`feature` is '' except for skew and drift, which have one row per feature).
@@ -97,8 +100,10 @@ class Store:
                            [(p.model, p.window_start, p.window_end, p.measure, p.feature, p.value, p.threshold, now)
                             for p in points])
 
-    def replace_window(self, model: str, window_start: float, measures: Sequence[str], points: List[Point]) -> None:
-        """The window's rows of `measures` become `points` (a feature no longer measured leaves no stale row)."""
+    def replace_window(self, model: str, window_start: float, measures: Sequence[str], points: List[Point],
+                       statistics: Optional[bytes] = None) -> None:
+        """The window's rows of `measures` become `points` (a feature no longer measured leaves no stale row),
+        with the window's serialized statistics when given: one transaction."""
         now = time.time()
         with self._connect() as db:
             db.executemany("DELETE FROM series WHERE model=? AND window_start=? AND measure=?",
@@ -106,6 +111,9 @@ class Store:
             db.executemany("INSERT OR REPLACE INTO series VALUES (?,?,?,?,?,?,?,?)",
                            [(p.model, p.window_start, p.window_end, p.measure, p.feature, p.value, p.threshold, now)
                             for p in points])
+            if statistics is not None:
+                db.execute("INSERT OR REPLACE INTO window_statistics VALUES (?,?,?)",
+                           (model, window_start, statistics))
 
     def series(self, model: str, measure: Optional[str] = None) -> List[Point]:
         query, args = "SELECT * FROM series WHERE model=?", [model]
@@ -134,17 +142,24 @@ class Store:
             return [r[0] for r in db.execute("SELECT DISTINCT model FROM series UNION SELECT model FROM progress "
                                              "ORDER BY 1")]
 
-    # -- each window's statistics (serialized DatasetFeatureStatisticsList) ----------------------------------------
-    def put_statistics(self, model: str, window_start: float, statistics: bytes) -> None:
-        with self._connect() as db:
-            db.execute("INSERT OR REPLACE INTO window_statistics VALUES (?,?,?)", (model, window_start, statistics))
-
+    # -- statistics (serialized DatasetFeatureStatisticsList): each window's, each served version's training -------
     def statistics_before(self, model: str, window_start: float) -> Optional[Tuple[float, bytes]]:
         """The newest window before `window_start` that has statistics: (its start, the statistics)."""
         with self._connect() as db:
             row = db.execute("SELECT window_start, statistics FROM window_statistics WHERE model=? AND "
                              "window_start<? ORDER BY window_start DESC LIMIT 1", (model, window_start)).fetchone()
         return (row[0], row[1]) if row else None
+
+    def baseline(self, model: str, version: int) -> Optional[Tuple[str, bytes]]:
+        """The training statistics a served version is compared with, once found: (where from, statistics)."""
+        with self._connect() as db:
+            row = db.execute("SELECT source, statistics FROM baselines WHERE model=? AND version=?",
+                             (model, version)).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def put_baseline(self, model: str, version: int, source: str, statistics: bytes) -> None:
+        with self._connect() as db:
+            db.execute("INSERT OR REPLACE INTO baselines VALUES (?,?,?,?)", (model, version, source, statistics))
 
     # -- progress of the job -----------------------------------------------------------------------------------
     def processed_until(self, model: str) -> float:
