@@ -8,13 +8,12 @@ directory (a fleet's tenants share it, keyed by model name), readable without Te
 answers a scrape cheaply.
 """
 
-import contextlib
 import json
-import os
-import sqlite3
 import time
 from dataclasses import dataclass
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+from contract import records
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS series (
@@ -75,22 +74,12 @@ class JoinedLabel:
 
 class Store:
     def __init__(self, path: str):
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self.path = path
         with self._connect() as db:
             db.executescript(_SCHEMA)
 
-    @contextlib.contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        # One connection per call (the exporter's scrapes and the job may run in different threads and
-        # processes); SQLite serialises the writers.
-        db = sqlite3.connect(self.path, timeout=30)
-        db.row_factory = sqlite3.Row
-        try:
-            with db:
-                yield db
-        finally:
-            db.close()
+    def _connect(self):
+        return records.connect(self.path)
 
     # -- the series ------------------------------------------------------------------------------------------
     def put(self, points: Iterable[Point]) -> None:

@@ -11,7 +11,6 @@ import textwrap
 import time
 import urllib.request
 
-import numpy as np
 import pytest
 import tensorflow as tf
 from prometheus_client.parser import text_string_to_metric_families
@@ -23,7 +22,7 @@ from monitoring import exporter, job, labels
 from monitoring import store as series
 from monitoring.store import Point, Store
 from serving.request_log import RequestLogger
-from tests.samples import fake_serving_dir, read_examples
+from tests.samples import fake_serving_dir
 
 WINDOW = 60.0
 DEPLOY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "deploy")
