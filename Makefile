@@ -17,6 +17,8 @@ DOCS_VENV := .venv-docs
 DOCS_STAMP := $(DOCS_VENV)/.installed-$(shell cat requirements-docs.txt requirements-docs.lock | sha256sum | cut -c1-16)
 DOCS_PORT ?= 8000
 export PYTHONDONTWRITEBYTECODE := 1
+# Material for MkDocs prints a banner about MkDocs 2.0 on every build; the pinned 1.6 is what this site uses.
+export NO_MKDOCS_2_WARNING := 1
 
 # Extra arguments for run/bench/infer-schema, e.g. make run ARGS="--set training.train_steps=500"
 ARGS ?=
