@@ -206,7 +206,7 @@ bench-serving: setup
 
 # Batch scoring: a file scored offline with pushed models on Beam RunInference, and its benchmark.
 score: setup
-	$(PY) -m serving score $(ARGS)
+	$(CLI) serving score $(ARGS)
 
 bench-batch: setup
 	$(PY) -m bench.batch_scoring $(ARGS)

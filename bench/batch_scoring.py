@@ -1,4 +1,4 @@
-"""Batch scoring throughput: `python -m serving score` on Beam vs a naive loop and the in-process limit.
+"""Batch scoring throughput: `tfx-edge serving score` on Beam vs a naive loop and the in-process limit.
 
     python -m bench.batch_scoring [--scales 1,10,100] [--modes in_memory,multi_processing] [--workers 2]
                                   [--repeats 1] [--naive-examples 2000] [--out-dir bench/results]
@@ -17,7 +17,7 @@ baselines measured in the same run on the same machine:
 How: for each scale N the bundled train + eval splits (15,000 examples) are
 written N times with jitter by `bench/data_stages.py`'s generator (100x =
 1.5 M examples; writing is timed apart and never counted). Each `score` run is
-a fresh `python -m serving score` process (cold start, as a user runs it) with
+a fresh `tfx-edge serving score` process (cold start, as a user runs it) with
 the newest pushed model (`make run` first), Parquet output, and the Beam mode
 under test. Its own timings (`_SCORING.json`) split the job into the check
 (preflight + TFDV statistics + the gate's verdict) and the scoring pass
@@ -41,7 +41,7 @@ from typing import Dict, List, Optional, Sequence
 
 from bench import results as bench_results
 from bench.data_stages import build_dataset, child_env, modes, positive_ints
-from contract import cli
+from cli import prologue
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUT_DIR = os.path.join(REPO_ROOT, "bench", "results")
@@ -56,7 +56,7 @@ def _signature(config):
     import tensorflow as tf
 
     from contract.serving import SERVING_SIGNATURE
-    from serving.batch import resolve_model
+    from batch.models import resolve_model
 
     choice = resolve_model("latest", config)
     return tf.saved_model.load(choice.path).signatures[SERVING_SIGNATURE], choice
@@ -85,7 +85,7 @@ def naive_rate(signature, files: Sequence[str], examples: int) -> float:
 
 
 def run_score(data_dir: str, out: str, mode: str, workers: int, config_args: Sequence[str], log: str) -> Dict:
-    command = [sys.executable, "-m", "serving", "score", "--input", data_dir, "--out", out, "--overwrite",
+    command = [sys.executable, "-m", "cli", "serving", "score", "--input", data_dir, "--out", out, "--overwrite",
                *config_args, f"--set=beam.direct_running_mode={mode}", f"--set=beam.direct_num_workers={workers}",
                f"--report-dir={out}-report"]
     with open(log, "w", encoding="utf-8") as f:
@@ -127,7 +127,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
 
-    cli.prepare()
+    prologue.prepare()
     from contract.config import load_config
 
     config = load_config(args.config, args.set)

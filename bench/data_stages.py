@@ -75,7 +75,7 @@ import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from bench import results as bench_results
-from contract import cli
+from cli import prologue
 from contract.config import PipelineConfig
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -246,9 +246,9 @@ def stage_pipeline(config):
     """This project's components up to Transform, wired exactly as in the full pipeline."""
     from tfx import v1 as tfx
 
-    from pipeline.pipeline import beam_pipeline_args, create_components
+    from pipeline.pipeline import beam_pipeline_args, create_components, read_prior_runs
 
-    components = [c for c in create_components(config) if c.id in STAGE_IDS]
+    components = [c for c in create_components(config, read_prior_runs(config)) if c.id in STAGE_IDS]
     missing = set(STAGE_IDS) - {c.id for c in components}
     if missing:
         raise RuntimeError(f"create_components no longer has components {sorted(missing)}")
@@ -298,9 +298,9 @@ def run_stages(data_dir: str, work_dir: str, mode: str, workers: str, kind: str,
     absl_logging.set_verbosity(absl_logging.INFO)
     config = stage_config(data_dir, work_dir, mode, int(workers), overrides)
     if kind == "whole":
-        from pipeline.pipeline import create_pipeline
+        from pipeline.pipeline import create_pipeline, read_prior_runs
 
-        dag = create_pipeline(config)
+        dag = create_pipeline(config, read_prior_runs(config))
     else:
         dag = stage_pipeline(config)
     progress = ProgressHandler(sys.stdout, total=len(dag.components))
@@ -571,7 +571,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     variants = [[]] + [[v for v in text.split(",") if v] for text in args.variant]
 
     # Generating data imports TensorFlow here too; its start-up chatter would bury the progress lines.
-    cli.prepare()
+    prologue.prepare()
     started = time.monotonic()
     work_root = tempfile.mkdtemp(prefix="data_stages-")
     print(f"Work directory: {work_root}", flush=True)

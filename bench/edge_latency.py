@@ -9,7 +9,7 @@ raw-feature preprocessing: the edge runtime gets a raw record (dict) and encodes
 itself; the SavedModel's `serving_default` gets one serialized raw tf.Example and
 runs parsing and the Transform graph in-process. The SavedModel is the baseline
 measured in the same run; targets: int8 <= 0.35x float size, binary AUC drop <= 0.002,
-end-to-end <= 50 us per example. Quality is the task's (edge.runtime.HEADLINE): AUC,
+end-to-end <= 50 us per example. Quality is the task's headline metric (`Task.headline`): AUC,
 accuracy or RMSE. `measure` is shared with `bench.tasks`.
 """
 
@@ -20,7 +20,7 @@ import time
 from typing import Dict, List
 
 from bench import results as bench_results
-from contract import cli
+from cli import prologue
 
 
 def per_example_seconds(fn, items, repeat: int) -> float:
@@ -48,9 +48,9 @@ def measure(version_dir: str, serialized: List[bytes], spec, repeat: int, rounds
     records = export.raw_records(serialized, spec)
     labels = export.labels_of(serialized, spec)
     reference = export.serving_predictions(loaded, serialized, spec)
-    quality = {"SavedModel": export.metrics_of(spec.task, labels, reference)}
+    quality = {"SavedModel": spec.task_type.quality(labels, reference)}
     for variant, model in edge.items():
-        quality[variant] = export.metrics_of(spec.task, labels, model.predict(records), reference)
+        quality[variant] = spec.task_type.quality(labels, model.predict(records), reference)
 
     def saved_model_one(example):
         serve(examples=tf.constant([example]))
@@ -70,7 +70,7 @@ def measure(version_dir: str, serialized: List[bytes], spec, repeat: int, rounds
 
 
 def main(argv=None) -> int:
-    cli.prepare(tensorflow_log_level="2")
+    prologue.prepare(tensorflow_log_level="2")
     parser = argparse.ArgumentParser(prog="python -m bench.edge_latency", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -82,7 +82,7 @@ def main(argv=None) -> int:
     import tensorflow as tf
 
     from contract.config import load_config
-    from edge.runtime import HEADLINE, VERSUS_SAVED_MODEL, resolve_version_dir
+    from edge.runtime import resolve_version_dir
 
     config = load_config(args.config, args.set)
     version_dir = resolve_version_dir(args.model or config.model_edge_dir)
@@ -95,8 +95,8 @@ def main(argv=None) -> int:
         serialized.append(record.numpy())
     result = measure(version_dir, serialized, spec, args.repeat)
     sizes, quality, seconds = result["sizes"], result["quality"], result["seconds"]
-    key, label = HEADLINE[spec.task]
-    versus, versus_label = VERSUS_SAVED_MODEL[spec.task]
+    key, label = spec.task_type.headline.key, spec.task_type.headline.label
+    versus, versus_label = spec.task_type.versus_saved_model.key, spec.task_type.versus_saved_model.label
     print(f"edge model: {version_dir} (io {result['io_type']}); {len(serialized)} raw eval examples")
     print(f"size      float {sizes['float']:9d} B   int8 {sizes['int8']:9d} B   "
           f"int8/float {sizes['int8'] / sizes['float']:.2f}x (target <= 0.35x)")
@@ -108,8 +108,8 @@ def main(argv=None) -> int:
           f"int8/float {weights['int8'] / weights['float']:.2f}x")
     change = quality["SavedModel"][key] - quality["int8"][key]
     print(f"{label:9s} SavedModel {quality['SavedModel'][key]:.4f}   float {quality['float'][key]:.4f}   "
-          f"int8 {quality['int8'][key]:.4f}   {'drop' if key != 'rmse' else 'change'} {change:+.4f}"
-          + (" (target <= 0.002)" if key == "auc" else ""))
+          f"int8 {quality['int8'][key]:.4f}   {'drop' if spec.task_type.headline.higher_is_better else 'change'} "
+          f"{change:+.4f}" + (" (target <= 0.002)" if key == "auc" else ""))
     print(f"{versus_label}: float {quality['float'][versus]:.4f}, int8 {quality['int8'][versus]:.4f}")
     print("latency per example, batch 1, raw features in (preprocessing included):")
     base = seconds["SavedModel"]["median"]

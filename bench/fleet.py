@@ -2,7 +2,7 @@
 
     python -m bench.fleet [--tenants 20] [--full 2] [--repeats 3] [--out DIR]
 
-Baseline, measured in the same run: one `python -m runners.local --config <tenant config>` run of the first
+Baseline, measured in the same run: one `tfx-edge pipeline run --config <tenant config>` run of the first
 tenant's resolved settings in its own output directory (what a user runs by hand, without the fleet).
 - full cycle: `fleet run` over the first `--full` tenants (demo settings: 60 train steps, tuner and edge off,
   400/200 examples per span), concurrency 1; per-tenant overhead = cycle / tenants - baseline.
@@ -34,9 +34,9 @@ def _spread(values):
 
 
 def main(argv=None) -> int:
-    from contract import cli
+    from cli import prologue
 
-    cli.prepare()
+    prologue.prepare()
     parser = argparse.ArgumentParser(prog="python -m bench.fleet", description=__doc__.split("\n\n")[0])
     parser.add_argument("--tenants", type=int, default=20)
     parser.add_argument("--full", type=int, default=2, help="tenants that really train in the full cycle")
@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     names = [f"t{i:02d}" for i in range(args.tenants)]
     path = demo.lay_out(out, names, spans=1)
     fleet = load_fleet(path)
-    fleet_cli = [sys.executable, "-m", "runners.cli", "fleet"]
+    fleet_cli = [sys.executable, "-m", "cli", "fleet"]
     full = [m.name for m in fleet.models[:args.full]]
     print(f"bench.fleet: {args.tenants} tenants under {out}; {len(full)} train for real; machine: "
           f"{os.cpu_count()} cores")
@@ -62,7 +62,7 @@ def main(argv=None) -> int:
                     log_dir=os.path.join(baseline_dir, "logs"))
     first.settings = settings
     config_path = write_model_config(first, baseline_dir)
-    baseline, result = _timed([sys.executable, "-m", "runners.local", "--config", config_path])
+    baseline, result = _timed([sys.executable, "-m", "cli", "pipeline", "run", "--config", config_path])
     assert result.returncode == 0, result.stdout + result.stderr
     print(f"baseline: one pipeline run without the fleet: {baseline:.1f}s")
 

@@ -40,7 +40,7 @@ import time
 from typing import Dict, List
 
 from bench import results as bench_results
-from contract import cli
+from cli import prologue
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUT_DIR = os.path.join(REPO_ROOT, "bench", "results")
@@ -139,19 +139,19 @@ def profile_run(config, label: str, process_s: float, out) -> Dict:
             "components": {n: {c: round(v, 2) for c, v in r.items()} for n, r in rows.items()}}
 
 
-@cli.command
+@prologue.command
 def main(argv: List[str] = None) -> int:
     process_started = time.perf_counter()
-    cli.prepare(tensorflow_log_level="2")
+    prologue.prepare(tensorflow_log_level="2")
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__.split("\n\n")[0])
-    cli.add_settings_arguments(parser)
+    prologue.add_settings_arguments(parser)
     parser.add_argument("--cached", action="store_true", help="profile a second, unchanged run too")
     parser.add_argument("--keep", action="store_true", help="keep the pipeline outputs and logs")
     parser.add_argument("--out-dir", default=DEFAULT_OUT_DIR, help="where profile.json goes")
     args = parser.parse_args(argv)
     work_dir = tempfile.mkdtemp(prefix="profile-")
     args.set = [f"output_dir={work_dir}"] + list(args.set or [])
-    config = cli.load_settings(args)
+    config = prologue.load_settings(args)
     import tfx.v1  # noqa: F401  (imported before the clock: the start-up column is the process's own)
 
     process_s = time.perf_counter() - process_started

@@ -9,7 +9,7 @@ REST, how much server-side batching and the worker processes buy under load, and
 that a new version goes live without a failed request.
 
 How: the newest version under the model base path (default what `make run`
-pushed) is copied to a temporary serving directory. Two `python -m serving serve`
+pushed) is copied to a temporary serving directory. Two `tfx-edge serving serve`
 processes run on it, one with batching off and one with it on (`serving:`
 settings otherwise, so `serving.workers` worker processes each). Every request
 is ONE real eval example. In each of `--repeats` rounds, all measured in this
@@ -52,7 +52,7 @@ import time
 from typing import Callable, Dict, List, Optional, Sequence
 
 from bench import results as bench_results
-from contract import cli
+from cli import prologue
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUT_DIR = os.path.join(REPO_ROOT, "bench", "results")
@@ -140,12 +140,12 @@ def _free_port() -> int:
 
 
 class Server:
-    """`python -m serving serve` in its own process group, until `stop()`."""
+    """`tfx-edge serving serve` in its own process group, until `stop()`."""
 
     def __init__(self, work_dir: str, batching: bool, settings: Sequence[str]):
         self.grpc_port, self.rest_port = _free_port(), _free_port()
         self.log_path = os.path.join(work_dir, f"server-batching-{batching}.log")
-        command = [sys.executable, "-m", "serving", "serve", *settings,
+        command = [sys.executable, "-m", "cli", "serving", "serve", *settings,
                    "--set", f"output_dir={work_dir}", "--set", f"serving.port={self.grpc_port}",
                    "--set", f"serving.rest_port={self.rest_port}",
                    "--set", f"serving.enable_batching={str(batching).lower()}",
@@ -222,7 +222,7 @@ def hot_swap(server: Server, base: str, source: int, target: int, requests: List
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    cli.prepare()  # before TensorFlow; the servers it starts are `python -m serving serve`
+    prologue.prepare()  # before TensorFlow; the servers it starts are `tfx-edge serving serve`
     parser = argparse.ArgumentParser(prog="python -m bench.serving_latency", description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3, help="rounds; figures are min/median/max over them")
     parser.add_argument("--seconds", type=float, default=4.0, help="measured window per cell")

@@ -47,7 +47,7 @@ import time
 from typing import Dict, List, Sequence, Tuple
 
 from bench import results as bench_results
-from contract import cli
+from cli import prologue
 from contract.config import FeaturesConfig
 from contract.serving import PREDICTION_KEY
 
@@ -165,7 +165,7 @@ def our_pipeline(work_dir: str, log_name: str = "ours.log") -> PipelineRun:
     log_path = os.path.join(work_dir, log_name)
     output_dir = os.path.join(work_dir, "ours")
     status, seconds, rss = _timed_subprocess(
-        [sys.executable, "-m", "runners.local", "--set", f"output_dir={output_dir}"], log_path)
+        [sys.executable, "-m", "cli", "pipeline", "run", "--set", f"output_dir={output_dir}"], log_path)
     if status != 0:
         raise PipelineFailed("our", f"exited with status {status}", log_path)
     with open(log_path, encoding="utf-8", errors="replace") as f:
@@ -284,7 +284,7 @@ def format_report(report: Dict) -> str:
 
 
 def main(argv=None) -> int:
-    cli.prepare(tensorflow_log_level="2")
+    prologue.prepare(tensorflow_log_level="2")
     parser = argparse.ArgumentParser(prog="python -m bench.stock_comparison",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--out-dir", default=DEFAULT_OUT_DIR, help="where stock_comparison.json goes")

@@ -32,7 +32,7 @@ import tempfile
 from typing import Dict
 
 from bench import results as bench_results
-from contract import cli
+from cli import prologue
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUT_DIR = os.path.join(REPO_ROOT, "bench", "results")
@@ -78,7 +78,7 @@ def format_table(rows) -> str:
 
 
 def main(argv=None) -> int:
-    cli.prepare(tensorflow_log_level="2")
+    prologue.prepare(tensorflow_log_level="2")
     parser = argparse.ArgumentParser(prog="python -m bench.strategies", description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=1000, help="training steps for every strategy")
     parser.add_argument("--out-dir", default=DEFAULT_OUT_DIR)

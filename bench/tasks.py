@@ -23,7 +23,7 @@ import tempfile
 import time
 
 from bench import results as bench_results
-from contract import cli
+from cli import prologue
 
 DATASETS = {"penguin": "species", "screening": "diagnosis", "baskets": "basket_value"}
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "tasks.json")
@@ -53,12 +53,12 @@ def _eval_records(config) -> list:
 def run_one(name: str, root: str, overrides, rounds: int, repeat: int) -> dict:
     from bench.edge_latency import measure
     from contract.config import load_config
+    from cli import schema as schema_cli
     from runners import local
-    from schemas import init
 
     out = os.path.join(root, name)
     with contextlib.redirect_stdout(io.StringIO()):
-        assert init.main(["--data-root", _data(name, root), "--label", DATASETS[name], "--out", out]) == 0
+        assert schema_cli.main(["init", "--data-root", _data(name, root), "--label", DATASETS[name], "--out", out]) == 0
     config = load_config(os.path.join(out, "config.yaml"), overrides)
     started = time.time()
     printed = io.StringIO()
@@ -77,12 +77,12 @@ def run_one(name: str, root: str, overrides, rounds: int, repeat: int) -> dict:
 
 
 def table(results) -> str:
-    from edge.runtime import HEADLINE
+    from contract import tasks
 
     lines = [f"{'dataset':10s} {'task':10s} {'eval':>5s} {'metric':8s} {'SavedModel':>10s} {'float':>8s} {'int8':>8s}"
              f"   int8/float: {'file':>5s} {'no metadata':>11s} {'weights':>7s}"]
     for r in results:
-        key, label = HEADLINE[r["task"]]
+        key, label = tasks.task(r["task"]).headline.key, tasks.task(r["task"]).headline.label
         q, sizes, bare, weights = r["quality"], r["sizes"], r["sizes_without_metadata"], r["weights"]
         lines.append(f"{r['dataset']:10s} {r['task']:10s} {r['examples']:5d} {label:8s} {q['SavedModel'][key]:10.4f} "
                      f"{q['float'][key]:8.4f} {q['int8'][key]:8.4f}   {'':11s} {sizes['int8'] / sizes['float']:4.2f}x "
@@ -102,7 +102,7 @@ def table(results) -> str:
 
 
 def main(argv=None) -> int:
-    cli.prepare(tensorflow_log_level="2")
+    prologue.prepare(tensorflow_log_level="2")
     parser = argparse.ArgumentParser(prog="python -m bench.tasks", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="", help="work directory (default: a new temporary one, kept)")
     parser.add_argument("--datasets", default=",".join(DATASETS))

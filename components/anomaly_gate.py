@@ -27,7 +27,7 @@ from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 from tfx.utils import io_utils
 
-from components.span_window import span_of
+from validation.spans import span_of
 from contract.errors import DataValidationFailed
 from validation import checks
 from validation.report import GatePolicy, Report, findings_from_anomalies

@@ -31,9 +31,8 @@ from tfx.types import artifact_utils, standard_artifacts, standard_component_spe
 from tfx.types.component_spec import ChannelParameter
 from tfx.utils import io_utils, json_utils, proto_utils
 
-from contract import versions
-from contract.serving import (CLASSIFY_SIGNATURE, EXAMPLES_INPUT, PUSH_INFO, REGRESS_SIGNATURE, SERVING_SIGNATURE,
-                              WARMUP_FILE)
+from contract import tasks, versions
+from contract.serving import EXAMPLES_INPUT, PUSH_INFO, SERVING_SIGNATURE, WARMUP_FILE
 
 EXAMPLES_KEY = "examples"
 WARMUP_SPLIT = "eval"
@@ -82,12 +81,10 @@ def warmup_records(examples: Sequence[tf.train.Example], model_name: str,
 
 def _examples_api_log(examples: Sequence[tf.train.Example], model_name: str, task: str) -> bytes:
     """A ClassifyLog (classification) or RegressLog (regression) on the model's classify/regress signature."""
+    api = tasks.task(task).examples_api
     log = prediction_log_pb2.PredictionLog()
-    if task == "regression":
-        request, signature = log.regress_log.request, REGRESS_SIGNATURE
-    else:
-        request, signature = log.classify_log.request, CLASSIFY_SIGNATURE
-    request.model_spec.name, request.model_spec.signature_name = model_name, signature
+    request = getattr(log, api.log_field).request
+    request.model_spec.name, request.model_spec.signature_name = model_name, api.signature
     request.input.example_list.examples.extend(examples)
     return log.SerializeToString()
 

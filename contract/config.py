@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Dict, List, Optional, Sequence, Type, TypeVar
 
 import yaml
 
+from contract import tasks
 from contract.errors import ConfigError
 
 # The directory holding the project's packages: the checkout with `pip install -e .`, site-packages
@@ -54,7 +55,7 @@ class DataConfig:
     span_window: int = 1
 
 
-TASKS = ("binary", "multiclass", "regression")
+TASKS = tasks.TASKS
 VOCABULARIES = ("approximate", "exact")
 RETUNE = ("always", "on_change")
 
@@ -140,15 +141,9 @@ class FeaturesConfig:
         classes = [str(c) for c in self.classes]
         if len(set(classes)) != len(classes):
             raise ConfigError(f"features.classes: {classes} names a class twice")
-        if self.task == "multiclass" and len(classes) < 2:
-            raise ConfigError("features.classes: task multiclass needs the label's class values in class-id order, "
-                              "e.g. classes: [Adelie, Chinstrap, Gentoo] (`tfx-edge schema init` writes them)")
-        if self.task == "binary" and classes and len(classes) != 2:
-            raise ConfigError(f"features.classes: task binary takes two classes (negative, positive), not {classes}; "
-                              "leave it empty to use label_threshold")
-        if self.task == "regression" and classes:
-            raise ConfigError("features.classes: task regression predicts a number; remove classes, "
-                              "or set features.task to binary or multiclass")
+        problem = self.task_type.class_names_problem(classes)
+        if problem:
+            raise ConfigError(f"features.classes: {problem}")
 
     @property
     def raw_input_features(self) -> List[str]:
@@ -164,13 +159,18 @@ class FeaturesConfig:
         return [self.label_column]
 
     @property
+    def task_type(self) -> tasks.Task:
+        """The task object of `task`: what every stage asks instead of branching on the name."""
+        return tasks.task(self.task)
+
+    @property
     def is_classification(self) -> bool:
-        return self.task != "regression"
+        return self.task_type.is_classification
 
     @property
     def uses_threshold_rule(self) -> bool:
         """Binary from a numeric label and `label_threshold` (the taxi rule), not from `classes`."""
-        return self.task == "binary" and not self.classes
+        return self.task_type.supports_threshold_rule and not self.classes
 
     @property
     def class_names(self) -> List[str]:
@@ -195,7 +195,7 @@ class FeaturesConfig:
         """
         import numpy as np
 
-        if self.task == "regression":
+        if not self.is_classification:
             return np.asarray(label_values, dtype=np.float32)
         if not self.uses_threshold_rule:
             index = {name: i for i, name in enumerate(self.class_names)}
@@ -214,6 +214,8 @@ def class_key(value) -> str:
 
 @dataclass
 class TrainingConfig:
+    # The model family (models/trainer/families/, one module each): dnn, a wide-and-deep Keras network.
+    model: str = "dnn"
     # ~13 passes over the 9,909 taxi training examples; more overfits the one-hot features.
     train_steps: int = 1000
     eval_steps: int = 200  # batches of the eval split evaluated after training
@@ -367,7 +369,7 @@ class KubeflowConfig:
 
 @dataclass
 class ServingConfig:
-    """Online serving (`python -m serving`): the local gRPC/REST server, the files for TF Serving, the clients."""
+    """Online serving (`tfx-edge serving`): the local gRPC/REST server, the files for TF Serving, the clients."""
 
     host: str = "127.0.0.1"  # loopback by default; 0.0.0.0 exposes the server to the network
     port: int = 8500  # TF Serving's gRPC port
@@ -392,7 +394,7 @@ class ServingConfig:
     experiment_key_header: str = "x-experiment-key"
     experiment_log_dir: str = ""  # default: <output_dir>/experiment_logs; files land in <dir>/<model_name>/
     tf_serving_image: str = "tensorflow/serving:2.16.1"  # matches tensorflow-serving-api
-    # `python -m serving score`: examples per model call (one Beam element), as tf.data reads them.
+    # `tfx-edge serving score`: examples per model call (one Beam element), as tf.data reads them.
     batch_scoring_batch_size: int = 1024
 
 
@@ -401,7 +403,7 @@ class BulkInferenceConfig:
     """TFX BulkInferrer after blessing: the blessed model scores an unlabelled input into PredictionLogs.
 
     Off for the taxi demo; `pipeline/configs/bulk_inference.yaml` turns it on. For jobs outside
-    the pipeline (ids, Parquet/CSV, several models, a chosen version) use `python -m serving score`.
+    the pipeline (ids, Parquet/CSV, several models, a chosen version) use `tfx-edge serving score`.
     """
 
     enabled: bool = False  # run BulkInferrer after the Evaluator (a blessed model only)
@@ -735,7 +737,7 @@ def validate(config: PipelineConfig) -> None:
     if not os.path.exists(config.schema_file):
         raise ConfigError(
             f"schema_file {config.schema_file} does not exist; infer one with "
-            "`python -m schemas.infer --data-root DIR --out FILE`")
+            "`tfx-edge schema infer --data-root DIR --out FILE` (or `tfx-edge schema init`)")
 
 
 def setting(config: PipelineConfig, dotted: str) -> Any:

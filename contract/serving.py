@@ -3,7 +3,7 @@
 The Trainer exports to it, the Pusher writes its warm-up file, the servers,
 clients, batch scorer and edge export read it. Names only: no TensorFlow here.
 
-Outputs of `serving_default` per task (`features.task`):
+Outputs of `serving_default` per task (`features.task`; the primary one is `contract.tasks.Task.primary_output`):
 - binary: PREDICTION_KEY [batch, 1] (probability of the positive class), SCORES [batch, 2],
   CLASSES [batch, 2] and PREDICTED_CLASS [batch];
 - multiclass: SCORES [batch, classes], CLASSES [batch, classes] (class names aligned with
@@ -22,8 +22,6 @@ SCORES = "scores"  # classification: [batch, classes] probability of each class
 CLASSES = "classes"  # classification: [batch, classes] class names, aligned with SCORES
 PREDICTED_CLASS = "predicted_class"  # classification: [batch] name of the most probable class
 VALUE_KEY = "predictions"  # regression: [batch, 1] predicted value, in the label's unit
-# Per task, the output TFMA scores and a client reads first.
-PRIMARY_OUTPUT = {"binary": PREDICTION_KEY, "multiclass": SCORES, "regression": VALUE_KEY}
 
 # TF Serving's Classify API: serialized tf.Examples in `inputs`, `classes` + `scores` [batch, classes] out.
 CLASSIFY_SIGNATURE = "classify"

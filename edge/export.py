@@ -30,14 +30,13 @@ import tensorflow as tf
 
 from contract import versions
 from contract.config import EdgeConfig, FeaturesConfig
-from contract.serving import PRIMARY_OUTPUT, SERVING_SIGNATURE
+from contract.serving import SERVING_SIGNATURE
 from edge import edgetpu, metadata
-from edge.runtime import HEADLINE, MANIFEST, EdgeModel, interpreter_module
+from edge.runtime import MANIFEST, EdgeModel, interpreter_module
 from models import features
 from models.trainer import edge_signature
 
 FILES = {"int8": "model_int8.tflite", "float": "model_float.tflite", "mapping": "edge_mapping.json"}
-DECISION_THRESHOLD = 0.5
 # Clip ranges and representative rows come from at most this many transformed training examples:
 # enough for stable quantiles, bounded memory (each row is a dense one-hot vector) on big datasets.
 CALIBRATION_EXAMPLES = 100_000
@@ -204,29 +203,6 @@ def _squeeze(outputs: np.ndarray) -> np.ndarray:
     return outputs.reshape(-1) if outputs.ndim == 1 or outputs.shape[1] == 1 else outputs
 
 
-def auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney, ties counted half)."""
-    labels = np.asarray(labels).astype(bool)
-    positives, negatives = labels.sum(), (~labels).sum()
-    if not positives or not negatives:
-        return float("nan")
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores), np.float64)
-    sorted_scores = np.asarray(scores)[order]
-    # Average ranks over ties.
-    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
-    average = first + (counts - 1) / 2.0 + 1
-    ranks[order] = np.repeat(average, counts)
-    return float((ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives))
-
-
-def macro_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """One-vs-rest AUC averaged over the classes present in `labels` (as TFMA's macro average does)."""
-    values = [auc(labels == k, scores[:, k]) for k in range(scores.shape[1])]
-    values = [v for v in values if v == v]
-    return float(np.mean(values)) if values else float("nan")
-
-
 def raw_records(examples: List[bytes], spec: FeaturesConfig) -> List[Dict[str, Any]]:
     """Serialized raw tf.Examples -> {feature: [values]}, what a device would receive."""
     wanted = set(spec.raw_input_features)
@@ -265,54 +241,9 @@ def serving_predictions(loaded, examples: List[bytes], spec: FeaturesConfig,
                         batch: int = SCORE_BATCH) -> np.ndarray:
     """The SavedModel's `serving_default` answer per raw example: [n] (binary, regression) or [n, classes]."""
     serve = loaded.signatures[SERVING_SIGNATURE]
-    key = PRIMARY_OUTPUT[spec.task]
+    key = spec.task_type.primary_output
     out = [serve(examples=tf.constant(examples[i:i + batch]))[key].numpy() for i in range(0, len(examples), batch)]
     return _squeeze(np.concatenate(out))
-
-
-def metrics_of(task: str, labels: np.ndarray, outputs: np.ndarray, reference: Optional[np.ndarray] = None
-               ) -> Dict[str, float]:
-    """Quality on the labels, and (given the SavedModel's outputs) closeness to the SavedModel, per task."""
-    if task == "regression":
-        error = outputs - labels
-        result = {"rmse": float(np.sqrt(np.mean(error ** 2))), "mae": float(np.mean(np.abs(error))),
-                  "mean_prediction": float(np.mean(outputs))}
-        if reference is not None:
-            result["rmse_vs_saved_model"] = float(np.sqrt(np.mean((outputs - reference) ** 2)))
-        return result
-    if task == "binary":
-        decisions = outputs > DECISION_THRESHOLD
-        result = {"auc": auc(labels, outputs), "accuracy": float((decisions == labels.astype(bool)).mean())}
-        if reference is not None:
-            result["agreement"] = float((decisions == (reference > DECISION_THRESHOLD)).mean())
-        return result
-    predicted = outputs.argmax(axis=1)
-    result = {"accuracy": float((predicted == labels).mean()), "macro_auc": macro_auc(labels, outputs)}
-    if reference is not None:
-        result["agreement"] = float((predicted == reference.argmax(axis=1)).mean())
-    return result
-
-
-def gate_checks(task: str, metrics: Dict[str, Dict[str, float]], labels: np.ndarray,
-                settings: EdgeConfig) -> List[Dict[str, Any]]:
-    """What the int8 model must meet to be pushed, per task; each check with its measured value and limit."""
-    saved, int8 = metrics["saved_model"], metrics["int8"]
-    if task == "binary":
-        # An 8-bit probability has 256 levels: close scores tie and a tie counts half, which moves a small eval
-        # set's AUC whatever the network does (measured on 84 eval rows: 0.0099 of a 0.0114 drop). The gate
-        # bounds what quantizing the network adds to that.
-        return [{"measure": "AUC drop beyond the 8-bit output's resolution",
-                 "value": saved["auc_at_int8_resolution"] - int8["auc"], "limit": settings.max_auc_drop,
-                 "setting": f"edge.max_auc_drop {settings.max_auc_drop}"}]
-    if task == "multiclass":
-        return [{"measure": "accuracy drop", "value": saved["accuracy"] - int8["accuracy"],
-                 "limit": settings.max_accuracy_drop,
-                 "setting": f"edge.max_accuracy_drop {settings.max_accuracy_drop}"},
-                {"measure": "class disagreement", "value": 1.0 - int8["agreement"],
-                 "limit": 1.0 - settings.min_agreement, "setting": f"edge.min_agreement {settings.min_agreement}"}]
-    std = float(np.std(labels)) or 1.0
-    return [{"measure": "RMSE increase / label std", "value": (int8["rmse"] - saved["rmse"]) / std,
-             "limit": settings.max_rmse_increase, "setting": f"edge.max_rmse_increase {settings.max_rmse_increase}"}]
 
 
 def input_order(model: bytes) -> List[str]:
@@ -362,21 +293,13 @@ def publish(base_directory: str, version: int, files: Dict[str, bytes]) -> str:
     return versions.publish_version(base_directory, version, fill)
 
 
-def _output_description(spec: FeaturesConfig) -> str:
-    if spec.task == "binary":
-        return (f"probability that {spec.label_column} is class {spec.class_names[1]!r}; "
-                f"decide positive above {DECISION_THRESHOLD}")
-    if spec.task == "multiclass":
-        return f"probability of each class of {spec.label_column}, in the order of the labels file"
-    return f"predicted {spec.label_column}, in the label's unit"
-
-
 def export(saved_model_dir: str, transform_graph_dir: str, transformed_train_pattern: Union[str, List[str]],
            raw_eval_pattern: str, spec: FeaturesConfig, settings: EdgeConfig, model_base_dir: str,
            model_name: str, source: Optional[Dict[str, Any]] = None) -> EdgeResult:
     """The whole edge export; returns what happened (pushed or why not)."""
     import tensorflow_transform as tft
 
+    task = spec.task_type
     source = dict(source or {}, source_model=saved_model_dir)
     already = versions.latest_if_same_source(model_base_dir, MANIFEST, saved_model_dir)
     if already is not None:
@@ -409,7 +332,7 @@ def export(saved_model_dir: str, transform_graph_dir: str, transformed_train_pat
     info = {"name": model_name, "version": str(version), "author": "TFX pipeline edge export",
             "description": f"{model_name}: {spec.task}, full-integer ({settings.io_type} io); source model and "
                            "metrics in manifest.json",
-            "output": _output_description(spec)}
+            "output": spec.task_type.describe_output(spec.label_column, spec.class_names)}
     order = input_order(models["int8"])
     files = {FILES["int8"]: metadata.populate(models["int8"], order, mapping, info),
              FILES["float"]: metadata.populate(models["float"], order, mapping,
@@ -417,7 +340,7 @@ def export(saved_model_dir: str, transform_graph_dir: str, transformed_train_pat
              FILES["mapping"]: json.dumps(mapping, separators=(",", ":")).encode("utf-8")}
     manifest = {"model_name": model_name, "version": version, "task": spec.task, "classes": spec.class_names,
                 "output": mapping["output"],
-                **({"decision_threshold": DECISION_THRESHOLD} if spec.task == "binary" else {}),
+                **({"decision_threshold": task.decision_threshold} if task.decision_threshold is not None else {}),
                 "files": {k: {"path": name, "sha256": _sha256(files[name]), "bytes": len(files[name])}
                           for k, name in FILES.items()}}
 
@@ -425,7 +348,7 @@ def export(saved_model_dir: str, transform_graph_dir: str, transformed_train_pat
     eval_examples = _records(raw_eval_pattern, settings.gate_examples, spread=True)
     labels = labels_of(eval_examples, spec)
     reference = serving_predictions(loaded, eval_examples, spec)
-    metrics = {"saved_model": metrics_of(spec.task, labels, reference)}
+    metrics = {"saved_model": task.quality(labels, reference)}
     records = raw_records(eval_examples, spec)
     with tempfile.TemporaryDirectory(prefix="edge_gate_") as candidate:
         for name, data in dict(files, **{MANIFEST: json.dumps(manifest).encode("utf-8")}).items():
@@ -433,18 +356,17 @@ def export(saved_model_dir: str, transform_graph_dir: str, transformed_train_pat
                 f.write(data)
         for variant in ("float", "int8"):
             model = EdgeModel(candidate, variant=variant)
-            metrics[variant] = metrics_of(spec.task, labels, model.predict(records), reference)
-        if spec.task == "binary":
-            metrics["saved_model"]["auc_at_int8_resolution"] = auc(labels, model.at_output_resolution(reference))
+            metrics[variant] = task.quality(labels, model.predict(records), reference)
+        metrics["saved_model"].update(task.resolution_metrics(labels, model.at_output_resolution(reference)))
     readiness = edgetpu.check(model_content=files[FILES["int8"]])
-    checks = gate_checks(spec.task, metrics, labels, settings)
+    checks = task.edge_gate(metrics, labels, settings)
     sizes = {k: manifest["files"][k]["bytes"] for k in ("float", "int8")}
     sizes.update({f"{k}_without_metadata": len(models[k]) for k in ("float", "int8")})
     sizes.update({f"{k}_weights": weights_bytes(models[k]) for k in ("float", "int8")})
-    drop = metrics["saved_model"]["auc"] - metrics["int8"]["auc"] if spec.task == "binary" else float("nan")
+    drop = metrics["saved_model"]["auc"] - metrics["int8"]["auc"] if "auc" in metrics["int8"] else float("nan")
     result = EdgeResult(False, "", task=spec.task, sizes=sizes, metrics=metrics, gate=checks, auc_drop=float(drop),
                         edgetpu=dict(readiness.to_dict(), op_versions=op_versions(models["int8"])))
-    key, label = HEADLINE[spec.task]
+    key, label = task.headline.key, task.headline.label
     failed = [c for c in checks if not c["value"] <= c["limit"]]
     if failed:
         result.reason = ("; ".join(f"int8 {c['measure']} {c['value']:.4f} exceeds {c['limit']:.4f} ({c['setting']})"

@@ -20,8 +20,9 @@ import flatbuffers
 from tensorflow_lite_support.metadata import metadata_schema_py_generated as schema
 from tensorflow_lite_support.metadata.python import metadata as tflite_metadata
 
+from contract import tasks
 
-OUTPUT_NAMES = {"binary": "probability", "multiclass": "scores", "regression": "value"}
+
 LABELS_FILE = "labels.txt"
 
 
@@ -79,10 +80,10 @@ def populate(model: bytes, input_order: List[str], mapping: Dict[str, Any], info
                     vocabulary.type = schema.AssociatedFileType.VOCABULARY
                     tensor.associatedFiles.append(vocabulary)
         inputs.append(tensor)
-    task = mapping["task"]
-    bounded = task != "regression"
-    output = _tensor(OUTPUT_NAMES[task], info["output"], 0.0 if bounded else None, 1.0 if bounded else None)
-    if task == "multiclass":
+    task = tasks.task(mapping["task"])
+    bounded = task.is_classification  # probabilities lie in [0, 1]
+    output = _tensor(task.edge_output_name, info["output"], 0.0 if bounded else None, 1.0 if bounded else None)
+    if task.per_class_scores:
         labels = schema.AssociatedFileT()
         labels.name = LABELS_FILE
         labels.description = "class names, one per line, in the order of the scores"
@@ -104,7 +105,7 @@ def populate(model: bytes, input_order: List[str], mapping: Dict[str, Any], info
     populator = tflite_metadata.MetadataPopulator.with_model_buffer(model)
     populator.load_metadata_buffer(builder.Output())
     files = {}
-    if task == "multiclass":
+    if task.per_class_scores:
         files[LABELS_FILE] = "\n".join(mapping["classes"]).encode("utf-8") + b"\n"
     for f in one_hot["features"]:
         if f["kind"] == "categorical":

@@ -5,7 +5,8 @@ class, multiclass models one probability per class (`classes` names them, in ord
 regression models the predicted value in the label's unit.
 
 Depends on numpy and a TFLite interpreter only (`ai-edge-litert`, or `tflite-runtime`
-on 32-bit Raspberry Pi OS), never on TensorFlow. A version directory
+on 32-bit Raspberry Pi OS), never on TensorFlow; from this project, on `edge/` and the
+task rules in `contract/tasks.py` (copy both to a device). A version directory
 (`<edge_dir>/<model_name>/<version>/`) holds `manifest.json`, the mapping of raw
 features (`edge_mapping.json`) and the `.tflite` files the manifest lists.
 """
@@ -20,16 +21,11 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, TextIO
 
 import numpy as np
 
+from contract import tasks
 from edge.encoder import FeatureEncoder
 
 MANIFEST = "manifest.json"
 EDGETPU_LIBRARY = "libedgetpu.so.1"
-# Per task: the quality metric the export gate and the reports lead with (key in the manifest, label),
-# and how a variant is compared with the SavedModel's own answers.
-HEADLINE = {"binary": ("auc", "AUC"), "multiclass": ("accuracy", "accuracy"), "regression": ("rmse", "RMSE")}
-VERSUS_SAVED_MODEL = {"binary": ("agreement", "decisions agreeing with SavedModel"),
-                      "multiclass": ("agreement", "classes agreeing with SavedModel"),
-                      "regression": ("rmse_vs_saved_model", "RMSE vs SavedModel")}
 
 
 def interpreter_module():
@@ -80,10 +76,8 @@ class EdgeModel:
         with open(os.path.join(self.version_dir, files["mapping"]["path"]), encoding="utf-8") as f:
             self.encoder = FeatureEncoder(json.load(f))
         self.model_path = os.path.join(self.version_dir, files[variant]["path"])
-        self.task = self.manifest["task"]
+        self.task = tasks.task(self.manifest["task"])
         self.classes = list(self.manifest["classes"])
-        # Binary: a probability above it decides for the positive class.
-        self.threshold = float(self.manifest["decision_threshold"]) if self.task == "binary" else None
         self.device = "cpu"
         module = interpreter_module()
         delegates = []
@@ -181,7 +175,7 @@ class EdgeModel:
 
     def predict_one(self, record: Mapping[str, Any]):
         """Binary: probability of the positive class; regression: the value; multiclass: the class scores."""
-        if self.task == "multiclass":
+        if self.task.per_class_scores:
             return self.scores(record)
         value = float(self._invoke(record)[0])
         return (value - self._output_zero) * self._output_scale if self._output_scale else value
@@ -191,14 +185,8 @@ class EdgeModel:
         return np.array([self.predict_one(r) for r in records], dtype=np.float64)
 
     def answer(self, record: Mapping[str, Any]) -> Dict[str, Any]:
-        """One record's prediction as a person (or a JSON consumer) reads it, per task."""
-        out = self.scores(record)
-        if self.task == "regression":
-            return {"value": round(float(out[0]), 6)}
-        if self.task == "binary":
-            return {"probability": round(float(out[0]), 6), "decision": bool(out[0] > self.threshold)}
-        return {"class": self.classes[int(np.argmax(out))],
-                "scores": {name: round(float(s), 6) for name, s in zip(self.classes, out)}}
+        """One record's prediction as a person (or a JSON consumer) reads it, per task (`Task.device_answer`)."""
+        return self.task.device_answer(self.scores(record), self.classes)
 
 
 def read_records(path: str, limit: int = 0) -> List[Dict[str, Any]]:

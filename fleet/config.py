@@ -265,7 +265,7 @@ def load_settings_mapping(settings: Dict[str, Any], where: str) -> PipelineConfi
 
 
 def write_model_config(model: FleetModel, config_dir: str) -> str:
-    """The model's settings as a `--config` file for `python -m runners.local` (and Airflow's task)."""
+    """The model's settings as a `--config` file for `tfx-edge pipeline run` (and Airflow's task)."""
     return write_text(os.path.join(config_dir, f"{model.name}.yaml"),
                             yaml.safe_dump(model.settings, sort_keys=False))
 

@@ -1,6 +1,6 @@
 """`fleet run` and `fleet watch`: evaluate every model's triggers, run the due ones, record why and how it went.
 
-Each run is `python -m runners.local --config <fleet>/fleet/configs/<tenant>-<model>.yaml` in its own
+Each run is `python -m cli pipeline run --config <fleet>/fleet/configs/<tenant>-<model>.yaml` in its own
 process (TFX and Beam are not thread-safe, and a crash — even a segfault or an OOM kill — then ends only that
 run). Threads only wait for the processes, at most `fleet.concurrency` at once.
 """
@@ -84,7 +84,7 @@ class Controller:
         started = time.time()
         with open(log, "wb") as f:
             with self._lock:  # registered before abandon() can look, so a signal never misses a new run
-                child = subprocess.Popen([sys.executable, "-m", "runners.local", "--config", config_path],
+                child = subprocess.Popen([sys.executable, "-m", "cli", "pipeline", "run", "--config", config_path],
                                          stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
                 self._children[model.name] = child
             if self.abandoning.is_set():

@@ -20,9 +20,10 @@ def _served_metric(store, model: FleetModel, pushed_from: str) -> Tuple[str, Opt
     Not the latest run's candidate: that one may have been refused by the Evaluator or never evaluated
     (a run stopped at the gate), while the served version stays what it was.
     """
-    from reports.summary import TASK_METRICS, served_model_metrics
+    from reports.summary import served_model_metrics
 
-    key, label = TASK_METRICS[model.config.features.task][0]
+    first = model.config.features.task_type.report_metrics[0]
+    key, label = first.key, first.label
     if store is None or not pushed_from:
         return label, None
     return label, served_model_metrics(store, pushed_from).get(key)

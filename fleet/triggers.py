@@ -22,9 +22,6 @@ from contract import versions
 from fleet.config import FleetModel
 from fleet.state import State
 
-# Whether a larger value of the task's headline metric (edge.runtime.HEADLINE, the metric trigger's measure)
-# is better.
-HIGHER_IS_BETTER = {"binary": True, "multiclass": True, "regression": False}
 
 
 @dataclass
@@ -92,26 +89,24 @@ def labelled_files(model: FleetModel, data: DataFacts) -> List[str]:
 
 
 def served_metric(model: FleetModel, files: List[str], version: int) -> float:
-    """The served version's headline metric (edge.runtime.HEADLINE) on `files`, computed as the edge gate does."""
+    """The served version's headline metric (`Task.headline`) on `files`, computed as the edge gate does."""
     import tensorflow as tf
 
-    from edge.export import labels_of, metrics_of, serving_predictions
-    from edge.runtime import HEADLINE
+    from edge.export import labels_of, serving_predictions
     from validation import files as input_files
 
     spec = model.config.features
     examples = [record for path in files for record in input_files.read_examples(path)]
     loaded = tf.saved_model.load(os.path.join(model.config.model_serving_dir, str(version)))
     outputs = serving_predictions(loaded, examples, spec)
-    return metrics_of(spec.task, labels_of(examples, spec), outputs)[HEADLINE[spec.task][0]]
+    task = spec.task_type
+    return task.quality(labels_of(examples, spec), outputs)[task.headline.key]
 
 
 def metric_reason(model: FleetModel, files: List[str], version: int) -> str:
     """"" when the served model is on the good side of `metric.bound` on `files`, else by how much not."""
-    from edge.runtime import HEADLINE
-
-    task = model.config.features.task
-    (_, label), higher_is_better = HEADLINE[task], HIGHER_IS_BETTER[task]
+    headline = model.config.features.task_type.headline
+    label, higher_is_better = headline.label, headline.higher_is_better
     bound = model.metric["bound"]
     value = served_metric(model, files, version)
     worse = value < bound if higher_is_better else value > bound

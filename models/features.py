@@ -82,7 +82,7 @@ def dense_input_size(spec: FeaturesConfig) -> int:
 
 def output_size(spec: FeaturesConfig) -> int:
     """Width of the model's output: one probability (binary), one per class, or one value."""
-    return len(spec.class_names) if spec.task == "multiclass" else 1
+    return spec.task_type.output_size(len(spec.class_names))
 
 
 def spec_from_custom_config(custom_config) -> FeaturesConfig:

@@ -40,9 +40,9 @@ def class_ids(values, class_names):
 
 
 def label(inputs, spec):
-    """The training label, per task (see `FeaturesConfig`)."""
+    """The training label, by the task's label rule (see `FeaturesConfig`): the value, a class id, or 0/1."""
     column = _dense(inputs[spec.label_column])
-    if spec.task == "regression":
+    if not spec.is_classification:
         return tf.cast(column, tf.float32)
     if not spec.uses_threshold_rule:
         return class_ids(column, spec.class_names)

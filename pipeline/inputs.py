@@ -123,8 +123,9 @@ def _passed(record: str) -> str:
 
 
 def label_reader(spec: FeaturesConfig):
-    """tf.Example -> the row's class as the label rule sees it (threshold rule: 0/1; classes: the value's text)."""
-    if spec.task == "regression":
+    """tf.Example -> the row's class as the label rule sees it (threshold rule: 0/1; classes: the value's text);
+    None for a task without classes."""
+    if not spec.is_classification:
         return None
 
     def first(example, name):
@@ -225,16 +226,9 @@ def label_problems(config: PipelineConfig, profiles: Dict[str, DataProfile], eve
     if label.max_values > 1:
         problems.append(f"label column {spec.label_column!r} has up to {label.max_values} values in one row (first in "
                         f"{label.max_values_file}); a label is one value per row")
-    kind = label.kind
-    if spec.task == "regression" and kind == "string":
-        return problems + [f"features.task regression: label column {spec.label_column!r} holds strings; set "
-                           "features.task to binary or multiclass with features.classes, or make it a number"]
-    if not spec.uses_threshold_rule and spec.is_classification and kind == "float":
-        return problems + [f"features.classes: label column {spec.label_column!r} holds floats; class labels are "
-                           "strings or integers: use task binary with features.label_threshold, or regression"]
-    if spec.uses_threshold_rule and kind == "string":
-        return problems + [f"features.label_threshold: label column {spec.label_column!r} holds strings; set "
-                           "features.classes to its two values (negative first, then positive)"]
+    setting, why = spec.task_type.label_kind_problem(label.kind, spec.uses_threshold_rule)
+    if setting:
+        return problems + [f"{setting}: label column {spec.label_column!r} {why}"]
     if label.distinct == 1:
         value = next(iter(label.counts))
         return problems + [f"label column {spec.label_column!r} has the value {value!r} in every row: nothing to "

@@ -9,9 +9,11 @@ they execute it (`runners/`).
 """
 
 import os
+from dataclasses import dataclass
 from typing import List, Optional
 
 import tensorflow_model_analysis as tfma
+from google.protobuf import json_format
 # The modules behind `tfx.v1`, not `tfx.v1` itself: that namespace also imports the Google Cloud AI Platform
 # client (tfx.v1.extensions), ~2 s of every command, 20% of an unchanged re-run (bench/profile.py).
 from tfx.components.bulk_inferrer.component import BulkInferrer
@@ -31,24 +33,23 @@ from tfx.proto import bulk_inferrer_pb2, example_gen_pb2, pusher_pb2, trainer_pb
 from tfx.types import Channel, standard_artifacts
 
 import models.preprocessing
-import models.trainer.model
-import models.trainer.tuning
+import models.trainer.entry
 from components.anomaly_gate import AnomalyGate
-from components.baseline_model import BaselineResolver
+from pipeline.resolvers import BaselineResolver, LatestSpansStrategy
 from components.edge_export import EdgeExport
 from components.serving_pusher import ServingPusher
-from components.span_window import LatestSpansStrategy
 from contract.config import PipelineConfig, bundled_taxi_root, is_remote, section_to_dict
-from contract.serving import (CLASSIFY_SIGNATURE, PRIMARY_OUTPUT, REGRESS_SIGNATURE, SERVING_SIGNATURE,
-                              TRANSFORM_SIGNATURE)
+from contract.errors import ConfigError
+from models.trainer import families
+from contract.serving import SERVING_SIGNATURE, TRANSFORM_SIGNATURE
 from pipeline import tuning_reuse, vertex_training
 from validation.checks import default_serving_data
 
 # TFX packages each module file's directory into a wheel and fingerprints it for caching: Transform's
 # directory (models/) holds only the feature code, so Trainer or training-infrastructure edits keep it cached.
 TRANSFORM_MODULE = models.preprocessing.__file__
-TRAINER_MODULE = models.trainer.model.__file__
-TUNER_MODULE = models.trainer.tuning.__file__
+# One module file for both: `run_fn` and `tuner_fn` pick the family `training.model` names.
+TRAINER_MODULE = TUNER_MODULE = models.trainer.entry.__file__
 UNLABELLED_SPLIT = "unlabelled"
 BASELINE_RESOLVER = "latest_blessed_model_resolver"
 
@@ -67,76 +68,14 @@ def example_gen_configs(config: PipelineConfig):
     return input_config, output_config
 
 
-def _threshold(lower: Optional[float] = None, upper: Optional[float] = None, change: Optional[float] = None,
-               higher_is_better: bool = True) -> tfma.MetricThreshold:
-    """A threshold on the overall slice's value (`lower`/`upper`) and on its change vs the baseline.
-
-    `change` is how much worse than the baseline the candidate may be: a drop for
-    higher-is-better metrics, an increase for lower-is-better ones.
-    """
-    value = None
-    if lower is not None or upper is not None:
-        value = tfma.GenericValueThreshold(**({"lower_bound": {"value": lower}} if lower is not None else {}),
-                                           **({"upper_bound": {"value": upper}} if upper is not None else {}))
-    difference = None
-    if change is not None:
-        # The epsilon keeps float noise in an identical candidate's difference (an unchanged re-run) from failing it.
-        difference = tfma.GenericChangeThreshold(
-            direction=tfma.MetricDirection.HIGHER_IS_BETTER if higher_is_better else
-            tfma.MetricDirection.LOWER_IS_BETTER,
-            absolute={"value": -change - 1e-10 if higher_is_better else change + 1e-10})
-    return tfma.MetricThreshold(value_threshold=value, change_threshold=difference)
-
-
-def _gated(metric: str, threshold: tfma.MetricThreshold, metric_config: str = "") -> tfma.MetricConfig:
-    return tfma.MetricConfig(class_name=metric, config=metric_config, per_slice_thresholds=[
-        tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=threshold)])
-
-
 def metrics_specs(config: PipelineConfig) -> List[tfma.MetricsSpec]:
-    """TFMA metrics and the blessing thresholds of the task (`features.task`).
+    """TFMA metrics and the blessing thresholds of the task (`contract.tasks`: `Task.blessings`).
 
-    binary: AUC and binary accuracy gated, precision/recall, calibration and ROC plots;
-    multiclass: accuracy gated (also vs the baseline), macro-averaged one-vs-rest AUC
-    gated, recall per class (of the top class), the confusion matrix; regression: RMSE
-    gated (upper bound, and lower-is-better vs the baseline), MAE, mean prediction and
-    mean label.
+    Thresholds apply to the overall slice; the other metrics are reported only.
     """
-    rules, spec = config.evaluator, config.features
-    count = tfma.MetricConfig(class_name="ExampleCount")
-    if spec.task == "binary":
-        return [tfma.MetricsSpec(metrics=[
-            count,
-            _gated("AUC", _threshold(lower=rules.min_auc, change=rules.max_auc_drop)),
-            _gated("BinaryAccuracy", _threshold(lower=rules.min_binary_accuracy)),
-            tfma.MetricConfig(class_name="Precision"),
-            tfma.MetricConfig(class_name="Recall"),
-            tfma.MetricConfig(class_name="CalibrationPlot"),
-            tfma.MetricConfig(class_name="ConfusionMatrixPlot"),
-        ])]
-    if spec.task == "multiclass":
-        class_ids = list(range(len(spec.class_names)))
-        return [
-            tfma.MetricsSpec(metrics=[
-                count,
-                _gated("SparseCategoricalAccuracy",
-                       _threshold(lower=rules.min_accuracy, change=rules.max_accuracy_drop)),
-                tfma.MetricConfig(class_name="MultiClassConfusionMatrixPlot"),
-            ]),
-            tfma.MetricsSpec(metrics=[_gated("AUC", _threshold(lower=rules.min_auc))],
-                             aggregate=tfma.AggregationOptions(macro_average=True,
-                                                               class_weights={i: 1.0 for i in class_ids})),
-            tfma.MetricsSpec(metrics=[tfma.MetricConfig(class_name="Recall", config='{"top_k": 1}')],
-                             binarize=tfma.BinarizationOptions(class_ids={"values": class_ids})),
-        ]
-    return [tfma.MetricsSpec(metrics=[
-        count,
-        _gated("RootMeanSquaredError", _threshold(upper=rules.max_rmse or None, change=rules.max_rmse_increase,
-                                                  higher_is_better=False)),
-        tfma.MetricConfig(class_name="MeanAbsoluteError"),
-        tfma.MetricConfig(class_name="MeanPrediction"),
-        tfma.MetricConfig(class_name="MeanLabel"),
-    ])]
+    spec = config.features
+    return [json_format.ParseDict(found, tfma.MetricsSpec())
+            for found in spec.task_type.tfma_metrics_specs(config.evaluator, len(spec.class_names))]
 
 
 def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
@@ -144,7 +83,7 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
     overall = tfma.SlicingSpec()
     return tfma.EvalConfig(
         model_specs=[tfma.ModelSpec(signature_name=SERVING_SIGNATURE, label_key=config.features.label_key,
-                                    prediction_key=PRIMARY_OUTPUT[config.features.task],
+                                    prediction_key=config.features.task_type.primary_output,
                                     preprocessing_function_names=[TRANSFORM_SIGNATURE])],
         slicing_specs=[overall] + [tfma.SlicingSpec(feature_keys=[f]) for f in config.evaluator.slice_features],
         metrics_specs=metrics_specs(config),
@@ -161,14 +100,14 @@ def transform_custom_config(config: PipelineConfig) -> dict:
 
 
 def tuner_custom_config(config: PipelineConfig) -> dict:
-    """The Tuner's: features, the search settings, the batch size and seed it trains trials with, and
+    """The Tuner's: features, the search settings, the family, batch size and seed it trains trials with, and
     the tuning key that `tuner.retune: on_change` finds the run by (`tuning_reuse`).
 
     `tuner.retune` itself is left out: switching it must not make the last search unfindable.
     """
     custom = dict(transform_custom_config(config),
                   tuner={k: v for k, v in section_to_dict(config.tuner).items() if k != "retune"},
-                  training=section_to_dict(config.training, "batch_size", "seed"))
+                  training=section_to_dict(config.training, "model", "batch_size", "seed"))
     custom[tuning_reuse.KEY_PROPERTY] = tuning_reuse.tuning_key(config, custom)
     return custom
 
@@ -182,7 +121,47 @@ def trainer_custom_config(config: PipelineConfig) -> dict:
     return dict(transform_custom_config(config), training=section_to_dict(config.training))
 
 
-def anomaly_gate(config: PipelineConfig, examples, statistics, schema, anomalies) -> AnomalyGate:
+@dataclass(frozen=True)
+class PriorRuns:
+    """What the DAG takes from earlier runs and from disk, settled by the runner before the DAG is built
+    (`read_prior_runs`), so that `create_pipeline` reads nothing and its DAG depends on its arguments only.
+
+    hyperparameters: URI of an earlier search's `best_hyperparameters` artifact to import instead of running
+        the Tuner (`tuner.retune: on_change`); "" runs the Tuner.
+    serving_data: what the skew check compares the training data with (`validation.serving_data`, else the
+        request logs, else the bundled unlabelled split for the taxi schema); "" means no skew check.
+    """
+
+    hyperparameters: str = ""
+    serving_data: str = ""
+
+
+def read_prior_runs(config: PipelineConfig, local_store: bool = True) -> PriorRuns:
+    """The `PriorRuns` of `config`: ML Metadata for a reusable search, the request logs for serving data.
+
+    `local_store` False (a pipeline compiled for Vertex AI, whose ML Metadata is elsewhere): no search is looked
+    for, the Tuner always runs.
+    """
+    hyperparameters = ""
+    if local_store and config.tuner.enabled and config.tuner.retune == "on_change" and not config.vertex.enabled:
+        reused = tuning_reuse.last_tuned(config, tuner_custom_config(config)[tuning_reuse.KEY_PROPERTY])
+        hyperparameters = reused.uri if reused is not None else ""
+    return PriorRuns(hyperparameters=hyperparameters,
+                     serving_data=default_serving_data(config) if config.validation.skew else "")
+
+
+def check_model(config: PipelineConfig) -> None:
+    """The family `training.model` names exists and trains this task under this strategy, before any component."""
+    try:
+        family = families.get(config.training.model)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    problems = family.problems(config)
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
+def anomaly_gate(config: PipelineConfig, prior: PriorRuns, examples, statistics, schema, anomalies) -> AnomalyGate:
     """The gate, with skew against serving traffic and drift against the previous `{SPAN}` when enabled."""
     span_pattern = ""
     train_pattern = config.data.pattern or config.data.train_pattern
@@ -191,12 +170,12 @@ def anomaly_gate(config: PipelineConfig, examples, statistics, schema, anomalies
     return AnomalyGate(
         examples=examples, statistics=statistics, schema=schema, anomalies=anomalies,
         fail_severity=config.validation.fail_severity, allow_anomalies=config.validation.allow_anomalies,
-        serving_data=default_serving_data(config) if config.validation.skew else "",
+        serving_data=prior.serving_data if config.validation.skew else "",
         span_pattern=span_pattern, report_dir=os.path.join(config.pipeline_root, "validation_reports"))
 
 
-def create_components(config: PipelineConfig, reuse_tuning: bool = True) -> List:
-    """The components; `reuse_tuning` False: never look for a previous search (a store elsewhere)."""
+def create_components(config: PipelineConfig, prior: PriorRuns = PriorRuns()) -> List:
+    """The components of `config`, with what `prior` settled (reused hyper-parameters, serving data)."""
     input_config, output_config = example_gen_configs(config)
     example_gen = ImportExampleGen(
         input_base=config.input_base, input_config=input_config, output_config=output_config)
@@ -204,7 +183,7 @@ def create_components(config: PipelineConfig, reuse_tuning: bool = True) -> List
     schema_gen = ImportSchemaGen(schema_file=os.path.abspath(config.schema_file))
     example_validator = ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
-    gate = anomaly_gate(config, example_gen.outputs["examples"], statistics_gen.outputs["statistics"],
+    gate = anomaly_gate(config, prior, example_gen.outputs["examples"], statistics_gen.outputs["statistics"],
                         schema_gen.outputs["schema"], example_validator.outputs["anomalies"])
     training_examples, window = example_gen.outputs["examples"], []
     if config.data.span_window > 1:
@@ -238,13 +217,10 @@ def create_components(config: PipelineConfig, reuse_tuning: bool = True) -> List
         trainer_config = dict(trainer_config, **vertex_training.trainer_custom_config(config))
         tuner_config = dict(tuner_config, **vertex_training.tuner_custom_config(config))
     hyperparameters = None
-    reused = None
-    if reuse_tuning and config.tuner.enabled and config.tuner.retune == "on_change" and not config.vertex.enabled:
-        reused = tuning_reuse.last_tuned(config, tuner_config[tuning_reuse.KEY_PROPERTY])
-    if reused is not None:
+    if prior.hyperparameters and config.tuner.enabled:
         # The very artifact the last search wrote (reimport=False): lineage leads to that Tuner run.
         importer = Importer(
-            source_uri=reused.uri, artifact_type=standard_artifacts.HyperParameters,
+            source_uri=prior.hyperparameters, artifact_type=standard_artifacts.HyperParameters,
             reimport=False).with_id(tuning_reuse.IMPORTER_ID)
         importer.add_upstream_node(transform)
         hyperparameters = importer.outputs["result"]
@@ -322,8 +298,7 @@ def bulk_inference(config: PipelineConfig, model, blessing) -> List:
     inferrer = BulkInferrer(
         examples=unlabelled.outputs["examples"], model=model, model_blessing=blessing,
         data_spec=bulk_inferrer_pb2.DataSpec(example_splits=[UNLABELLED_SPLIT]),
-        model_spec=bulk_inferrer_pb2.ModelSpec(model_signature_name=[
-            REGRESS_SIGNATURE if config.features.task == "regression" else CLASSIFY_SIGNATURE]))
+        model_spec=bulk_inferrer_pb2.ModelSpec(model_signature_name=[config.features.task_type.examples_api.signature]))
     return [unlabelled, inferrer]
 
 
@@ -334,18 +309,19 @@ def beam_pipeline_args(config: PipelineConfig) -> List[str]:
     return args
 
 
-def create_pipeline(config: PipelineConfig, metadata_connection_config=None,
+def create_pipeline(config: PipelineConfig, prior: PriorRuns = PriorRuns(), metadata_connection_config=None,
                     extra_beam_args: Optional[List[str]] = None) -> Pipeline:
-    """The pipeline for `config`; runners pass their own MLMD connection and Beam args."""
-    # `tuner.retune: on_change` reads the store the run will write: only this machine's SQLite.
-    local_store = metadata_connection_config is None
-    if local_store:
-        metadata_connection_config = tfx_metadata.sqlite_metadata_connection_config(
-            config.metadata_path)
+    """The pipeline for `config` and what its runner settled (`read_prior_runs`); reads nothing itself.
+
+    Runners pass their own MLMD connection (default: this machine's SQLite at `metadata_path`) and Beam args.
+    """
+    check_model(config)
+    if metadata_connection_config is None:
+        metadata_connection_config = tfx_metadata.sqlite_metadata_connection_config(config.metadata_path)
     return Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,
-        components=create_components(config, reuse_tuning=local_store),
+        components=create_components(config, prior),
         enable_cache=config.enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=beam_pipeline_args(config) + list(extra_beam_args or []),

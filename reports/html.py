@@ -17,7 +17,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from contract.files import write_text
 from pipeline.metadata import iso, node_name, open_metadata
-from reports.summary import TASK_METRICS, RunSummary, read_anomalies, read_run, task_of
+from contract import tasks
+from reports.summary import RunSummary, read_anomalies, read_run
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d2329;background:#f6f7f9}
@@ -294,19 +295,11 @@ def _plot_series(evaluation_uri: str) -> Tuple[Dict[str, list], Dict[str, list]]
 
 
 def _thresholds(config, with_baseline: bool) -> Dict[str, str]:
-    """Metric -> the blessing threshold it carries (pipeline/pipeline.py metrics_specs), per task."""
-    rules, task = config.evaluator, config.features.task
-    if task == "binary":
-        return {"auc": f">= {rules.min_auc}" + (f", no more than {rules.max_auc_drop} below baseline"
-                                                 if with_baseline else ""),
-                "binary_accuracy": f">= {rules.min_binary_accuracy}"}
-    if task == "multiclass":
-        return {"sparse_categorical_accuracy": f">= {rules.min_accuracy}" + (
-            f", no more than {rules.max_accuracy_drop} below baseline" if with_baseline else ""),
-            "macro_auc": f">= {rules.min_auc}"}
-    bounds = ([f"<= {rules.max_rmse}"] if rules.max_rmse else []) + (
-        [f"no more than {rules.max_rmse_increase} above baseline"] if with_baseline else [])
-    return {"root_mean_squared_error": ", ".join(bounds) or "reported"}
+    """Metric -> the blessing thresholds it carries (`Task.blessings`, what the Evaluator gates)."""
+    found: Dict[str, List[str]] = {}
+    for rule, text in config.features.task_type.blessing_texts(config.evaluator, with_baseline):
+        found.setdefault(rule.key, []).append(text)
+    return {key: ", ".join(texts) for key, texts in found.items()}
 
 
 def _class_tables(summary: RunSummary, class_names: List[str]) -> str:
@@ -327,8 +320,8 @@ def _class_tables(summary: RunSummary, class_names: List[str]) -> str:
 def model_section(summary: RunSummary, config) -> str:
     if not summary.candidate_metrics:
         return "<p class='muted'>The model was not evaluated in this run.</p>"
-    task = task_of(summary.candidate_metrics)
-    names = [k for k, _ in TASK_METRICS[task] if k in summary.candidate_metrics]
+    task = tasks.of_metrics(summary.candidate_metrics)
+    names = [m.key for m in task.report_metrics if m.key in summary.candidate_metrics]
     thresholds = _thresholds(config, bool(summary.baseline_metrics))
     rows = [[n, _num(summary.candidate_metrics.get(n)), _num(summary.baseline_metrics.get(n)),
              thresholds.get(n, "reported")] for n in names]
@@ -338,18 +331,18 @@ def model_section(summary: RunSummary, config) -> str:
         verdict = '<span class="badge bad">not blessed</span> ' + "; ".join(_e(r) for r in summary.blessing_reasons)
     else:
         verdict = '<span class="badge muted">no blessing</span>'
-    parts = [f"<p>{verdict} &nbsp; {_e(task)} model; candidate <code>{_e(summary.candidate_model)}</code>; baseline "
+    parts = [f"<p>{verdict} &nbsp; {_e(task.name)} model; candidate <code>{_e(summary.candidate_model)}</code>; baseline "
              f"<code>{_e(summary.baseline_model or 'none (first blessed model)')}</code></p>",
              "<h3>Overall (blessing thresholds)</h3>",
              _table(["metric", "candidate", "baseline", "threshold"], rows, numeric=(1, 2))]
-    if task == "multiclass":
+    if task.per_class_scores:
         parts.append(_class_tables(summary, config.features.class_names))
 
     def slice_order(item):
         feature, _, value = item[0].partition("=")
         return (feature, 0, float(value), "") if value.lstrip("-").replace(".", "", 1).isdigit() else (feature, 1, 0, value)
 
-    columns = TASK_METRICS[task][:2]
+    columns = [(m.key, m.label) for m in task.report_metrics[:2]]
     slice_rows = [[name.partition("=")[0], name.partition("=")[2], _num(m.get("example_count"))] +
                   [_num(m.get(key)) for key, _ in columns]
                   for name, m in sorted(summary.slice_metrics.items(), key=slice_order)]
@@ -374,8 +367,6 @@ def model_section(summary: RunSummary, config) -> str:
 
 def edge_section(summary: RunSummary, config) -> str:
     """Float vs int8 TFLite against the SavedModel, from the edge export's own record of this run."""
-    from edge.runtime import HEADLINE, VERSUS_SAVED_MODEL
-
     result = summary.edge
     if not result:
         return ""
@@ -383,14 +374,13 @@ def edge_section(summary: RunSummary, config) -> str:
                if result.get("pushed") else f'<span class="badge muted">not pushed</span> {_e(result.get("reason"))}')
     parts = [f"<p>{verdict}</p>"]
     metrics, sizes = result.get("metrics") or {}, result.get("sizes") or {}
-    task = result.get("task") or config.features.task
+    task = tasks.task(result.get("task") or config.features.task)
     if metrics:
-        key, label = HEADLINE[task]
-        second = {"binary": "accuracy", "multiclass": "macro_auc", "regression": "mae"}[task]
-        versus, versus_label = VERSUS_SAVED_MODEL[task]
-        rows = [[name, _num(sizes.get(name)), _num(sizes.get(f"{name}_weights")), _num(m.get(key)),
-                 _num(m.get(second)), _num(m.get(versus))] for name, m in metrics.items()]
-        parts.append(_table(["model", "bytes", "of which weights", label, second.replace("_", " "), versus_label],
+        first, second = task.quality_metrics[:2]
+        versus = task.versus_saved_model
+        rows = [[name, _num(sizes.get(name)), _num(sizes.get(f"{name}_weights")), _num(m.get(first.key)),
+                 _num(m.get(second.key)), _num(m.get(versus.key))] for name, m in metrics.items()]
+        parts.append(_table(["model", "bytes", "of which weights", first.label, second.label, versus.label],
                             rows, numeric=(1, 2, 3, 4, 5)))
         gate = result.get("gate") or []
         if gate:

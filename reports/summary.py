@@ -15,31 +15,17 @@ from typing import Dict, List, Optional
 
 from ml_metadata import metadata_store
 
+from contract import tasks
+
 from pipeline import tuning_reuse
 from pipeline.metadata import INPUT_EVENTS, OUTPUT_EVENTS, STATES, node_name
 
-# Per task, the overall metrics the summary, the report and the run list show, in order (TFMA's names;
-# `macro_` marks a macro average over the classes, `/class_<id>` one class), with a label for people.
-TASK_METRICS = {
-    "binary": [("auc", "AUC"), ("binary_accuracy", "accuracy"), ("precision", "precision"), ("recall", "recall"),
-               ("example_count", "examples")],
-    "multiclass": [("sparse_categorical_accuracy", "accuracy"), ("macro_auc", "macro AUC"),
-                   ("example_count", "examples")],
-    "regression": [("root_mean_squared_error", "RMSE"), ("mean_absolute_error", "MAE"),
-                   ("mean_prediction", "mean prediction"), ("mean_label", "mean label"), ("example_count", "examples")],
-}
-
-
-def task_of(metrics: Dict[str, float]) -> str:
-    """The task an evaluation was made for, from the metrics TFMA computed (pipeline/pipeline.py metrics_specs)."""
-    if "root_mean_squared_error" in metrics:
-        return "regression"
-    return "multiclass" if "sparse_categorical_accuracy" in metrics else "binary"
-
-
 def headline(metrics: Dict[str, float]) -> List[tuple]:
-    """The two metrics that sum a model up for its task: [(label, value or None), (label, value or None)]."""
-    return [(label, metrics.get(key)) for key, label in TASK_METRICS[task_of(metrics)][:2]]
+    """The two metrics that sum a model up for its task: [(label, value or None), (label, value or None)].
+
+    The task is read from the metrics TFMA computed (`tasks.of_metrics`), so a run of any task shows its own.
+    """
+    return [(m.label, metrics.get(m.key)) for m in tasks.of_metrics(metrics).report_metrics[:2]]
 
 
 @dataclass
@@ -269,7 +255,7 @@ def _read_evaluation(summary: RunSummary, evaluation_uri: str) -> None:
                 target[metric_name(kv.key)] = value
             elif kv.key.model_name != "baseline":
                 summary.slice_metrics.setdefault(name, {})[metric_name(kv.key)] = value
-    if task_of(summary.candidate_metrics) == "multiclass":
+    if tasks.of_metrics(summary.candidate_metrics).per_class_scores:
         summary.confusion_matrix = read_confusion_matrix(evaluation_uri)
     validation = tfma.load_validation_result(evaluation_uri)
     if validation and not validation.validation_ok:
@@ -317,34 +303,22 @@ def class_lines(summary: RunSummary, class_names: List[str]) -> List[str]:
 
 
 def blessing_rules(config, with_baseline: bool) -> List[str]:
-    """The thresholds a candidate met (pipeline/pipeline.py metrics_specs), for the summary and the report."""
-    rules, task = config.evaluator, config.features.task
-    if task == "binary":
-        found = [f"AUC >= {rules.min_auc}", f"accuracy >= {rules.min_binary_accuracy}"]
-        return found + ([f"AUC no more than {rules.max_auc_drop} below the baseline"] if with_baseline else [])
-    if task == "multiclass":
-        found = [f"accuracy >= {rules.min_accuracy}", f"macro AUC >= {rules.min_auc}"]
-        if with_baseline:
-            found.append(f"accuracy no more than {rules.max_accuracy_drop} below the baseline")
-        return found
-    found = [f"RMSE <= {rules.max_rmse}"] if rules.max_rmse else []
-    return found + ([f"RMSE no more than {rules.max_rmse_increase} above the baseline"] if with_baseline else [])
+    """The thresholds a candidate met (`Task.blessings`, what the Evaluator gates), for the summary."""
+    return [f"{rule.label} {text}" for rule, text in
+            config.features.task_type.blessing_texts(config.evaluator, with_baseline)]
 
 
 def _edge_lines(edge: Dict, config, cached: bool = False) -> List[str]:
     """Float vs int8 size and quality, and where the edge model went (or why it did not, or that it is cached)."""
-    from edge.runtime import HEADLINE, VERSUS_SAVED_MODEL
-
     if not edge:
         return []
     lines = []
     metrics, sizes = edge.get("metrics", {}), edge.get("sizes", {})
-    task = edge.get("task") or config.features.task
+    task = tasks.task(edge.get("task") or config.features.task)
     if metrics:
-        key, label = HEADLINE[task]
-        versus, versus_label = VERSUS_SAVED_MODEL[task]
-        versus_label = versus_label.replace(" with SavedModel", "")
-        shown = (lambda v: f"{v:12.2%}") if versus == "agreement" else (lambda v: f"{v:12.4f}")
+        key, label = task.headline.key, task.headline.label
+        versus, versus_label = task.versus_saved_model.key, task.versus_saved_model.label.replace(" with SavedModel", "")
+        shown = lambda v: f"{task.versus_saved_model.format(v):>12s}"  # noqa: E731
         lines.append("  edge model           float TFLite   int8 TFLite   SavedModel")
         weights = (f"; weights {sizes['int8_weights'] / sizes['float_weights']:.2f}x"
                    if sizes.get("float_weights") else "")
@@ -403,7 +377,7 @@ def format_summary(summary: RunSummary, config, timings: Dict[str, float]) -> st
         lines.append(f"  training: {training_line(summary.training)}")
     if summary.candidate_metrics:
         lines.append("  metric                       candidate   baseline")
-        for name, _ in TASK_METRICS[task_of(summary.candidate_metrics)]:
+        for name in (m.key for m in tasks.of_metrics(summary.candidate_metrics).report_metrics):
             key = next((k for k in summary.candidate_metrics if k.lower() == name.lower()), None)
             if key is None:
                 continue

@@ -3,7 +3,7 @@
     python -m runners run --runner beam [--config FILE] [--set section.key=value ...]
 
 The same DAG, MLMD store, progress lines, log file and summary as
-`runners.local`; only the orchestrator differs: Beam schedules the components
+`runners/local.py`; only the orchestrator differs: Beam schedules the components
 (`node X is running`). The components' own Beam jobs use the DirectRunner mode
 and worker count in `beam.direct_running_mode` / `beam.direct_num_workers`
 (set by `create_pipeline`), e.g. `--set beam.direct_running_mode=multi_processing

@@ -52,7 +52,7 @@ def build(config: PipelineConfig) -> Tuple[Any, Dict[str, str]]:
     """The pipeline as Vertex AI runs it, and the defaults of its runtime parameters."""
     from ml_metadata.proto import metadata_store_pb2
 
-    from pipeline.pipeline import create_pipeline
+    from pipeline.pipeline import create_pipeline, read_prior_runs
     from pipeline.dataflow import dataflow_beam_args
 
     check(config)
@@ -60,7 +60,8 @@ def build(config: PipelineConfig) -> Tuple[Any, Dict[str, str]]:
         config.kubeflow.image_project_dir, os.path.relpath(os.path.abspath(config.schema_file), REPO_ROOT)))
     dag = create_pipeline(
         in_image,
-        # Vertex AI keeps its own ML Metadata; this machine's SQLite path means nothing there.
+        # Vertex AI keeps its own ML Metadata: this machine's SQLite (and an earlier search in it) means nothing there.
+        read_prior_runs(in_image, local_store=False),
         metadata_connection_config=metadata_store_pb2.ConnectionConfig(),
         extra_beam_args=dataflow_beam_args(config) if config.kubeflow.use_dataflow else None)
     components = {c.id: c for c in dag.components}
@@ -125,9 +126,9 @@ def _exclude_candidate(spec: Dict[str, Any], resolver) -> None:
     TFX compiles the baseline Resolver as its LatestBlessedModelStrategy: a task
     that queries the latest positive ModelBlessing, then one that queries the Model
     it names. Here the first task also takes the candidate, so the baseline is
-    never the candidate (components/baseline_model.py), as in a local run.
+    never the candidate (pipeline/resolvers.py), as in a local run.
     """
-    from components.baseline_model import CANDIDATE_KEY, exclude_candidate_filter
+    from pipeline.resolvers import CANDIDATE_KEY, exclude_candidate_filter
 
     candidate = resolver.raw_inputs[CANDIDATE_KEY]
     task_name = f"{resolver.id}-model-blessing-resolver"

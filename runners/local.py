@@ -1,6 +1,4 @@
-"""Run the pipeline on this machine: LocalDagRunner, Beam DirectRunner, SQLite MLMD.
-
-    python -m runners.local [--config FILE] [--set section.key=value ...]
+"""Run the pipeline on this machine (`tfx-edge pipeline run`): LocalDagRunner, Beam DirectRunner, SQLite MLMD.
 
 The terminal shows one line per component as it starts and ends, then a
 summary (metrics of candidate and baseline, blessing, where the model went).
@@ -10,7 +8,6 @@ failed, 2 for a configuration error or unreadable input file, 3 when the
 anomaly gate stopped the run on bad data (its report is printed, with its path).
 """
 
-import argparse
 import contextlib
 import ctypes
 import gc
@@ -21,7 +18,6 @@ import sys
 import time
 from typing import Dict, Optional, TextIO
 
-from contract import cli
 from contract.config import PipelineConfig
 from contract.errors import ConfigError, DataValidationFailed
 
@@ -182,11 +178,11 @@ def run(config: PipelineConfig, out: TextIO = sys.stdout, dag_runner=None) -> in
         from absl import logging as absl_logging
         from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
-        from pipeline.pipeline import create_pipeline
+        from pipeline.pipeline import create_pipeline, read_prior_runs
 
         absl_logging.set_verbosity(absl_logging.INFO)
         try:
-            dag = create_pipeline(config)
+            dag = create_pipeline(config, read_prior_runs(config))
             # LocalDagRunner runs one component at a time in this thread; a caller's runner may not.
             handler = ProgressHandler(terminal, total=len(dag.components), release_memory=dag_runner is None)
             if handler.release_memory:
@@ -220,14 +216,14 @@ def run(config: PipelineConfig, out: TextIO = sys.stdout, dag_runner=None) -> in
                 logging.getLogger().removeHandler(h)
             logging.getLogger().addHandler(logging.NullHandler())
             logging.getLogger().setLevel(logging.WARNING)
-    if status == 0:
-        from pipeline.metadata import open_metadata
-        from reports.summary import format_summary, read_run
+    # The run read back from ML Metadata once, for both the summary and the report.
+    store, summary = read_summary(config, log_path)
+    if status == 0 and summary is not None:
+        from reports.summary import format_summary
 
-        summary = read_run(open_metadata(config.metadata_path), config.pipeline_name)
         out.write(format_summary(summary, config, handler.timings) + "\n")
         out.write(f"  logs:      {log_path}\n")
-    report = write_run_report(config, log_path)
+    report = write_run_report(config, log_path, store, summary)
     if report:
         out.write(f"  report:    {report}\n")
     out.write(f"Finished in {time.time() - started:.1f}s\n")
@@ -235,15 +231,28 @@ def run(config: PipelineConfig, out: TextIO = sys.stdout, dag_runner=None) -> in
     return status
 
 
-def write_run_report(config: PipelineConfig, log_path: str) -> str:
+def read_summary(config: PipelineConfig, log_path: str):
+    """(store, the run read back from it); (None, None) when no run was registered (it failed before that)."""
+    from pipeline.metadata import open_metadata
+    from reports.summary import read_run
+
+    with output_to_log(log_path):
+        try:
+            store = open_metadata(config.metadata_path)
+            return store, read_run(store, config.pipeline_name)
+        except LookupError:
+            return None, None
+
+
+def write_run_report(config: PipelineConfig, log_path: str, store, summary) -> str:
     """The run's HTML report (failed runs too: they show how far they got); "" if there is no run to show."""
     from reports.html import write_report
 
+    if summary is None:
+        return ""  # failed before the first component registered a run
     try:
         with output_to_log(log_path):
-            return write_report(config)
-    except LookupError:
-        return ""  # failed before the first component registered a run
+            return write_report(config, summary=summary, store=store)
     except Exception:  # A report is a view of the run; it never changes the run's outcome.
         import traceback
 
@@ -251,21 +260,3 @@ def write_run_report(config: PipelineConfig, log_path: str) -> str:
             log.write("Could not write the run report:\n")
             traceback.print_exc(file=log)
         return ""
-
-
-@cli.command
-def main(argv=None) -> int:
-    cli.prepare(tensorflow_log_level="2")  # fd 2 goes to the run log, where TensorFlow's C++ lines belong
-    parser = argparse.ArgumentParser(prog="python -m runners.local", description=__doc__.split("\n\n")[0])
-    cli.add_settings_arguments(parser)
-    parser.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
-    args = parser.parse_args(argv)
-    config = cli.load_settings(args)
-    if args.print_config:
-        print(config.to_yaml())
-        return 0
-    return run(config)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """Infer a starting schema for a new dataset of tf.Example TFRecords.
 
-    python -m schemas.infer --data-root DIR --out FILE [--pattern GLOB] [--label-column COL]
+    tfx-edge schema infer --data-root DIR --out FILE [--pattern GLOB] [--label-column COL]
 
 Reads every file matching the pattern (gzip or plain, told apart by content),
 computes statistics with TFDV and writes the inferred schema as text proto,
@@ -9,14 +9,11 @@ TRAINING. Review and curate the result (domains, presence) before using it as
 `schema_file`: inference describes the data you have, not the data you accept.
 """
 
-import argparse
 import glob
 import os
-import sys
 
 from tensorflow_metadata.proto.v0 import schema_pb2
 
-from contract import cli
 
 TRAINING, SERVING = "TRAINING", "SERVING"
 
@@ -61,31 +58,3 @@ def _common_pattern(files):
     if len(dirs) == 1 and len(exts) == 1:
         return os.path.join(dirs.pop(), "*" + exts.pop())
     raise SystemExit("infer-schema: files span several directories; pass a --pattern within one directory")
-
-
-@cli.command
-def main(argv=None) -> int:
-    cli.prepare()
-    parser = argparse.ArgumentParser(prog="infer-schema", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-root", required=True, help="directory of tf.Example TFRecord files")
-    parser.add_argument("--pattern", default="*", help="glob under --data-root (default: *)")
-    parser.add_argument("--out", required=True, help="where to write schema.pbtxt")
-    parser.add_argument("--label-column", default="", help="column present only in training data")
-    args = parser.parse_args(argv)
-    import tensorflow_data_validation as tfdv
-
-    files = tfrecord_files(args.data_root, args.pattern)
-    schema = infer_schema(files, args.label_column)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    tfdv.write_schema_text(schema, args.out)
-    print(f"wrote {args.out}: {len(schema.feature)} features from {len(files)} files")
-    for feature in schema.feature:
-        kind = schema_pb2.FeatureType.Name(feature.type)
-        presence = feature.presence.min_fraction
-        envs = f" not in {list(feature.not_in_environment)}" if feature.not_in_environment else ""
-        print(f"  {feature.name:28s} {kind:6s} presence>={presence:.2f}{envs}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -21,19 +21,16 @@ TRAINING and SERVING environments: the label only in TRAINING. Curate both files
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import re
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 import yaml
 
-from contract import cli
-from contract.config import TASKS
+from contract import tasks
 from contract.errors import ConfigError
 from schemas.infer import SERVING, TRAINING, is_gzip
 from schemas.profile import ColumnProfile, DataProfile, kind_conflict, merged
@@ -164,31 +161,28 @@ def guess_task(label: ColumnProfile, rows: int, task: str = "auto") -> Guess:
         why = f"guessed from the {described}"
     else:
         why = f"chosen with --task; {described}"
-    if task == "regression":
-        if kind == "string":
-            raise ConfigError(f"--task regression: label column {label.name!r} holds strings; a regression label is "
-                              "a number (use --task binary or multiclass)")
+    chosen = tasks.task(task)
+    setting, problem = chosen.label_kind_problem(kind, threshold_rule=kind == "float")
+    if setting:
+        raise ConfigError(f"--task {task}: label column {label.name!r} {problem}")
+    if not chosen.is_classification:
         return Guess(task, why)
     if distinct > MAX_CLASSES:
         raise ConfigError(f"label column {label.name!r} has more than {MAX_CLASSES} distinct values: too many to be "
                           "classes; use --task regression if it is a number")
     if kind == "float":
-        if task == "multiclass":
-            raise ConfigError(f"--task multiclass: label column {label.name!r} holds floats; class labels are strings "
-                              "or integers")
         if distinct > 2:
-            raise ConfigError(f"--task binary: label column {label.name!r} holds {distinct} float values; "
+            raise ConfigError(f"--task {task}: label column {label.name!r} holds {distinct} float values; "
                               "write a 0/1 (or two-valued) label upstream, or use --task regression")
         low, high = sorted(float(v) for v in label.counts)
         return Guess(task, why, threshold=(low + high) / 2)
     classes = sorted(label.counts, key=_natural)
-    if task == "binary":
-        if len(classes) != 2:
-            raise ConfigError(f"--task binary: label column {label.name!r} has {len(classes)} values "
-                              f"({_values(label)}); binary needs two (use --task multiclass)")
-        if kind == "string":
-            # The rarer value is the event a binary classifier scores (churned, fraud, malignant).
-            classes.sort(key=lambda v: (-label.counts[v], v))
+    if chosen.class_names_problem(classes):
+        raise ConfigError(f"--task {task}: label column {label.name!r} has {len(classes)} values "
+                          f"({_values(label)}); {chosen.class_names_problem(classes)}")
+    if chosen.has_positive_class and kind == "string":
+        # The rarer value is the event a binary classifier scores (churned, fraud, malignant).
+        classes.sort(key=lambda v: (-label.counts[v], v))
     return Guess(task, why, classes=classes)
 
 
@@ -268,7 +262,7 @@ def config_text(name: str, data_root: str, out: str, layout: Layout, rows: int, 
         lines.append(f"  label_threshold: {guess.threshold:g}   # positive above the midpoint of its two values")
     if guess.classes:
         meaning = ("the second is the positive class" + (" (the rarer value)" if label.kind == "string" else "")
-                   if guess.task == "binary" else "the class names every output carries")
+                   if tasks.task(guess.task).has_positive_class else "the class names every output carries")
         lines.append(f"  classes: {_yaml(guess.classes)}   # class ids in this order; {meaning}")
     else:
         lines.append("  classes: []")
@@ -284,14 +278,9 @@ def config_text(name: str, data_root: str, out: str, layout: Layout, rows: int, 
         lines.append("  # excluded (give one a role above to use it):")
         lines += [f"  #   {column}: {why}" for column, why in guess.roles["excluded"]]
     lines.append("evaluator:   # blessing thresholds on the eval split; raise them once you know what good is")
-    if guess.task == "regression":
-        lines.append(f"  max_rmse: {float(f'{label.std:.3g}'):g}   # the label's std: a model must beat predicting "
-                     "the mean")
-    else:
-        share = math.floor(_majority_share(label) * 100) / 100
-        accuracy = "min_binary_accuracy" if guess.task == "binary" else "min_accuracy"
-        lines += ["  min_auc: 0.6   # better than chance at ranking",
-                  f"  {accuracy}: {share:g}   # the majority class's share: a model must beat always answering it"]
+    share = math.floor(_majority_share(label) * 100) / 100 if label.counts else 0.0
+    lines += [f"  {setting}: {value:g}   # {why}"
+              for setting, value, why in tasks.task(guess.task).init_thresholds(label.std, share)]
     lines.append(f"  slice_features: {_yaml(slices)}" + (
         "   # metrics per value of this categorical feature, reported (not gated)" if slices else ""))
     lines += ["validation:", "  allow_anomalies: []   # anomalies in the data stop the run; tolerate one as "
@@ -376,7 +365,7 @@ def report(found: Dict[str, object], data_root: str) -> str:
              f"task: {guess.task} ({guess.why})"]
     if guess.classes:
         lines.append(f"classes: {', '.join(guess.classes)}" +
-                     (f" (positive: {guess.classes[1]})" if guess.task == "binary" else ""))
+                     (f" (positive: {guess.classes[1]})" if tasks.task(guess.task).has_positive_class else ""))
     if guess.threshold is not None:
         lines.append(f"label rule: {found['label'].name} > {guess.threshold:g}")  # type: ignore[union-attr]
     for role in ("numeric", "bucketized", "categorical"):
@@ -391,24 +380,3 @@ def report(found: Dict[str, object], data_root: str) -> str:
               f"wrote {found['config']}",
               f"next: make run ARGS=\"--config {found['config']}\""]
     return "\n".join(lines)
-
-
-@cli.command
-def main(argv=None) -> int:
-    cli.prepare()
-    parser = argparse.ArgumentParser(prog="tfx-edge schema init", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-root", required=True, help="directory of tf.Example TFRecord files (gzip or plain)")
-    parser.add_argument("--label", required=True, help="the column the model predicts")
-    parser.add_argument("--out", required=True, help="directory for config.yaml and schema.pbtxt")
-    parser.add_argument("--task", default="auto", choices=("auto",) + TASKS, help="default: guessed from the label")
-    parser.add_argument("--name", default="", help="pipeline and model name (default: the data directory's name)")
-    parser.add_argument("--pattern", default="", help="glob of the data files under --data-root, hash-split 4:1 "
-                                                      "(default: existing train/eval directories, else every file)")
-    args = parser.parse_args(argv)
-    found = initialise(args.data_root, args.label, args.out, args.task, args.name, args.pattern)
-    print(report(found, args.data_root))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,7 @@
 """A TF Serving gRPC client: raw feature rows in, the model's answers out.
 
 It uses only `tensorflow_serving.apis` (Predict, Classify, Regress, GetModelStatus),
-so the same code talks to the local server (`python -m serving serve`) and to real
+so the same code talks to the local server (`tfx-edge serving serve`) and to real
 TF Serving. Answers follow the model's task, read from what `serving_default`
 returns (contract/serving.py): a probability (binary), the predicted class and a
 score per class (multiclass), or a value (regression). Rows come from JSON lines,
@@ -24,8 +24,8 @@ from tensorflow_metadata.proto.v0 import schema_pb2
 from tensorflow_serving.apis import classification_pb2, get_model_status_pb2, model_service_pb2_grpc, predict_pb2, \
     prediction_service_pb2_grpc, regression_pb2
 
-from contract.serving import (CLASSES, CLASSIFY_SIGNATURE, EXAMPLES_INPUT, PREDICTED_CLASS, PREDICTION_KEY,
-                              REGRESS_SIGNATURE, SCORES, SERVING_SIGNATURE, VALUE_KEY)
+from contract import tasks
+from contract.serving import CLASSIFY_SIGNATURE, EXAMPLES_INPUT, PREDICTION_KEY, REGRESS_SIGNATURE, SERVING_SIGNATURE
 
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
 
@@ -88,19 +88,9 @@ def read_examples(path: str, schema_file: str) -> Iterator[tf.train.Example]:
 
 
 def task_answers(outputs: Dict[str, np.ndarray]) -> List[Dict[str, object]]:
-    """serving_default's outputs for a batch -> one answer per example: binary {"probability"}, multiclass
-    {"class", "scores": {class: score}}, regression {"value"}."""
-    if PREDICTION_KEY in outputs:
-        return [{"probability": round(float(p), 6)} for p in outputs[PREDICTION_KEY].reshape(-1)]
-    if SCORES in outputs:
-        names = [[n.decode() if isinstance(n, bytes) else str(n) for n in row] for row in outputs[CLASSES]]
-        predicted = [n.decode() if isinstance(n, bytes) else str(n) for n in outputs[PREDICTED_CLASS]]
-        return [{"class": top, "scores": {n: round(float(v), 6) for n, v in zip(row_names, row)}}
-                for top, row_names, row in zip(predicted, names, outputs[SCORES])]
-    if VALUE_KEY in outputs:
-        return [{"value": round(float(v), 6)} for v in outputs[VALUE_KEY].reshape(-1)]
-    raise ValueError(f"serving_default returned {sorted(outputs)}; expected {PREDICTION_KEY}, {SCORES} or "
-                     f"{VALUE_KEY} (contract/serving.py): is this a model of this pipeline?")
+    """serving_default's outputs for a batch -> one answer per example (`Task.client_answers`): binary
+    {"probability"}, multiclass {"class", "scores": {class: score}}, regression {"value"}."""
+    return tasks.of_outputs(outputs).client_answers(outputs)
 
 
 class ServingClient:

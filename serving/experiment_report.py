@@ -1,4 +1,4 @@
-"""`python -m serving experiment report`: how each arm of an experiment did, from the experiment logs.
+"""`tfx-edge serving experiment report`: how each arm of an experiment did, from the experiment logs.
 
 Per arm: requests and their share (checked against the configured weight with a
 binomial test), latency percentiles, the score distribution and, when the
@@ -190,7 +190,7 @@ def _p(value: Optional[float]) -> str:
 def render(report: Dict[str, Any]) -> str:
     if not report["arms"]:
         return (f"no experiment records for {report['model']} in {report['log_dir']}; run an experiment "
-                "(python -m serving rollout --label canary --version V --weight canary=10) and send traffic "
+                "(tfx-edge serving rollout --label canary --version V --weight canary=10) and send traffic "
                 "without a version or label")
     lines = [f"experiment of {report['model']}: {report['requests']} requests routed by the split "
              f"(logs {report['log_dir']})",

@@ -3,7 +3,7 @@
 TF Serving has no traffic split: a request names a version or a label, or gets
 the newest version loaded. The split lives in a sidecar file next to
 models.config, `<serving_dir>/experiments.json` (TF Serving ignores it), written
-by `python -m serving rollout --weight ...` and re-read by the local server every
+by `tfx-edge serving rollout --weight ...` and re-read by the local server every
 poll, like models.config:
 
     {"taxi": {"split": {"stable": 90, "canary": 10},
@@ -23,7 +23,7 @@ poll, like models.config:
 Every request the split routed, and every shadow call, is one JSON line in
 `<serving.experiment_log_dir>/<model>/experiment-*.jsonl`: arm, version, API,
 latency, scores and, when the request's tf.Examples still carry the label column
-(replayed or labelled traffic), the labels. `python -m serving experiment report`
+(replayed or labelled traffic), the labels. `tfx-edge serving experiment report`
 reads them (`experiment_report.py`).
 
 A split whose weights do not sum to 100, or that names a label models.config
@@ -72,7 +72,7 @@ class Experiment:
         if unknown:
             raise ExperimentError(f"{where}: the split of {model_name!r} names label(s) {', '.join(unknown)} that "
                                   f"models.config does not define (labels there: {known}); roll the version out "
-                                  "under that label first (python -m serving rollout --label canary --version V)")
+                                  "under that label first (tfx-edge serving rollout --label canary --version V)")
         negative = sorted(k for k, v in self.split.items() if v < 0)
         if negative:
             raise ExperimentError(f"{where}: weights must not be negative: {', '.join(negative)}")

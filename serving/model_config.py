@@ -1,6 +1,6 @@
 """`models.config`: TF Serving's ModelServerConfig, the one file that says which versions serve.
 
-TF Serving (`--model_config_file`) and the local server (`serving/server.py`) read
+TF Serving (`--model_config_file`) and the local server (`serving/manager.py`) read
 the same text proto and re-read it every poll interval, so moving a version label
 is a file rewrite, never a restart. Two modes per model:
 
@@ -52,7 +52,7 @@ def new_config(model_name: str, base_path: str) -> model_server_config_pb2.Model
 def read(path: str) -> model_server_config_pb2.ModelServerConfig:
     if not fileio.exists(path):
         raise FileNotFoundError(
-            f"{path} does not exist; write it with `python -m serving config` (or push a model first)")
+            f"{path} does not exist; write it with `tfx-edge serving deploy-files` (or push a model first)")
     with fileio.open(path, "r") as f:
         text = f.read()
     try:
@@ -66,7 +66,7 @@ def write(path: str, config: model_server_config_pb2.ModelServerConfig) -> None:
     fileio.makedirs(os.path.dirname(path))
     staging = f"{path}.tmp-{os.getpid()}"
     with fileio.open(staging, "w") as f:
-        f.write("# TF Serving ModelServerConfig; rewritten by `python -m serving rollout|rollback`.\n")
+        f.write("# TF Serving ModelServerConfig; rewritten by `tfx-edge serving rollout|rollback`.\n")
         f.write(text_format.MessageToString(config))
     fileio.rename(staging, path, overwrite=True)
 
@@ -210,7 +210,7 @@ def set_experiment(path: str, model_name: str, experiment: Experiment) -> Rollou
     labels = dict(model.version_labels)
     if not labels:
         raise RolloutError(f"{model_name} has no version labels to split between; roll a version out first "
-                           "(python -m serving rollout --label canary --version V --weight canary=10)")
+                           "(tfx-edge serving rollout --label canary --version V --weight canary=10)")
     experiment.split = split_weights(experiment.split, labels)
     return _commit(path, config, Rollout(model_name, labels, sorted(set(labels.values()))), experiment)
 

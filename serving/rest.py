@@ -54,7 +54,8 @@ from contract.config import ServingConfig
 from contract.serving import CLASSIFY_METHOD, REGRESS_METHOD
 from serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from serving.metrics import METRICS_PATH
-from serving.server import REST, RequestError, ServingCore, classification_result
+from serving.core import REST, ServingCore, classification_result
+from serving.errors import RequestError
 
 PREDICTION_PATH = re.compile(r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)",
                              re.IGNORECASE)

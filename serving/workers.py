@@ -78,7 +78,7 @@ def _worker(config: PipelineConfig, serving: ServingConfig, index: int, ready) -
     # A request changes threads (gRPC's poller -> handler, a waiting request -> its batch's leader); with
     # Python's default 5 ms GIL switch interval each change can wait that long, which dwarfs a 1 ms model call.
     sys.setswitchinterval(GIL_SWITCH_SECONDS)
-    from serving.server import ModelServer, serve_forever
+    from serving.process import ModelServer, serve_forever
 
     configure_logging(f"[worker {index}] ")  # after the imports: TFX logs its optional packages while importing
 

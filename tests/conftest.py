@@ -2,9 +2,9 @@
 
 import os
 
-from contract import cli
+from cli import prologue
 
-cli.prepare(tensorflow_log_level="2")  # before any test module imports TensorFlow
+prologue.prepare(tensorflow_log_level="2")  # before any test module imports TensorFlow
 
 import pytest  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""Batch scoring (`python -m serving score`): real Beam jobs on `pushed_run`'s model, real gRPC server.
+"""Batch scoring (`tfx-edge serving score`): real Beam jobs on `pushed_run`'s model, real gRPC server.
 
 Jobs run on the DirectRunner in_memory; every input is the bundled taxi data or a
 small real sample of it, and bad inputs are real broken files.
@@ -18,10 +18,14 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions, StandardOpt
 
 from contract.config import ServingConfig, load_config
 from contract.versions import list_versions
-from serving import __main__ as cli
-from serving import batch, model_config
+from cli import serving as serving_cli
+from batch import inputs as batch_inputs
+from batch import job as batch
+from batch import models as batch_models
+from batch import outputs as batch_outputs
+from serving import model_config
 from serving.client import ServingClient
-from serving.server import ModelServer
+from serving.process import ModelServer
 from tests.samples import read_examples, write_examples
 
 pytestmark = pytest.mark.slow
@@ -38,7 +42,7 @@ def _args(config, *extra):
 
 
 def _score(config, *args):
-    return cli.main(["score", *_args(config), *args])
+    return serving_cli.main(["score", *_args(config), *args])
 
 
 def _no_staging_left(out):
@@ -140,7 +144,7 @@ def test_two_models_in_one_pass(pushed_run, unlabelled, tmp_path):
     model_config.rollout(models_config, config.model_name, first + 1, "canary")
     edge_version = os.path.join(config.model_edge_dir, str(list_versions(config.model_edge_dir)[-1]))
     out = str(tmp_path / "ab")
-    assert cli.main(["score", f"--set=output_dir={config.output_dir}", f"--set=serving_dir={serving_dir}",
+    assert serving_cli.main(["score", f"--set=output_dir={config.output_dir}", f"--set=serving_dir={serving_dir}",
                      "--input", unlabelled, "--out", out, "--model", "stable", "--model", "canary",
                      "--model", edge_version]) == 0
     table = pd.read_parquet(out)
@@ -253,7 +257,7 @@ def test_dataflow_job_options_offline(pushed_run):
     assert options.view_as(WorkerOptions).sdk_container_image == config.gcp.image
     assert options.view_as(WorkerOptions).max_num_workers == 8
 
-    with pytest.raises(batch.ScoringError, match="is not on gs://"):
+    with pytest.raises(batch_models.ScoringError, match="is not on gs://"):
         batch.score(config, batch.ScoreJob(input="/data/batch", out="gs://acme-ml/out", runner="dataflow"))
     with pytest.raises(Exception, match="gcp.project is not set"):
         batch.pipeline_options(load_config(None, []), "dataflow", "x")
@@ -261,11 +265,11 @@ def test_dataflow_job_options_offline(pushed_run):
     # The job graph with gs:// input and output, built and serialized, never run. (A Pipeline made with the
     # Dataflow options would validate them against Cloud Storage: a network call.)
     pushed, _ = pushed_run
-    choice = batch.resolve_model("latest", pushed)
+    choice = batch_models.resolve_model("latest", pushed)
     pipeline = beam.Pipeline()
-    scored = (batch.read_examples(pipeline, ["gs://acme-ml/batch/part-0.gz"], config.schema_file, [], {}, 1024)
-              | RunInference(batch.ScoringModelHandler([choice]).with_no_batching()))
-    batch.write_rows(scored, "parquet", "gs://acme-ml/out/.staging/predictions",
-                     [("source", "string"), ("record", "int")] + batch.column_names([choice]), 0)
+    scored = (batch_inputs.read_examples(pipeline, ["gs://acme-ml/batch/part-0.gz"], config.schema_file, [], {}, 1024)
+              | RunInference(batch_models.ScoringModelHandler([choice]).with_no_batching()))
+    batch_outputs.write_rows(scored, "parquet", "gs://acme-ml/out/.staging/predictions",
+                     [("source", "string"), ("record", "int")] + batch_models.column_names([choice]), 0)
     transforms = {t.unique_name for t in pipeline.to_runner_api().components.transforms.values()}
     assert any("RunInference" in name for name in transforms)

@@ -1,9 +1,8 @@
-"""Edge logic without a pipeline: raw-feature encoding, AUC, atomic push, configuration."""
+"""Edge logic without a pipeline: raw-feature encoding, atomic push, configuration."""
 
 import math
 import os
 
-import numpy as np
 import pytest
 
 from edge.encoder import FeatureEncoder, FeatureError
@@ -57,17 +56,6 @@ def test_encoder_clips_numeric_inputs_and_reads_csv_strings():
 def test_encoder_names_the_bad_feature(record, message):
     with pytest.raises(FeatureError, match=message):
         FeatureEncoder(MAPPING).encode(record)
-
-
-def test_auc_matches_pairwise_definition():
-    from edge.export import auc
-
-    rng = np.random.default_rng(0)
-    labels = rng.integers(0, 2, 200)
-    scores = np.round(rng.random(200), 1)  # many ties
-    pairs = [(p, n) for p in scores[labels == 1] for n in scores[labels == 0]]
-    expected = np.mean([1.0 if p > n else 0.5 if p == n else 0.0 for p, n in pairs])
-    assert auc(labels, scores) == pytest.approx(expected)
 
 
 def test_failed_push_leaves_the_previous_version_and_no_staging(tmp_path):

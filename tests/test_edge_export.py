@@ -137,7 +137,16 @@ def test_edge_encoder_fills_missing_values_as_transform_does(edge_run, small_sam
 
 
 def test_edge_cli_runs_without_tensorflow(edge_run, tmp_path, small_sample):
+    """As on a device: only edge/ and contract/ copied, the project not installed, TensorFlow unimportable."""
+    import sysconfig
+
+    from contract.config import REPO_ROOT
+
     _, _, version_dir = edge_run
+    device = tmp_path / "device"
+    for package in ("edge", "contract"):
+        shutil.copytree(os.path.join(REPO_ROOT, package), device / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
     records = export.raw_records(
         [e.SerializeToString() for e in read_examples(os.path.join(small_sample, "Split-eval", "*"), 20)],
         FeaturesConfig())
@@ -157,9 +166,12 @@ def test_edge_cli_runs_without_tensorflow(edge_run, tmp_path, small_sample):
         "    runpy.run_module('edge', run_name='__main__')\n"
         "except SystemExit as done:\n"
         "    assert not done.code, done.code\n"
-        "assert not [m for m in sys.modules if m.split('.')[0] == 'tensorflow']\n"
+        "assert not [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'yaml', 'models', 'tfx')]\n"
         "print('NO_TENSORFLOW_OK')\n")
-    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120)
+    # -S: no site initialisation, so no editable install of the project; numpy and LiteRT from site-packages.
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(device), sysconfig.get_paths()["purelib"]]))
+    result = subprocess.run([sys.executable, "-S", "-c", program], capture_output=True, text=True, timeout=120,
+                            cwd=str(device), env=env)
     assert result.returncode == 0, result.stderr
     out = result.stdout.splitlines()
     assert out[-1] == "NO_TENSORFLOW_OK"

@@ -213,7 +213,7 @@ def test_crashing_and_bad_tenants_fail_alone_with_bounded_concurrency(tmp_path):
     path = tmp_path / "fleet.yaml"
     path.write_text(textwrap.dedent(text))
     env = dict(os.environ)
-    result = subprocess.run([sys.executable, "-m", "runners.cli", "fleet", "run", "--fleet", str(path)],
+    result = subprocess.run([sys.executable, "-m", "cli", "fleet", "run", "--fleet", str(path)],
                             capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "idle-m                       skipped  (no data files)" in result.stdout
@@ -229,7 +229,7 @@ def test_watch_stops_cleanly_on_sigterm(tmp_path):
     path = _span_fleet(tmp_path, "[schedule]", "0 3 1 1 *")
     fleet = load_fleet(path)
     State(fleet.state_path).start_run(fleet.models[0].name, "x", {}, "log")  # ran: schedule not due for a year
-    child = subprocess.Popen([sys.executable, "-m", "runners.cli", "fleet", "watch", "--fleet", path,
+    child = subprocess.Popen([sys.executable, "-m", "cli", "fleet", "watch", "--fleet", path,
                               "--interval", "0.5"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     time.sleep(4)
     assert child.poll() is None
@@ -243,7 +243,7 @@ def test_watch_stops_cleanly_on_sigterm(tmp_path):
 
 def test_status_lists_every_model_as_json(tmp_path):
     fleet = load_fleet(_write(tmp_path, LAYERED))
-    result = subprocess.run([sys.executable, "-m", "runners.cli", "fleet", "status", "--fleet",
+    result = subprocess.run([sys.executable, "-m", "cli", "fleet", "status", "--fleet",
                              str(tmp_path / "fleet.yaml"), "--json"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)  # stdout is the JSON alone
@@ -254,7 +254,7 @@ def test_status_lists_every_model_as_json(tmp_path):
 
 def test_watch_abandons_the_running_pipeline_on_sigterm_when_asked(tmp_path):
     path = _span_fleet(tmp_path)  # never ran: due at once
-    child = subprocess.Popen([sys.executable, "-m", "runners.cli", "fleet", "watch", "--fleet", path,
+    child = subprocess.Popen([sys.executable, "-m", "cli", "fleet", "watch", "--fleet", path,
                               "--interval", "60", "--on-stop", "abandon"],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
@@ -278,8 +278,9 @@ def test_k8s_files_serve_every_served_tenant_model_from_one_deployment(tmp_path,
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
 
-    from fleet.__main__ import main
-    from serving import deploy, model_config
+    from cli.fleet import main
+    from deploy import kubernetes as deploy
+    from serving import model_config
 
     path = _write(tmp_path, LAYERED)
     fleet = load_fleet(path)

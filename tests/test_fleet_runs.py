@@ -28,7 +28,7 @@ pytestmark = pytest.mark.slow
 
 
 def _fleet_cli(*args):
-    result = subprocess.run([sys.executable, "-m", "runners.cli", "fleet", *args], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "cli", "fleet", *args], capture_output=True, text=True,
                             timeout=1800)
     return result.returncode, result.stdout + result.stderr
 
@@ -116,7 +116,7 @@ def cycles(tmp_path_factory):
     demo.write_span(os.path.join(root, "data", "acme"), 2, {k: _bad_span(v) for k, v in span.items()})
     second = _fleet_cli("run", "--fleet", path)
     # One `fleet status` for the status tests: the JSON on stdout, the HTML page beside it.
-    status = subprocess.run([sys.executable, "-m", "runners.cli", "fleet", "status", "--fleet", path, "--json",
+    status = subprocess.run([sys.executable, "-m", "cli", "fleet", "status", "--fleet", path, "--json",
                              "--html", os.path.join(root, "fleet.html")], capture_output=True, text=True, timeout=600)
     return {"path": path, "fleet": fleet, "first": first, "second": second, "after_first": after_first,
             "dagbag": json.loads(bag[1].strip().splitlines()[-1]), "airflow_run": airflow_run,
@@ -232,7 +232,7 @@ def test_a_bad_span_retrains_exactly_that_tenant_and_is_stopped_without_touching
 def test_one_server_serves_every_tenant_model_from_the_shared_models_config(cycles):
     from contract.config import ServingConfig
     from serving import model_config
-    from serving.server import ModelServer
+    from serving.process import ModelServer
 
     fleet = cycles["fleet"]
     models_config = fleet.models[0].config.models_config_path

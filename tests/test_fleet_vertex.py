@@ -8,7 +8,7 @@ import pytest
 
 from contract.errors import ConfigError
 from fleet.config import load_fleet
-from runners import fleet as fleet_runner
+from runners import vertex_schedules as fleet_runner
 
 FLEET = """
     fleet: {output_dir: "gs://bucket/fleet"}

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from contract.config import load_config
+from cli import schema as schema_cli
 from schemas import init
 from schemas.profile import ColumnProfile, DataProfile
 from tests.datasets import example, screening_rows
@@ -17,7 +18,7 @@ from tests.samples import write_examples
 def _init(data_root, out, *extra):
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        status = init.main(["--data-root", str(data_root), "--out", str(out), *extra])
+        status = schema_cli.main(["init", "--data-root", str(data_root), "--out", str(out), *extra])
     return status, printed.getvalue()
 
 

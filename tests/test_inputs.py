@@ -13,7 +13,7 @@ import pytest
 from contract.config import load_config
 from contract.errors import ConfigError
 from pipeline import inputs
-from schemas import init
+from cli import schema as schema_cli
 from tests.datasets import example, screening_rows
 from tests.samples import write_examples
 from validation.files import BadInputError
@@ -30,7 +30,7 @@ def written(tmp_path_factory):
     root = tmp_path_factory.mktemp("inputs")
     data = _write(root / "good", screening_rows(200))
     with contextlib.redirect_stdout(io.StringIO()):
-        assert init.main(["--data-root", data, "--label", "diagnosis", "--out", str(root / "model")]) == 0
+        assert schema_cli.main(["init", "--data-root", data, "--label", "diagnosis", "--out", str(root / "model")]) == 0
     return str(root / "model" / "config.yaml")
 
 

@@ -1,4 +1,5 @@
-"""The architecture holds: layers import one way (import-linter), public helpers are public, notebooks use the package."""
+"""The architecture holds: layers import one way and no cycles (import-linter), public helpers are public, notebooks
+use the package, every top-level folder is in the import contract."""
 
 import ast
 import glob
@@ -10,7 +11,7 @@ import sys
 from contract.config import REPO_ROOT
 
 PACKAGES = ("contract", "schemas", "models", "training", "validation", "edge", "components", "pipeline", "serving",
-            "reports", "fleet", "runners")
+            "batch", "deploy", "reports", "fleet", "runners", "cli", "bench")
 
 
 def test_import_contracts_hold():
@@ -22,7 +23,7 @@ def test_import_contracts_hold():
     assert "BROKEN" not in result.stdout and "0 broken" in result.stdout
 
 
-def _sources(folders=PACKAGES + ("tests", "bench")):
+def _sources(folders=PACKAGES + ("tests",)):
     for folder in folders:
         yield from glob.glob(os.path.join(REPO_ROOT, folder, "**", "*.py"), recursive=True)
 
@@ -48,10 +49,10 @@ def test_notebooks_import_the_package_not_test_helpers_or_paths():
 
 
 def test_no_module_edits_the_import_path_or_sets_keras_at_import():
-    """The package is installed (pip install -e .); entry points call contract.cli.prepare()."""
+    """The package is installed (pip install -e .); entry points call cli.prologue.prepare()."""
     offenders = []
-    for path in _sources(PACKAGES + ("bench",)):
-        if path.endswith(os.path.join("contract", "cli.py")):
+    for path in _sources(PACKAGES):
+        if path.endswith(os.path.join("cli", "prologue.py")):
             continue
         with open(path, encoding="utf-8") as f:
             text = f.read()
@@ -60,3 +61,16 @@ def test_no_module_edits_the_import_path_or_sets_keras_at_import():
             if needle in text:
                 offenders.append(f"{os.path.relpath(path, REPO_ROOT)}: {needle}")
     assert not offenders, offenders
+
+
+def test_every_package_is_in_the_import_contract_and_the_distribution():
+    """A new top-level package that the layers do not name would escape the layer check."""
+    import configparser
+
+    found = sorted(os.path.basename(os.path.dirname(p)) for p in glob.glob(os.path.join(REPO_ROOT, "*", "__init__.py"))
+                   if os.path.basename(os.path.dirname(p)) != "tests")
+    lint = configparser.ConfigParser()
+    lint.read(os.path.join(REPO_ROOT, ".importlinter"))
+    roots = lint["importlinter"]["root_packages"].split()
+    assert sorted(roots) == found, (roots, found)
+    assert sorted(PACKAGES) == found

@@ -17,7 +17,8 @@ import tensorflow as tf
 
 from contract.versions import list_versions
 from contract.serving import PREDICTION_KEY
-from models.trainer import model as model_lib
+from models.trainer import runtime
+from models.trainer.families import dnn
 from runners import local
 from pipeline import tuning_reuse
 from pipeline.metadata import open_metadata
@@ -71,10 +72,10 @@ def test_pushed_model_answers_serving_default_on_raw_examples(first_run, eval_ex
 def test_tuner_best_hyperparameters_reach_the_trainer(first_run):
     _, _, summary = first_run
     trainer = summary.component("Trainer")
-    used = json.load(open(os.path.join(trainer.outputs["model_run"][0], model_lib.HPARAMS_FILE)))
+    used = json.load(open(os.path.join(trainer.outputs["model_run"][0], runtime.HPARAMS_FILE)))
     assert summary.hyperparameters, "the Tuner wrote no best hyper-parameters"
     for name, value in summary.hyperparameters.items():
-        if name in model_lib.DEFAULT_HPARAMS:
+        if name in dnn.DEFAULT_HPARAMS:
             assert used[name] == value, name
 
 

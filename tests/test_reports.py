@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from reports import __main__ as cli
+from cli import reports as reports_cli
 from reports import html as html_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -20,7 +20,7 @@ NOTEBOOKS = sorted(f for f in os.listdir(os.path.join(REPO, "notebooks")) if f.e
 def _cli(*argv):
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        status = cli.main(list(argv))
+        status = reports_cli.main(list(argv))
     return status, out.getvalue()
 
 
@@ -83,7 +83,7 @@ def test_lineage_of_a_run_and_unknown_targets(pushed_run):
 
 
 def test_lineage_without_a_store_says_how_to_get_one(tmp_path, capsys):
-    assert cli.main(["lineage", "--set", f"output_dir={tmp_path}"]) == 1
+    assert reports_cli.main(["lineage", "--set", f"output_dir={tmp_path}"]) == 1
     assert "run the pipeline first" in capsys.readouterr().err
 
 

@@ -16,7 +16,8 @@ from tfx.components.util import tfxio_utils
 from tfx.types import standard_artifacts
 
 from contract.serving import PREDICTION_KEY, SERVING_SIGNATURE
-from models.trainer import model, tuning
+from models.trainer import entry
+from models.trainer.families import dnn
 from pipeline.pipeline import trainer_custom_config, tuner_custom_config
 from tests.samples import read_examples
 
@@ -42,7 +43,7 @@ def _fn_args(summary, work_dir: str, custom_config: dict, steps: int, eval_steps
 def _search(pushed_run, work_dir: str, seed: int):
     config = copy.deepcopy(pushed_run[0])
     config.training.seed, config.tuner.max_trials = seed, 2
-    result = tuning.tuner_fn(_fn_args(pushed_run[1], work_dir, tuner_custom_config(config), 20, 5))
+    result = entry.tuner_fn(_fn_args(pushed_run[1], work_dir, tuner_custom_config(config), 20, 5))
     result.tuner.search(**result.fit_kwargs)
     best = result.tuner.oracle.get_best_trials(1)[0]
     return best.hyperparameters.values, best.score
@@ -53,7 +54,7 @@ def _train_and_score(pushed_run, work_dir: str, seed: int, hparams: dict, serial
     config = copy.deepcopy(pushed_run[0])
     config.training.seed = seed
     fn_args = _fn_args(pushed_run[1], work_dir, trainer_custom_config(config), 60, 10)
-    model.train_and_export(fn_args, hparams)
+    dnn.train_and_export(fn_args, hparams)
     serve = tf.saved_model.load(fn_args.serving_model_dir).signatures[SERVING_SIGNATURE]
     return serve(tf.constant(serialized))[PREDICTION_KEY].numpy().reshape(-1)
 

@@ -36,9 +36,9 @@ def test_failure_reason_is_the_root_cause_in_one_line():
 
 def test_a_finished_component_leaves_no_keras_state_for_the_next_one():
     """Between components the local runner clears what Keras keeps globally (layer names count up until then)."""
-    from contract import cli
+    from cli import prologue
 
-    cli.prepare()
+    prologue.prepare()
     import tf_keras
 
     def next_layer_name():

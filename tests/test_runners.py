@@ -15,7 +15,7 @@ import pytest
 from contract.config import REPO_ROOT, load_config
 from contract.errors import ConfigError
 from runners import kubeflow_v2
-from runners.__main__ import main
+from cli.pipeline import main
 from pipeline.dataflow import dataflow_beam_args
 from tests.samples import small_config
 
@@ -215,7 +215,7 @@ def test_compiled_pipeline_exposes_train_and_eval_args_as_runtime_parameters(com
 
 
 def test_compiled_baseline_query_leaves_out_the_candidate(compiled):
-    """As locally (components/baseline_model.py): the blessing query takes the Trainer's model and skips it."""
+    """As locally (pipeline/resolvers.py): the blessing query takes the Trainer's model and skips it."""
     _, job, _ = compiled
     spec = job["pipelineSpec"]
     name = "latest_blessed_model_resolver-model-blessing-resolver"

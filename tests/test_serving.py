@@ -23,11 +23,11 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from contract.serving import WARMUP_FILE
 from contract.versions import list_versions
-from serving import __main__ as cli
+from cli import serving as serving_cli
 from serving import model_config
 from serving.client import ServingClient, read_examples
 from contract.config import ServingConfig
-from serving.server import ModelServer
+from serving.process import ModelServer
 from tests.samples import read_examples as read_tfrecords
 
 pytestmark = pytest.mark.slow
@@ -309,7 +309,7 @@ def test_client_reads_jsonl_csv_and_tfrecords_alike(served, eval_rows, pushed_ru
         assert list(client.classify(read_examples(str(jsonl), config.schema_file))) == list(
             (expected > 0.5).astype(int))
 
-    assert cli.main(["predict", "--input", str(csv_path), "--target", f"127.0.0.1:{server.port}"]) == 0
+    assert serving_cli.main(["predict", "--input", str(csv_path), "--target", f"127.0.0.1:{server.port}"]) == 0
     printed = [json.loads(line)["probability"] for line in capsys.readouterr().out.splitlines()]
     np.testing.assert_allclose(printed, expected, atol=1e-6)
 
@@ -423,7 +423,7 @@ def test_hot_swap_under_load_then_rollout_and_rollback_without_restart(pushed_ru
 
     try:
         # Canary: the new version beside a pinned stable; both answer by label.
-        assert cli.main(["rollout", "--label", "canary", "--version", str(new),
+        assert serving_cli.main(["rollout", "--label", "canary", "--version", str(new),
                          "--set", f"output_dir={tmp_path}"]) == 0
         entry = text_format.Parse(open(path).read(), model_server_config_pb2.ModelServerConfig())
         assert dict(entry.model_config_list.config[0].version_labels) == {"stable": old, "canary": new}
@@ -431,9 +431,9 @@ def test_hot_swap_under_load_then_rollout_and_rollback_without_restart(pushed_ru
         assert version_for(version_label="canary") == new
 
         # Rollback with retire: one command, stable back on the old version, the bad one gone for good.
-        assert cli.main(["rollout", "--version", str(new), "--set", f"output_dir={tmp_path}"]) == 0
+        assert serving_cli.main(["rollout", "--version", str(new), "--set", f"output_dir={tmp_path}"]) == 0
         assert after_poll(lambda: version_for(version_label="stable") == new)
-        assert cli.main(["rollback", "--retire", "--set", f"output_dir={tmp_path}"]) == 0
+        assert serving_cli.main(["rollback", "--retire", "--set", f"output_dir={tmp_path}"]) == 0
         assert after_poll(lambda: version_for(version_label="stable") == old)
         assert after_poll(lambda: version_for() == old)
         with pytest.raises(grpc.RpcError) as raised:

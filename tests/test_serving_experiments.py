@@ -15,8 +15,9 @@ from scipy import stats
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from contract.config import load_config
-from serving import __main__ as cli
-from serving import deploy, experiment_report, experiments, model_config
+from cli import serving as serving_cli
+from deploy import files as deploy
+from serving import experiment_report, experiments, model_config
 from serving.experiments import Experiment, ExperimentError
 from tests.samples import fake_serving_dir
 
@@ -32,7 +33,7 @@ def _snapshot(*paths):
 
 def test_rollout_with_a_weight_writes_labels_and_split_and_bad_splits_are_refused_unwritten(tmp_path, capsys):
     path, sidecar = _serving_dir(tmp_path, 10, 20)
-    assert cli.main(["rollout", "--label", "canary", "--version", "20", "--weight", "canary=10",
+    assert serving_cli.main(["rollout", "--label", "canary", "--version", "20", "--weight", "canary=10",
                      "--set", f"output_dir={tmp_path}"]) == 0
     assert "experiment split canary 10%, stable 90%" in capsys.readouterr().out
     assert experiments.read(sidecar)["taxi"].split == {"canary": 10.0, "stable": 90.0}
@@ -43,7 +44,7 @@ def test_rollout_with_a_weight_writes_labels_and_split_and_bad_splits_are_refuse
     with pytest.raises(ExperimentError, match=r"names label\(s\) gold that models.config does not define "
                                               r"\(labels there: canary=20, stable=10\)"):
         model_config.set_experiment(path, "taxi", Experiment({"gold": 100}))
-    assert cli.main(["rollout", "--weight", "canary=120", "--set", f"output_dir={tmp_path}"]) == 2
+    assert serving_cli.main(["rollout", "--weight", "canary=120", "--set", f"output_dir={tmp_path}"]) == 2
     assert "sum to 100" not in capsys.readouterr().out  # the error goes to stderr, nothing half-written
     assert _snapshot(path, sidecar) == before
 
@@ -160,7 +161,7 @@ def test_a_90_10_experiment_under_load_gives_the_canary_10_percent_and_the_repor
     old = max(int(v) for v in os.listdir(base) if v.isdigit())
     _copy_version_atomically(base, old, old + 1)
     settings = ["--set", f"output_dir={tmp_path}"]
-    assert cli.main(["rollout", "--label", "canary", "--version", str(old + 1), "--weight", "canary=10",
+    assert serving_cli.main(["rollout", "--label", "canary", "--version", str(old + 1), "--weight", "canary=10",
                      "--shadow", "canary=20", *settings]) == 0
     server = _start(path, tmp_path, experiment_log_dir=str(tmp_path / "experiment_logs"),
                     label_spec=config.features)
@@ -204,14 +205,14 @@ def test_a_90_10_experiment_under_load_gives_the_canary_10_percent_and_the_repor
         assert {stub.Predict(request(examples[0], label="stable"), timeout=30).model_spec.version.value
                 for _ in range(20)} == {old}
         capsys.readouterr()
-        assert cli.main(["status", "--target", f"127.0.0.1:{server.port}", *settings]) == 0
+        assert serving_cli.main(["status", "--target", f"127.0.0.1:{server.port}", *settings]) == 0
         assert "experiment split canary 10%, stable 90%" in capsys.readouterr().out
     finally:
         channel.close()
         server.stop()
 
     capsys.readouterr()
-    assert cli.main(["experiment", "report", "--json", *settings, "--set",
+    assert serving_cli.main(["experiment", "report", "--json", *settings, "--set",
                      f"serving.experiment_log_dir={tmp_path / 'experiment_logs'}"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert set(report["arms"]) == {"stable", "canary"}

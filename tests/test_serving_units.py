@@ -11,7 +11,8 @@ from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 from contract.config import load_config
-from serving import deploy, model_config
+from deploy import files as deploy
+from serving import model_config
 from tests.samples import fake_serving_dir
 from serving.batching import Batcher
 
@@ -176,7 +177,7 @@ def test_a_port_in_use_is_named_with_what_to_do(tmp_path):
     import socket
 
     from contract.config import ServingConfig
-    from serving.server import ModelServer
+    from serving.process import ModelServer
 
     path = str(tmp_path / "models.config")
     model_config.ensure(path, "taxi", str(tmp_path / "taxi"))

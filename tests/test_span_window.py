@@ -6,7 +6,8 @@ import shutil
 import pytest
 from tfx.types import standard_artifacts
 
-from components.span_window import latest_spans, span_of
+from pipeline.resolvers import latest_spans
+from validation.spans import span_of
 from contract.config import load_config
 from contract.errors import ConfigError
 from tests.samples import small_config

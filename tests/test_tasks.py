@@ -28,7 +28,7 @@ from contract.config import PipelineConfig, load_config
 from pipeline.metadata import open_metadata
 from reports.summary import RunSummary, read_run
 from runners import local
-from schemas import init
+from cli import schema as schema_cli
 from tests.datasets import penguin_root, write_baskets, write_screening
 from tests.samples import read_examples
 
@@ -69,7 +69,7 @@ def _init_and_run(root, task: str, data_root: str) -> TaskRun:
     out_dir = str(root / "model")
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        assert init.main(["--data-root", data_root, "--label", LABELS[task], "--out", out_dir]) == 0
+        assert schema_cli.main(["init", "--data-root", data_root, "--label", LABELS[task], "--out", out_dir]) == 0
     config = load_config(os.path.join(out_dir, "config.yaml"), FAST)
     out = io.StringIO()
     status = local.run(config, out=out)
@@ -157,7 +157,7 @@ def server(binary_run, multiclass_run, regression_run, tmp_path_factory):
     """One local gRPC server on an ephemeral port serving the three pushed models."""
     from contract.config import ServingConfig
     from serving import model_config
-    from serving.server import ModelServer
+    from serving.process import ModelServer
 
     root = tmp_path_factory.mktemp("tasks_served")
     path = str(root / "models.config")
@@ -254,7 +254,7 @@ def test_batch_scoring_writes_the_task_columns_of_the_saved_model_and_the_edge_m
     import pandas as pd
 
     from edge import export
-    from serving import batch
+    from batch import job as batch
 
     examples = [e.SerializeToString() for e in task_run.eval_examples(limit=64)]
     data = str(tmp_path / "rows.tfrecord")

@@ -226,7 +226,7 @@ def resumed_run(workspace):
     config_file = os.path.join(out_dir, "killed-run.yaml")
     with open(config_file, "w", encoding="utf-8") as f:
         f.write(config.to_yaml())
-    command = [sys.executable, "-m", "runners.local", "--config", config_file]
+    command = [sys.executable, "-m", "cli", "pipeline", "run", "--config", config_file]
     killed = subprocess.Popen(command, cwd=out_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               start_new_session=True)
     pattern = os.path.join(config.pipeline_root, "Trainer", strategies.BACKUP_DIR, "*", "**", "checkpoint")

@@ -11,7 +11,7 @@ import pytest
 
 from contract.config import ConfigError, load_config
 from pipeline import tuning_reuse
-from pipeline.pipeline import create_components, create_pipeline, tuner_custom_config
+from pipeline.pipeline import create_components, create_pipeline, read_prior_runs, tuner_custom_config
 
 
 def _key(*overrides):
@@ -51,12 +51,16 @@ def test_no_store_yet_means_the_tuner_runs(tmp_path):
 
 
 def test_a_store_elsewhere_is_never_read_for_reuse(tmp_path, monkeypatch):
-    """Vertex AI compiles with its own MLMD connection: this machine's store must not be consulted."""
+    """Vertex AI compiles with its own MLMD connection: this machine's store must not be consulted, and building
+    the DAG reads no store at all (the runner settles what it needs first)."""
     from ml_metadata.proto import metadata_store_pb2
 
     config = load_config(None, [f"output_dir={tmp_path}", "tuner.retune=on_change"])
     monkeypatch.setattr(tuning_reuse, "last_tuned", lambda *a: pytest.fail("looked for a local search"))
-    dag = create_pipeline(config, metadata_connection_config=metadata_store_pb2.ConnectionConfig())
+    prior = read_prior_runs(config, local_store=False)
+    assert prior.hyperparameters == ""
+    dag = create_pipeline(config, prior, metadata_connection_config=metadata_store_pb2.ConnectionConfig())
+    assert {c.id for c in create_pipeline(config).components} == {c.id for c in dag.components}
     assert "Tuner" in {c.id for c in dag.components}
     custom = json.loads({c.id: c for c in dag.components}["Tuner"].exec_properties["custom_config"])
     assert "retune" not in custom["tuner"] and custom[tuning_reuse.KEY_PROPERTY]

@@ -10,7 +10,7 @@ import os
 import pytest
 
 from validation import checks
-from validation.__main__ import main
+from cli.validation import main
 from validation.report import GatePolicy
 from tests.samples import read_examples, write_examples
 

@@ -16,6 +16,8 @@ from typing import Dict, List, Tuple
 
 from validation import files as input_files
 
+SPAN_PROPERTY = "span"  # what ExampleGen records on every Examples artifact
+
 SPLITS = {"train": "Split-train", "eval": "Split-eval"}
 PERIODS = ("month", "quarter", "year")
 
@@ -64,3 +66,11 @@ def make_spans(source_root: str, out: str, period: str = "month",
         f.write("span\tperiod\ttrain\teval\n")
         f.writelines(f"{s}\t{p}\t{t}\t{e}\n" for s, p, t, e in rows)
     return rows
+
+
+def span_of(artifact) -> int:
+    """The span of an Examples artifact: ImportExampleGen records it as a custom property (0 without spans)."""
+    if artifact.has_custom_property(SPAN_PROPERTY):
+        value = artifact.get_custom_property(SPAN_PROPERTY)
+        return int(value)
+    return int(artifact.span) if artifact.has_property(SPAN_PROPERTY) else 0

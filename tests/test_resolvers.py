@@ -7,8 +7,8 @@ candidate compared with the first model) and tests/test_fleet_runs.py (tenants).
 import pytest
 from tfx.types import standard_artifacts
 
-from components.baseline_model import (BLESSING_KEY, CANDIDATE_KEY, MODEL_KEY, LatestBlessedOtherModelStrategy,
-                                       latest_blessed_other_than)
+from pipeline.resolvers import (BLESSING_KEY, CANDIDATE_KEY, MODEL_KEY, LatestBlessedOtherModelStrategy,
+                                latest_blessed_other_than)
 
 
 def _model(artifact_id):

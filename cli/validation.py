@@ -1,9 +1,9 @@
 """Data validation commands for data producers and operators.
 
-    python -m validation validate --data-root DIR [--schema FILE] [--environment TRAINING|SERVING]
-    python -m validation skew [--training GLOB] [--serving GLOB]
-    python -m validation drift --previous DIR --current DIR
-    python -m validation make-spans --out DIR [--period month|quarter|year]
+    tfx-edge validation validate --data-root DIR [--schema FILE] [--environment TRAINING|SERVING]
+    tfx-edge validation skew [--training GLOB] [--serving GLOB]
+    tfx-edge validation drift --previous DIR --current DIR
+    tfx-edge validation make-spans --out DIR [--period month|quarter|year]
 
 Each check prints the same report the pipeline's anomaly gate prints, writes it
 as text, JSON and HTML under --report-dir, and exits 0 when the data passes, 1
@@ -15,10 +15,9 @@ Gate settings (severity, tolerated anomalies) come from the pipeline config:
 import argparse
 import glob
 import os
-import sys
 import time
 
-from contract import cli
+from cli import prologue
 from contract.config import PipelineConfig, bundled_taxi_root
 
 
@@ -92,12 +91,11 @@ def cmd_make_spans(args, config: PipelineConfig) -> int:
     return 0
 
 
-@cli.command
-def main(argv=None) -> int:
-    cli.prepare()
-    parser = argparse.ArgumentParser(prog="python -m validation", description=__doc__.split("\n\n")[0])
-    cli.add_settings_arguments(parser)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tfx-edge validation", description=__doc__.split("\n\n")[0])
+    prologue.add_settings_arguments(parser)
     commands = parser.add_subparsers(dest="command", required=True)
+
     def add(name, func, help_text):
         sub = commands.add_parser(name, help=help_text)
         sub.set_defaults(func=func)
@@ -122,15 +120,17 @@ def main(argv=None) -> int:
     spans.add_argument("--out", required=True, help="output directory")
     spans.add_argument("--period", default="month", choices=["month", "quarter", "year"])
     spans.add_argument("--source", help="directory with Split-train/ and Split-eval/ (default: bundled taxi data)")
-    args = parser.parse_args(argv)
-    config = cli.load_settings(args)
-    cli.log_to_file(config, "validation")  # TFDV and Beam log at INFO/WARNING; the report is the output
+    return parser
+
+
+@prologue.command
+def main(argv=None) -> int:
+    prologue.prepare()
+    args = build_parser().parse_args(argv)
+    config = prologue.load_settings(args)
+    prologue.log_to_file(config, "validation")  # TFDV and Beam log at INFO/WARNING; the report is the output
     if args.command != "make-spans" and not args.report_dir:
         args.report_dir = os.path.join(config.output_dir, "validation",
                                        f"{args.command}-{time.strftime('%Y%m%d-%H%M%S')}")
     # An unreadable input (files.BadInputError, a ConfigError) is named by run_main, exit 2.
     return args.func(args, config)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,35 +1,20 @@
-"""Files that run the pushed models on real TF Serving: docker and Kubernetes.
+"""Kubernetes manifests for TF Serving: one model (and its Istio arms), or a fleet's one multi-model server.
 
-`python -m serving deploy-files` writes them next to the model base paths
-(`<serving_dir>/`):
-
-- `models.config`: created if missing (follow latest), never overwritten here,
-  because rollout/rollback own it;
-- `batching_parameters.txt`: TF Serving's BatchingParameters text proto, from
-  the `serving:` settings the local server uses too;
-- `monitoring.config`: turns on TF Serving's Prometheus page at the path the
-  local server uses (`/monitoring/prometheus/metrics`, `serving/prometheus.yml`);
-- `docker-run.sh`: one `docker run` of the `tensorflow/serving` image matching
-  the installed tensorflow-serving-api;
-- `kubernetes.yaml`: Deployment, Service and HorizontalPodAutoscaler; with an
-  experiment (`experiments.json`), one Deployment per arm, each serving only its
-  arm's version (`models-<arm>.config`), and Istio's DestinationRule (a subset per
-  arm) and VirtualService: the split's weights, `mirror` + `mirrorPercentage` for
-  shadow traffic, and REST paths that name a label or version routed to its arm.
-  gRPC carries the label inside the message, where Istio cannot see it: gRPC
-  clients that must reach one arm send the header `x-serving-arm: <label>`.
+One Deployment, Service and HorizontalPodAutoscaler per model; with an experiment
+(`experiments.json`), one Deployment per arm, each serving only its arm's version
+(`models-<arm>.config`), and Istio's DestinationRule (a subset per arm) and
+VirtualService: the split's weights, `mirror` + `mirrorPercentage` for shadow
+traffic, and REST paths that name a label or version routed to its arm. gRPC
+carries the label inside the message, where Istio cannot see it: gRPC clients that
+must reach one arm send the header `x-serving-arm: <label>`.
 
 A fleet (`tfx-edge fleet k8s`) gets one multi-model server instead: a ConfigMap
 holding the fleet's models.config (every served tenant model) with the monitoring
 and batching files, mounted into one Deployment that polls it, and its Service.
-
-Paths inside the container are the same as on the host (the serving directory is
-mounted at its own path), so models.config holds one base path that is right in
-both places; on Kubernetes, serving_dir is a gs:// path TF Serving reads directly.
 """
 
+
 import os
-import shlex
 from typing import Dict, List, Optional, Tuple
 
 import yaml
@@ -40,67 +25,12 @@ from tfx.dsl.io import fileio
 from contract.config import PipelineConfig, is_remote
 from contract.files import write_text
 from contract.versions import list_versions
+from deploy.tf_serving import (ARM_HEADER, FLEET_CONFIG_DIR, GRPC_PORT,
+                               REST_PORT, arm_config_path, batching_parameters,
+                               monitoring_config, server_args)
 from serving import experiments, model_config
 from serving.experiments import Experiment
 from serving.metrics import METRICS_PATH
-
-GRPC_PORT = 8500
-REST_PORT = 8501
-ARM_HEADER = "x-serving-arm"
-FLEET_CONFIG_DIR = "/etc/tf-serving"  # where the fleet's ConfigMap (models.config, monitoring, batching) is mounted
-
-
-def kubernetes_path(config: PipelineConfig) -> str:
-    return os.path.join(config.serving_dir, "kubernetes.yaml")
-
-
-def monitoring_path(config: PipelineConfig) -> str:
-    return os.path.join(config.serving_dir, "monitoring.config")
-
-
-def monitoring_config() -> str:
-    return f'prometheus_config {{ enable: true path: "{METRICS_PATH}" }}\n'
-
-
-def arm_config_path(config: PipelineConfig, arm: str) -> str:
-    return os.path.join(config.serving_dir, f"models-{arm}.config")
-
-
-def batching_parameters(config: PipelineConfig) -> str:
-    serving = config.serving
-    return (f"max_batch_size {{ value: {serving.max_batch_size} }}\n"
-            f"batch_timeout_micros {{ value: {serving.batch_timeout_micros} }}\n"
-            f"num_batch_threads {{ value: {serving.num_batch_threads} }}\n"
-            f"max_enqueued_batches {{ value: 1000 }}\n")
-
-
-def server_args(config: PipelineConfig, models_config_path: str = "", files_dir: str = "") -> List[str]:
-    """tensorflow_model_server flags: the same config files and poll interval as the local server.
-
-    `files_dir`: where the monitoring and batching files are (default serving_dir; a fleet's ConfigMap mount).
-    """
-    files_dir = files_dir or config.serving_dir
-    poll = max(1, round(config.serving.poll_interval_seconds))
-    args = [f"--port={GRPC_PORT}", f"--rest_api_port={REST_PORT}",
-            f"--model_config_file={models_config_path or config.models_config_path}",
-            f"--monitoring_config_file={os.path.join(files_dir, 'monitoring.config')}",
-            f"--model_config_file_poll_wait_seconds={poll}",
-            f"--file_system_poll_wait_seconds={poll}"]
-    if config.serving.enable_batching:
-        args += ["--enable_batching=true",
-                 f"--batching_parameters_file={os.path.join(files_dir, 'batching_parameters.txt')}"]
-    return args
-
-
-def docker_run(config: PipelineConfig) -> str:
-    """One command; the gRPC port is published on loopback only, like the local server's default."""
-    mount = [] if is_remote(config.serving_dir) else [
-        "-v", f"{config.serving_dir}:{config.serving_dir}:ro"]
-    command = ["docker", "run", "--rm", "--name", f"tf-serving-{config.model_name}",
-               "-p", f"127.0.0.1:{config.serving.port}:{GRPC_PORT}",
-               "-p", f"127.0.0.1:{config.serving.rest_port}:{REST_PORT}", *mount,
-               config.serving.tf_serving_image, *server_args(config)]
-    return " ".join(shlex.quote(part) for part in command)
 
 
 def _deployment(config: PipelineConfig, name: str, labels: Dict[str, str], replicas: int,
@@ -276,12 +206,12 @@ def write_fleet_files(config: PipelineConfig, models: model_server_config_pb2.Mo
                       out_dir: str) -> Dict[str, str]:
     """`<out_dir>/kubernetes.yaml` (fleet_manifests) and the models.config it holds, for reading and diffing."""
     manifests = fleet_manifests(config, models)
-    texts = {"kubernetes.yaml": yaml.dump_all(manifests, Dumper=_PlainDumper, sort_keys=False),
+    texts = {"kubernetes.yaml": yaml.dump_all(manifests, Dumper=PlainDumper, sort_keys=False),
              "models.config": manifests[0]["data"]["models.config"]}
     return {name: write_text(os.path.join(out_dir, name), text) for name, text in texts.items()}
 
 
-class _PlainDumper(yaml.SafeDumper):
+class PlainDumper(yaml.SafeDumper):
     """Repeats shared values (the pod labels) instead of writing YAML anchors, as kubectl users expect."""
 
     def ignore_aliases(self, data):
@@ -293,35 +223,5 @@ def _literal(dumper, text):
     return dumper.represent_scalar("tag:yaml.org,2002:str", text, style="|" if "\n" in text else None)
 
 
-_PlainDumper.add_representer(str, _literal)
+PlainDumper.add_representer(str, _literal)
 
-
-def write_deployment_files(config: PipelineConfig) -> Dict[str, str]:
-    """Writes the files under serving_dir (and one models config per experiment arm); returns {name: path}."""
-    fileio.makedirs(config.serving_dir)
-    model_config.ensure(config.models_config_path, config.model_name, config.model_serving_dir)
-    files = {
-        "models.config": config.models_config_path,
-        "batching_parameters.txt": os.path.join(config.serving_dir, "batching_parameters.txt"),
-        "docker-run.sh": os.path.join(config.serving_dir, "docker-run.sh"),
-        "kubernetes.yaml": kubernetes_path(config),
-        "monitoring.config": monitoring_path(config),
-    }
-    arms = arm_configs(config)
-    for stale in fileio.glob(arm_config_path(config, "*")):
-        if os.path.basename(stale)[len("models-"):-len(".config")] not in arms:
-            fileio.remove(stale)  # the arm of an experiment that ended
-    for arm, arm_config in arms.items():
-        files[f"models-{arm}.config"] = arm_config_path(config, arm)
-        model_config.write(arm_config_path(config, arm), arm_config)
-    contents = {
-        "batching_parameters.txt": batching_parameters(config),
-        "monitoring.config": monitoring_config(),
-        "docker-run.sh": "#!/bin/sh\n# TF Serving on the pushed models (generated by python -m serving deploy-files)\n"
-                         + docker_run(config) + "\n",
-        "kubernetes.yaml": yaml.dump_all(kubernetes_manifests(config), Dumper=_PlainDumper, sort_keys=False),
-    }
-    for name, text in contents.items():
-        with fileio.open(files[name], "w") as f:
-            f.write(text)
-    return files

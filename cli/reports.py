@@ -1,9 +1,9 @@
 """Questions about past runs, answered from ML Metadata.
 
-    python -m reports lineage [--version V | --path DIR | --run RUN_ID] [--json]
-    python -m reports runs [--json]
-    python -m reports html [--run RUN_ID] [--out FILE]
-    python -m reports check FILE [--screenshot PNG]
+    tfx-edge reports lineage [--version V | --path DIR | --run RUN_ID] [--json]
+    tfx-edge reports runs [--json]
+    tfx-edge reports html [--run RUN_ID] [--out FILE]
+    tfx-edge reports check FILE [--screenshot PNG]
 
 Each reads the store of the configured output_dir (--config/--set as for the
 runners), or a production MySQL store with --mysql user@host:port/database.
@@ -15,17 +15,17 @@ import dataclasses
 import json
 import sys
 
-from contract import cli
+from cli import prologue
 from reports import lineage as lineage_lib
 from pipeline.metadata import open_metadata
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m reports", description=__doc__.split("\n\n")[0],
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tfx-edge reports", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = argparse.ArgumentParser(add_help=False)
-    cli.add_settings_arguments(common)
+    prologue.add_settings_arguments(common)
     common.add_argument("--mysql", default="", metavar="USER@HOST:PORT/DB",
                         help="read a MySQL MLMD store instead of <output_dir>/metadata.sqlite "
                              "(password from $MLMD_MYSQL_PASSWORD)")
@@ -66,18 +66,18 @@ def check_report(path: str, screenshot: str) -> int:
     return 1 if result.console else 0
 
 
-@cli.command
+@prologue.command
 def main(argv=None) -> int:
-    cli.prepare()
-    args = _parser().parse_args(argv)
+    prologue.prepare()
+    args = build_parser().parse_args(argv)
     if args.command == "check":
         try:
             return check_report(args.file, args.screenshot)
         except (FileNotFoundError, RuntimeError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
-    config = cli.load_settings(args)
-    cli.log_to_file(config, "reports")
+    config = prologue.load_settings(args)
+    prologue.log_to_file(config, "reports")
     try:
         store = open_metadata(config.metadata_path, args.mysql)
         if args.command == "lineage":
@@ -104,7 +104,3 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

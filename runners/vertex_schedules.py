@@ -1,6 +1,4 @@
-"""`tfx-edge fleet ...`: the fleet commands (fleet/), plus the Vertex AI schedules, which need this layer's compile.
-
-    tfx-edge fleet vertex --fleet FILE --out DIR [--only NAME ...]
+"""A fleet on Vertex AI schedules (`tfx-edge fleet vertex`): one compiled pipeline and one schedule per model.
 
 Per tenant model: the compiled PipelineJob (runners/kubeflow_v2.py, the same compile as `pipeline compile`)
 and an `aiplatform_v1.CreateScheduleRequest` (cron from the fleet file, one run at a time) as JSON, built and
@@ -8,15 +6,12 @@ validated offline: the cron parses, the PipelineSpec loads as a KFP proto, displ
 Create them with `gcloud`/the API (`ScheduleServiceClient.create_schedule(request=...)`) from CI.
 """
 
-import argparse
 import json
 import os
-import sys
 from typing import Any, Dict, List
 
 from croniter import croniter
 
-from contract import cli
 from contract.errors import ConfigError
 
 
@@ -80,28 +75,3 @@ def build_schedules(fleet, out_dir: str, names=None) -> List[str]:
             f.write(aiplatform_v1.CreateScheduleRequest.to_json(request))
         paths.append(path)
     return paths
-
-
-@cli.command
-def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] != ["vertex"]:
-        from fleet.__main__ import main as fleet_main
-
-        return fleet_main(argv)
-    cli.prepare()
-    parser = argparse.ArgumentParser(prog="tfx-edge fleet vertex", description="per tenant model: the compiled PipelineJob and a Vertex AI CreateScheduleRequest (cron), "
-                                                 "built and validated offline")
-    parser.add_argument("--fleet", required=True, metavar="FILE")
-    parser.add_argument("--out", required=True, metavar="DIR")
-    parser.add_argument("--only", action="append", default=[], metavar="NAME")
-    args = parser.parse_args(argv[1:])
-    from fleet.config import load_fleet
-
-    for path in build_schedules(load_fleet(args.fleet), args.out, args.only):
-        print(path)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

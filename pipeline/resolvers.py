@@ -1,6 +1,10 @@
-"""The Evaluator's baseline: the latest blessed model of this pipeline that is not the candidate.
+"""The pipeline's two Resolver nodes: the Evaluator's baseline model and the rolling window of spans.
 
-TFX's LatestBlessedModelStrategy resolves the latest blessed model, whatever the
+Resolvers are not components: they run no executor, they pick artifacts from ML
+Metadata for the components after them.
+
+The baseline (`BaselineResolver`) is the latest blessed model of this pipeline that is
+not the candidate. TFX's LatestBlessedModelStrategy resolves the latest blessed model, whatever the
 candidate is. On a second run with nothing changed the Trainer is cached and its
 model is the one the first run blessed, so the baseline became the candidate
 itself: the Evaluator's inputs changed (no baseline -> baseline), it re-ran to
@@ -15,6 +19,13 @@ query filter: TFX's Vertex compiler knows only its own two strategies, so the
 node compiles as LatestBlessedModelStrategy (`as_tfx_strategy`) and
 `runners/kubeflow_v2.py` adds the candidate to the blessing query
 (`exclude_candidate_filter`).
+
+The rolling window of spans (`LatestSpansStrategy`) is what Transform, Tuner and Trainer
+learn from. ImportExampleGen ingests one span per run (the latest matching `{SPAN}`). A
+model that should learn from the last N spans (weeks, months) needs the
+Examples of earlier runs too: this resolver strategy picks them from ML
+Metadata, one artifact per span (the newest, if a span was re-ingested), for
+the N most recent spans.
 """
 
 from typing import Any, Dict, List, Optional
@@ -24,6 +35,8 @@ from tfx.components.evaluator import constants
 from tfx.dsl.components.common import resolver
 from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import LatestBlessedModelStrategy
 from tfx.types import standard_artifacts
+
+from validation.spans import span_of
 
 MODEL_KEY = "model"
 BLESSING_KEY = "model_blessing"
@@ -90,3 +103,27 @@ def exclude_candidate_filter(query: str, candidate_input: str) -> str:
     """A Vertex AI ModelBlessing query that also leaves out the blessings of the candidate (by its URI)."""
     return (f"{query} AND metadata.{constants.ARTIFACT_PROPERTY_CURRENT_MODEL_URI_KEY}.string_value!="
             f"\"{{{{$.inputs.artifacts['{candidate_input}'].uri}}}}\"")
+
+
+def latest_spans(artifacts: List[types.Artifact], num_spans: int) -> List[types.Artifact]:
+    """The newest artifact of each of the `num_spans` most recent spans, latest span first."""
+    newest: Dict[int, types.Artifact] = {}
+    for artifact in artifacts:
+        span = span_of(artifact)
+        if span not in newest or artifact.id > newest[span].id:
+            newest[span] = artifact
+    return [newest[span] for span in sorted(newest, reverse=True)[:num_spans]]
+
+
+class LatestSpansStrategy(resolver.ResolverStrategy):
+    """Resolves every input channel to its artifacts of the `num_spans` latest spans."""
+
+    def __init__(self, num_spans: int):
+        if num_spans < 1:
+            raise ValueError(f"num_spans must be at least 1, got {num_spans}")
+        self._num_spans = num_spans
+
+    def resolve_artifacts(self, store, input_dict: Dict[str, List[types.Artifact]]
+                          ) -> Optional[Dict[str, List[types.Artifact]]]:
+        resolved = {key: latest_spans(artifacts, self._num_spans) for key, artifacts in input_dict.items()}
+        return resolved if all(resolved.values()) else None

@@ -1,18 +1,18 @@
-"""Online serving from the command line.
+"""`tfx-edge serving`: online serving from the command line (and batch scoring, its offline path).
 
-    python -m serving serve                      local TF Serving-compatible server: gRPC 8500, REST 8501 (make serve)
-    python -m serving predict --input ROWS       answers for JSON lines / CSV / TFRecords of raw features
+    tfx-edge serving serve                      local TF Serving-compatible server: gRPC 8500, REST 8501 (make serve)
+    tfx-edge serving predict --input ROWS       answers for JSON lines / CSV / TFRecords of raw features
                                                  (probability, class and scores, or value: the model's task)
-    python -m serving classify --input ROWS      TF Serving's Classify API: the top class and a score per class
-    python -m serving regress --input ROWS       TF Serving's Regress API: one value per row
-    python -m serving status                     versions loaded by the server, labels and split in models.config
-    python -m serving rollout [--version V] [--label stable|canary] [--weight canary=10] [--shadow canary=5]
-    python -m serving promote                    the canary becomes stable; the experiment ends
-    python -m serving rollback [--to V] [--retire]   ends a canary, else moves stable back
-    python -m serving follow-latest              drop the labels: every new push serves
-    python -m serving experiment report          per arm: requests, latency, scores, AUC/accuracy, tests
-    python -m serving deploy-files               models.config, batching, docker run, Kubernetes (+ Istio split)
-    python -m serving score [--input DATA] --out DIR   batch scoring on Beam RunInference (make score)
+    tfx-edge serving classify --input ROWS      TF Serving's Classify API: the top class and a score per class
+    tfx-edge serving regress --input ROWS       TF Serving's Regress API: one value per row
+    tfx-edge serving status                     versions loaded by the server, labels and split in models.config
+    tfx-edge serving rollout [--version V] [--label stable|canary] [--weight canary=10] [--shadow canary=5]
+    tfx-edge serving promote                    the canary becomes stable; the experiment ends
+    tfx-edge serving rollback [--to V] [--retire]   ends a canary, else moves stable back
+    tfx-edge serving follow-latest              drop the labels: every new push serves
+    tfx-edge serving experiment report          per arm: requests, latency, scores, AUC/accuracy, tests
+    tfx-edge serving deploy-files               models.config, batching, docker run, Kubernetes (+ Istio split)
+    tfx-edge serving score [--input DATA] --out DIR   batch scoring on Beam RunInference (make score)
 
 Settings come from the pipeline config (--config FILE, --set serving.port=8600 ...).
 Exit status: 0 done, 1 the server refused or failed, 2 a setting or input is wrong,
@@ -27,18 +27,18 @@ import os
 import sys
 from typing import Optional
 
-from contract import cli
+from cli import prologue
 from contract.config import PipelineConfig
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m serving", description=__doc__.split("\n\n")[0],
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tfx-edge serving", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text)
-        cli.add_settings_arguments(sub)
+        prologue.add_settings_arguments(sub)
         return sub
 
     command("serve", "run the local gRPC and REST server until Ctrl-C / SIGTERM")
@@ -112,7 +112,7 @@ def _serve(config: PipelineConfig) -> int:
         supervisor.run()
         print("stopped")
         return 0
-    from serving.server import ModelServer, serve_forever
+    from serving.process import ModelServer, serve_forever
 
     sys.setswitchinterval(workers.GIL_SWITCH_SECONDS)
     workers.configure_logging()
@@ -209,7 +209,7 @@ def _rollout(config: PipelineConfig, args):
 
 
 def _score(config: PipelineConfig, args) -> int:
-    from serving import batch
+    from batch import job as batch
 
     # TFDV and Beam log at INFO/WARNING, and a failed job's worker error at length; the job's own lines,
     # its report and one error line are the output.
@@ -223,15 +223,17 @@ def _score(config: PipelineConfig, args) -> int:
     return batch.EXIT_REFUSED if result.status == "refused" else 0
 
 
-@cli.command
+@prologue.command
 def main(argv: Optional[list] = None) -> int:
-    cli.prepare()
-    args = _parser().parse_args(argv)
-    config = cli.load_settings(args)
-    cli.log_to_file(config, "serving")  # library logs; the server's own events still go to the terminal
+    prologue.prepare()
+    args = build_parser().parse_args(argv)
+    config = prologue.load_settings(args)
+    prologue.log_to_file(config, "serving")  # library logs; the server's own events still go to the terminal
     import grpc
 
-    from serving import deploy, experiments, model_config
+    from deploy import files as deploy_files
+    from deploy.tf_serving import kubernetes_path
+    from serving import experiments, model_config
 
     try:
         if args.command == "serve":
@@ -243,7 +245,7 @@ def main(argv: Optional[list] = None) -> int:
         if args.command == "score":
             return _score(config, args)
         if args.command == "deploy-files":
-            for name, path in deploy.write_deployment_files(config).items():
+            for name, path in deploy_files.write_deployment_files(config).items():
                 print(f"wrote {path}")
             return 0
         if args.command == "experiment":
@@ -266,9 +268,9 @@ def main(argv: Optional[list] = None) -> int:
             result = model_config.follow_latest(path, config.model_name)
         print(result.describe())
         print(f"wrote {path}; servers polling it switch within serving.poll_interval_seconds")
-        if os.path.exists(deploy.kubernetes_path(config)):
-            deploy.write_deployment_files(config)
-            print(f"rewrote {deploy.kubernetes_path(config)} (kubectl apply -f it to move production)")
+        if os.path.exists(kubernetes_path(config)):
+            deploy_files.write_deployment_files(config)
+            print(f"rewrote {kubernetes_path(config)} (kubectl apply -f it to move production)")
         return 0
     except grpc.RpcError as error:
         print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)
@@ -276,7 +278,3 @@ def main(argv: Optional[list] = None) -> int:
     except (ValueError, FileNotFoundError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

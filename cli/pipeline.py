@@ -1,9 +1,9 @@
 """One command line for every runner.
 
-    python -m runners run [--runner local|beam] [--config FILE] [--set KEY=VALUE ...]
-    python -m runners compile [--runner kubeflow_v2] [--out pipeline.json] [--config FILE] [--set ...]
-    python -m runners submit [--runner kubeflow_v2] [--out pipeline.json] [--param NAME=JSON ...] [--wait]
-    python -m runners dataflow-args [--config FILE] [--set ...]
+    tfx-edge pipeline run [--runner local|beam] [--config FILE] [--set KEY=VALUE ...]
+    tfx-edge pipeline compile [--runner kubeflow_v2] [--out pipeline.json] [--config FILE] [--set ...]
+    tfx-edge pipeline submit [--runner kubeflow_v2] [--out pipeline.json] [--param NAME=JSON ...] [--wait]
+    tfx-edge pipeline dataflow-args [--config FILE] [--set ...]
 
 Every command builds its settings the same way: defaults, then --config, then
 --set. Exit status: 0 done, 1 the pipeline or Google Cloud failed, 2 a setting
@@ -12,13 +12,12 @@ is missing or wrong.
 
 import argparse
 import os
-import sys
 import textwrap
 import time
 import traceback
 from typing import Optional
 
-from contract import cli
+from cli import prologue
 from contract.errors import ConfigError
 from runners import local
 
@@ -31,8 +30,8 @@ settings: every KEY=VALUE names a field of pipeline/config.py, e.g.
 """
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m runners", description=__doc__.split("\n\n")[0],
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tfx-edge pipeline", description=__doc__.split("\n\n")[0],
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -43,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--runner", choices=["local", "beam"], default="local",
                      help="local: TFX LocalDagRunner (default). beam: TFX BeamDagRunner; with both, the components' "
                           "Beam jobs use beam.direct_running_mode and beam.direct_num_workers")
-    cli.add_settings_arguments(run)
+    prologue.add_settings_arguments(run)
     run.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
 
     for name, text in (("compile", "write the Vertex AI Pipelines / KFP v2 PipelineJob JSON"),
@@ -59,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
                          help="kubeflow_v2: TFX KubeflowV2DagRunner (the only compiler; default)")
         sub.add_argument("--out", default="pipeline.json", metavar="FILE",
                          help="where to write the compiled PipelineJob JSON (default: pipeline.json)")
-        cli.add_settings_arguments(sub)
+        prologue.add_settings_arguments(sub)
     submit = commands.choices["submit"]
     submit.add_argument("--param", action="append", default=[], metavar="NAME=JSON",
                         help="runtime parameter for this job, e.g. --param 'train_args={\"num_steps\": 5000}'; "
@@ -72,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
             "Print the Beam options, one per line, that send the components' Beam jobs to Dataflow "
             "(from gcp.* and dataflow.*). Vertex AI runs use them with --set kubeflow.use_dataflow=true."),
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    cli.add_settings_arguments(args)
+    prologue.add_settings_arguments(args)
     return parser
 
 
@@ -104,11 +103,11 @@ def _compile(config, out_path: str) -> Optional[dict]:
     return job
 
 
-@cli.command
+@prologue.command
 def main(argv=None) -> int:
-    cli.prepare(tensorflow_log_level="2")  # `run` and `compile` send fd 2 to their log file
-    args = _parser().parse_args(argv)
-    config = cli.load_settings(args)
+    prologue.prepare(tensorflow_log_level="2")  # `run` and `compile` send fd 2 to their log file
+    args = build_parser().parse_args(argv)
+    config = prologue.load_settings(args)
     if args.command == "run":
         if args.print_config:
             print(config.to_yaml())
@@ -133,7 +132,3 @@ def main(argv=None) -> int:
     if args.command == "submit":
         print(f"Submitted: {kubeflow_v2.submit(config, args.out, parameters, wait=args.wait)}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""Many tenants' models kept fresh by continuous training, from one fleet file.
+"""`tfx-edge fleet`: many tenants' models kept fresh by continuous training, from one fleet file.
 
     tfx-edge fleet run     --fleet FILE [--only NAME ...] [--force]   run every due model now; exit = failures
     tfx-edge fleet watch   --fleet FILE --interval N [--on-stop finish|abandon]
@@ -7,14 +7,14 @@
     tfx-edge fleet demo    --out DIR [--tenants acme,globex] [--no-run]
     tfx-edge fleet airflow --fleet FILE --out DAGS_DIR [--command PREFIX] [--poll SCHEDULE]
     tfx-edge fleet k8s     --fleet FILE --out DIR                       one multi-model TF Serving deployment
-    tfx-edge fleet vertex  --fleet FILE --out DIR                       (runners/fleet.py: needs the compile)
+    tfx-edge fleet vertex  --fleet FILE --out DIR [--only NAME ...]   compiled PipelineJob + Vertex AI schedule per model
 """
 
 import argparse
 import os
 import sys
 
-from contract import cli
+from cli import prologue
 
 
 def _fleet(args):
@@ -74,16 +74,16 @@ def cmd_airflow(args) -> int:
 
 def cmd_k8s(args) -> int:
     from contract.errors import ConfigError
-    from serving import deploy
+    from deploy import kubernetes
 
     fleet = _fleet(args)
     shared = fleet.models[0].config  # serving_dir, image, batching and poll interval are the fleet's defaults
-    models, missing = deploy.fleet_models_config(shared.models_config_path,
+    models, missing = kubernetes.fleet_models_config(shared.models_config_path,
                                                  {m.name: m.config.model_serving_dir for m in fleet.models})
     if not models.model_config_list.config:
         raise ConfigError(f"no model of {fleet.path} has a served version yet (under {shared.serving_dir}); "
                           f"run `tfx-edge fleet run --fleet {args.fleet}` first")
-    for path in deploy.write_fleet_files(shared, models, args.out).values():
+    for path in kubernetes.write_fleet_files(shared, models, args.out).values():
         print(f"wrote {path}")
     print(f"one TF Serving Deployment serves {len(models.model_config_list.config)} model(s): "
           + ", ".join(m.name for m in models.model_config_list.config))
@@ -104,11 +104,18 @@ def cmd_demo(args) -> int:
     return cmd_run(args)
 
 
-@cli.command
-def main(argv=None) -> int:
-    cli.prepare()
-    parser = argparse.ArgumentParser(prog="tfx-edge fleet", description=__doc__.split("\n\n")[0],
-                                     epilog="Vertex AI schedules: tfx-edge fleet vertex --help")
+def cmd_vertex(args) -> int:
+    from runners.vertex_schedules import build_schedules
+
+    for path in build_schedules(_fleet(args), args.out, args.only):
+        print(path)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from fleet import airflow
+
+    parser = argparse.ArgumentParser(prog="tfx-edge fleet", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add(name, func, text, fleet=True):
@@ -134,8 +141,6 @@ def main(argv=None) -> int:
     show = add("print", cmd_print, "the resolved pipeline settings of one tenant model")
     show.add_argument("name", help="<tenant>-<model>")
     show.add_argument("--full", action="store_true", help="every setting, defaults included")
-    from fleet import airflow
-
     dags = add("airflow", cmd_airflow, "write one Apache Airflow DAG per tenant model (its schedule, one task)")
     dags.add_argument("--out", required=True, metavar="DAGS_DIR", help="Airflow's dags folder (or a copy of it)")
     dags.add_argument("--command", default="", metavar="PREFIX",
@@ -150,9 +155,15 @@ def main(argv=None) -> int:
     demo.add_argument("--out", required=True, metavar="DIR")
     demo.add_argument("--tenants", default="acme,globex")
     demo.add_argument("--no-run", action="store_true")
-    args = parser.parse_args(argv)
+    vertex = add("vertex", cmd_vertex, "per tenant model: the compiled PipelineJob and a Vertex AI "
+                                       "CreateScheduleRequest (cron), built and validated offline")
+    vertex.add_argument("--out", required=True, metavar="DIR")
+    vertex.add_argument("--only", action="append", default=[], metavar="NAME", help="a tenant or <tenant>-<model>")
+    return parser
+
+
+@prologue.command
+def main(argv=None) -> int:
+    prologue.prepare()
+    args = build_parser().parse_args(argv)
     return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

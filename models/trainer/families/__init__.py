@@ -1,0 +1,78 @@
+"""Model families: what a family provides to the Tuner, the Trainer, the signatures and the edge export.
+
+`training.model` names a family; each is one module of this package that defines
+`FAMILY`, an instance of a `ModelFamily` subclass, and is found by that name
+(no list to edit). The pipeline's wiring is the same for every family: the Tuner
+calls `tuner_fn`, the Trainer `run_fn`; both learn from the same Transform output
+(`models/trainer/data.py`) and export through the same signatures
+(`models/trainer/export.py`), so serving, batch scoring, TFMA, warm-up, lineage
+and reports never ask which family made a model. A family also exports the
+`edge` signature the edge export converts to int8 TFLite.
+"""
+
+import importlib
+import pkgutil
+from typing import Dict, List
+
+from contract.config import STRATEGIES, TASKS
+
+ATTRIBUTE = "FAMILY"  # what a family module defines
+
+
+class ModelFamily:
+    """One model family. Subclasses set `name` and implement `tuner_fn` and `train_and_export`."""
+
+    name: str = ""
+    # training.strategy values the family trains under; others are refused before any component runs.
+    strategies = STRATEGIES
+    tasks = TASKS
+    # "module:function" that a separate training process imports (mirrored on CPU, the local parameter-server
+    # cluster): the family's train_and_export(fn_args, hparams, strategy).
+    train_function: str = ""
+
+    def problems(self, config) -> List[str]:
+        """Settings this family cannot run with, one line each naming the setting (empty: none)."""
+        found = []
+        if config.features.task not in self.tasks:
+            found.append(f"training.model {self.name} does not train task {config.features.task}; "
+                         f"it trains {', '.join(self.tasks)}")
+        if config.training.strategy not in self.strategies:
+            found.append(f"training.strategy {config.training.strategy} is not available with training.model "
+                         f"{self.name}; use one of {', '.join(self.strategies)}")
+        return found
+
+    def tuner_fn(self, fn_args):
+        """The Tuner's `tuner_fn` for this family: a TunerFnResult searching its hyper-parameters."""
+        raise NotImplementedError
+
+    def run_fn(self, fn_args, hparams: Dict) -> None:
+        """The Trainer's `run_fn`: trains under `training.strategy` and exports the SavedModel."""
+        from training import strategies
+
+        module, _, function = self.train_function.partition(":")
+        strategies.run(fn_args, hparams, getattr(importlib.import_module(module), function), self.train_function)
+
+
+def _discover() -> Dict[str, ModelFamily]:
+    found = {}
+    for module in pkgutil.iter_modules(__path__):
+        family = getattr(importlib.import_module(f"{__name__}.{module.name}"), ATTRIBUTE, None)
+        if isinstance(family, ModelFamily):
+            found[family.name] = family
+    return found
+
+
+_FAMILIES: Dict[str, ModelFamily] = {}
+
+
+def names() -> List[str]:
+    if not _FAMILIES:
+        _FAMILIES.update(_discover())
+    return sorted(_FAMILIES)
+
+
+def get(name: str) -> ModelFamily:
+    """The family `training.model` names; a ValueError naming the known ones otherwise."""
+    if name not in names():
+        raise ValueError(f"training.model: {name!r} is not a model family; one of {', '.join(names())}")
+    return _FAMILIES[name]

@@ -1,0 +1,371 @@
+"""The request core: Predict, Classify, Regress, metadata and status, whatever the transport.
+
+Both transports (`grpc_api.py`, `rest.py`) turn their request into a call of
+`ServingCore`, so routing (versions, labels, experiments), input checks, batching,
+the sampled request log, shadow traffic and the metrics are the same for gRPC and
+REST. Each transport only converts its wire format to arrays and back.
+"""
+
+import os
+import threading
+import time
+from concurrent import futures
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence
+
+import grpc
+import numpy as np
+import tensorflow as tf
+from absl import logging
+from google.protobuf.message import DecodeError
+from tensorflow.core.framework import types_pb2
+from tensorflow_serving.apis import (get_model_metadata_pb2,
+                                     get_model_status_pb2, model_pb2)
+
+from contract.config import FeaturesConfig, ServingConfig
+from contract.serving import EXAMPLES_INPUT, SERVING_SIGNATURE
+from serving.errors import RequestError
+from serving.experiments import ArmRecord, Experiment, ExperimentLog
+from serving.manager import LoadedVersion, ModelManager, Route
+from serving.metrics import ServingMetrics
+from serving.request_log import RequestLogger
+
+GRPC = "GRPC"
+REST = "REST"
+
+
+_EXAMPLES_HINT = (" Each value of 'examples' must be a serialized tf.Example "
+                  "(tf.train.Example(...).SerializeToString())")
+
+
+def parse_examples(serialized: np.ndarray, name: str = EXAMPLES_INPUT) -> List[tf.train.Example]:
+    """Garbage is refused before batching, naming the bad value, instead of failing a merged batch."""
+    parsed = []
+    for index, value in enumerate(serialized.reshape(-1)):
+        try:
+            parsed.append(tf.train.Example.FromString(value))
+        except DecodeError:
+            hint = _EXAMPLES_HINT if name == EXAMPLES_INPUT else f" Each value of {name!r} must be a serialized tf.Example"
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"{name}[{index}] ({len(value)} bytes) is not a serialized tf.Example.{hint}") from None
+    return parsed
+
+
+def _op_error_detail(message: str) -> str:
+    """The line of a TF error that names the problem, without "Graph execution error", node and op noise."""
+    noise = ("Graph execution error", "Detected at node", "<stack traces unavailable>")
+    lines = [line.strip() for line in message.splitlines()]
+    useful = [line for line in lines if line and not line.startswith(noise) and not line.startswith("[[")]
+    return (useful or lines or [""])[0].rstrip(".")
+
+
+def dtype_name(dtype: int) -> str:
+    return types_pb2.DataType.Name(dtype)
+
+
+@dataclass
+class Answer:
+    """What a Predict/Classify/Regress call produced, for the transport to format."""
+
+    route: Route
+    signature: str
+    outputs: Dict[str, np.ndarray]
+    document: Optional[dict] = None  # the REST answer, once formatted
+
+    @property
+    def loaded(self) -> LoadedVersion:
+        return self.route.loaded
+
+
+def _scores(outputs: Dict[str, np.ndarray]) -> List[float]:
+    """One score per example for the experiment log: of `scores`, the positive class's (two classes) or
+    the top class's (more); else the signature's only output (a regression value)."""
+    if "scores" in outputs:
+        scores = np.asarray(outputs["scores"])
+        return [float(v) for v in (scores[:, -1] if scores.shape[-1] == 2 else scores.max(axis=-1))]
+    if len(outputs) == 1:
+        (value,) = outputs.values()
+        return [float(v) for v in np.asarray(value).reshape(len(value), -1)[:, 0]]
+    return []
+
+
+class ServingCore:
+    """Predict, Classify, Regress, metadata and status, whatever the transport; every request is counted."""
+
+    def __init__(self, manager: ModelManager, loggers: "RequestLoggers", experiment_log: ExperimentLog,
+                 label_spec: Optional[FeaturesConfig] = None):
+        self.manager = manager
+        self.metrics = manager.metrics
+        self.serving = manager.serving
+        self.loggers = loggers
+        self.experiment_log = experiment_log
+        self._label_spec = label_spec
+        self._shadow_pool = futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="shadow")
+
+    def observe(self, api: str, entrypoint: str, model_name: str, call: Callable[[], "Answer"]):
+        """Runs `call` and counts it in the metrics by status, with its latency."""
+        started = time.perf_counter()
+        try:
+            answer = call()
+        except RequestError as error:
+            self.metrics.observe_request(model_name, api, entrypoint, error.code.name, time.perf_counter() - started)
+            raise
+        except Exception:
+            self.metrics.observe_request(model_name, api, entrypoint, "INTERNAL", time.perf_counter() - started)
+            raise
+        seconds = time.perf_counter() - started
+        route = getattr(answer, "route", None)
+        version, label = (str(route.loaded.version), route.label) if route else ("", "")
+        self.metrics.observe_request(model_name, api, entrypoint, "OK", seconds, version, label)
+        if route is not None and route.experiment is not None:
+            self._log_arm(answer, api, seconds)
+        return answer
+
+    @staticmethod
+    def _routing_key(key: str, examples: Callable[[LoadedVersion], List[tf.train.Example]]):
+        """The sticky key: the header's value, else the value of the sticky feature in the first example."""
+        def of(experiment: Experiment, candidate: LoadedVersion) -> str:
+            if key or not experiment.sticky_feature:
+                return key
+            try:
+                parsed = examples(candidate)
+            except RequestError:
+                return ""  # garbage is refused, with its message, once the inputs are checked
+            feature = parsed[0].features.feature.get(experiment.sticky_feature) if parsed else None
+            kind = feature.WhichOneof("kind") if feature is not None else None
+            values = list(getattr(feature, kind).value) if kind else []
+            return str(values[0]) if values else ""
+        return of
+
+    def _signature(self, loaded: LoadedVersion, name: str):
+        key = name or SERVING_SIGNATURE
+        if key not in loaded.signature_defs:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"Serving signature key {key!r} not found in {loaded.name} version "
+                               f"{loaded.version}; signatures: {', '.join(sorted(loaded.signature_defs))}")
+        return key, loaded.signature_defs[key]
+
+    def _check_inputs(self, arrays: Dict[str, np.ndarray], signature_def) -> int:
+        """The batch size of valid inputs; refuses wrong names, empty or oversized batches."""
+        expected = {name: info.dtype for name, info in signature_def.inputs.items()}
+        described = ", ".join(f"{n} ({dtype_name(d)})" for n, d in sorted(expected.items()))
+        if not arrays:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"the request has no inputs; send {described}"
+                               + (" holding serialized tf.Example protos" if EXAMPLES_INPUT in expected else ""))
+        if set(arrays) != set(expected):
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"inputs {sorted(arrays)} do not match the signature; send exactly: {described}")
+        sizes = {array.shape[0] if array.ndim else -1 for array in arrays.values()}
+        size = sizes.pop() if len(sizes) == 1 else -1
+        if size == 0:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"the request's inputs are empty (batch of 0); send at least one value for {described}")
+        self._check_size(size)
+        return size
+
+    def _check_size(self, size: int) -> None:
+        limit = self.serving.max_batch_size
+        if size > limit:
+            raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                               f"batch of {size} is over this server's limit of {limit} "
+                               f"(serving.max_batch_size); split it into requests of at most {limit}")
+
+    def _run(self, loaded: LoadedVersion, key: str, arrays, size) -> Dict[str, np.ndarray]:
+        try:
+            return loaded.run(key, arrays, size)
+        except (tf.errors.InvalidArgumentError, UnicodeDecodeError) as error:
+            # TF raises UnicodeDecodeError when its own message quotes undecodable input bytes.
+            detail = _op_error_detail(error.message) if isinstance(error, tf.errors.OpError) else str(error)
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"{loaded.name} version {loaded.version} rejected the input: {detail}."
+                               f"{_EXAMPLES_HINT if EXAMPLES_INPUT in arrays else ''}") from None
+
+    def predict(self, spec: model_pb2.ModelSpec, convert: Callable[[object], Dict[str, np.ndarray]],
+                output_filter: Sequence[str] = (), key: str = "") -> Answer:
+        """`convert` turns the transport's request into arrays, given the SignatureDef of the version it reaches."""
+        parsed: List[tf.train.Example] = []
+        arrays: Dict[str, np.ndarray] = {}
+
+        def examples(version: LoadedVersion) -> List[tf.train.Example]:
+            if not arrays:
+                arrays.update(convert(self._signature(version, spec.signature_name)[1]))
+            if not parsed and EXAMPLES_INPUT in arrays:
+                parsed.extend(parse_examples(arrays[EXAMPLES_INPUT]))
+            return parsed
+
+        route = self.manager.route(spec, self._routing_key(key, examples))
+        name, signature_def = self._signature(route.loaded, spec.signature_name)
+        if not arrays:
+            arrays.update(convert(signature_def))
+        size = self._check_inputs(arrays, signature_def)
+        examples(route.loaded)
+        unknown = sorted(set(output_filter) - set(signature_def.outputs))
+        if unknown:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"output_filter {unknown} not in the signature; outputs: "
+                               f"{', '.join(sorted(signature_def.outputs))}")
+        outputs = self._run(route.loaded, name, arrays, size)
+        if EXAMPLES_INPUT in arrays:
+            self._after(route, name, arrays, size, arrays[EXAMPLES_INPUT], outputs, parsed)
+        if output_filter:
+            outputs = {k: v for k, v in outputs.items() if k in output_filter}
+        return Answer(route, name, outputs)
+
+    def examples_call(self, spec: model_pb2.ModelSpec, method: str, serialized: List[bytes], key: str = "") -> Answer:
+        """Classify/Regress: TF Serving's rules, the `Input` examples into a signature of that method."""
+        parsed: List[tf.train.Example] = []
+        values = np.array(serialized, dtype=object)
+
+        def examples(_: Optional[LoadedVersion] = None) -> List[tf.train.Example]:
+            if not parsed:
+                parsed.extend(parse_examples(values, "examples"))
+            return parsed
+
+        route = self.manager.route(spec, self._routing_key(key, examples))
+        name, signature_def = self._signature(route.loaded, spec.signature_name)
+        if signature_def.method_name != method:
+            fitting = sorted(k for k, d in route.loaded.signature_defs.items() if d.method_name == method)
+            api = method.rsplit("/", 1)[-1]
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"Expected signature {name!r} method_name to be {method}. Was: "
+                               f"{signature_def.method_name}. Use Predict for this signature, or "
+                               + (f"the signature {route.loaded.name} exports for {api}: "
+                                  f"{', '.join(repr(k) for k in fitting)}" if fitting else
+                                  f"another model: {route.loaded.name} version {route.loaded.version} exports no "
+                                  f"{api} signature"))
+        if not len(values):
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                               "the request has no examples; put the tf.Examples in input.example_list")
+        self._check_size(len(values))
+        examples()
+        (input_name,) = signature_def.inputs
+        arrays = {input_name: values}
+        outputs = self._run(route.loaded, name, arrays, len(values))
+        self._after(route, name, arrays, len(values), values, outputs, parsed)
+        return Answer(route, name, outputs)
+
+    def _after(self, route: Route, signature: str, arrays, size: int, serialized, outputs, parsed) -> None:
+        """Request log, example counts and, for a routed request, the shadow call."""
+        self.metrics.observe_examples(route.loaded.name, size)
+        self.loggers.maybe_log(route.loaded.name, serialized)
+        if route.experiment is not None:
+            route.labels = self._labels(parsed)
+        if route.shadow is not None:
+            self._shadow_pool.submit(self._shadow, route, signature, arrays, size, outputs)
+
+    def _labels(self, parsed: List[tf.train.Example]) -> Optional[List[int]]:
+        """The 0/1 labels of labelled binary traffic (examples that still carry the label columns), else None.
+
+        The experiment report's AUC and accuracy compare binary scores with these; other tasks log scores only.
+        """
+        spec = self._label_spec
+        if spec is None or not spec.task_type.has_positive_class or not parsed:
+            return None
+        values = {column: [] for column in spec.label_columns}
+        for example in parsed:
+            for column in values:
+                feature = example.features.feature.get(column)
+                kind = feature.WhichOneof("kind") if feature is not None else None
+                if not kind or not getattr(feature, kind).value:
+                    return None
+                values[column].append(getattr(feature, kind).value[0])
+        relative = values[spec.label_relative_to] if spec.label_relative_to in values else None
+        labels = [int(v) for v in spec.label(values[spec.label_column], relative)]
+        return None if min(labels) < 0 else labels
+
+    def _log_arm(self, answer: Answer, api: str, seconds: float) -> None:
+        route = answer.route
+        self.experiment_log.add(ArmRecord(route.loaded.name, route.label, route.loaded.version, api,
+                                          round(seconds * 1e3, 3), _scores(answer.outputs),
+                                          route.labels))
+
+    def _shadow(self, route: Route, signature: str, arrays, size: int, live_outputs) -> None:
+        shadow = route.shadow
+        started = time.perf_counter()
+        try:
+            outputs = shadow.run(signature, arrays, size) if signature in shadow.signature_defs else {}
+            status = "OK" if outputs else "INVALID_ARGUMENT"
+        except Exception as error:  # noqa: BLE001 - a failing shadow never touches the live answer
+            logging.warning("Shadow call to %s version %d failed: %s", shadow.name, shadow.version, error)
+            outputs, status = {}, "INTERNAL"
+        self.metrics.shadow_requests.labels(shadow.name, route.shadow_label, status).inc()
+        if status == "OK":
+            self.experiment_log.add(ArmRecord(
+                shadow.name, route.shadow_label, shadow.version, signature,
+                round((time.perf_counter() - started) * 1e3, 3), _scores(outputs), route.labels,
+                shadow=True, live_arm=route.label, live_scores=_scores(live_outputs)))
+
+    def metadata(self, spec: model_pb2.ModelSpec) -> get_model_metadata_pb2.GetModelMetadataResponse:
+        loaded = self.manager.resolve(spec)
+        signature_map = get_model_metadata_pb2.SignatureDefMap()
+        for name, definition in loaded.signature_defs.items():
+            signature_map.signature_def[name].CopyFrom(definition)
+        response = get_model_metadata_pb2.GetModelMetadataResponse()
+        response.model_spec.name = loaded.name
+        response.model_spec.version.value = loaded.version
+        response.metadata["signature_def"].Pack(signature_map)
+        return response
+
+    def status(self, spec: model_pb2.ModelSpec) -> get_model_status_pb2.GetModelStatusResponse:
+        statuses = self.manager.status(spec.name)
+        if spec.WhichOneof("version_choice"):
+            wanted = self.manager.resolve(spec).version
+            statuses = [s for s in statuses if s[0] == wanted]
+        response = get_model_status_pb2.GetModelStatusResponse()
+        for version, state in statuses:
+            item = response.model_version_status.add()
+            item.version, item.state = version, state
+            item.status.SetInParent()  # error_code OK, as TF Serving reports it
+        return response
+
+    def close(self) -> None:
+        self._shadow_pool.shutdown(wait=True)
+
+
+
+def classification_result(outputs: Dict[str, np.ndarray], result) -> None:
+    """Fills a ClassificationResult from the `classes`/`scores` outputs."""
+    scores = outputs.get("scores")
+    classes = outputs.get("classes")
+    rows = len(scores if scores is not None else classes)
+    for row in range(rows):
+        classification = result.classifications.add()
+        width = len(scores[row]) if scores is not None else len(classes[row])
+        for column in range(width):
+            item = classification.classes.add()
+            if classes is not None:
+                value = classes[row][column]
+                item.label = value.decode() if isinstance(value, bytes) else str(value)
+            if scores is not None:
+                item.score = float(scores[row][column])
+
+
+
+class RequestLoggers:
+    """One sampled request logger per model, under `<request_log_dir>/<model_name>/`."""
+
+    def __init__(self, serving: ServingConfig, metrics: ServingMetrics):
+        self._serving = serving
+        self._metrics = metrics
+        self._loggers: Dict[str, RequestLogger] = {}
+        self._lock = threading.Lock()
+
+    def maybe_log(self, model_name: str, serialized_examples) -> None:
+        if self._serving.request_log_sample_rate <= 0 or not self._serving.request_log_dir:
+            return
+        with self._lock:
+            logger = self._loggers.get(model_name)
+            if logger is None:
+                logger = self._loggers[model_name] = RequestLogger(
+                    os.path.join(self._serving.request_log_dir, model_name),
+                    self._serving.request_log_sample_rate)
+        if logger.maybe_log(serialized_examples):
+            self._metrics.request_log_count.labels(model_name, "OK").inc()
+            self._metrics.request_log_examples.labels(model_name).inc(len(serialized_examples))
+
+    def flush(self) -> None:
+        with self._lock:
+            loggers = list(self._loggers.values())
+        for logger in loggers:
+            logger.flush()
