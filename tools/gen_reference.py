@@ -203,48 +203,16 @@ def configuration_page() -> str:
 
 # --- cli.md ----------------------------------------------------------------------------------------------
 
-class _Captured(Exception):
-    def __init__(self, parser: argparse.ArgumentParser):
-        super().__init__(parser.prog)
-        self.parser = parser
-
-
-def _parser_of(main, argv: List[str]) -> argparse.ArgumentParser:
-    """The parser a command's `main(argv)` builds, caught as it starts parsing (nothing of the command runs)."""
-    def capture(self, args=None, namespace=None):
-        raise _Captured(self)
-
-    saved = argparse.ArgumentParser.parse_args
-    argparse.ArgumentParser.parse_args = capture
-    try:
-        main(argv)
-    except _Captured as caught:
-        return caught.parser
-    finally:
-        argparse.ArgumentParser.parse_args = saved
-    raise RuntimeError(f"{main.__module__}.main({argv}) built no parser")
-
-
 def group_parsers() -> List[Tuple[str, str, argparse.ArgumentParser]]:
-    """(`tfx-edge` command line, one-line help, parser) for every command of the console entry point.
+    """(`tfx-edge` command line, one-line help, parser) for every group of the console entry point.
 
-    The one adapter between this generator and the command layer: it reads `runners.cli.GROUPS` and takes
-    each group's parser from its `main`. Repoint it here when the command layer moves.
+    The one place this generator meets the command layer: `cli.main.GROUPS`, each group's module with its
+    `build_parser()`.
     """
-    from runners import cli as entry
+    from cli.main import GROUPS
 
-    found = []
-    for group, (module, text) in entry.GROUPS.items():
-        if group == "schema":
-            for command, schema_module in entry.SCHEMA_COMMANDS.items():
-                found.append((f"tfx-edge schema {command}", text,
-                              _parser_of(importlib.import_module(schema_module).main, [])))
-            continue
-        found.append((f"tfx-edge {group}", text, _parser_of(importlib.import_module(module).main, [])))
-        if group == "fleet":
-            found.append(("tfx-edge fleet vertex", text, _parser_of(importlib.import_module(module).main,
-                                                                    ["vertex"])))
-    return found
+    return [(f"tfx-edge {group}", text, importlib.import_module(module).build_parser())
+            for group, (module, text) in GROUPS.items()]
 
 
 def _subcommands(parser: argparse.ArgumentParser) -> Dict[str, Tuple[str, argparse.ArgumentParser]]:
