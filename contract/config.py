@@ -430,6 +430,13 @@ class VertexConfig:
 
 @dataclass
 class PipelineConfig:
+    """Every setting of a run: the top-level names and paths, then one section per stage.
+
+    Build it with `load_config`, which also validates it; a bare `PipelineConfig()` holds the defaults
+    (the bundled taxi data). Paths left empty derive from `output_dir` when the object is made. The
+    configuration reference lists every setting with its meaning.
+    """
+
     pipeline_name: str = "taxi"
     model_name: str = "taxi"
     # Everything a run writes lives under output_dir (relative to the directory the command runs in)
@@ -520,6 +527,12 @@ def bundled_taxi_root() -> str:
     """The Chicago taxi TFRecords shipped inside the installed tfx wheel (never downloaded).
 
     Found without importing tfx, which would start TensorFlow.
+
+    Returns:
+        The directory holding `Split-train/`, `Split-eval/` and `unlabelled/`.
+
+    Raises:
+        ConfigError: the tfx package lacks its test data.
     """
     import importlib.util
 
@@ -541,6 +554,16 @@ def section_from_dict(cls: Type[Section], values: Optional[Dict[str, Any]]) -> S
 
     Unknown keys are an error, not silently dropped: they mean the sender and
     this code disagree about the section.
+
+    Args:
+        cls: the section's class, e.g. `TrainingConfig`.
+        values: the section as a dict (`section_to_dict`); None for the defaults.
+
+    Returns:
+        The section.
+
+    Raises:
+        ConfigError: a key the section does not have.
     """
     values = dict(values or {})
     names = {f.name for f in dataclasses.fields(cls)}
@@ -623,7 +646,20 @@ def _parse_override_value(raw: str) -> Any:
 
 
 def load_config(path: Optional[str] = None, overrides: Optional[List[str]] = None) -> PipelineConfig:
-    """Builds the configuration: defaults, then the YAML file, then `key.sub=value` overrides."""
+    """Builds and validates the configuration: the defaults, then the YAML file, then the overrides.
+
+    Args:
+        path: a YAML file with any subset of `pipeline/configs/default.yaml`, or None for the defaults.
+        overrides: `section.key=value` strings applied last, as `--set` gives them (values are YAML
+            scalars or lists, e.g. `training.train_steps=500`, `data.hash_buckets=[4, 1]`).
+
+    Returns:
+        The configuration, with every derived path filled in.
+
+    Raises:
+        ConfigError: an unknown setting, a value of the wrong type or out of range, a missing file; the
+            message names the setting.
+    """
     values: Dict[str, Any] = {}
     if path:
         if not os.path.exists(path):
