@@ -339,7 +339,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           f"({job['log_bytes'] / 1e6:.1f} MB of Parquet):")
     print(f"  job seconds                  {fmt(job['job_seconds'], '.2f')}")
     print(f"  per million requests, s      {fmt(job['job_seconds_per_million'], '.1f')}")
-    print(f"  baseline: TFDV statistics of the same examples (TFRecords), s  {fmt(job['baseline_statistics_seconds'], '.2f')}")
+    print(f"  baseline: TFDV statistics of the same examples (TFRecords), s  "
+          f"{fmt(job['baseline_statistics_seconds'], '.2f')}")
     print(f"  job / baseline               {fmt(job['job_vs_baseline'], '.2f')}x")
     print(f"drift onset -> retrain start (scrape = evaluation = group_wait = {path['interval_seconds']:g} s):")
     print(f"  onset -> run started, s      {fmt(path['onset_to_run_seconds'], '.2f')}")

@@ -118,8 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "served metric; then write the report page")
     run.add_argument("--out", default="", metavar="FILE.html",
                      help="the report page (default: monitoring.html beside the monitoring store)")
-    labels = add("labels", cmd_labels, "join late labels (request_id, label[, time][, index]; Parquet, CSV or "
-                                       "JSON lines) to the logged predictions")
+    labels = add("labels", cmd_labels, "join late labels (request_id, label, optional time and index; Parquet, "
+                                       "CSV or JSON lines) to the logged predictions")
     labels.add_argument("--input", required=True, metavar="FILE", help="*.parquet, *.csv or *.jsonl")
     report = add("report", cmd_report, "write the monitoring page: each model's series as charts")
     report.add_argument("--out", default="", metavar="FILE.html",

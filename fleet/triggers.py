@@ -149,8 +149,9 @@ def served_metric_reason(model: FleetModel) -> str:
     worse = point.value < point.threshold if headline.higher_is_better else point.value > point.threshold
     if not worse:
         return ""
+    window = time.strftime("%Y-%m-%d %H:%M", time.gmtime(point.window_start))
     return (f"served {headline.label} {point.value:.3f} {'<' if headline.higher_is_better else '>'} "
-            f"{point.threshold:g} on late labels (window from {time.strftime('%Y-%m-%d %H:%M', time.gmtime(point.window_start))} UTC)")
+            f"{point.threshold:g} on late labels (window from {window} UTC)")
 
 
 def served_series_fingerprint(model: FleetModel) -> str:

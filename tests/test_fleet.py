@@ -162,8 +162,8 @@ def _log_requests(directory: str, records, payment_type=None) -> None:
         del example.features.feature["tips"]  # serving requests carry no label
         if payment_type:
             example.features.feature["payment_type"].bytes_list.value[:] = [payment_type]
-        logger.add(f"{'drifted' if payment_type else 'same'}-{number}", time.time(), "acme-tips", "Predict", "GRPC", "OK", 0.001, version=1,
-                   examples=[example.SerializeToString()], predictions=[[0.5]])
+        logger.add(f"{'drifted' if payment_type else 'same'}-{number}", time.time(), "acme-tips", "Predict", "GRPC",
+                   "OK", 0.001, version=1, examples=[example.SerializeToString()], predictions=[[0.5]])
     logger.flush()
 
 
