@@ -34,6 +34,7 @@ from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
+from contract.errors import ConfigError
 from contract.serving import PREDICTION_KEY, REGRESS_OUTPUTS, SCORES, VALUE_KEY
 
 FILE_SUFFIX = ".parquet"
@@ -46,6 +47,10 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # The serving outputs a logged prediction is read from, in this order (contract/serving.py): the binary
 # probability, the regression value (serving_default, then Regress), the per-class scores (multiclass, Classify).
 _PREDICTION_OUTPUTS = (PREDICTION_KEY, VALUE_KEY, REGRESS_OUTPUTS, SCORES)
+
+
+class RequestLogError(ConfigError):
+    """A file in a request-log directory that is not a request log: named, with what to do (exit status 2)."""
 
 
 def new_request_id() -> str:
@@ -99,7 +104,7 @@ def is_log_file(path: str) -> bool:
 def read(paths: Iterable[str], columns: Optional[Sequence[str]] = None, since: Optional[float] = None):
     """The rows of request-log files as one pyarrow Table (only rows at or after `since`, if given).
 
-    A file that is not a request log is named, with what to do: a ValueError.
+    A file that is not a request log is named, with what to do: a RequestLogError.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -110,8 +115,8 @@ def read(paths: Iterable[str], columns: Optional[Sequence[str]] = None, since: O
         try:
             table = pq.read_table(path, columns=wanted)
         except (pa.ArrowInvalid, OSError) as error:
-            raise ValueError(f"{path} is not a readable request log ({error}); move it out of the request "
-                             "log directory") from None
+            raise RequestLogError(f"{path} is not a readable request log ({error}); move it out of the request "
+                                  "log directory") from None
         if since is not None:
             import pyarrow.compute as pc
 

@@ -140,10 +140,16 @@ def _label_value(config: PipelineConfig, value) -> Optional[float]:
     return number if integer and 0 <= number < len(names) else None
 
 
-def _predictions(config: PipelineConfig, since: float) -> Dict[Tuple[str, int], Tuple[float, int, str, list]]:
-    """(request_id, index) -> (time, version, status, prediction) of the model's log rows written since `since`."""
+def _predictions(config: PipelineConfig, since: float,
+                 request_ids: List[str]) -> Dict[Tuple[str, int], Tuple[float, int, str, list]]:
+    """(request_id, index) -> (time, version, status, prediction) of the model's log rows of these requests,
+    in log files written since `since` (only those rows become Python objects)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     table = request_log.read(log_files(config.model_request_log_dir, since),
                              ("request_id", "index", "time", "version", "status", "prediction"))
+    table = table.filter(pc.is_in(table["request_id"], value_set=pa.array(request_ids, pa.string())))
     columns = [table[name].to_pylist() for name in ("request_id", "index", "time", "version", "status", "prediction")]
     return {(rid, idx): (t, v, s, p) for rid, idx, t, v, s, p in zip(*columns)}
 
@@ -161,7 +167,7 @@ def join(config: PipelineConfig, path: str, store: Optional[Store] = None, now: 
     window = config.monitoring.label_window_days * 86400.0
     result = Import(os.path.abspath(path), rows=len(ids))
     # Log files older than the oldest outcome minus the window can only hold predictions too old to join.
-    predictions = _predictions(config, (min(times) - window) if times else now)
+    predictions = _predictions(config, (min(times) - window) if times else now, [i for i in ids if i is not None])
     already = store.joined_keys(config.model_name, [i for i in ids if i is not None])
     seen = set()
     for request_id, raw, label_time, index in zip(ids, labels, times, indexes):

@@ -39,7 +39,7 @@ def statistics_of(paths: Sequence[str]) -> statistics_pb2.DatasetFeatureStatisti
         if request_log.is_log_file(path):
             try:
                 records.extend(request_log.examples([path]))
-            except ValueError as e:
+            except request_log.RequestLogError as e:
                 raise input_files.BadInputError(str(e)) from None
         else:
             records.extend(input_files.read_examples(path))
