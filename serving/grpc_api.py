@@ -170,11 +170,17 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         return response
 
     def GetModelMetadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest, context):
-        try:
-            if list(request.metadata_field) != ["signature_def"]:
+        try:  # TF Serving's GetModelMetadataImpl checks, with its texts
+            if not request.HasField("model_spec"):
+                raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "Missing ModelSpec")
+            if not request.metadata_field:
                 raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
-                                   f"metadata_field {list(request.metadata_field)} is not supported; "
-                                   "ask for ['signature_def']")
+                                   "GetModelMetadataRequest must specify at least one metadata_field "
+                                   "(signature_def)")
+            for field in request.metadata_field:
+                if field != "signature_def":
+                    raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                                       f"Metadata field {field} is not supported; ask for signature_def")
             return self._core.metadata(request.model_spec)
         except RequestError as error:
             context.abort(error.code, str(error))

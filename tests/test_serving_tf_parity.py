@@ -184,6 +184,11 @@ def test_get_model_metadata(models, servers):
     assert VERSION == result.model_spec.version.value
     assert 1 == len(result.metadata)
     assert "signature_def" in result.metadata
+    request.metadata_field[0] = "graph_def"  # only signature_def is offered, by TF Serving too
+    with pytest.raises(grpc.RpcError) as raised:
+        _stub(address).GetModelMetadata(request, RPC_TIMEOUT)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert raised.value.details().startswith("Metadata field graph_def is not supported")
 
 
 @pytest.mark.parametrize("model", MODELS)
