@@ -390,6 +390,10 @@ class ServingConfig:
     warmup_requests: int = 6  # PredictionLog records the Pusher writes from real eval examples
     request_log_sample_rate: float = 0.01  # fraction of Predict requests logged for the skew check
     request_log_dir: str = ""  # default: <output_dir>/request_logs; files land in <dir>/<model_name>/
+    # Classify/Regress (and MultiInference) accept only signatures whose method_name is classify/regress, as
+    # TF Serving's --enable_signature_method_name_check (passed to it too). Off, as TF Serving's default: any
+    # signature whose inputs and outputs fit serves, such as those `tf.saved_model.save` marks predict.
+    enable_signature_method_name_check: bool = False
     # Experiments (serving/experiments.py): the request header (gRPC metadata) whose value keeps a client on one arm.
     experiment_key_header: str = "x-experiment-key"
     experiment_log_dir: str = ""  # default: <output_dir>/experiment_logs; files land in <dir>/<model_name>/
