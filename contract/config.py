@@ -392,6 +392,10 @@ class ServingConfig:
     # version, arm, examples, answers), which the skew check, the monitoring job and the late-label join read.
     request_log_sample_rate: float = 0.01
     request_log_dir: str = ""  # default: <output_dir>/request_logs; files land in <dir>/<model_name>/
+    # Classify/Regress (and MultiInference) accept only signatures whose method_name is classify/regress, as
+    # TF Serving's --enable_signature_method_name_check (passed to it too). Off, as TF Serving's default: any
+    # signature whose inputs and outputs fit serves, such as those `tf.saved_model.save` marks predict.
+    enable_signature_method_name_check: bool = False
     # Experiments (serving/experiments.py): the request header (gRPC metadata) whose value keeps a client on one arm.
     experiment_key_header: str = "x-experiment-key"
     experiment_log_dir: str = ""  # default: <output_dir>/experiment_logs; files land in <dir>/<model_name>/
