@@ -314,7 +314,7 @@ def test_every_answer_carries_a_request_id_and_the_log_records_it(served, eval_r
                for r in order)
     assert generated in by_id and [len(r["prediction"]) for r in by_id["order-18"]] == [2, 2]  # Classify's scores
     (failed,) = by_id["order-19"]
-    assert (failed["status"], failed["example"], failed["prediction"]) == ("NOT_FOUND", None, [])
+    assert (failed["status"], failed["example"], failed["prediction"]) == (wrong.value.code().name, None, [])
     assert "no spaces" not in by_id
 
 
