@@ -59,23 +59,27 @@ class Receiver:
                 answer["skipped"].append(f"{name}: model {model_name!r} is not in {self.fleet.path}")
                 continue
             reason = reason_of(alert)
-            why_not = self._why_not(model)
+            # Check and start under one lock: Alertmanager delivers a group to each of its receivers at
+            # once, so two notifications of one alert arrive together and must start one run, not two.
+            with self._lock:
+                why_not = self._why_not(model)
+                if not why_not:
+                    thread = threading.Thread(target=self.controller.run_now, args=(model, reason),
+                                              name=model.name)
+                    self._running[model.name] = thread
+                    thread.start()  # alive before the lock is released, so the next check sees it
             if why_not:
                 self.controller.state.record_check(model.name, f"skipped: {reason}: {why_not}")
                 answer["skipped"].append(f"{model.name}: {why_not}")
                 continue
-            thread = threading.Thread(target=self.controller.run_now, args=(model, reason), name=model.name)
-            with self._lock:
-                self._running[model.name] = thread
-            thread.start()
             answer["started"].append(f"{model.name}: {reason}")
         return answer
 
     def _why_not(self, model) -> str:
-        with self._lock:
-            running = self._running.get(model.name)
-            if running is not None and running.is_alive():
-                return "a run started by an earlier alert is still going"
+        """Why `model` may not start now ("" if it may); called with the lock held."""
+        running = self._running.get(model.name)
+        if running is not None and running.is_alive():
+            return "a run started by an earlier alert is still going"
         last = self.controller.state.last_run(model.name)
         cooldown = model.config.monitoring.retrain_cooldown_seconds
         if last and time.time() - last["started"] < cooldown:

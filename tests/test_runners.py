@@ -9,6 +9,7 @@ import io
 import json
 import os
 import socket
+import tempfile
 
 import pytest
 
@@ -72,6 +73,20 @@ def test_dataflow_args_carry_every_documented_option():
         "gcp.service_account=runner@my-project.iam.gserviceaccount.com"]))
     assert "--staging_location=gs://other/staging" in with_account
     assert with_account[-1] == "--service_account_email=runner@my-project.iam.gserviceaccount.com"
+
+
+def test_local_beam_args_skip_tfx_package_build_and_dataflow_args_name_their_image():
+    """TFX builds a 49 MB package of itself per Beam component unless a dependency flag is set; ours is
+    one, and on Dataflow the configured image is the one that counts (the later flag wins)."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from tfx.utils import dependency_utils
+    from pipeline.pipeline import beam_pipeline_args
+
+    local = beam_pipeline_args(load_config())
+    assert dependency_utils.make_beam_dependency_flags(local) == local  # unchanged: nothing was built
+    cloud = load_config(None, CLOUD)
+    options = PipelineOptions(beam_pipeline_args(cloud) + dataflow_beam_args(cloud)).get_all_options()
+    assert options["sdk_container_image"] == cloud.gcp.image and options["runner"] == "DataflowRunner"
 
 
 def test_dataflow_args_name_every_missing_setting():
@@ -237,7 +252,7 @@ def test_compiled_baseline_query_leaves_out_the_candidate(compiled):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode,workers", [("in_memory", 0)])
-def test_beam_runner_pushes_a_model(tmp_path, small_sample, mode, workers):
+def test_beam_runner_pushes_a_model(tmp_path, monkeypatch, small_sample, mode, workers):
     """BeamDagRunner end to end. in_memory: multi_processing costs CI ~1 minute more per run; `make bench-data`
     runs the Beam stages in both modes."""
     from runners import beam
@@ -251,7 +266,11 @@ def test_beam_runner_pushes_a_model(tmp_path, small_sample, mode, workers):
         "evaluator.min_auc=0", "evaluator.min_binary_accuracy=0", "edge.enabled=false",
         f"beam.direct_running_mode={mode}", f"beam.direct_num_workers={workers}")
     out = io.StringIO()
+    scratch = tmp_path / "tempdir"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where TFX would build its package of itself
     assert beam.run(config, out) == 0, out.getvalue()
+    assert not list(scratch.rglob("tfx_ephemeral*")), "a Beam component built TFX's ephemeral package"
     # BeamDagRunner's "node X is running." lines reach the progress display.
     assert "Trainer" in out.getvalue() and "done" in out.getvalue()
     summary = read_run(open_metadata(config.metadata_path), config.pipeline_name)
