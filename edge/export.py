@@ -34,7 +34,7 @@ from contract.serving import SERVING_SIGNATURE
 from edge import edgetpu, metadata
 from edge.runtime import MANIFEST, EdgeModel, interpreter_module
 from models import features
-from models.trainer import edge_signature
+from models.trainer import custom_ops, edge_signature
 
 FILES = {"int8": "model_int8.tflite", "float": "model_float.tflite", "mapping": "edge_mapping.json"}
 # Clip ranges and representative rows come from at most this many transformed training examples:
@@ -317,7 +317,7 @@ def export(saved_model_dir: str, transform_graph_dir: str, transformed_train_pat
     if mapping.get("format") != edge_signature.MAPPING_FORMAT:
         raise ValueError(f"{mapping_path} has format {mapping.get('format')}, this export reads format "
                          f"{edge_signature.MAPPING_FORMAT}; retrain the model (the Trainer not cached) to export it")
-    loaded = tf.saved_model.load(saved_model_dir)
+    loaded = custom_ops.load(saved_model_dir)
 
     feature_spec = tft.TFTransformOutput(transform_graph_dir).transformed_feature_spec()
     train_columns = transformed_inputs(_records(transformed_train_pattern, CALIBRATION_EXAMPLES), feature_spec,

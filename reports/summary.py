@@ -345,9 +345,13 @@ def _edge_lines(edge: Dict, config, cached: bool = False) -> List[str]:
 
 
 def training_line(facts: Dict[str, object]) -> str:
-    """`mirrored, 2 replicas, global batch 128 (64 per replica), 60 steps, resumed from step 20`."""
-    text = (f"{facts['strategy']}, {facts['replicas']} replica(s), global batch {facts['global_batch']} "
-            f"({facts['per_replica_batch']} per replica), {facts['train_steps']} steps")
+    """`dnn: mirrored, 2 replicas, global batch 128 (64 per replica), 60 steps, resumed from step 20`, or
+    `gbdt: default, 87 trees on 8,000 examples`."""
+    text = f"{facts.get('model', 'dnn')}: {facts['strategy']}, "
+    if "trees" in facts:
+        return text + f"{facts['trees']} trees on {facts['train_examples']:,} examples"
+    text += (f"{facts['replicas']} replica(s), global batch {facts['global_batch']} "
+             f"({facts['per_replica_batch']} per replica), {facts['train_steps']} steps")
     cluster = facts.get("cluster") or []
     if cluster:
         jobs = [task["job"] for task in cluster]
@@ -355,6 +359,25 @@ def training_line(facts: Dict[str, object]) -> str:
     if facts.get("resumed_from_step"):
         text += f", resumed from step {facts['resumed_from_step']}"
     return text
+
+
+def auto_lines(facts: Dict[str, object]) -> List[str]:
+    """What `training.model auto` weighed: every family's held-out score, and the one it chose."""
+    auto = facts.get("auto")
+    if not auto:
+        return []
+    scores = ", ".join(f"{name} {score[auto['metric']]:.4f}" for name, score in auto["scores"].items())
+    return [f"  model family: {auto['chosen']}, chosen by auto on {auto['validation_rows']} rows held out of the "
+            f"train split ({auto['metric_label']}: {scores})"]
+
+
+def edge_student_lines(facts: Dict[str, object]) -> List[str]:
+    student = facts.get("edge_student")
+    if not student:
+        return []
+    fidelity = ", ".join(f"{k} {v:.4f}" for k, v in student["fidelity_on_train"].items())
+    return [f"  edge student: {student['student']} distilled from the {student['teacher']} model on "
+            f"{student['distillation_examples']} training examples ({fidelity})"]
 
 
 def format_summary(summary: RunSummary, config, timings: Dict[str, float]) -> str:
@@ -375,6 +398,7 @@ def format_summary(summary: RunSummary, config, timings: Dict[str, float]) -> st
                          f"its result: {summary.hyperparameters_from})")
     if summary.training:
         lines.append(f"  training: {training_line(summary.training)}")
+        lines.extend(auto_lines(summary.training) + edge_student_lines(summary.training))
     if summary.candidate_metrics:
         lines.append("  metric                       candidate   baseline")
         for name in (m.key for m in tasks.of_metrics(summary.candidate_metrics).report_metrics):
