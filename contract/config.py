@@ -207,6 +207,10 @@ def class_key(value) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
+# training.model auto: fewer held-out rows than this make the choice between families a coin toss.
+AUTO_MIN_VALIDATION_ROWS = 30
+
+
 @dataclass
 class TrainingConfig:
     # The model family (models/trainer/families/, one module each; docs/model-families.md): dnn (a wide-and-deep

@@ -335,12 +335,30 @@ def _edge_lines(edge: Dict, config, cached: bool = False) -> List[str]:
         ready = edge.get("edgetpu", {})
         lines.append("  Edge TPU ready: " + ("yes" if ready.get("ready") else
                                              "NO (" + "; ".join(ready.get("cpu_ops", [])[:3]) + ")"))
+        lines.extend(_quantization_lines(edge, task))
     if edge.get("pushed") and cached:
         lines.append(f"  edge model not pushed again: the export is cached, it is already in {edge['version_dir']}")
     elif edge.get("pushed"):
         lines.append(f"  edge model pushed to: {edge['version_dir']}")
     else:
         lines.append(f"  edge model not pushed: {edge.get('reason', '')}")
+    return lines
+
+
+def _quantization_lines(edge: Dict, task) -> List[str]:
+    """Which path made the int8 model (post-training, or quantization-aware after post-training failed), and
+    for a distilled student, its teacher and the gap between them."""
+    lines = []
+    if edge.get("path"):
+        failed = "; ".join(f"{c['measure']} {c['value']:.4f} > {c['limit']:.4f}" for c in
+                           edge.get("post_training_gate") or [] if not c["value"] <= c["limit"])
+        lines.append(f"  int8 by: {edge['path']}" + (f" (post-training int8 failed: {failed})" if failed else ""))
+    distilled = edge.get("distillation")
+    if distilled:
+        key = task.headline.key
+        lines.append(f"  edge student of the {distilled['teacher']['family']} model: {task.headline.label} "
+                     f"{distilled['student'][f'int8_{key}']:.4f} (int8) vs {distilled['teacher'][key]:.4f} "
+                     f"(served model), gap {distilled['gap'][key]:.4f}")
     return lines
 
 

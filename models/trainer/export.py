@@ -76,9 +76,10 @@ def signatures(model, tf_transform_output, spec, input_names: Optional[Iterable[
 
 
 def family_record(facts: Dict, edge_core=None, **extra) -> Dict:
-    """What `model_family.json` says of the model: family, task, hyper-parameters, `extra`; and the edge core."""
+    """What `model_family.json` says of the model: family, task, hyper-parameters, what `auto` weighed, `extra`;
+    and the edge core."""
     record = {"family": facts["model"], "task": facts["task"], "hyperparameters": facts.get("hyperparameters", {}),
-              **extra}
+              **({"auto": facts["auto"]} if facts.get("auto") else {}), **extra}
     if edge_core is not None:
         record["edge_core"] = edge_core
     return record

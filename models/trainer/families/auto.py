@@ -22,13 +22,10 @@ from typing import Dict, List
 
 from absl import logging
 
-from contract.config import TrainingConfig, section_from_dict
+from contract.config import AUTO_MIN_VALIDATION_ROWS, TrainingConfig, section_from_dict
 from models import features
 from models.trainer import data
 from models.trainer.families import ModelFamily, candidates
-
-# Fewer held-out rows than this make the choice between families a coin toss.
-MIN_VALIDATION_ROWS = 30
 
 
 def values_of(hparams: Dict, family: str) -> Dict:
@@ -116,11 +113,11 @@ class Auto(ModelFamily):
     def data_problems(self, config, train_rows: int) -> List[str]:
         share = config.training.auto_validation_share
         held_out = int(train_rows * share)
-        if held_out >= MIN_VALIDATION_ROWS:
+        if held_out >= AUTO_MIN_VALIDATION_ROWS:
             return []
-        needed = math.ceil(MIN_VALIDATION_ROWS / share)
+        needed = math.ceil(AUTO_MIN_VALIDATION_ROWS / share)
         return [f"training.model auto holds out {share:g} of the train split to choose the family: {held_out} of "
-                f"its {train_rows} rows, fewer than the {MIN_VALIDATION_ROWS} a choice needs. Give it at least "
+                f"its {train_rows} rows, fewer than the {AUTO_MIN_VALIDATION_ROWS} a choice needs. Give it at least "
                 f"{needed} training rows, raise training.auto_validation_share, or set training.model to one "
                 "family (dnn, linear, gbdt)"]
 
