@@ -11,7 +11,7 @@ Runs inside the EdgeExport component (TensorFlow available). Steps:
    output's 256 levels costs), multiclass accuracy drop and class agreement, regression
    RMSE increase relative to the std of the eval labels;
 4. quantization-aware training when post-training int8 fails the gate: the model's Keras
-   core (the `edge_core.h5` asset) fine-tuned with fake-quantized weights and activations
+   core (the `edge_core.keras` asset) fine-tuned with fake-quantized weights and activations
    (TensorFlow Model Optimization), converted and gated again; the result says which path
    produced the pushed model;
 5. push only when the gate passes: files written to a hidden staging directory, then
@@ -101,17 +101,21 @@ def _records(pattern: Union[str, List[str]], limit: int = 0, spread: bool = Fals
 
 def transformed_inputs(records: List[bytes], feature_spec, mapping) -> List[np.ndarray]:
     """Transformed tf.Examples -> the edge inputs in signature order (packed z-scores, one-hot block), unclipped."""
-    parsed = tf.io.parse_example(tf.constant(records), feature_spec)
+    return edge_inputs(tf.io.parse_example(tf.constant(records), feature_spec), mapping)
+
+
+def edge_inputs(transformed: Dict[str, Any], mapping) -> List[np.ndarray]:
+    """Transform's outputs (tensors by name) -> the edge inputs in signature order, unclipped."""
     columns = []
+    rows = len(next(iter(transformed.values())))
     if mapping["numeric_input"]:
-        columns.append(np.hstack([parsed[e["input"]].numpy().reshape(-1, 1) for e in mapping["numeric"]])
+        columns.append(np.hstack([np.asarray(transformed[e["input"]]).reshape(-1, 1) for e in mapping["numeric"]])
                        .astype(np.float32))
     if mapping["one_hot"]["input"]:
-        one_hot = np.zeros((len(records), mapping["one_hot"]["size"]), np.float32)
-        rows = np.arange(len(records))
+        one_hot = np.zeros((rows, mapping["one_hot"]["size"]), np.float32)
         for entry in mapping["one_hot"]["features"]:
-            ids = parsed[entry["input"]].numpy().reshape(-1)
-            one_hot[rows, entry["offset"] + ids] = 1.0
+            ids = np.asarray(transformed[entry["input"]]).reshape(-1)
+            one_hot[np.arange(rows), entry["offset"] + ids] = 1.0
         columns.append(one_hot)
     return columns
 

@@ -113,21 +113,20 @@ def write_baskets(root: str, rows: int = 400, seed: int = 1) -> str:
 
 
 def interaction_rows(rows: int = 600, seed: int = 2) -> List[Dict[str, object]]:
-    """A binary task trees win: the label is an interaction no linear model can draw (an XOR of two amounts'
-    signs, flipped by one region), plus noise; a third amount is noise only."""
+    """A binary task trees win: whether an amount is above its median decides the label in two regions and
+    the opposite in the third (an interaction no additive model can draw: over all regions `left` says little),
+    plus 5% flipped labels; `right` and `noise` are noise."""
     rng = np.random.default_rng(seed)
     out = []
     for i in range(rows):
         left, right, noise = (float(v) for v in rng.normal(size=3))
         region = REGIONS[rng.integers(len(REGIONS))]
-        signal = (left > 0) != (right > 0)
-        if region == "harbour":
-            signal = not signal
-        positive = signal if rng.random() > 0.05 else not signal
+        positive = (left > 0) != (region == "harbour")
+        if rng.random() < 0.05:
+            positive = not positive
         out.append({"order_id": 500_000 + i, "left": left * 40.0 + 100.0, "right": right * 3.0, "noise": noise,
                     "region": region, "returned": int(positive)})
     return out
-
 
 
 def write_interactions(root: str, rows: int = 600, seed: int = 2) -> str:

@@ -14,7 +14,7 @@ A family adds its `edge` signature (numeric inputs after Transform, for TFLite).
 Beside the signatures, the SavedModel's assets hold the family's record
 (`model_family.json`: the family, its hyper-parameters, what `auto` weighed, the
 edge student), read by lineage, reports and the edge export, and the Keras core
-behind `edge` (`edge_core.h5`), which the edge export retrains with
+behind `edge` (`edge_core.keras`), which the edge export retrains with
 quantization-aware training when post-training int8 fails its gate.
 """
 
@@ -50,7 +50,7 @@ def task_outputs(spec, predicted) -> Dict[str, tf.Tensor]:
 
 
 FAMILY_ASSET = "model_family.json"
-EDGE_CORE_ASSET = "edge_core.h5"
+EDGE_CORE_ASSET = "edge_core.keras"
 
 
 def signatures(model, tf_transform_output, spec, input_names: Optional[Iterable[str]] = None) -> Dict:
@@ -102,9 +102,9 @@ def _write_record(export_dir: str, record: Dict) -> None:
     core = record.pop("edge_core", None)
     if core is not None:
         with tempfile.TemporaryDirectory(prefix="edge_core_") as local:
-            # h5 needs a local file; the export directory may be remote.
+            # Keras writes a local file; the export directory may be remote.
             path = os.path.join(local, EDGE_CORE_ASSET)
-            core.save(path, save_format="h5", include_optimizer=False)
+            core.save(path)
             tf.io.gfile.copy(path, os.path.join(assets, EDGE_CORE_ASSET), overwrite=True)
         record["edge_core"] = EDGE_CORE_ASSET
     with tf.io.gfile.GFile(os.path.join(assets, FAMILY_ASSET), "w") as f:

@@ -43,8 +43,13 @@ from models.trainer.families import ModelFamily
 from models.trainer.families.dnn import FAMILY as DNN
 from training import strategies
 
-# Training examples the student learns the forest's answers on: bounded memory (they are held as arrays).
+# Examples the student learns the forest's answers on, training rows and mixed rows together: bounded memory
+# (they are held as arrays).
 DISTILLATION_EXAMPLES = 200_000
+# Mixed rows per training row at most: each a training row with each feature, at even odds, taken from
+# another random training row (MUNGE, Bucila et al. 2006, "Model compression"), labelled by the forest. A
+# forest answers in steps; on the training rows alone a student sees too few points near a step to place it.
+DISTILLATION_MIXES = 9
 # The student: the dnn family's core, without dropout (it copies a deterministic teacher, there is no label
 # noise to be robust to) and with a light L2.
 STUDENT_HPARAMS = {"hidden_units": 64, "num_layers": 2, "learning_rate": 0.003, "dropout": 0.0, "l2": 0.0001}
@@ -154,24 +159,26 @@ class Gbdt(ModelFamily):
         splits = data.Splits.of_trainer(fn_args)
         inputs, targets, labels = _teacher_answers(forest, splits.train(data.READ_BATCH, shuffle=False,
                                                                         repeat=False))
+        model_inputs = keras_family.feature_inputs(spec)
+        inputs = {k: v for k, v in inputs.items() if k in model_inputs}
+        mixed = _mixed_rows(inputs, settings.seed)
+        taught = {k: np.concatenate([inputs[k], mixed[k]]) for k in inputs}
+        targets_taught = np.concatenate([targets, _answers(forest, mixed)]) if mixed else targets
         label_stats = None
         if spec.task_type.head_activation == "rescale":
             label_stats = {"mean": float(targets.mean()), "std": float(targets.std()) or 1.0}
         runtime.set_seed(settings.seed)
-        model_inputs = keras_family.feature_inputs(spec)
         core = DNN.build_core(features.dense_input_size(spec), STUDENT_HPARAMS, spec, label_stats)
         student = keras.Model(model_inputs, core(keras_family.feature_vector(spec, model_inputs)), name="student")
         student.compile(optimizer=keras_family.optimizer(STUDENT_HPARAMS, fn_args.train_steps),
                         loss=keras.losses.get(spec.task_type.soft_target_loss))
-        dataset = tf.data.Dataset.from_tensor_slices(({k: v for k, v in inputs.items() if k in model_inputs},
-                                                      targets))
-        dataset = dataset.shuffle(min(len(targets), data.SHUFFLE_BUFFER), seed=settings.seed or None).repeat()
+        dataset = tf.data.Dataset.from_tensor_slices((taught, targets_taught))
+        dataset = dataset.shuffle(min(len(targets_taught), data.SHUFFLE_BUFFER), seed=settings.seed or None).repeat()
         started = time.monotonic()
         student.fit(dataset.batch(settings.batch_size), steps_per_epoch=fn_args.train_steps, epochs=1, verbose=0)
         seconds = time.monotonic() - started
-        answers = student.predict({k: v for k, v in inputs.items() if k in model_inputs}, batch_size=data.READ_BATCH,
-                                  verbose=0)
-        return {"core": core, "examples": len(targets), "train_seconds": round(seconds, 3),
+        answers = student.predict(inputs, batch_size=data.READ_BATCH, verbose=0)
+        return {"core": core, "examples": len(targets_taught), "train_seconds": round(seconds, 3),
                 "fidelity": _fidelity(spec, labels, targets, answers)}
 
     def export(self, model, fn_args, facts: Dict) -> None:
@@ -244,6 +251,28 @@ def _teacher_answers(forest, dataset: tf.data.Dataset):
             break
     return ({k: np.concatenate(v) for k, v in columns.items()}, np.concatenate(answers).astype(np.float32),
             np.concatenate(labels))
+
+
+def _mixed_rows(inputs: Dict[str, np.ndarray], seed: int) -> Dict[str, np.ndarray]:
+    """Training rows with each feature, at even odds, from another random training row ({} if none fit)."""
+    rows = len(next(iter(inputs.values())))
+    copies = min(DISTILLATION_MIXES, DISTILLATION_EXAMPLES // max(rows, 1) - 1)
+    if copies <= 0:
+        return {}
+    rng = np.random.default_rng(seed or None)
+    base = np.tile(np.arange(rows), copies)
+    out = {}
+    for name, column in inputs.items():
+        partner = rng.integers(0, rows, len(base))
+        take = rng.random(len(base)) < 0.5
+        out[name] = np.where(take.reshape((-1,) + (1,) * (column.ndim - 1)), column[partner], column[base])
+    return out
+
+
+def _answers(forest, inputs: Dict[str, np.ndarray]) -> np.ndarray:
+    rows = len(next(iter(inputs.values())))
+    return np.concatenate([forest({k: tf.constant(v[i:i + data.READ_BATCH]) for k, v in inputs.items()}).numpy()
+                           for i in range(0, rows, data.READ_BATCH)]).astype(np.float32)
 
 
 def _fidelity(spec: FeaturesConfig, labels: np.ndarray, teacher: np.ndarray, student: np.ndarray) -> Dict:
