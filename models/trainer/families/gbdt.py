@@ -24,6 +24,7 @@ plain TensorFlow server (docs/model-families.md has what was tried); so
 `parameter_server` is refused before any component runs.
 """
 
+import math
 import time
 from typing import Dict, List, Optional
 
@@ -50,6 +51,10 @@ DISTILLATION_EXAMPLES = 200_000
 # another random training row (MUNGE, Bucila et al. 2006, "Model compression"), labelled by the forest. A
 # forest answers in steps; on the training rows alone a student sees too few points near a step to place it.
 DISTILLATION_MIXES = 9
+# The student trains for this many passes over its examples, within [1, 3] x training.train_steps steps: a
+# student that stops at the forest's own step budget on few rows follows it loosely (measured on 480 rows,
+# 300 steps: 98% of decisions alike, eval AUC 0.007 below the forest's).
+STUDENT_EPOCHS = 20
 # The student: the dnn family's core, without dropout (it copies a deterministic teacher, there is no label
 # noise to be robust to) and with a light L2.
 STUDENT_HPARAMS = {"hidden_units": 64, "num_layers": 2, "learning_rate": 0.003, "dropout": 0.0, "l2": 0.0001}
@@ -170,15 +175,17 @@ class Gbdt(ModelFamily):
         runtime.set_seed(settings.seed)
         core = DNN.build_core(features.dense_input_size(spec), STUDENT_HPARAMS, spec, label_stats)
         student = keras.Model(model_inputs, core(keras_family.feature_vector(spec, model_inputs)), name="student")
-        student.compile(optimizer=keras_family.optimizer(STUDENT_HPARAMS, fn_args.train_steps),
-                        loss=keras.losses.get(spec.task_type.soft_target_loss))
         dataset = tf.data.Dataset.from_tensor_slices((taught, targets_taught))
         dataset = dataset.shuffle(min(len(targets_taught), data.SHUFFLE_BUFFER), seed=settings.seed or None).repeat()
+        steps = min(max(fn_args.train_steps, math.ceil(STUDENT_EPOCHS * len(targets_taught) / settings.batch_size)),
+                    3 * fn_args.train_steps)
+        student.compile(optimizer=keras_family.optimizer(STUDENT_HPARAMS, steps),
+                        loss=keras.losses.get(spec.task_type.soft_target_loss))
         started = time.monotonic()
-        student.fit(dataset.batch(settings.batch_size), steps_per_epoch=fn_args.train_steps, epochs=1, verbose=0)
+        student.fit(dataset.batch(settings.batch_size), steps_per_epoch=steps, epochs=1, verbose=0)
         seconds = time.monotonic() - started
         answers = student.predict(inputs, batch_size=data.READ_BATCH, verbose=0)
-        return {"core": core, "examples": len(targets_taught), "train_seconds": round(seconds, 3),
+        return {"core": core, "examples": len(targets_taught), "steps": steps, "train_seconds": round(seconds, 3),
                 "fidelity": _fidelity(spec, labels, targets, answers)}
 
     def export(self, model, fn_args, facts: Dict) -> None:
@@ -193,7 +200,8 @@ class Gbdt(ModelFamily):
                                                       spec.task_type.primary_output, core=student["core"])}
         edge = {"kind": "distilled student", "teacher": self.name, "student": "dnn core",
                 "student_hyperparameters": STUDENT_HPARAMS, "distillation_examples": student["examples"],
-                "distillation_seconds": student["train_seconds"], "fidelity_on_train": student["fidelity"]}
+                "distillation_steps": student["steps"], "distillation_seconds": student["train_seconds"],
+                "fidelity_on_train": student["fidelity"]}
         facts["edge_student"] = edge
         export.save_for_tf_serving(model, fn_args.serving_model_dir, functions, spec,
                                    record=export.family_record(facts, edge_core=student["core"], edge=edge),
