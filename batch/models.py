@@ -148,6 +148,8 @@ class _Progress:
 
 
 def _saved_model_scorer(path: str, task: str) -> Callable[[List[bytes]], np.ndarray]:
+    import tensorflow as tf
+
     from models.trainer import custom_ops
 
     loaded = custom_ops.load(path)

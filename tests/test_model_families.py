@@ -69,10 +69,20 @@ def test_auto_on_too_few_rows_says_how_many_it_needs(tmp_path):
 
 
 def _schema(tmp_path, data: str) -> str:
+    """init on the same data: its schema, and the family it wrote (linear: too few rows for auto)."""
+    import contextlib
+
+    import yaml
+
     from cli import schema as schema_cli
 
     out = tmp_path / "init"
-    assert schema_cli.main(["init", "--data-root", data, "--label", "price", "--out", str(out)]) == 0
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert schema_cli.main(["init", "--data-root", data, "--label", "price", "--out", str(out)]) == 0
+    with open(out / "config.yaml", encoding="utf-8") as f:
+        assert yaml.safe_load(f)["training"]["model"] == "linear"
+    assert "model family: linear (only 144 training rows, too few for auto to hold out 30" in printed.getvalue()
     return str(out / "schema.pbtxt")
 
 

@@ -8,11 +8,10 @@ model family init wrote (`auto` on these sizes: every family trained, the best o
 - multiclass: the penguins the tfx wheel ships (species 0/1/2, every feature required);
 - regression: baskets (optional columns with missing values, an integer column that is a category,
   a string id, a list column, a float target; split into train/ and eval/).
-And one run per other family, on the set it is made for:
-- gbdt: the interaction set (a binary label no linear model can draw), `training.model=gbdt` set
-  over what init wrote; its edge model is the forest's distilled int8 student;
-- linear: the linear set (a regression on 180 rows), where init itself writes `linear` (too few rows
-  for auto to hold some out).
+And one run of gbdt on the set it is made for: the interaction set (a binary label no linear model
+can draw), `training.model=gbdt` set over what init wrote; its edge model is the forest's distilled
+int8 student. Each family's export for each task is checked on these runs' Transform outputs without a
+pipeline run of its own (`test_every_family_exports_every_task_with_the_same_signatures`).
 Each: `tfx-edge schema init` writes config.yaml + schema.pbtxt; the runner runs that config as
 written, plus settings that only make training short. Then: blessed and pushed; served by the
 gRPC server (Predict, and Classify or Regress); the int8 edge model exported within its gate;
@@ -37,7 +36,7 @@ from reports.summary import RunSummary, read_run
 from runners import local
 from cli import schema as schema_cli
 from models.trainer import custom_ops
-from tests.datasets import penguin_root, write_baskets, write_interactions, write_linear, write_screening
+from tests.datasets import penguin_root, write_baskets, write_interactions, write_screening
 from tests.samples import read_examples
 
 pytestmark = pytest.mark.slow
@@ -48,13 +47,12 @@ pytestmark = pytest.mark.slow
 FAST = ["training.seed=1", "training.train_steps=300", "training.eval_steps=10", "training.batch_size=32", "tuner.max_trials=1",
         "tuner.train_steps=20", "tuner.eval_steps=5", "serving.warmup_requests=3",
         "edge.representative_examples=300"]
-LABELS = {"binary": "diagnosis", "multiclass": "species", "regression": "basket_value", "gbdt": "returned",
-          "linear": "price"}
+LABELS = {"binary": "diagnosis", "multiclass": "species", "regression": "basket_value", "gbdt": "returned"}
 
 
 @dataclass
 class TaskRun:
-    name: str  # the fixture's: a task (binary, multiclass, regression) or a family (gbdt, linear)
+    name: str  # the fixture's: a task (binary, multiclass, regression) or a family (gbdt)
     task: str
     out_dir: str
     init_printed: str
@@ -115,13 +113,7 @@ def gbdt_run(tmp_path_factory):
                          "edge.max_auc_drop=0.02")
 
 
-@pytest.fixture(scope="session")
-def linear_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("linear")
-    return _init_and_run(root, "linear", write_linear(str(root / "flats")))
-
-
-RUNS = ["binary", "multiclass", "regression", "gbdt", "linear"]
+RUNS = ["binary", "multiclass", "regression", "gbdt"]
 
 
 @pytest.fixture(params=RUNS)
@@ -189,15 +181,15 @@ def _in_process(task_run: TaskRun, serialized: List[bytes]) -> Dict[str, np.ndar
 
 
 @pytest.fixture(scope="module")
-def model_server(binary_run, multiclass_run, regression_run, gbdt_run, linear_run, tmp_path_factory):
-    """One local server (gRPC and REST, ephemeral ports) serving the five pushed models."""
+def model_server(binary_run, multiclass_run, regression_run, gbdt_run, tmp_path_factory):
+    """One local server (gRPC and REST, ephemeral ports) serving the four pushed models."""
     from contract.config import ServingConfig
     from serving import model_config
     from serving.process import ModelServer
 
     root = tmp_path_factory.mktemp("tasks_served")
     path = str(root / "models.config")
-    for run in (binary_run, multiclass_run, regression_run, gbdt_run, linear_run):
+    for run in (binary_run, multiclass_run, regression_run, gbdt_run):
         model_config.ensure(path, run.config.model_name, run.config.model_serving_dir)
     server = ModelServer(path, ServingConfig(port=0, rest_port=0, poll_interval_seconds=60,
                                              request_log_dir=str(root / "request_logs")))
@@ -262,7 +254,9 @@ def test_rest_predict_and_classify_or_regress_answer_like_the_saved_model(task_r
         {"b64": base64.b64encode(e.SerializeToString()).decode()} for e in examples]})
     assert predicted.status_code == 200, predicted.text
     primary = task_run.config.features.task_type.primary_output
-    np.testing.assert_allclose([row[primary] for row in predicted.json()["predictions"]],
+    # TF Serving's row format: one object per instance keyed by output, or the value itself for one output.
+    rows = predicted.json()["predictions"]
+    np.testing.assert_allclose([row[primary] if isinstance(row, dict) else row for row in rows],
                                expected[f"serving_default/{primary}"], rtol=1e-5, atol=1e-6)
     api = task_run.config.features.task_type.examples_api
     answered = requests.post(f"{url}:{api.name}", timeout=60,
@@ -315,12 +309,9 @@ def test_the_model_family_is_recorded_with_the_model(task_run):
 
 def test_init_writes_the_family_it_judges_best_and_why(task_run):
     with open(os.path.join(task_run.out_dir, "config.yaml"), encoding="utf-8") as f:
-        written = yaml.safe_load(f)["training"]["model"]
-    if task_run.name == "linear":
-        assert written == "linear" and "model family: linear (only " in task_run.init_printed
-        assert "too few for auto to hold out 30" in task_run.init_printed
-    else:
-        assert written == "auto" and "model family: auto (" in task_run.init_printed
+        text = f.read()
+    assert yaml.safe_load(text)["training"]["model"] == "auto" and "model family: auto (" in task_run.init_printed
+    assert "  model: auto   # " in text and "training rows: dnn, linear and gbdt are each trained" in text
 
 
 def test_a_feature_absent_from_serving_requests_is_scored_as_missing(task_run, server):
@@ -453,8 +444,8 @@ def _fn_args(task_run: TaskRun, work_dir: str, steps: int = 100):
                   custom_config=trainer_custom_config(task_run.config))
 
 
-@pytest.mark.parametrize("family,run", [("linear", "binary"), ("linear", "multiclass"), ("gbdt", "multiclass"),
-                                        ("gbdt", "regression")])
+@pytest.mark.parametrize("family,run", [("linear", "binary"), ("linear", "multiclass"), ("linear", "regression"),
+                                        ("gbdt", "multiclass"), ("gbdt", "regression")])
 def test_every_family_exports_every_task_with_the_same_signatures(family, run, request, tmp_path):
     """The family x task pairs no pipeline run above exports (auto may choose any): trained by the family's own
     code on that run's Transform output, exported with serving_default, classify/regress, transform_features
@@ -487,7 +478,7 @@ def test_auto_chooses_trees_where_trees_win(gbdt_run, tmp_path):
     assert scores["gbdt"] > scores["linear"] + 0.1, scores
 
 
-def test_quantization_aware_training_follows_a_failed_post_training_gate(linear_run, tmp_path):
+def test_quantization_aware_training_follows_a_failed_post_training_gate(regression_run, tmp_path):
     """With a gate no int8 model can pass, the export tries post-training int8, then retrains the core with
     quantization-aware training, gates that model too and pushes neither; both attempts are in the result.
     The retrained int8 model still answers like the float one (the QAT path makes a working model)."""
@@ -496,7 +487,7 @@ def test_quantization_aware_training_follows_a_failed_post_training_gate(linear_
     from contract.versions import list_versions
     from edge import export
 
-    summary, config = linear_run.summary, linear_run.config
+    summary, config = regression_run.summary, regression_run.config
     outputs = {c.name: c.outputs for c in summary.components}
     transformed = outputs["Transform"]["transformed_examples"][0]
     settings = dataclasses.replace(config.edge, max_rmse_increase=-1.0)
@@ -506,7 +497,7 @@ def test_quantization_aware_training_follows_a_failed_post_training_gate(linear_
         transform_graph_dir=outputs["Transform"]["transform_graph"][0],
         transformed_train_pattern=[os.path.join(transformed, "Split-train", "*")],
         raw_eval_pattern=os.path.join(outputs["ImportExampleGen"]["examples"][0], "Split-eval", "*"),
-        spec=config.features, settings=settings, model_base_dir=base, model_name="flats")
+        spec=config.features, settings=settings, model_base_dir=base, model_name="baskets")
     assert not result.pushed and list_versions(base) == []
     assert result.path == export.QUANTIZATION_AWARE and result.post_training_gate
     assert f"after {export.QUANTIZATION_AWARE}" in result.reason

@@ -79,7 +79,8 @@ def forest_features(spec: FeaturesConfig) -> List:
 
 
 def input_names(spec: FeaturesConfig) -> List[str]:
-    return [features.transformed_name(key) for key in spec.numeric] + [b.input for b in features.one_hot_blocks(spec)]
+    """The Transform outputs the forest reads."""
+    return [usage.name for usage in forest_features(spec)]
 
 
 class Gbdt(ModelFamily):
