@@ -129,12 +129,17 @@ def interaction_rows(rows: int = 600, seed: int = 2) -> List[Dict[str, object]]:
     return out
 
 
-def write_interactions(root: str, rows: int = 600, seed: int = 2) -> str:
-    """The interaction set, 80/20 into `train/` and `eval/` gzip TFRecords."""
-    examples = [example(r) for r in interaction_rows(rows, seed)]
+def write_interactions(root: str, rows: int = 600, seed: int = 2, unlabelled: int = 0) -> str:
+    """The interaction set, 80/20 into `train/` and `eval/` gzip TFRecords; and `unlabelled` more rows without
+    their label in `unlabelled/` (for BulkInferrer)."""
+    data = interaction_rows(rows + unlabelled, seed)
+    examples = [example(r) for r in data[:rows]]
     cut = int(len(examples) * 0.8)
     write_examples(os.path.join(root, "train", "part-0.tfrecord.gz"), examples[:cut])
     write_examples(os.path.join(root, "eval", "part-0.tfrecord.gz"), examples[cut:])
+    if unlabelled:
+        write_examples(os.path.join(root, "unlabelled", "part-0.tfrecord.gz"),
+                       [example({k: v for k, v in r.items() if k != "returned"}) for r in data[rows:]])
     return root
 
 

@@ -109,8 +109,9 @@ def gbdt_run(tmp_path_factory):
     # The student is gated against the forest with the binary edge gate; on these 120 eval rows a smooth
     # student and a stepwise forest that agree on 99% of decisions rank 0.007-0.010 of AUC apart (measured),
     # so the gate here allows 0.02: the test is about the path, bench-models about the gap on real sizes.
-    return _init_and_run(root, "gbdt", write_interactions(str(root / "interactions")), "training.model=gbdt",
-                         "edge.max_auc_drop=0.02")
+    data = write_interactions(str(root / "interactions"), unlabelled=50)
+    return _init_and_run(root, "gbdt", data, "training.model=gbdt", "edge.max_auc_drop=0.02",
+                         "bulk_inference.enabled=true", f"bulk_inference.input_base={data}")
 
 
 RUNS = ["binary", "multiclass", "regression", "gbdt"]
@@ -465,6 +466,13 @@ def test_every_family_exports_every_task_with_the_same_signatures(family, run, r
     theirs = custom_ops.load(task_run.summary.pushed_path).signatures["serving_default"](examples=serialized)
     assert {k: v.shape for k, v in ours.items()} == {k: v.shape for k, v in theirs.items()}
     assert set(loaded.signatures[api.signature].structured_outputs) == {name for name, _ in api.outputs}
+
+
+def test_bulk_inferrer_scores_with_a_forest(gbdt_run):
+    """TFX's BulkInferrer loads the blessed forest (TF-DF's ops registered in the run's process) and writes
+    one ClassificationLog per unlabelled row."""
+    assert gbdt_run.summary.bulk_inference["predictions"] == 50
+    assert "bulk inference: 50 PredictionLogs of unlabelled/*" in gbdt_run.printed
 
 
 def test_auto_chooses_trees_where_trees_win(gbdt_run, tmp_path):

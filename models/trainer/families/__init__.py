@@ -37,14 +37,19 @@ class ModelFamily:
 
     def problems(self, config) -> List[str]:
         """Settings this family cannot run with, one line each naming the setting (empty: none)."""
-        found = []
+        return self.task_problems(config) + self.strategy_problems(config)
+
+    def task_problems(self, config) -> List[str]:
         if config.features.task not in self.tasks:
-            found.append(f"training.model {self.name} does not train task {config.features.task}; "
-                         f"it trains {', '.join(self.tasks)}")
+            return [f"training.model {self.name} does not train task {config.features.task}; "
+                    f"it trains {', '.join(self.tasks)}"]
+        return []
+
+    def strategy_problems(self, config) -> List[str]:
         if config.training.strategy not in self.strategies:
-            found.append(f"training.strategy {config.training.strategy} is not available with training.model "
-                         f"{self.name}; use one of {', '.join(self.strategies)}")
-        return found
+            return [f"training.strategy {config.training.strategy} is not available with training.model "
+                    f"{self.name}; use one of {', '.join(self.strategies)}"]
+        return []
 
     def data_problems(self, config, train_rows: int) -> List[str]:
         """What this family cannot learn from a train split of `train_rows` rows (checked before any component)."""

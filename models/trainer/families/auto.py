@@ -101,14 +101,21 @@ class Auto(ModelFamily):
     train_function = "models.trainer.families.auto:train_and_export"
 
     def problems(self, config) -> List[str]:
-        found = super().problems(config)
+        found = self.strategy_problems(config)
         share = config.training.auto_validation_share
         if not 0.0 < share < 1.0:
             found.append(f"training.auto_validation_share {share} must be between 0 and 1 (e.g. 0.2): the share of "
                          "the train split training.model auto holds out to choose the family")
         for family in candidates():
-            found.extend(problem for problem in family.problems(config) if "training.strategy" not in problem)
+            found.extend(family.task_problems(config))
         return found
+
+    def strategy_problems(self, config) -> List[str]:
+        if config.training.strategy in self.strategies:
+            return []
+        return [f"training.strategy {config.training.strategy} is not available with training.model auto: it "
+                "trains every family in the Trainer's own process, one after the other. Use training.strategy "
+                "default, or set training.model to the family to train with it (dnn, linear)"]
 
     def data_problems(self, config, train_rows: int) -> List[str]:
         share = config.training.auto_validation_share

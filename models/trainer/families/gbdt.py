@@ -91,15 +91,13 @@ class Gbdt(ModelFamily):
     # sooner when more trees stop helping.
     default_hparams = {"num_trees": 300, "max_depth": 6, "shrinkage": 0.1, "min_examples": 5}
 
-    def problems(self, config) -> List[str]:
-        found = [p for p in super().problems(config) if "training.strategy" not in p]
-        if config.training.strategy != "default":
-            found.append(
-                f"training.strategy {config.training.strategy} is not available with training.model gbdt: a "
+    def strategy_problems(self, config) -> List[str]:
+        if config.training.strategy in self.strategies:
+            return []
+        return [f"training.strategy {config.training.strategy} is not available with training.model gbdt: a "
                 "decision forest trains on one machine with all its cores (mirrored does not apply; TF-DF's "
                 "distributed trees need parameter-server workers built with its distribute ops, see "
-                "docs/model-families.md). Use training.strategy default, or a Keras family (dnn, linear)")
-        return found
+                "docs/model-families.md). Use training.strategy default, or a Keras family (dnn, linear)"]
 
     def hparams_with_defaults(self, values: Dict) -> Dict:
         merged = dict(self.default_hparams)
