@@ -383,7 +383,9 @@ def family_section(summary: RunSummary) -> str:
     student = facts.get("edge_student")
     if student:
         parts.append(f"<p>Edge student: {_e(student['student'])} distilled from the {_e(student['teacher'])} "
-                     f"model on {_e(student['distillation_examples'])} training examples; on them: "
+                     f"model on {_e(student['distillation_examples'])} examples "
+                     f"({_e(student['distillation_training_rows'])} training rows and mixes of them); on the "
+                     "training rows: "
                      f"{_e(', '.join(f'{k} {v:.4f}' for k, v in student['fidelity_on_train'].items()))}</p>")
     return "".join(parts)
 

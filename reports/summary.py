@@ -395,7 +395,8 @@ def edge_student_lines(facts: Dict[str, object]) -> List[str]:
         return []
     fidelity = ", ".join(f"{k} {v:.4f}" for k, v in student["fidelity_on_train"].items())
     return [f"  edge student: {student['student']} distilled from the {student['teacher']} model on "
-            f"{student['distillation_examples']} training examples ({fidelity})"]
+            f"{student['distillation_examples']} examples ({student['distillation_training_rows']} training rows "
+            f"and mixes of them; on the training rows: {fidelity})"]
 
 
 def format_summary(summary: RunSummary, config, timings: Dict[str, float]) -> str:

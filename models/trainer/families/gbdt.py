@@ -184,7 +184,7 @@ class Gbdt(ModelFamily):
         student.fit(dataset.batch(settings.batch_size), steps_per_epoch=steps, epochs=1, verbose=0)
         seconds = time.monotonic() - started
         answers = student.predict(inputs, batch_size=data.READ_BATCH, verbose=0)
-        return {"core": core, "examples": len(targets_taught), "steps": steps, "train_seconds": round(seconds, 3),
+        return {"core": core, "examples": len(targets_taught), "rows": len(targets), "steps": steps, "train_seconds": round(seconds, 3),
                 "fidelity": _fidelity(spec, labels, targets, answers)}
 
     def export(self, model, fn_args, facts: Dict) -> None:
@@ -199,6 +199,7 @@ class Gbdt(ModelFamily):
                                                       spec.task_type.primary_output, core=student["core"])}
         edge = {"kind": "distilled student", "teacher": self.name, "student": "dnn core",
                 "student_hyperparameters": STUDENT_HPARAMS, "distillation_examples": student["examples"],
+                "distillation_training_rows": student["rows"],
                 "distillation_steps": student["steps"], "distillation_seconds": student["train_seconds"],
                 "fidelity_on_train": student["fidelity"]}
         facts["edge_student"] = edge
