@@ -7,7 +7,7 @@
     tfx-edge fleet demo    --out DIR [--tenants acme,globex] [--no-run]
     tfx-edge fleet airflow --fleet FILE --out DAGS_DIR [--command PREFIX] [--poll SCHEDULE]
     tfx-edge fleet k8s     --fleet FILE --out DIR                       one multi-model TF Serving deployment
-    tfx-edge fleet vertex  --fleet FILE --out DIR [--only NAME ...]   compiled PipelineJob + Vertex AI schedule per model
+    tfx-edge fleet vertex  --fleet FILE --out DIR [--only NAME ...]   a PipelineJob + Vertex AI schedule per model
 """
 
 import argparse
