@@ -401,7 +401,11 @@ def test_batch_scoring_writes_the_task_columns_of_the_saved_model_and_the_edge_m
     else:
         np.testing.assert_allclose(table["latest_probability"], reference.reshape(-1), rtol=1e-5, atol=1e-6)
         assert list(table["latest_class"]) == [int(p > 0.5) for p in reference.reshape(-1)]
-        assert np.abs(table["latest_probability"] - table["edge_probability"]).max() < 0.1
+        if "distillation" in json.load(open(os.path.join(task_run.summary.edge["version_dir"], "manifest.json"))):
+            # A forest's student is another model: it decides like the forest, its probabilities are its own.
+            assert np.mean(table["latest_class"].to_numpy() == table["edge_class"].to_numpy()) >= 0.95
+        else:
+            assert np.abs(table["latest_probability"] - table["edge_probability"]).max() < 0.1
 
 
 def test_lineage_runs_and_report_show_the_task_metrics(task_run):
