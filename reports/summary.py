@@ -363,13 +363,12 @@ def _quantization_lines(edge: Dict, task) -> List[str]:
 
 
 def training_line(facts: Dict[str, object]) -> str:
-    """`dnn: mirrored, 2 replicas, global batch 128 (64 per replica), 60 steps, resumed from step 20`, or
-    `gbdt: default, 87 trees on 8,000 examples`."""
-    text = f"{facts.get('model', 'dnn')}: {facts['strategy']}, "
+    """`mirrored, 2 replicas, global batch 128 (64 per replica), 60 steps, resumed from step 20`, or a forest's
+    `default, 87 trees on 8,000 examples`."""
     if "trees" in facts:
-        return text + f"{facts['trees']} trees on {facts['train_examples']:,} examples"
-    text += (f"{facts['replicas']} replica(s), global batch {facts['global_batch']} "
-             f"({facts['per_replica_batch']} per replica), {facts['train_steps']} steps")
+        return f"{facts['strategy']}, {facts['trees']} trees on {facts['train_examples']:,} examples"
+    text = (f"{facts['strategy']}, {facts['replicas']} replica(s), global batch {facts['global_batch']} "
+            f"({facts['per_replica_batch']} per replica), {facts['train_steps']} steps")
     cluster = facts.get("cluster") or []
     if cluster:
         jobs = [task["job"] for task in cluster]
@@ -379,11 +378,11 @@ def training_line(facts: Dict[str, object]) -> str:
     return text
 
 
-def auto_lines(facts: Dict[str, object]) -> List[str]:
-    """What `training.model auto` weighed: every family's held-out score, and the one it chose."""
+def family_lines(facts: Dict[str, object]) -> List[str]:
+    """The family that trained the model; with `training.model auto`, every family's held-out score too."""
     auto = facts.get("auto")
     if not auto:
-        return []
+        return [f"  model family: {facts.get('model', 'dnn')}"]
     scores = ", ".join(f"{name} {score[auto['metric']]:.4f}" for name, score in auto["scores"].items())
     return [f"  model family: {auto['chosen']}, chosen by auto on {auto['validation_rows']} rows held out of the "
             f"train split ({auto['metric_label']}: {scores})"]
@@ -417,7 +416,7 @@ def format_summary(summary: RunSummary, config, timings: Dict[str, float]) -> st
                          f"its result: {summary.hyperparameters_from})")
     if summary.training:
         lines.append(f"  training: {training_line(summary.training)}")
-        lines.extend(auto_lines(summary.training) + edge_student_lines(summary.training))
+        lines.extend(family_lines(summary.training) + edge_student_lines(summary.training))
     if summary.candidate_metrics:
         lines.append("  metric                       candidate   baseline")
         for name in (m.key for m in tasks.of_metrics(summary.candidate_metrics).report_metrics):

@@ -287,7 +287,7 @@ def test_the_model_family_is_recorded_with_the_model(task_run):
     store = open_metadata(task_run.config.metadata_path)
     lineage = format_lineage(lineage_of(store, find_push(store, path=task_run.summary.pushed_path).id, "push"))
     assert f"family {record['family']}" in lineage
-    assert f"training: {record['family']}: default" in printed
+    assert f"  model family: {record['family']}" in printed and "  training: default, " in printed
     assert f"Trained by the <b>{record['family']}</b> family" in page
     if configured == "auto":
         auto = record["auto"]

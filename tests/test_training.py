@@ -267,7 +267,7 @@ def test_mirrored_strategy_trains_two_replicas_through_the_pipeline(workspace, e
     facts = summary.training
     assert facts["strategy"] == "mirrored" and facts["replicas"] == 2
     assert facts["global_batch"] == 2 * config.training.batch_size
-    assert "training: dnn: mirrored, 2 replica(s), global batch 128 (64 per replica)" in printed
+    assert "training: mirrored, 2 replica(s), global batch 128 (64 per replica)" in printed
     assert summary.component("Trainer").state == "complete"
     assert _answers_serving_default(_trained_model(summary), eval_examples)
 
