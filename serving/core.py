@@ -6,8 +6,6 @@ the sampled request log, shadow traffic and the metrics are the same for gRPC an
 REST. Each transport only converts its wire format to arrays and back.
 """
 
-import os
-import threading
 import time
 from concurrent import futures
 from dataclasses import dataclass
@@ -22,14 +20,14 @@ from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import (get_model_metadata_pb2,
                                      get_model_status_pb2, model_pb2)
 
-from contract.config import FeaturesConfig, ServingConfig
+from contract import request_log
+from contract.config import FeaturesConfig
 from contract.serving import EXAMPLES_INPUT, SERVING_SIGNATURE
 from serving.classify_regress import METHODS, PREDICTION_METHODS
 from serving.errors import RequestError
 from serving.experiments import ArmRecord, Experiment, ExperimentLog
 from serving.manager import LoadedVersion, ModelManager, Route
-from serving.metrics import ServingMetrics
-from serving.request_log import RequestLogger
+from serving.request_log import RequestLoggers
 
 GRPC = "GRPC"
 REST = "REST"
@@ -88,6 +86,7 @@ class Answer:
     # MultiInference: per task, (signature name, ClassificationResult or RegressionResult), in request order.
     results: Optional[List[Tuple[str, object]]] = None
     document: Optional[dict] = None  # the REST answer, once formatted
+    examples: Sequence[bytes] = ()  # the request's serialized tf.Examples, for the request log
 
     @property
     def loaded(self) -> LoadedVersion:
@@ -109,7 +108,7 @@ def _scores(outputs: Dict[str, np.ndarray]) -> List[float]:
 class ServingCore:
     """Predict, Classify, Regress, metadata and status, whatever the transport; every request is counted."""
 
-    def __init__(self, manager: ModelManager, loggers: "RequestLoggers", experiment_log: ExperimentLog,
+    def __init__(self, manager: ModelManager, loggers: RequestLoggers, experiment_log: ExperimentLog,
                  label_spec: Optional[FeaturesConfig] = None):
         self.manager = manager
         self.metrics = manager.metrics
@@ -119,24 +118,50 @@ class ServingCore:
         self._label_spec = label_spec
         self._shadow_pool = futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="shadow")
 
-    def observe(self, api: str, entrypoint: str, model_name: str, call: Callable[[], "Answer"]):
-        """Runs `call` and counts it in the metrics by status, with its latency."""
-        started = time.perf_counter()
+    def observe(self, api: str, entrypoint: str, model_name: str, call: Callable[[], "Answer"],
+                request_id: str = ""):
+        """Runs `call` and counts it in the metrics by status, with its latency; a prediction call (one with a
+        `request_id`) is also offered to the request log, answered or not."""
+        arrived, started = time.time(), time.perf_counter()
         try:
+            problem = request_log.request_id_problem(request_id) if request_id else ""
+            if problem:
+                raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, problem)
             answer = call()
         except RequestError as error:
-            self.metrics.observe_request(model_name, api, entrypoint, error.code.name, time.perf_counter() - started)
+            self._finished(model_name, api, entrypoint, error.code.name, started, arrived, request_id)
             raise
         except Exception:
-            self.metrics.observe_request(model_name, api, entrypoint, "INTERNAL", time.perf_counter() - started)
+            self._finished(model_name, api, entrypoint, "INTERNAL", started, arrived, request_id)
             raise
-        seconds = time.perf_counter() - started
+        seconds = self._finished(model_name, api, entrypoint, "OK", started, arrived, request_id, answer)
         route = getattr(answer, "route", None)
-        version, label = (str(route.loaded.version), route.label) if route else ("", "")
-        self.metrics.observe_request(model_name, api, entrypoint, "OK", seconds, version, label)
         if route is not None and route.experiment is not None:
             self._log_arm(answer, api, seconds)
         return answer
+
+    def _finished(self, model_name: str, api: str, entrypoint: str, status: str, started: float, arrived: float,
+                  request_id: str, answer: Optional[Answer] = None) -> float:
+        """Counts a finished request in the metrics and the request log; returns its latency."""
+        seconds = time.perf_counter() - started
+        route = getattr(answer, "route", None)
+        version, label = (str(route.loaded.version), route.label) if route else ("", "")
+        self.metrics.observe_request(model_name, api, entrypoint, status, seconds, version, label)
+        if request_id and not request_log.request_id_problem(request_id):
+            if route is not None:
+                self.loggers.log(model_name, request_id, arrived, api, entrypoint, status, seconds, lambda: {
+                    "version": route.loaded.version, "arm": route.label, "examples": answer.examples,
+                    "predictions": request_log.prediction_rows(answer.outputs, len(answer.examples))})
+            elif self._serves(model_name):  # a refused request of a model this server has; not of any name
+                self.loggers.log(model_name, request_id, arrived, api, entrypoint, status, seconds)
+        return seconds
+
+    def _serves(self, model_name: str) -> bool:
+        try:
+            self.manager.status(model_name)
+        except RequestError:
+            return False
+        return True
 
     @staticmethod
     def _routing_key(key: str, examples: Callable[[LoadedVersion], List[tf.train.Example]]):
@@ -234,11 +259,13 @@ class ServingCore:
                 raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"duplicate output tensor alias: {alias}")
             seen.add(alias)
         outputs = self._run(route.loaded, name, arrays, size)
+        logged: Sequence[bytes] = ()
         if EXAMPLES_INPUT in arrays:
-            self._after(route, name, arrays, size, arrays[EXAMPLES_INPUT], outputs, parsed)
+            logged = arrays[EXAMPLES_INPUT].reshape(-1)
+            self._after(route, name, arrays, size, outputs, parsed)
         if output_filter:
             outputs = {k: v for k, v in outputs.items() if k in output_filter}
-        return Answer(route, name, outputs)
+        return Answer(route, name, outputs, examples=logged)
 
     def examples_call(self, spec: model_pb2.ModelSpec, method_name: str, serialized: List[bytes],
                       key: str = "") -> Answer:
@@ -257,8 +284,9 @@ class ServingCore:
         self._check_examples(values)
         examples()
         outputs = self._run(route.loaded, name, {method.inputs: values}, len(values))
-        self._after(route, name, {method.inputs: values}, len(values), values, outputs, parsed)
-        return Answer(route, name, outputs, result=method.result({k: outputs[k] for k in wanted}, len(values)))
+        self._after(route, name, {method.inputs: values}, len(values), outputs, parsed)
+        return Answer(route, name, outputs, result=method.result({k: outputs[k] for k in wanted}, len(values)),
+                      examples=values)
 
     def multi_inference(self, tasks: Sequence[Tuple[model_pb2.ModelSpec, str]], serialized: List[bytes],
                         key: str = "") -> Answer:
@@ -304,8 +332,8 @@ class ServingCore:
         results = [(name, method.result({k: out[k] for k in wanted}, len(values)))
                    for (name, method, wanted), out in zip(plan, outputs)]
         name, method, _ = plan[0]
-        self._after(route, name, {method.inputs: values}, len(values), values, outputs[0], parsed)
-        return Answer(route, name, outputs[0], results=results)
+        self._after(route, name, {method.inputs: values}, len(values), outputs[0], parsed)
+        return Answer(route, name, outputs[0], results=results, examples=values)
 
     @property
     def _check_method(self) -> bool:
@@ -318,10 +346,9 @@ class ServingCore:
                                "example_list_with_context)")
         self._check_size(len(values))
 
-    def _after(self, route: Route, signature: str, arrays, size: int, serialized, outputs, parsed) -> None:
-        """Request log, example counts and, for a routed request, the shadow call."""
+    def _after(self, route: Route, signature: str, arrays, size: int, outputs, parsed) -> None:
+        """Example counts and, for a routed request, the shadow call."""
         self.metrics.observe_examples(route.loaded.name, size)
-        self.loggers.maybe_log(route.loaded.name, serialized)
         if route.experiment is not None:
             route.labels = self._labels(parsed)
         if route.shadow is not None:
@@ -399,32 +426,3 @@ class ServingCore:
 
     def close(self) -> None:
         self._shadow_pool.shutdown(wait=True)
-
-
-class RequestLoggers:
-    """One sampled request logger per model, under `<request_log_dir>/<model_name>/`."""
-
-    def __init__(self, serving: ServingConfig, metrics: ServingMetrics):
-        self._serving = serving
-        self._metrics = metrics
-        self._loggers: Dict[str, RequestLogger] = {}
-        self._lock = threading.Lock()
-
-    def maybe_log(self, model_name: str, serialized_examples) -> None:
-        if self._serving.request_log_sample_rate <= 0 or not self._serving.request_log_dir:
-            return
-        with self._lock:
-            logger = self._loggers.get(model_name)
-            if logger is None:
-                logger = self._loggers[model_name] = RequestLogger(
-                    os.path.join(self._serving.request_log_dir, model_name),
-                    self._serving.request_log_sample_rate)
-        if logger.maybe_log(serialized_examples):
-            self._metrics.request_log_count.labels(model_name, "OK").inc()
-            self._metrics.request_log_examples.labels(model_name).inc(len(serialized_examples))
-
-    def flush(self) -> None:
-        with self._lock:
-            loggers = list(self._loggers.values())
-        for logger in loggers:
-            logger.flush()

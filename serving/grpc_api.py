@@ -3,7 +3,9 @@
 `tensorflow_serving.apis` PredictionService (Predict, Classify, Regress,
 MultiInference, GetModelMetadata) and ModelService (GetModelStatus), as TF
 Serving's own model server answers them; a refused request is aborted with the
-`RequestError`'s code and message.
+`RequestError`'s code and message. Predict, Classify, Regress and MultiInference send back an
+`x-request-id` in the initial metadata: the caller's own, else a new one; the request log records the
+request under it.
 """
 
 from typing import Dict, List
@@ -19,6 +21,7 @@ from tensorflow_serving.apis import (classification_pb2,
                                      prediction_service_pb2_grpc,
                                      regression_pb2)
 
+from contract import request_log
 from contract.serving import CLASSIFY_METHOD, EXAMPLES_INPUT, REGRESS_METHOD
 from serving.core import GRPC, Answer, ServingCore, dtype_name
 from serving.errors import RequestError
@@ -96,6 +99,17 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         return next((value for name, value in context.invocation_metadata() if name == header), "")
 
     @staticmethod
+    def _request_id(context) -> str:
+        """The caller's `x-request-id` metadata, else a new id; sent back at once in the initial metadata, so
+        the caller has it whether the call succeeds or fails."""
+        given = next((value for name, value in context.invocation_metadata()
+                      if name == request_log.REQUEST_ID_HEADER), "")
+        request_id = given or request_log.new_request_id()
+        if not request_log.request_id_problem(request_id):
+            context.send_initial_metadata(((request_log.REQUEST_ID_HEADER, request_id),))
+        return request_id
+
+    @staticmethod
     def _arrays(request, signature_def) -> Dict[str, np.ndarray]:
         arrays = {}
         expected = {name: info.dtype for name, info in signature_def.inputs.items()}
@@ -118,7 +132,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                                       list(request.output_filter), self._key(context))
 
         try:
-            answer = self._core.observe("Predict", GRPC, request.model_spec.name, call)
+            answer = self._core.observe("Predict", GRPC, request.model_spec.name, call, self._request_id(context))
         except RequestError as error:
             context.abort(error.code, str(error))
         response = predict_pb2.PredictResponse()
@@ -133,7 +147,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                                             self._key(context))
 
         try:
-            return self._core.observe(api, GRPC, request.model_spec.name, call)
+            return self._core.observe(api, GRPC, request.model_spec.name, call, self._request_id(context))
         except RequestError as error:
             context.abort(error.code, str(error))
 
@@ -156,7 +170,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
         name = request.tasks[0].model_spec.name if request.tasks else ""
         try:
-            answer = self._core.observe("MultiInference", GRPC, name, call)
+            answer = self._core.observe("MultiInference", GRPC, name, call, self._request_id(context))
         except RequestError as error:
             context.abort(error.code, str(error))
         response = inference_pb2.MultiInferenceResponse()

@@ -23,7 +23,8 @@ Content-Type says (TF Serving reads no Content-Type), and a body sent with
 Beyond TF Serving, and each answered with `{"error": ...}`: a body over
 `serving.rest_max_body_bytes` (after uncompressing) gets 413, where TF Serving
 reads any size; a path outside /v1/ and the metrics page gets 404 with a line
-naming the paths that exist.
+naming the paths that exist. Every :predict, :classify and :regress answer carries an
+`X-Request-Id` header: the caller's own, else a new one; the request log records the request under it.
 
 Tornado (maintained, asyncio-based) parses HTTP on one thread; model calls run
 on a thread pool, so a slow model call never blocks other connections.
@@ -53,6 +54,7 @@ from google.protobuf import json_format
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import classification_pb2, get_model_metadata_pb2, model_pb2
 
+from contract import request_log
 from contract.config import ServingConfig
 from contract.serving import CLASSIFY_METHOD, REGRESS_METHOD
 from serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -390,7 +392,14 @@ class _Handler(tornado.web.RequestHandler):
             self.set_header("Content-Type", METRICS_CONTENT_TYPE)
             self.finish(page)
             return
-        status, body = await self._server.run(self._answer, self.request.method, path, self._body_or_error())
+        request_id = ""
+        if self.request.method == "POST" and PREDICTION_PATH.fullmatch(path):
+            # The caller's X-Request-Id, else a new one; answered in the same header, success or error.
+            request_id = self.request.headers.get(request_log.REQUEST_ID_HEADER) or request_log.new_request_id()
+            if not request_log.request_id_problem(request_id):
+                self.set_header(request_log.REQUEST_ID_HEADER, request_id)
+        status, body = await self._server.run(self._answer, self.request.method, path, self._body_or_error(),
+                                              request_id)
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
         self.finish(body)
@@ -403,7 +412,7 @@ class _Handler(tornado.web.RequestHandler):
                                 "fewer instances per request", http_status=413)
         return b"".join(self._chunks)
 
-    def _answer(self, method: str, path: str, body) -> Tuple[int, bytes]:
+    def _answer(self, method: str, path: str, body, request_id: str) -> Tuple[int, bytes]:
         """(HTTP status, JSON body) for one request; runs on the thread pool."""
         core = self._server.core
         prediction = PREDICTION_PATH.fullmatch(path) if method == "POST" else None
@@ -426,7 +435,7 @@ class _Handler(tornado.web.RequestHandler):
                                http_status=404)
 
         try:
-            answer = core.observe(api, REST, model_name, call)
+            answer = core.observe(api, REST, model_name, call, request_id)
         except RequestError as error:
             message = str(error)
             if error.code == grpc.StatusCode.INVALID_ARGUMENT and "Data types don't match" in message and api in (

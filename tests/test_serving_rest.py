@@ -147,6 +147,31 @@ def test_metrics_page_counts_requests_under_tf_servings_names(rest, rows):
     assert "# TYPE :tensorflow:serving:request_latency histogram" in page.text
 
 
+def test_rest_answers_carry_the_request_id_and_the_log_records_it(rest, rows):
+    from tests.test_serving import _logged
+
+    server, url, _ = rest
+    predict = f"{url}/v1/models/{MODEL}:predict"
+    given = requests.post(predict, json={"instances": _b64(rows[:2])}, headers={"X-Request-Id": "rest-1"}, timeout=30)
+    assert given.status_code == 200 and given.headers["X-Request-Id"] == "rest-1"
+    generated = requests.post(predict, json={"instances": _b64(rows[:1])}, timeout=30).headers["X-Request-Id"]
+    assert len(generated) == 32 and int(generated, 16) >= 0
+    bad = requests.post(predict, json={"instances": _b64(rows[:1])}, headers={"X-Request-Id": "a b"}, timeout=30)
+    assert bad.status_code == 400 and "x-request-id 'a b' is not a request id" in bad.json()["error"]
+    assert "X-Request-Id" not in bad.headers
+    refused = requests.post(predict, json={"rows": []}, headers={"X-Request-Id": "rest-2"}, timeout=30)
+    assert refused.status_code == 400 and refused.headers["X-Request-Id"] == "rest-2"
+    assert "X-Request-Id" not in requests.get(f"{url}/v1/models/{MODEL}", timeout=30).headers  # not a prediction
+    server.loggers.flush()
+    logged = {}
+    for row in _logged(f"{server.serving.request_log_dir}/{MODEL}"):
+        logged.setdefault(row["request_id"], []).append(row)
+    assert [(r["api"], r["entrypoint"], r["status"]) for r in logged["rest-1"]] == [("predict", "REST", "OK")] * 2
+    assert [r["prediction"] for r in logged["rest-1"]] == [
+        [pytest.approx(row["probabilities"][0])] for row in given.json()["predictions"]]
+    assert generated in logged and [r["status"] for r in logged["rest-2"]] == ["INVALID_ARGUMENT"]
+
+
 def _bad_feature_type(rows):
     example = _features(rows[0])
     example["trip_miles"] = ["far"]

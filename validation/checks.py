@@ -15,6 +15,7 @@ from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_p
 from tensorflow_data_validation.statistics import stats_impl
 from tfx_bsl.coders import example_coder
 
+from contract import request_log
 from contract.config import DEFAULT_SCHEMA, bundled_taxi_root, is_remote
 from validation import files as input_files
 from validation.report import (Distance, Finding, GatePolicy, Report, distances_from_anomalies,
@@ -31,16 +32,28 @@ def load_schema(path: str) -> schema_pb2.Schema:
 
 
 def statistics_of(paths: Sequence[str]) -> statistics_pb2.DatasetFeatureStatisticsList:
-    """TFDV statistics of tf.Example files, computed in memory after the preflight of every file."""
+    """TFDV statistics of tf.Example files (TFRecords after the preflight of every file, or request logs),
+    computed in memory."""
     records: List[bytes] = []
     for path in paths:
-        records.extend(input_files.read_examples(path))
+        if request_log.is_log_file(path):
+            try:
+                records.extend(request_log.examples([path]))
+            except request_log.RequestLogError as e:
+                raise input_files.BadInputError(str(e)) from None
+        else:
+            records.extend(input_files.read_examples(path))
+    return statistics_of_records(records, f"{len(paths)} file(s) under {_common_dir(paths)}")
+
+
+def statistics_of_records(records: Sequence[bytes], where: str) -> statistics_pb2.DatasetFeatureStatisticsList:
+    """TFDV statistics of serialized tf.Examples; `where` names them in the error about a bad one."""
     try:
-        batch = example_coder.ExamplesToRecordBatchDecoder().DecodeBatch(records)
+        batch = example_coder.ExamplesToRecordBatchDecoder().DecodeBatch(list(records))
     except Exception as e:  # The decoder names the feature whose type differs between examples.
         raise input_files.BadInputError(
-            f"the examples in {len(paths)} file(s) under {_common_dir(paths)} disagree on a feature's type "
-            f"({e}). Every example must give a feature the same type; fix the producer") from None
+            f"the examples in {where} disagree on a feature's type ({e}). Every example must give a feature "
+            "the same type; fix the producer") from None
     return stats_impl.generate_statistics_in_memory(batch, tfdv.StatsOptions())
 
 
@@ -99,7 +112,8 @@ def validate_batch(paths: Sequence[str], schema: schema_pb2.Schema, environment:
 
 
 def default_serving_data(config) -> str:
-    """`validation.serving_data`, else the request logs if any, else (taxi data) the bundled unlabelled split.
+    """`validation.serving_data`, else the request logs (contract/request_log.py) if any, else (taxi data) the
+    bundled unlabelled split.
 
     "" (no skew check) for data of any other schema until it has serving traffic:
     taxi trips are not another dataset's serving data; and for remote data, where
