@@ -263,7 +263,7 @@ def test_rest_predict_and_classify_or_regress_answer_like_the_saved_model(task_r
     answered = requests.post(f"{url}:{api.name}", timeout=60,
                              json={"signature_name": api.signature, "examples": [_json_features(e) for e in examples]})
     assert answered.status_code == 200, answered.text
-    result = answered.json()["result"]
+    result = answered.json()["results"]
     if task_run.task == "regression":
         np.testing.assert_allclose(result, expected["regress/outputs"].reshape(-1), rtol=1e-5, atol=1e-5)
     else:
