@@ -24,7 +24,7 @@ export NO_MKDOCS_2_WARNING := 1
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-fast bench bench-data profile bench-edge bench-serving bench-strategies bench-batch bench-tasks \
+.PHONY: setup run test test-fast bench bench-data profile bench-edge bench-serving bench-strategies bench-batch bench-tasks bench-models \
 	infer-schema init validate score fleet-demo fleet-airflow bench-fleet airflow-setup \
 	clean help system-deps browser-deps monitoring-deps serve lineage runs report notebooks strip-notebooks \
 	docs docs-setup docs-build docs-reference bench-monitoring
@@ -43,6 +43,7 @@ help:
 	@echo "make bench-batch  batch scoring at 1x/10x/100x: RunInference in_memory / multi_processing vs loops"
 	@echo "make bench-strategies  default vs mirrored (2 replicas) vs parameter server (1 ps + 2 workers)"
 	@echo "make bench-tasks  binary/multiclass/regression: SavedModel vs int8 quality, size, edge latency"
+	@echo "make bench-models dnn/linear/gbdt/auto per dataset: metric, training cost, size, gRPC latency, int8"
 	@echo "make init       your own TFRecords to config.yaml + schema.pbtxt (ARGS='--data-root DIR --label COL --out DIR')"
 	@echo "make infer-schema ARGS='--data-root DIR --out FILE'"
 	@echo "make lineage    what made the newest pushed model (ARGS='--version V | --run ID | --json')"
@@ -182,6 +183,9 @@ bench-strategies: setup
 
 bench-tasks: setup
 	$(PY) -m bench.tasks $(ARGS)
+
+bench-models: setup
+	$(PY) -m bench.models $(ARGS)
 
 infer-schema: setup
 	$(CLI) schema infer $(ARGS)

@@ -150,7 +150,9 @@ class _Progress:
 def _saved_model_scorer(path: str, task: str) -> Callable[[List[bytes]], np.ndarray]:
     import tensorflow as tf
 
-    loaded = tf.saved_model.load(path)
+    from models.trainer import custom_ops
+
+    loaded = custom_ops.load(path)
     signature = loaded.signatures[SERVING_SIGNATURE]
     outputs = list(signature.structured_outputs)
     primary = tasks.task(task).primary_output

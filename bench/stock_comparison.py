@@ -1,6 +1,6 @@
 """The stock TFX Chicago taxi example vs this pipeline: wall time and model quality.
 
-    python -m bench.stock_comparison [--repeats N] [--cached] [--out-dir DIR] [--keep]
+    python -m bench.stock_comparison [--repeats N] [--cached] [--out-dir DIR] [--keep] [--set KEY=VALUE ...]
 
 Why: the tfx wheel ships `taxi_pipeline_native_keras`, a complete pipeline for
 the same task on the same data (is a trip's tip more than 20% of its fare?).
@@ -27,7 +27,8 @@ before trusting a small difference.
 wall time, AUC (its spread is what `training.seed` cannot fix: the stock example is unseeded) and peak
 RSS, the largest resident memory of the whole process tree (Beam workers, training subprocesses),
 sampled with psutil every 0.2 s. `--cached` re-runs ours once more after each fresh run, unchanged: the
-second `make run` of a developer's loop, as a share of the fresh run.
+second `make run` of a developer's loop, as a share of the fresh run. `--set` runs ours with other
+settings (e.g. `--set training.model=gbdt`: another model family against the same stock run).
 
 Logs and models live in a temporary directory, deleted at the end unless
 `--keep`, and kept when a pipeline fails. Results also go to
@@ -156,7 +157,7 @@ def stock_pipeline(work_dir: str) -> PipelineRun:
     return PipelineRun(seconds, pushed[0], rss)
 
 
-def our_pipeline(work_dir: str, log_name: str = "ours.log") -> PipelineRun:
+def our_pipeline(work_dir: str, log_name: str = "ours.log", settings: Sequence[str] = ()) -> PipelineRun:
     """`make run` on `<work_dir>/ours` (fresh the first time); the runner prints where it pushed the model.
 
     Run again on the same directory (`log_name` ours-cached.log) it is the second `make run` with nothing
@@ -165,7 +166,8 @@ def our_pipeline(work_dir: str, log_name: str = "ours.log") -> PipelineRun:
     log_path = os.path.join(work_dir, log_name)
     output_dir = os.path.join(work_dir, "ours")
     status, seconds, rss = _timed_subprocess(
-        [sys.executable, "-m", "cli", "pipeline", "run", "--set", f"output_dir={output_dir}"], log_path)
+        [sys.executable, "-m", "cli", "pipeline", "run", "--set", f"output_dir={output_dir}",
+         *[arg for setting in settings for arg in ("--set", setting)]], log_path)
     if status != 0:
         raise PipelineFailed("our", f"exited with status {status}", log_path)
     with open(log_path, encoding="utf-8", errors="replace") as f:
@@ -210,7 +212,9 @@ def predict(model_dir: str, serialized: Sequence[bytes], batch_size: int = 1024)
     import numpy as np
     import tensorflow as tf
 
-    model = tf.saved_model.load(model_dir)  # Keeps the signature's variables alive.
+    from models.trainer import custom_ops
+
+    model = custom_ops.load(model_dir)  # Keeps the signature's variables alive; a forest's ops registered.
     signature = model.signatures["serving_default"]
     # Ours answers "probabilities" (beside scores and classes), the stock one only "outputs".
     outputs = list(signature.structured_outputs)
@@ -292,6 +296,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=1, help="fresh runs of each pipeline (min/median/max)")
     parser.add_argument("--cached", action="store_true",
                         help="after each fresh run of ours, run it again unchanged (the second `make run`)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="settings of our runs, e.g. training.model=gbdt")
     args = parser.parse_args(argv)
 
     root = tempfile.mkdtemp(prefix="stock_comparison-")
@@ -301,9 +307,9 @@ def main(argv=None) -> int:
             work_dir = os.path.join(root, f"repeat-{i + 1}")
             os.makedirs(work_dir)
             runs: Dict[str, PipelineRun] = {}
-            steps = [("stock", stock_pipeline), ("ours", our_pipeline)]
+            steps = [("stock", stock_pipeline), ("ours", lambda d: our_pipeline(d, settings=args.set))]
             if args.cached:
-                steps.append(("ours_cached", lambda d: our_pipeline(d, "ours-cached.log")))
+                steps.append(("ours_cached", lambda d: our_pipeline(d, "ours-cached.log", args.set)))
             # One after the other: side by side they would compete for the CPUs they are timed on.
             for name, run in steps:
                 print(f"[{i + 1}/{args.repeats}] {name} (log: {work_dir}) ...", flush=True)
@@ -320,6 +326,7 @@ def main(argv=None) -> int:
     scores = [{name: score(labels, predict(runs[name].pushed_model, serialized)) for name in ("stock", "ours")}
               for runs in repeats]
     report = build_report(repeats, scores, labels)
+    report["settings"] = args.set
     json_path = bench_results.write(args.out_dir, "stock_comparison", report)
     print(format_report(report))
     print(f"Results: {json_path}")

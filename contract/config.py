@@ -212,9 +212,16 @@ def class_key(value) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
+# training.model auto: fewer held-out rows than this make the choice between families a coin toss.
+AUTO_MIN_VALIDATION_ROWS = 30
+
+
 @dataclass
 class TrainingConfig:
-    # The model family (models/trainer/families/, one module each): dnn, a wide-and-deep Keras network.
+    # The model family (models/trainer/families/, one module each; docs/model-families.md): dnn (a wide-and-deep
+    # Keras network), linear (regularized logistic/softmax/linear regression), gbdt (TF Decision Forests'
+    # gradient-boosted trees; its edge model is a distilled int8 DNN), auto (each family trained, the best on
+    # held-out training data exported).
     model: str = "dnn"
     # ~13 passes over the 9,909 taxi training examples; more overfits the one-hot features.
     train_steps: int = 1000
@@ -233,6 +240,8 @@ class TrainingConfig:
     # 0 leaves them unseeded: each run draws its own (the default; on taxi, seed 42 reaches AUC 0.948 and
     # unseeded runs 0.947-0.954, so no fixed seed is chosen for the bundled data).
     seed: int = 0
+    # model auto: the share of the train split held out to choose the family (never the Evaluator's eval split).
+    auto_validation_share: float = 0.2
 
 
 @dataclass

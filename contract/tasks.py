@@ -132,6 +132,10 @@ class Task:
     keras_loss: str = ""
     keras_metrics: Tuple[Tuple[str, str], ...] = ()  # (Keras class name, metric name)
     tuner_objective: Tuple[str, str] = ("", "max")  # (compiled metric name, max | min)
+    # A decision forest's task (TF-DF's `Task` name), and the Keras loss a student network learns the
+    # forest's own answers with (soft targets: probabilities, class scores or values).
+    forest_task: str = "CLASSIFICATION"
+    soft_target_loss: str = ""
     examples_api: ExamplesApi = CLASSIFY
     edge_output_name: str = ""  # the TFLite output tensor's name in its metadata
     # TFMA result keys the summary, the report and the run list show, in order; the first sums a model up.
@@ -236,6 +240,7 @@ class Binary(Task):
     keras_loss = "binary_crossentropy"
     keras_metrics = (("AUC", "auc"), ("BinaryAccuracy", "binary_accuracy"))
     tuner_objective = ("auc", "max")
+    soft_target_loss = "binary_crossentropy"
     edge_output_name = "probability"
     report_metrics = (Metric("auc", "AUC"), Metric("binary_accuracy", "accuracy"), Metric("precision", "precision"),
                       Metric("recall", "recall"), Metric("example_count", "examples"))
@@ -323,6 +328,7 @@ class Multiclass(Task):
     keras_loss = "sparse_categorical_crossentropy"
     keras_metrics = (("SparseCategoricalAccuracy", "accuracy"),)
     tuner_objective = ("accuracy", "max")
+    soft_target_loss = "categorical_crossentropy"
     edge_output_name = "scores"
     report_metrics = (Metric("sparse_categorical_accuracy", "accuracy"), Metric("macro_auc", "macro AUC"),
                       Metric("example_count", "examples"))
@@ -406,6 +412,8 @@ class Regression(Task):
     keras_loss = "mean_squared_error"
     keras_metrics = (("RootMeanSquaredError", "rmse"),)
     tuner_objective = ("rmse", "min")
+    forest_task = "REGRESSION"
+    soft_target_loss = "mean_squared_error"
     examples_api = REGRESS
     edge_output_name = "value"
     report_metrics = (Metric("root_mean_squared_error", "RMSE", False), Metric("mean_absolute_error", "MAE", False),

@@ -10,8 +10,16 @@ Runs inside the EdgeExport component (TensorFlow available). Steps:
    per task: binary AUC drop (beyond what rounding the SavedModel's own scores to the int8
    output's 256 levels costs), multiclass accuracy drop and class agreement, regression
    RMSE increase relative to the std of the eval labels;
-4. push only when the gate passes: files written to a hidden staging directory, then
+4. quantization-aware training when post-training int8 fails the gate: the model's Keras
+   core (the `edge_core.keras` asset) fine-tuned with fake-quantized weights and activations
+   (TensorFlow Model Optimization), converted and gated again; the result says which path
+   produced the pushed model;
+5. push only when the gate passes: files written to a hidden staging directory, then
    renamed, so a failed export leaves the last version intact.
+
+A decision forest's `edge` signature is its distilled student: the gate then
+compares the student with the forest itself, and the manifest names teacher,
+student and the gap between them (`model_family.json`, models/trainer/export.py).
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from contract import versions
 from contract.config import EdgeConfig, FeaturesConfig
@@ -34,7 +43,8 @@ from contract.serving import SERVING_SIGNATURE
 from edge import edgetpu, metadata
 from edge.runtime import MANIFEST, EdgeModel, interpreter_module
 from models import features
-from models.trainer import edge_signature
+from models.trainer import custom_ops, edge_signature
+from models.trainer import export as model_export
 
 FILES = {"int8": "model_int8.tflite", "float": "model_float.tflite", "mapping": "edge_mapping.json"}
 # Clip ranges and representative rows come from at most this many transformed training examples:
@@ -42,6 +52,12 @@ FILES = {"int8": "model_int8.tflite", "float": "model_float.tflite", "mapping": 
 CALIBRATION_EXAMPLES = 100_000
 # Rows per call when the SavedModel scores rows (calibration and gate): bounded activations on big data.
 SCORE_BATCH = 1024
+POST_TRAINING, QUANTIZATION_AWARE = "post-training int8", "quantization-aware training"
+# Quantization-aware fine-tuning: passes over the calibration rows, at a small rate (the float weights are a good
+# start; the fake-quantized forward pass only has to adapt to 8-bit rounding).
+QAT_EPOCHS = 8
+QAT_LEARNING_RATE = 1e-4
+QAT_BATCH = 64
 
 
 @dataclass
@@ -56,6 +72,13 @@ class EdgeResult:
     gate: List[Dict[str, Any]] = field(default_factory=list)
     auc_drop: float = float("nan")  # binary: SavedModel AUC - int8 AUC
     edgetpu: Dict[str, Any] = field(default_factory=dict)
+    # Which way the int8 model was made: post-training quantization, or quantization-aware training after
+    # post-training int8 failed the gate ("" when no int8 model was gated).
+    path: str = ""
+    # The post-training int8 model's gate when quantization-aware training followed it.
+    post_training_gate: List[Dict[str, Any]] = field(default_factory=list)
+    # A distilled edge model (decision forests): teacher, student and the gap between them.
+    distillation: Dict[str, Any] = field(default_factory=dict)
 
 
 def _records(pattern: Union[str, List[str]], limit: int = 0, spread: bool = False) -> List[bytes]:
@@ -78,17 +101,21 @@ def _records(pattern: Union[str, List[str]], limit: int = 0, spread: bool = Fals
 
 def transformed_inputs(records: List[bytes], feature_spec, mapping) -> List[np.ndarray]:
     """Transformed tf.Examples -> the edge inputs in signature order (packed z-scores, one-hot block), unclipped."""
-    parsed = tf.io.parse_example(tf.constant(records), feature_spec)
+    return edge_inputs(tf.io.parse_example(tf.constant(records), feature_spec), mapping)
+
+
+def edge_inputs(transformed: Dict[str, Any], mapping) -> List[np.ndarray]:
+    """Transform's outputs (tensors by name) -> the edge inputs in signature order, unclipped."""
     columns = []
+    rows = len(next(iter(transformed.values())))
     if mapping["numeric_input"]:
-        columns.append(np.hstack([parsed[e["input"]].numpy().reshape(-1, 1) for e in mapping["numeric"]])
+        columns.append(np.hstack([np.asarray(transformed[e["input"]]).reshape(-1, 1) for e in mapping["numeric"]])
                        .astype(np.float32))
     if mapping["one_hot"]["input"]:
-        one_hot = np.zeros((len(records), mapping["one_hot"]["size"]), np.float32)
-        rows = np.arange(len(records))
+        one_hot = np.zeros((rows, mapping["one_hot"]["size"]), np.float32)
         for entry in mapping["one_hot"]["features"]:
-            ids = parsed[entry["input"]].numpy().reshape(-1)
-            one_hot[rows, entry["offset"] + ids] = 1.0
+            ids = np.asarray(transformed[entry["input"]]).reshape(-1)
+            one_hot[np.arange(rows), entry["offset"] + ids] = 1.0
         columns.append(one_hot)
     return columns
 
@@ -108,9 +135,9 @@ def _clip_vectors(mapping):
     return low, high
 
 
-def _batch_one_function(loaded, mapping):
-    """The `edge` signature at static batch 1 with the clip in front (MINIMUM/MAXIMUM, TPU ops)."""
-    signature = loaded.signatures[edge_signature.EDGE_SIGNATURE]
+def _batch_one_function(signature, mapping):
+    """`signature` (the `edge` signature, or a function of the same inputs) at static batch 1 with the clip in
+    front (MINIMUM/MAXIMUM, TPU ops)."""
     names = edge_signature.input_names(mapping)
     widths = edge_signature.input_widths(mapping)
     specs = [tf.TensorSpec([1, widths[n]], tf.float32, name=n) for n in names]
@@ -125,8 +152,8 @@ def _batch_one_function(loaded, mapping):
     return edge.get_concrete_function()
 
 
-def convert(loaded, mapping, representative: List[np.ndarray], io_type: str) -> Dict[str, bytes]:
-    """The float and the full-int8 TFLite of the batch-1 `edge` function.
+def convert(signature, mapping, representative: List[np.ndarray], io_type: str) -> Dict[str, bytes]:
+    """The float and the full-int8 TFLite of the batch-1 `edge` function (`signature`).
 
     TF's `from_concrete_functions` writes the function out as a SavedModel under
     `serving_default`, with the whole serving model for its variables, and
@@ -135,7 +162,7 @@ def convert(loaded, mapping, representative: List[np.ndarray], io_type: str) -> 
     (same gate metrics), the whole export 17.7 s -> 6.3-6.6 s on the bundled
     data's model (README, Performance).
     """
-    function = _batch_one_function(loaded, mapping)
+    function = _batch_one_function(signature, mapping)
     with tempfile.TemporaryDirectory(prefix="edge_convert_") as saved:
         # Only what the function reads: the serving model's other signatures and their tables stay out.
         holder = tf.Module()
@@ -299,7 +326,6 @@ def export(saved_model_dir: str, transform_graph_dir: str, transformed_train_pat
     """The whole edge export; returns what happened (pushed or why not)."""
     import tensorflow_transform as tft
 
-    task = spec.task_type
     source = dict(source or {}, source_model=saved_model_dir)
     already = versions.latest_if_same_source(model_base_dir, MANIFEST, saved_model_dir)
     if already is not None:
@@ -317,75 +343,183 @@ def export(saved_model_dir: str, transform_graph_dir: str, transformed_train_pat
     if mapping.get("format") != edge_signature.MAPPING_FORMAT:
         raise ValueError(f"{mapping_path} has format {mapping.get('format')}, this export reads format "
                          f"{edge_signature.MAPPING_FORMAT}; retrain the model (the Trainer not cached) to export it")
-    loaded = tf.saved_model.load(saved_model_dir)
+    loaded = custom_ops.load(saved_model_dir)
 
     feature_spec = tft.TFTransformOutput(transform_graph_dir).transformed_feature_spec()
     train_columns = transformed_inputs(_records(transformed_train_pattern, CALIBRATION_EXAMPLES), feature_spec,
                                        mapping)
     numeric = train_columns[0] if mapping["numeric_input"] else None
     mapping["clip"] = clip_ranges(numeric, mapping, settings.clip_quantile)
-    representative = calibration_rows(train_columns, mapping, settings.representative_examples,
-                                      float_scores(loaded, train_columns, mapping))
-    models = convert(loaded, mapping, representative, settings.io_type)
+    scores = float_scores(loaded, train_columns, mapping)
+    representative = calibration_rows(train_columns, mapping, settings.representative_examples, scores)
+    signature = loaded.signatures[edge_signature.EDGE_SIGNATURE]
+    models = convert(signature, mapping, representative, settings.io_type)
+    record = model_export.read_family_record(saved_model_dir)
 
     version = versions.next_version(existing)
     info = {"name": model_name, "version": str(version), "author": "TFX pipeline edge export",
             "description": f"{model_name}: {spec.task}, full-integer ({settings.io_type} io); source model and "
                            "metrics in manifest.json",
             "output": spec.task_type.describe_output(spec.label_column, spec.class_names)}
-    order = input_order(models["int8"])
-    files = {FILES["int8"]: metadata.populate(models["int8"], order, mapping, info),
-             FILES["float"]: metadata.populate(models["float"], order, mapping,
-                                               dict(info, description=info["description"] + " (float reference)")),
-             FILES["mapping"]: json.dumps(mapping, separators=(",", ":")).encode("utf-8")}
-    manifest = {"model_name": model_name, "version": version, "task": spec.task, "classes": spec.class_names,
-                "output": mapping["output"],
-                **({"decision_threshold": task.decision_threshold} if task.decision_threshold is not None else {}),
-                "files": {k: {"path": name, "sha256": _sha256(files[name]), "bytes": len(files[name])}
-                          for k, name in FILES.items()}}
 
     # The gate runs the exact files to be pushed through the device runtime, from raw features.
     eval_examples = _records(raw_eval_pattern, settings.gate_examples, spread=True)
     labels = labels_of(eval_examples, spec)
     reference = serving_predictions(loaded, eval_examples, spec)
-    metrics = {"saved_model": task.quality(labels, reference)}
     records = raw_records(eval_examples, spec)
-    with tempfile.TemporaryDirectory(prefix="edge_gate_") as candidate:
-        for name, data in dict(files, **{MANIFEST: json.dumps(manifest).encode("utf-8")}).items():
-            with open(os.path.join(candidate, name), "wb") as f:
-                f.write(data)
-        for variant in ("float", "int8"):
-            model = EdgeModel(candidate, variant=variant)
-            metrics[variant] = task.quality(labels, model.predict(records), reference)
-        metrics["saved_model"].update(task.resolution_metrics(labels, model.at_output_resolution(reference)))
-    readiness = edgetpu.check(model_content=files[FILES["int8"]])
-    checks = task.edge_gate(metrics, labels, settings)
-    sizes = {k: manifest["files"][k]["bytes"] for k in ("float", "int8")}
-    sizes.update({f"{k}_without_metadata": len(models[k]) for k in ("float", "int8")})
-    sizes.update({f"{k}_weights": weights_bytes(models[k]) for k in ("float", "int8")})
-    drop = metrics["saved_model"]["auc"] - metrics["int8"]["auc"] if "auc" in metrics["int8"] else float("nan")
-    result = EdgeResult(False, "", task=spec.task, sizes=sizes, metrics=metrics, gate=checks, auc_drop=float(drop),
-                        edgetpu=dict(readiness.to_dict(), op_versions=op_versions(models["int8"])))
-    key, label = task.headline.key, task.headline.label
-    failed = [c for c in checks if not c["value"] <= c["limit"]]
+    candidate = _gate(models, mapping, info, spec, settings, labels, reference, records)
+    candidate.path = POST_TRAINING
+    if _failed(candidate) and record.get("edge_core"):
+        logging.info("Post-training int8 failed its gate (%s); retraining with quantization-aware training",
+                     _failure_text(candidate, spec))
+        qat_models = quantization_aware(saved_model_dir, record["edge_core"], mapping, train_columns, scores,
+                                        representative, spec, settings)
+        first = candidate
+        candidate = _gate(qat_models, mapping, info, spec, settings, labels, reference, records)
+        candidate.path, candidate.post_training_gate = QUANTIZATION_AWARE, first.result.gate
+
+    result = candidate.result
+    result.path, result.post_training_gate = candidate.path, candidate.post_training_gate
+    if record.get("edge"):
+        result.distillation = distillation(record, result.metrics, spec)
+    failed = [c for c in result.gate if not c["value"] <= c["limit"]]
     if failed:
-        result.reason = ("; ".join(f"int8 {c['measure']} {c['value']:.4f} exceeds {c['limit']:.4f} ({c['setting']})"
-                                   for c in failed) +
-                         f" (int8 {label} {metrics['int8'][key]:.4f}, SavedModel {metrics['saved_model'][key]:.4f});"
-                         f" not pushed, {model_base_dir} keeps "
+        tried = f" after {QUANTIZATION_AWARE}" if candidate.path == QUANTIZATION_AWARE else ""
+        result.reason = (f"{_failure_text(candidate, spec)}{tried}; not pushed, {model_base_dir} keeps "
                          f"{'version ' + str(existing[-1]) if existing else 'no version'}")
         return result
 
+    manifest = dict(candidate.manifest)
     manifest.update({
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **source,
         "io_type": settings.io_type,
-        "metrics": metrics, "gate": checks, "auc_drop": float(drop),
+        "quantization": candidate.path,
+        "model_family": record.get("family", ""),
+        **({"distillation": result.distillation} if result.distillation else {}),
+        **({"post_training_gate": candidate.post_training_gate} if candidate.post_training_gate else {}),
+        "metrics": result.metrics, "gate": result.gate, "auc_drop": result.auc_drop,
         "eval_examples": len(eval_examples), "representative_examples": len(representative[0]),
-        "sizes": sizes, "clip": mapping["clip"], "edgetpu": result.edgetpu,
+        "sizes": result.sizes, "clip": mapping["clip"], "edgetpu": result.edgetpu,
     })
+    files = dict(candidate.files)
     files[MANIFEST] = json.dumps(manifest, indent=2).encode("utf-8")
     result.version_dir = publish(model_base_dir, version, files)
     result.pushed = True
-    result.reason = "; ".join(f"int8 {c['measure']} {c['value']:.4f} <= {c['limit']:.4f}" for c in checks)
+    result.reason = f"{candidate.path}: " + "; ".join(
+        f"int8 {c['measure']} {c['value']:.4f} <= {c['limit']:.4f}" for c in result.gate)
     return result
+
+
+@dataclass
+class _Candidate:
+    """One int8 model and its float reference, packaged and gated."""
+
+    files: Dict[str, bytes]
+    manifest: Dict[str, Any]
+    result: EdgeResult
+    path: str = ""
+    post_training_gate: List[Dict[str, Any]] = field(default_factory=list)
+
+
+def _failed(candidate: _Candidate) -> bool:
+    return any(not c["value"] <= c["limit"] for c in candidate.result.gate)
+
+
+def _failure_text(candidate: _Candidate, spec: FeaturesConfig) -> str:
+    metrics = candidate.result.metrics
+    key, label = spec.task_type.headline.key, spec.task_type.headline.label
+    return ("; ".join(f"int8 {c['measure']} {c['value']:.4f} exceeds {c['limit']:.4f} ({c['setting']})"
+                      for c in candidate.result.gate if not c["value"] <= c["limit"]) +
+            f" (int8 {label} {metrics['int8'][key]:.4f}, SavedModel {metrics['saved_model'][key]:.4f})")
+
+
+def _gate(models: Dict[str, bytes], mapping, info: Dict[str, str], spec: FeaturesConfig, settings: EdgeConfig,
+          labels: np.ndarray, reference: np.ndarray, records: List[Dict[str, Any]]) -> _Candidate:
+    """Packages `models` with their metadata and manifest, and measures them against the SavedModel's answers."""
+    task = spec.task_type
+    order = input_order(models["int8"])
+    files = {FILES["int8"]: metadata.populate(models["int8"], order, mapping, info),
+             FILES["float"]: metadata.populate(models["float"], order, mapping,
+                                               dict(info, description=info["description"] + " (float reference)")),
+             FILES["mapping"]: json.dumps(mapping, separators=(",", ":")).encode("utf-8")}
+    manifest = {"model_name": info["name"], "version": int(info["version"]), "task": spec.task,
+                "classes": spec.class_names, "output": mapping["output"],
+                **({"decision_threshold": task.decision_threshold} if task.decision_threshold is not None else {}),
+                "files": {k: {"path": name, "sha256": _sha256(files[name]), "bytes": len(files[name])}
+                          for k, name in FILES.items()}}
+    metrics = {"saved_model": task.quality(labels, reference)}
+    with tempfile.TemporaryDirectory(prefix="edge_gate_") as directory:
+        for name, data in dict(files, **{MANIFEST: json.dumps(manifest).encode("utf-8")}).items():
+            with open(os.path.join(directory, name), "wb") as f:
+                f.write(data)
+        for variant in ("float", "int8"):
+            model = EdgeModel(directory, variant=variant)
+            metrics[variant] = task.quality(labels, model.predict(records), reference)
+        metrics["saved_model"].update(task.resolution_metrics(labels, model.at_output_resolution(reference)))
+    readiness = edgetpu.check(model_content=files[FILES["int8"]])
+    sizes = {k: manifest["files"][k]["bytes"] for k in ("float", "int8")}
+    sizes.update({f"{k}_without_metadata": len(models[k]) for k in ("float", "int8")})
+    sizes.update({f"{k}_weights": weights_bytes(models[k]) for k in ("float", "int8")})
+    drop = metrics["saved_model"]["auc"] - metrics["int8"]["auc"] if "auc" in metrics["int8"] else float("nan")
+    result = EdgeResult(False, "", task=spec.task, sizes=sizes, metrics=metrics,
+                        gate=task.edge_gate(metrics, labels, settings), auc_drop=float(drop),
+                        edgetpu=dict(readiness.to_dict(), op_versions=op_versions(models["int8"])))
+    return _Candidate(files, manifest, result)
+
+
+def distillation(record: Dict[str, Any], metrics: Dict[str, Dict[str, float]], spec: FeaturesConfig) -> Dict:
+    """Teacher, student and the gap: the served model's headline metric on the eval split against the int8
+    student's, and how the student followed the teacher on the training data (`model_family.json`)."""
+    key = spec.task_type.headline.key
+    edge = record["edge"]
+    return {"teacher": {"family": edge["teacher"], key: metrics["saved_model"][key]},
+            "student": {"model": edge["student"], "hyperparameters": edge["student_hyperparameters"],
+                        f"int8_{key}": metrics["int8"][key], f"float_{key}": metrics["float"][key],
+                        "distillation_examples": edge["distillation_examples"],
+                        "fidelity_on_train": edge["fidelity_on_train"]},
+            "gap": {key: metrics["saved_model"][key] - metrics["int8"][key]}}
+
+
+def quantization_aware(saved_model_dir: str, core_asset: str, mapping, train_columns: List[np.ndarray],
+                       targets: np.ndarray, representative: List[np.ndarray], spec: FeaturesConfig,
+                       settings: EdgeConfig) -> Dict[str, bytes]:
+    """The float and int8 TFLite of the model's Keras core after quantization-aware fine-tuning.
+
+    The core learns to give its own float answers (`targets`, the `edge` signature's on the training rows)
+    through fake-quantized Dense layers (TensorFlow Model Optimization's default 8-bit scheme), so its
+    weights settle where 8-bit rounding costs least; the other layers (activations, the regression
+    rescale) are quantized at conversion as before.
+    """
+    import tensorflow_model_optimization as tfmot
+    import tf_keras as keras
+
+    with tempfile.TemporaryDirectory(prefix="edge_core_") as local:
+        path = os.path.join(local, model_export.EDGE_CORE_ASSET)
+        tf.io.gfile.copy(os.path.join(saved_model_dir, "assets", core_asset), path)
+        core = keras.models.load_model(path, compile=False)
+    quantize = tfmot.quantization.keras
+    annotated = keras.models.clone_model(
+        core, clone_function=lambda layer: quantize.quantize_annotate_layer(layer)
+        if isinstance(layer, keras.layers.Dense) else layer.__class__.from_config(layer.get_config()))
+    annotated.set_weights(core.get_weights())
+    qat = quantize.quantize_apply(annotated)
+    qat.compile(optimizer=keras.optimizers.Adam(QAT_LEARNING_RATE),
+                loss=keras.losses.get(spec.task_type.soft_target_loss))
+    low, high = _clip_vectors(mapping) if mapping["numeric_input"] else (None, None)
+    vector = _dense_vector(train_columns, mapping, low, high)
+    qat.fit(vector, targets.reshape(len(vector), -1), epochs=QAT_EPOCHS, batch_size=QAT_BATCH, shuffle=True,
+            verbose=0)
+    names, output = edge_signature.input_names(mapping), mapping["output"]["name"]
+
+    def edge(**inputs):
+        return {output: qat(tf.concat([inputs[n] for n in names], axis=1) if len(names) > 1 else inputs[names[0]],
+                            training=False)}
+
+    return convert(edge, mapping, representative, settings.io_type)
+
+
+def _dense_vector(columns: List[np.ndarray], mapping, low, high) -> np.ndarray:
+    """The edge inputs (numeric clipped to their ranges) packed as the core's dense vector."""
+    parts = [np.clip(c, low, high) if i == 0 and mapping["numeric_input"] else c for i, c in enumerate(columns)]
+    return np.concatenate(parts, axis=1).astype(np.float32)

@@ -2,6 +2,7 @@
 
     DIR/data/<tenant>/span-N/{train,eval}/data.tfrecord.gz     DIR/fleet.yaml
 
+Families: globex's model is gradient-boosted trees (`training.model: gbdt`), the others the default dnn.
 Jitter: each tenant draws its own examples (its own seed) and scales `fare` by its own factor, so tenants'
 data and models differ while staying valid against the taxi schema.
 """
@@ -19,6 +20,8 @@ from validation import files as input_files
 
 SPLITS = {"train": "Split-train", "eval": "Split-eval"}
 TENANTS = {"acme": 1.0, "globex": 1.15, "initech": 0.9}
+# Tenants whose model is of another family than the default (dnn): families side by side in one fleet.
+FAMILIES = {"globex": "gbdt"}
 
 FLEET_TEMPLATE = {
     "fleet": {"output_dir": "outputs", "concurrency": 1},
@@ -101,7 +104,10 @@ def lay_out(out: str, tenants: List[str], spans: int = 2, train: int = 400, eval
     for tenant in tenants:
         for span in range(1, spans + 1):
             write_span(os.path.join(out, "data", tenant), span, tenant_span(tenant, span, train, evaluation))
-        fleet["tenants"][tenant] = {"tier": "small", "models": {"tips": {"data_root": f"data/{tenant}"}}}
+        model = {"data_root": f"data/{tenant}"}
+        if tenant in FAMILIES:
+            model["settings"] = {"training": {"model": FAMILIES[tenant]}}
+        fleet["tenants"][tenant] = {"tier": "small", "models": {"tips": model}}
     path = os.path.join(out, "fleet.yaml")
     with open(path, "w", encoding="utf-8") as f:
         f.write("# Demo fleet written by `tfx-edge fleet demo`; see README 'A fleet of tenants'.\n")

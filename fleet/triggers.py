@@ -88,14 +88,13 @@ def labelled_files(model: FleetModel, data: DataFacts) -> List[str]:
 
 def served_metric(model: FleetModel, files: List[str], version: int) -> float:
     """The served version's headline metric (`Task.headline`) on `files`, computed as the edge gate does."""
-    import tensorflow as tf
-
     from edge.export import labels_of, serving_predictions
+    from models.trainer import custom_ops
     from validation import files as input_files
 
     spec = model.config.features
     examples = [record for path in files for record in input_files.read_examples(path)]
-    loaded = tf.saved_model.load(os.path.join(model.config.model_serving_dir, str(version)))
+    loaded = custom_ops.load(os.path.join(model.config.model_serving_dir, str(version)))
     outputs = serving_predictions(loaded, examples, spec)
     task = spec.task_type
     return task.quality(labels_of(examples, spec), outputs)[task.headline.key]

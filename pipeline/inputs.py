@@ -7,7 +7,9 @@ is pushed. Checked: every shard is a readable tf.Example TFRecord
 name exists, with a type its role can take and one value per row; no column
 changes type between files; the label is present in every row and not constant;
 every class is among `features.classes` and has enough rows to split; the splits
-hold enough rows to train and evaluate.
+hold enough rows to train and evaluate; the model family `training.model` names
+exists, trains this task under `training.strategy` and can learn from that many
+rows (`auto` needs enough to hold some out).
 """
 
 import dataclasses
@@ -50,6 +52,9 @@ def check_inputs(config: PipelineConfig) -> dict:
     (`<pipeline_root>/.preflight.json`, the quick check make and rsync use): an
     unchanged re-run would otherwise spend seconds re-reading every shard.
     """
+    problems = model_problems(config)
+    if problems:
+        raise ConfigError("\n".join(problems))
     base = config.input_base
     if is_remote(base):
         # Checked by ImportExampleGen where the credentials for the bucket live.
@@ -100,7 +105,8 @@ def _check_key(config: PipelineConfig, split_files: Dict[str, List[str]]) -> str
     """What the verdict depends on: every file's path, size and mtime; the settings read; the schema; the code."""
     digest = hashlib.sha256()
     settings = {"data": dataclasses.asdict(config.data), "features": dataclasses.asdict(config.features),
-                "slice_features": list(config.evaluator.slice_features), "input_base": config.input_base}
+                "slice_features": list(config.evaluator.slice_features), "input_base": config.input_base,
+                "model": [config.training.model, config.training.auto_validation_share]}
     digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
     for path in (config.schema_file,) + _CHECKING_CODE:
         with open(path, "rb") as f:
@@ -271,8 +277,23 @@ def class_problems(config: PipelineConfig, profiles: Dict[str, DataProfile], eve
     return problems
 
 
+def model_problems(config: PipelineConfig) -> List[str]:
+    """The family `training.model` names exists and trains this task under this strategy (one line each)."""
+    from models.trainer import families
+
+    try:
+        family = families.get(config.training.model)
+    except ValueError as error:
+        return [str(error)]
+    return family.problems(config)
+
+
 def row_problems(config: PipelineConfig, profiles: Dict[str, DataProfile]) -> List[str]:
-    """Enough rows to train and to evaluate (span patterns: left to the spans ImportExampleGen picks)."""
+    """Enough rows to train and to evaluate, and for the model family (span patterns: left to the spans
+    ImportExampleGen picks)."""
+    from models.trainer import families
+
+    family = families.get(config.training.model)
     if config.data.pattern:
         if "{" in config.data.pattern:
             return []
@@ -284,11 +305,13 @@ def row_problems(config: PipelineConfig, profiles: Dict[str, DataProfile]) -> Li
             return [f"{rows} rows under {config.input_base}: too few to split {train}:{evaluation} into train and "
                     f"eval (data.hash_buckets); at least {needed} are needed ({MIN_TRAIN_ROWS} to train, "
                     f"{MIN_EVAL_ROWS} to evaluate)"]
-        return []
+        return family.data_problems(config, rows * train // (train + evaluation))
     problems = []
     for split, least in (("train", MIN_TRAIN_ROWS), ("eval", MIN_EVAL_ROWS)):
         pattern = config.split_patterns[split]
         if "{" not in pattern and profiles[split].rows < least:
             problems.append(f"split {split!r} ({pattern} in {config.input_base}) has {profiles[split].rows} rows; "
                             f"at least {least} are needed")
+    if not problems and "{" not in config.split_patterns["train"]:
+        problems += family.data_problems(config, profiles["train"].rows)
     return problems

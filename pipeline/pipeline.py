@@ -41,15 +41,16 @@ from components.edge_export import EdgeExport
 from components.serving_pusher import ServingPusher
 from contract.config import PipelineConfig, bundled_taxi_root, is_remote, section_to_dict
 from contract.errors import ConfigError
-from models.trainer import families
 from contract.serving import SERVING_SIGNATURE, TRANSFORM_SIGNATURE
 from pipeline import tuning_reuse, vertex_training
+from pipeline.inputs import model_problems
 from validation.checks import default_serving_data
 
 # TFX packages each module file's directory into a wheel and fingerprints it for caching: Transform's
 # directory (models/) holds only the feature code, so Trainer or training-infrastructure edits keep it cached.
 TRANSFORM_MODULE = models.preprocessing.__file__
-# One module file for both: `run_fn` and `tuner_fn` pick the family `training.model` names.
+# One module file for both: `run_fn` and `tuner_fn` pick the family `training.model` names. The Evaluator
+# takes it too, for the loader of the models it compares.
 TRAINER_MODULE = TUNER_MODULE = models.trainer.entry.__file__
 UNLABELLED_SPLIT = "unlabelled"
 BASELINE_RESOLVER = "latest_blessed_model_resolver"
@@ -152,12 +153,9 @@ def read_prior_runs(config: PipelineConfig, local_store: bool = True) -> PriorRu
 
 
 def check_model(config: PipelineConfig) -> None:
-    """The family `training.model` names exists and trains this task under this strategy, before any component."""
-    try:
-        family = families.get(config.training.model)
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
-    problems = family.problems(config)
+    """The family `training.model` names exists and trains this task under this strategy, before any component
+    (the local runner's preflight checks it first, with the data)."""
+    problems = model_problems(config)
     if problems:
         raise ConfigError("\n".join(problems))
 
@@ -252,7 +250,9 @@ def create_components(config: PipelineConfig, prior: PriorRuns = PriorRuns()) ->
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
         baseline_model=model_resolver.outputs["model"],
-        eval_config=eval_config(config))
+        eval_config=eval_config(config),
+        # Its `custom_eval_shared_model` loads each model with the ops its family needs (a decision forest's).
+        module_file=TRAINER_MODULE)
     pusher = ServingPusher(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],

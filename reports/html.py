@@ -18,7 +18,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 from contract.files import write_text
 from pipeline.metadata import iso, node_name, open_metadata
 from contract import tasks
-from reports.summary import RunSummary, read_anomalies, read_run
+from reports.summary import RunSummary, read_anomalies, read_run, training_line
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d2329;background:#f6f7f9}
@@ -426,6 +426,31 @@ def model_section(summary: RunSummary, config) -> str:
     return "".join(parts)
 
 
+def family_section(summary: RunSummary) -> str:
+    """The family that trained the model, its hyper-parameters, and (auto) every family's held-out score."""
+    facts = summary.training
+    if not facts:
+        return ""
+    parts = [f"<p>Trained by the <b>{_e(facts.get('model', 'dnn'))}</b> family: {_e(training_line(facts))}</p>"]
+    auto = facts.get("auto")
+    if auto:
+        key = auto["metric"]
+        rows = [[f"<b>{_e(name)}</b> (chosen)" if name == auto["chosen"] else name, _num(score[key]),
+                 _num(auto["train_seconds"].get(name), 1)] for name, score in auto["scores"].items()]
+        parts.append(f"<p>Chosen by <code>training.model: auto</code> on {_e(auto['validation_rows'])} rows held "
+                     f"out of the train split (share {_e(auto['validation_share'])}; never the eval split):</p>")
+        parts.append(_table(["family", f"held-out {auto['metric_label']}", "fit seconds"], rows,
+                            numeric=(1, 2)))
+    student = facts.get("edge_student")
+    if student:
+        parts.append(f"<p>Edge student: {_e(student['student'])} distilled from the {_e(student['teacher'])} "
+                     f"model on {_e(student['distillation_examples'])} examples "
+                     f"({_e(student['distillation_training_rows'])} training rows and mixes of them); on the "
+                     "training rows: "
+                     f"{_e(', '.join(f'{k} {v:.4f}' for k, v in student['fidelity_on_train'].items()))}</p>")
+    return "".join(parts)
+
+
 def edge_section(summary: RunSummary, config) -> str:
     """Float vs int8 TFLite against the SavedModel, from the edge export's own record of this run."""
     result = summary.edge
@@ -448,6 +473,20 @@ def edge_section(summary: RunSummary, config) -> str:
             parts.append(_table(["gate", "measured", "limit", "setting"],
                                 [[c["measure"], _num(c["value"]), _num(c["limit"]), c["setting"]] for c in gate],
                                 numeric=(1, 2)))
+        if result.get("path"):
+            parts.append(f"<p>int8 model made by <b>{_e(result['path'])}</b></p>")
+        first_try = result.get("post_training_gate") or []
+        if first_try:
+            parts.append(_table(["post-training int8 gate (failed)", "measured", "limit", "setting"],
+                                [[c["measure"], _num(c["value"]), _num(c["limit"]), c["setting"]]
+                                 for c in first_try], numeric=(1, 2)))
+        distilled = result.get("distillation") or {}
+        if distilled:
+            key = task.headline.key
+            parts.append(f"<p>Distilled student of the <b>{_e(distilled['teacher']['family'])}</b> model: "
+                         f"{_e(task.headline.label)} {_num(distilled['student'][f'int8_{key}'])} (int8) against "
+                         f"{_num(distilled['teacher'][key])} (the served model), gap "
+                         f"{_num(distilled['gap'][key])}</p>")
     edgetpu = result.get("edgetpu") or {}
     if edgetpu:
         parts.append(f"<details><summary>Edge TPU readiness</summary><pre>{_e(json.dumps(edgetpu, indent=2))}"
@@ -484,6 +523,9 @@ def render(summary: RunSummary, config, store) -> str:
     validation = validation_section(summary)
     if validation:
         sections.append(_section("Data validation gate: anomalies, skew, drift", validation, "gate"))
+    family = family_section(summary)
+    if family:
+        sections.append(_section("Model family", family, "family"))
     sections.append(_section("Model evaluation", model_section(summary, config), "evaluation"))
     edge = edge_section(summary, config)
     if edge:

@@ -289,11 +289,31 @@ def _describe(stage: str, a: ArtifactInfo) -> str:
         if os.path.exists(path):
             values = json.load(open(path, encoding="utf-8")).get("values", {})
             return ", ".join(f"{k}={v}" for k, v in values.items() if not k.startswith("tuner/"))
+    if stage == "trained model":
+        return _family_text(a.uri)
     if stage == "blessing":
         return "BLESSED" if p.get("blessed") else "NOT blessed"
     if stage == "push":
         return f"-> {p.get('pushed_destination', '')} (version {p.get('pushed_version', '?')})"
     return ""
+
+
+def _family_text(model_uri: str) -> str:
+    """`family gbdt, chosen by auto on 120 held-out rows (AUC: dnn 0.95, gbdt 0.97, linear 0.94)` from the model's
+    family record (models/trainer/export.py)."""
+    path = os.path.join(model_uri, "Format-Serving", "assets", "model_family.json")
+    if not os.path.exists(path):
+        return ""
+    with open(path, encoding="utf-8") as f:
+        record = json.load(f)
+    text = f"family {record.get('family', '?')}"
+    auto = record.get("auto")
+    if auto:
+        scores = ", ".join(f"{name} {score[auto['metric']]:.4f}" for name, score in auto["scores"].items())
+        text += f", chosen by auto on {auto['validation_rows']} held-out rows ({auto['metric_label']}: {scores})"
+    if record.get("edge"):
+        text += f"; edge model: {record['edge']['kind']} ({record['edge']['student']})"
+    return text
 
 
 def _evaluation_line(a: ArtifactInfo) -> str:

@@ -335,6 +335,7 @@ def _edge_lines(edge: Dict, config, cached: bool = False) -> List[str]:
         ready = edge.get("edgetpu", {})
         lines.append("  Edge TPU ready: " + ("yes" if ready.get("ready") else
                                              "NO (" + "; ".join(ready.get("cpu_ops", [])[:3]) + ")"))
+        lines.extend(_quantization_lines(edge, task))
     if edge.get("pushed") and cached:
         lines.append(f"  edge model not pushed again: the export is cached, it is already in {edge['version_dir']}")
     elif edge.get("pushed"):
@@ -344,8 +345,28 @@ def _edge_lines(edge: Dict, config, cached: bool = False) -> List[str]:
     return lines
 
 
+def _quantization_lines(edge: Dict, task) -> List[str]:
+    """Which path made the int8 model (post-training, or quantization-aware after post-training failed), and
+    for a distilled student, its teacher and the gap between them."""
+    lines = []
+    if edge.get("path"):
+        failed = "; ".join(f"{c['measure']} {c['value']:.4f} > {c['limit']:.4f}" for c in
+                           edge.get("post_training_gate") or [] if not c["value"] <= c["limit"])
+        lines.append(f"  int8 by: {edge['path']}" + (f" (post-training int8 failed: {failed})" if failed else ""))
+    distilled = edge.get("distillation")
+    if distilled:
+        key = task.headline.key
+        lines.append(f"  edge student of the {distilled['teacher']['family']} model: {task.headline.label} "
+                     f"{distilled['student'][f'int8_{key}']:.4f} (int8) vs {distilled['teacher'][key]:.4f} "
+                     f"(served model), gap {distilled['gap'][key]:.4f}")
+    return lines
+
+
 def training_line(facts: Dict[str, object]) -> str:
-    """`mirrored, 2 replicas, global batch 128 (64 per replica), 60 steps, resumed from step 20`."""
+    """`mirrored, 2 replicas, global batch 128 (64 per replica), 60 steps, resumed from step 20`, or a forest's
+    `default, 87 trees on 8,000 examples`."""
+    if "trees" in facts:
+        return f"{facts['strategy']}, {facts['trees']} trees on {facts['train_examples']:,} examples"
     text = (f"{facts['strategy']}, {facts['replicas']} replica(s), global batch {facts['global_batch']} "
             f"({facts['per_replica_batch']} per replica), {facts['train_steps']} steps")
     cluster = facts.get("cluster") or []
@@ -355,6 +376,26 @@ def training_line(facts: Dict[str, object]) -> str:
     if facts.get("resumed_from_step"):
         text += f", resumed from step {facts['resumed_from_step']}"
     return text
+
+
+def family_lines(facts: Dict[str, object]) -> List[str]:
+    """The family that trained the model; with `training.model auto`, every family's held-out score too."""
+    auto = facts.get("auto")
+    if not auto:
+        return [f"  model family: {facts.get('model', 'dnn')}"]
+    scores = ", ".join(f"{name} {score[auto['metric']]:.4f}" for name, score in auto["scores"].items())
+    return [f"  model family: {auto['chosen']}, chosen by auto on {auto['validation_rows']} rows held out of the "
+            f"train split ({auto['metric_label']}: {scores})"]
+
+
+def edge_student_lines(facts: Dict[str, object]) -> List[str]:
+    student = facts.get("edge_student")
+    if not student:
+        return []
+    fidelity = ", ".join(f"{k} {v:.4f}" for k, v in student["fidelity_on_train"].items())
+    return [f"  edge student: {student['student']} distilled from the {student['teacher']} model on "
+            f"{student['distillation_examples']} examples ({student['distillation_training_rows']} training rows "
+            f"and mixes of them; on the training rows: {fidelity})"]
 
 
 def format_summary(summary: RunSummary, config, timings: Dict[str, float]) -> str:
@@ -375,6 +416,7 @@ def format_summary(summary: RunSummary, config, timings: Dict[str, float]) -> st
                          f"its result: {summary.hyperparameters_from})")
     if summary.training:
         lines.append(f"  training: {training_line(summary.training)}")
+        lines.extend(family_lines(summary.training) + edge_student_lines(summary.training))
     if summary.candidate_metrics:
         lines.append("  metric                       candidate   baseline")
         for name in (m.key for m in tasks.of_metrics(summary.candidate_metrics).report_metrics):

@@ -31,6 +31,7 @@ from typing import Dict, List, Optional, Tuple
 import yaml
 
 from contract import tasks
+from contract.config import AUTO_MIN_VALIDATION_ROWS, TrainingConfig
 from contract.errors import ConfigError
 from schemas.infer import SERVING, TRAINING, is_gzip
 from schemas.profile import ColumnProfile, DataProfile, kind_conflict, merged
@@ -236,8 +237,27 @@ def _majority_share(label: ColumnProfile) -> float:
     return max(label.counts.values()) / label.present
 
 
+def choose_family(train_rows: int) -> Tuple[str, str]:
+    """(training.model, why) for a train split of `train_rows` rows.
+
+    `auto` whenever it can hold out enough rows to choose: it trains dnn, linear and
+    gbdt and keeps the best on held-out training data, which on the datasets measured
+    (docs/model-families.md) was never worse than the best single family beyond noise,
+    and each family wins somewhere (linear on mostly-linear data, gbdt on interactions).
+    Below that, `linear`: on a few dozen rows a regularized linear model has the fewest
+    parameters to overfit.
+    """
+    share = TrainingConfig.auto_validation_share
+    held_out = int(train_rows * share)
+    if held_out >= AUTO_MIN_VALIDATION_ROWS:
+        return "auto", (f"{train_rows} training rows: dnn, linear and gbdt are each trained and the best on "
+                        f"{held_out} of them held out is kept (training.auto_validation_share {share:g})")
+    return "linear", (f"only {train_rows} training rows, too few for auto to hold out "
+                      f"{AUTO_MIN_VALIDATION_ROWS} to choose a family by: a regularized linear model overfits least")
+
+
 def config_text(name: str, data_root: str, out: str, layout: Layout, rows: int, label: ColumnProfile,
-                guess: Guess, slices: List[str]) -> str:
+                guess: Guess, slices: List[str], family: Tuple[str, str]) -> str:
     """config.yaml with a comment on every guess."""
     lines = [f"# Written by `tfx-edge schema init` from {rows} rows under {data_root} "
              f"({time.strftime('%Y-%m-%d')}).",
@@ -277,6 +297,7 @@ def config_text(name: str, data_root: str, out: str, layout: Layout, rows: int, 
     if guess.roles["excluded"]:
         lines.append("  # excluded (give one a role above to use it):")
         lines += [f"  #   {column}: {why}" for column, why in guess.roles["excluded"]]
+    lines += ["training:", f"  model: {family[0]}   # {family[1]}"]
     lines.append("evaluator:   # blessing thresholds on the eval split; raise them once you know what good is")
     share = math.floor(_majority_share(label) * 100) / 100 if label.counts else 0.0
     lines += [f"  {setting}: {value:g}   # {why}"
@@ -329,7 +350,10 @@ def initialise(data_root: str, label_name: str, out: str, task: str = "auto", na
               "# not yet what you accept. Curate it: domains, presence, value ranges; skew/drift thresholds\n"
               "# (skew_comparator, drift_comparator) per feature. The label exists only in the TRAINING environment.\n")
     schema_text = header + _schema_text(schema, tfdv)
-    text = config_text(name, data_root, out, layout, profile.rows, label, guess, slices)
+    train_rows = (profile.rows * HASH_BUCKETS[0] // sum(HASH_BUCKETS) if layout.hashed
+                  else split_profiles["train"].rows)
+    family = choose_family(train_rows)
+    text = config_text(name, data_root, out, layout, profile.rows, label, guess, slices, family)
     # Whole files or none: written beside, then renamed.
     for path, content in ((schema_path, schema_text), (config_path, text)):
         with open(path + ".tmp", "w", encoding="utf-8") as f:
@@ -338,7 +362,7 @@ def initialise(data_root: str, label_name: str, out: str, task: str = "auto", na
         os.replace(path + ".tmp", path)
     return {"rows": profile.rows, "files": sum(len(f) for f in layout.files.values()), "layout": layout,
             "guess": guess, "label": label, "schema": schema_path, "config": config_path, "slices": slices,
-            "features": len(schema.feature)}
+            "features": len(schema.feature), "family": family}
 
 
 def default_name(data_root: str) -> str:
@@ -375,6 +399,8 @@ def report(found: Dict[str, object], data_root: str) -> str:
         lines.append(f"excluded: {column} ({why})")
     if found["slices"]:
         lines.append(f"slices: {', '.join(found['slices'])}")
+    family, why = found["family"]  # type: ignore[misc]
+    lines.append(f"model family: {family} ({why})")
     lines += [f"wrote {found['schema']} ({found['features']} features; TRAINING and SERVING environments, "
               f"{found['label'].name} only in TRAINING)",  # type: ignore[union-attr]
               f"wrote {found['config']}",

@@ -26,6 +26,7 @@ from tensorflow_serving.apis import (get_model_status_pb2, model_pb2,
 from contract.config import ServingConfig
 from contract.serving import SERVING_SIGNATURE, WARMUP_FILE
 from contract.versions import list_versions, version_path
+from models.trainer import custom_ops
 from serving import experiments, model_config
 from serving.batching import Batcher
 from serving.errors import RequestError
@@ -64,7 +65,7 @@ class LoadedVersion:
         self.name, self.version, self.path = name, version, path
         started = time.monotonic()
         self.signature_defs = _signature_defs(path)
-        self._model = tf.saved_model.load(path)
+        self._model = custom_ops.load(path)
         self._functions = dict(self._model.signatures)
         self._batchers: Dict[str, Batcher] = {}
         if serving.enable_batching:

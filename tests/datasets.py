@@ -7,6 +7,10 @@ Each synthetic set is what a user brings (`tfx-edge schema init` has never seen 
 - `write_baskets`: a regression task (basket value): optional columns with missing values,
   an integer column that is really a category, a string column, an id, a list column;
   split into train/ and eval/ directories.
+- `write_interactions`: a binary task that trees win (the label is an interaction of two amounts and
+  a region); split into train/ and eval/.
+- `write_linear`: a regression task linear in its inputs, on few rows (a linear model's home ground);
+  one plain file.
 The label depends on the features through a known rule plus noise, so a good model exists.
 """
 
@@ -24,6 +28,7 @@ SCALES = (14.0, 19.0, 92.0, 650.0, 0.1, 0.1, 0.09, 0.05, 0.18, 0.06)
 CLINICS = ("north", "south", "east", "west")
 STORES = (101, 102, 103, 104, 105)
 CHANNELS = ("web", "app", "shop")
+REGIONS = ("harbour", "hills", "plain")
 
 
 def penguin_root() -> str:
@@ -104,4 +109,53 @@ def write_baskets(root: str, rows: int = 400, seed: int = 1) -> str:
     cut = int(len(examples) * 0.8)
     write_examples(os.path.join(root, "train", "part-0.tfrecord.gz"), examples[:cut])
     write_examples(os.path.join(root, "eval", "part-0.tfrecord.gz"), examples[cut:])
+    return root
+
+
+def interaction_rows(rows: int = 600, seed: int = 2) -> List[Dict[str, object]]:
+    """A binary task trees win: whether an amount is above its median decides the label in two regions and
+    the opposite in the third (an interaction no additive model can draw: over all regions `left` says little),
+    plus 5% flipped labels; `right` and `noise` are noise."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(rows):
+        left, right, noise = (float(v) for v in rng.normal(size=3))
+        region = REGIONS[rng.integers(len(REGIONS))]
+        positive = (left > 0) != (region == "harbour")
+        if rng.random() < 0.05:
+            positive = not positive
+        out.append({"order_id": 500_000 + i, "left": left * 40.0 + 100.0, "right": right * 3.0, "noise": noise,
+                    "region": region, "returned": int(positive)})
+    return out
+
+
+def write_interactions(root: str, rows: int = 600, seed: int = 2, unlabelled: int = 0) -> str:
+    """The interaction set, 80/20 into `train/` and `eval/` gzip TFRecords; and `unlabelled` more rows without
+    their label in `unlabelled/` (for BulkInferrer)."""
+    data = interaction_rows(rows + unlabelled, seed)
+    examples = [example(r) for r in data[:rows]]
+    cut = int(len(examples) * 0.8)
+    write_examples(os.path.join(root, "train", "part-0.tfrecord.gz"), examples[:cut])
+    write_examples(os.path.join(root, "eval", "part-0.tfrecord.gz"), examples[cut:])
+    if unlabelled:
+        write_examples(os.path.join(root, "unlabelled", "part-0.tfrecord.gz"),
+                       [example({k: v for k, v in r.items() if k != "returned"}) for r in data[rows:]])
+    return root
+
+
+def linear_rows(rows: int = 180, seed: int = 3) -> List[Dict[str, object]]:
+    """A regression task that is linear in its inputs (plus noise), on few rows: what a linear model fits best."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(rows):
+        size, age, rooms = float(rng.uniform(40, 200)), float(rng.uniform(0, 80)), int(rng.integers(1, 7))
+        price = 3.0 * size - 1.5 * age + 20.0 * rooms + float(rng.normal(0.0, 25.0))
+        out.append({"flat_id": f"f{i:05d}", "size_m2": size, "age_years": age, "rooms": rooms, "price": price})
+    return out
+
+
+def write_linear(root: str, rows: int = 180, seed: int = 3) -> str:
+    """The linear set as one plain TFRecord file (hash-split by the pipeline)."""
+    write_examples(os.path.join(root, "flats.tfrecord"), [example(r) for r in linear_rows(rows, seed)],
+                   compress=False)
     return root

@@ -24,11 +24,11 @@ def exported(tmp_path_factory, taxi_root):
     examples = read_examples(f"{taxi_root}/Split-train/*", 300)
     tmp = tmp_path_factory.mktemp("model")
     tft_output, rows = analyze_and_transform(examples, str(tmp / "transform"))
-    keras_model = dnn.build_keras_model(SPEC, {})
+    keras_model = dnn.FAMILY.build_keras_model(SPEC, {})
     labels = np.array([r[SPEC.label_key] for r in rows])
     keras_model.fit(_batch(rows, keras_model), labels, epochs=2, batch_size=64, verbose=0)
     export_dir = str(tmp / "serving_model")
-    export.save_for_tf_serving(keras_model, export_dir, dnn.serving_signatures(keras_model, tft_output, SPEC), SPEC)
+    export.save_for_tf_serving(keras_model, export_dir, dnn.FAMILY.serving_signatures(keras_model, tft_output, SPEC), SPEC)
     return examples, rows, keras_model, tf.saved_model.load(export_dir), export_dir
 
 
@@ -90,22 +90,22 @@ def test_core_consumes_the_dense_feature_vector(exported):
 
 
 def test_hyperparameters_shape_the_model():
-    small = dnn.build_keras_model(SPEC, {"num_layers": 1, "hidden_units": 32})
-    large = dnn.build_keras_model(SPEC, {"num_layers": 3, "hidden_units": 128})
+    small = dnn.FAMILY.build_keras_model(SPEC, {"num_layers": 1, "hidden_units": 32})
+    large = dnn.FAMILY.build_keras_model(SPEC, {"num_layers": 3, "hidden_units": 128})
     hidden = lambda m: [l.units for l in m.get_layer("core").layers if l.name.startswith("hidden_")]  # noqa: E731
     assert hidden(small) == [32] and hidden(large) == [128, 128, 128]
 
 
 def test_tuner_search_space_names_match_model_hyperparameters():
-    assert set(dnn.search_space().values) == set(dnn.DEFAULT_HPARAMS)
+    assert set(dnn.FAMILY.search_space().values) == set(dnn.FAMILY.default_hparams)
 
 
 def test_learning_rate_decays_along_a_cosine_over_the_training_steps():
     """The step count drives the rate: full at step 0, half at mid-run, 0 at the end; constant without decay_steps."""
     import tf_keras as keras
 
-    decayed = dnn.build_keras_model(SPEC, {"learning_rate": 0.01}, decay_steps=100).optimizer
+    decayed = dnn.FAMILY.build_keras_model(SPEC, {"learning_rate": 0.01}, decay_steps=100).optimizer
     rate = keras.optimizers.schedules.deserialize(decayed.get_config()["learning_rate"])
     assert [round(float(rate(step)), 6) for step in (0, 50, 100, 150)] == [0.01, 0.005, 0.0, 0.0]
-    constant = dnn.build_keras_model(SPEC, {"learning_rate": 0.01}).optimizer
+    constant = dnn.FAMILY.build_keras_model(SPEC, {"learning_rate": 0.01}).optimizer
     assert constant.get_config()["learning_rate"] == pytest.approx(0.01)

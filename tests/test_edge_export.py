@@ -88,6 +88,8 @@ def test_summary_prints_float_vs_int8(edge_run):
     printed = format_summary(summary, config, {})
     assert "edge model           float TFLite   int8 TFLite   SavedModel" in printed
     assert f"edge model pushed to: {version_dir}" in printed
+    # The path that made it: post-training quantization passed its gate, so no quantization-aware training.
+    assert "  int8 by: post-training int8\n" in printed
 
 
 def test_edge_runtime_agrees_with_serving_default_on_raw_examples(edge_run, small_sample):

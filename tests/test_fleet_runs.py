@@ -91,7 +91,8 @@ def _edge_for(path, model):
     with open(path, encoding="utf-8") as f:
         raw = yaml.safe_load(f)
     tenant, name = model.split("-")
-    raw["tenants"][tenant]["models"][name]["settings"] = {"edge": {"enabled": True, "max_auc_drop": 1.0}}
+    settings = raw["tenants"][tenant]["models"][name].setdefault("settings", {})
+    settings["edge"] = {"enabled": True, "max_auc_drop": 1.0}
     with open(path, "w", encoding="utf-8") as f:
         yaml.safe_dump(raw, f, sort_keys=False)
 
@@ -210,6 +211,24 @@ def test_tenant_b_has_no_baseline_although_tenant_a_has_a_blessed_model(cycles):
     first_blessing = min(blessings, key=lambda a: a.create_time_since_epoch)
     assert first_blessing.id in acme_model
     assert globex.candidate_model not in {"", None}
+
+
+def test_tenants_serve_models_of_different_families_side_by_side(cycles):
+    """acme's model is the default dnn, globex's gradient-boosted trees (fleet/demo.py): each served version
+    says which family made it, and globex's edge model is the forest's distilled student."""
+    from models.trainer.export import read_family_record
+
+    fleet = cycles["fleet"]
+    families = {m.name: read_family_record(os.path.join(m.config.model_serving_dir,
+                                                        str(cycles["after_first"][m.name][0])))["family"]
+                for m in fleet.models}
+    assert families == {"acme-tips": "dnn", "globex-tips": "gbdt"}
+    globex = next(m for m in fleet.models if m.name == "globex-tips")
+    edge_versions = list_versions(globex.config.model_edge_dir)
+    assert len(edge_versions) == 1
+    with open(os.path.join(globex.config.model_edge_dir, str(edge_versions[0]), "manifest.json")) as f:
+        manifest = json.load(f)
+    assert manifest["model_family"] == "gbdt" and manifest["distillation"]["teacher"]["family"] == "gbdt"
 
 
 def test_a_bad_span_retrains_exactly_that_tenant_and_is_stopped_without_touching_others(cycles):

@@ -75,7 +75,7 @@ def test_tuner_best_hyperparameters_reach_the_trainer(first_run):
     used = json.load(open(os.path.join(trainer.outputs["model_run"][0], runtime.HPARAMS_FILE)))
     assert summary.hyperparameters, "the Tuner wrote no best hyper-parameters"
     for name, value in summary.hyperparameters.items():
-        if name in dnn.DEFAULT_HPARAMS:
+        if name in dnn.FAMILY.default_hparams:
             assert used[name] == value, name
 
 

@@ -10,6 +10,8 @@ signature starts after Transform instead, with at most two inputs:
   id, in the order the model concatenates them.
 It calls the model's `core` layer, so it shares every weight with `serving_default`,
 and returns the task's output (probability, class scores or the predicted value).
+A decision forest has no such core: its `edge` signature calls a small network
+distilled from the forest (`families/gbdt.py`), gated against the forest itself.
 
 The mapping from raw features to those inputs (vocabularies, z-score parameters,
 bucket boundaries, missing-value defaults, the task and its class names) is read
@@ -208,8 +210,12 @@ def input_widths(mapping: Dict) -> Dict[str, int]:
     return {mapping["numeric_input"]: len(mapping["numeric"]), mapping["one_hot"]["input"]: mapping["one_hot"]["size"]}
 
 
-def edge_signatures(model, tft_output, spec: FeaturesConfig, output_key: str) -> Dict:
-    """{"edge": concrete function} for `model.save(signatures=...)`; attaches the mapping asset."""
+def edge_signatures(model, tft_output, spec: FeaturesConfig, output_key: str, core=None) -> Dict:
+    """{"edge": concrete function} for `model.save(signatures=...)`; attaches the mapping asset.
+
+    `core`: the Keras model behind `edge` (default: `model`'s layer "core"; a decision forest's distilled
+    student, which `model` must track so that its weights are saved).
+    """
     mapping = transform_mapping(tft_output, spec, output_key)
     mapping_dir = tempfile.mkdtemp(prefix="edge_mapping_")
     # model.save copies the file; the directory goes with the model (or at exit), not left in /tmp.
@@ -219,7 +225,7 @@ def edge_signatures(model, tft_output, spec: FeaturesConfig, output_key: str) ->
         json.dump(mapping, f, indent=1)
     # Tracked as an asset: model.save copies it to <saved_model>/assets/edge_mapping.json.
     model.edge_mapping_asset = tf.saved_model.Asset(mapping_path)
-    core = model.get_layer("core")
+    core = core if core is not None else model.get_layer("core")
     widths = input_widths(mapping)
     specs = [tf.TensorSpec([None, widths[n]], tf.float32, name=n) for n in input_names(mapping)]
 
