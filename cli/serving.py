@@ -41,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
         prologue.add_settings_arguments(sub)
         return sub
 
-    command("serve", "run the local gRPC and REST server until Ctrl-C / SIGTERM")
+    sub = command("serve", "run the local gRPC and REST server until Ctrl-C / SIGTERM")
+    sub.add_argument("--parent-pid", type=int, default=0, metavar="PID",
+                     help="end the server when process PID ends, even by SIGKILL (the pre-push serving check)")
     for name in ("predict", "classify", "regress", "status"):
         sub = command(name, {"predict": "the model's answers (Predict)", "classify": "classes and scores (Classify)",
                              "regress": "values (Regress)", "status": "versions the server has loaded"}[name])
@@ -97,8 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _serve(config: PipelineConfig) -> int:
+def _serve(config: PipelineConfig, parent_pid: int = 0) -> int:
     from serving import model_config, workers
+
+    if parent_pid:
+        from contract.processes import exit_with_parent
+
+        exit_with_parent(parent_pid)
 
     model_config.ensure(config.models_config_path, config.model_name, config.model_serving_dir)
     serving = config.serving
@@ -158,6 +165,7 @@ def _predict(config: PipelineConfig, args) -> int:
 
 
 def _status(config: PipelineConfig, args) -> int:
+    from tensorflow.core.protobuf import error_codes_pb2
     from tensorflow_serving.apis import get_model_status_pb2
 
     from serving import experiments, model_config
@@ -166,9 +174,13 @@ def _status(config: PipelineConfig, args) -> int:
         response = client.status()
     for status in response.model_version_status:
         state = get_model_status_pb2.ModelVersionStatus.State.Name(status.state)
-        print(f"{config.model_name} version {status.version}: {state}")
+        error = (f" ({error_codes_pb2.Code.Name(status.status.error_code)}: {status.status.error_message})"
+                 if status.status.error_code else "")
+        print(f"{config.model_name} version {status.version}: {state}{error}")
     try:
         entry = model_config.model_entry(model_config.read(config.models_config_path), config.model_name)
+        for problem in model_config.entry_problems(entry):
+            print(f"not applied (the server keeps what it serves): {problem}")
         labels = ", ".join(f"{k}={v}" for k, v in sorted(entry.version_labels.items()))
         print(f"labels in {config.models_config_path}: {labels or 'none (follows the latest push)'}")
         experiment = experiments.read(experiments.experiments_path(config.models_config_path)).get(config.model_name)
@@ -237,7 +249,7 @@ def main(argv: Optional[list] = None) -> int:
 
     try:
         if args.command == "serve":
-            return _serve(config)
+            return _serve(config, args.parent_pid)
         if args.command in ("predict", "classify", "regress"):
             return _predict(config, args)
         if args.command == "status":

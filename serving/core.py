@@ -308,15 +308,13 @@ class ServingCore:
         return response
 
     def status(self, spec: model_pb2.ModelSpec) -> get_model_status_pb2.GetModelStatusResponse:
+        """Every version's state; a version that failed to load is END with its error (`ModelManager.status`)."""
         statuses = self.manager.status(spec.name)
         if spec.WhichOneof("version_choice"):
-            wanted = self.manager.resolve(spec).version
-            statuses = [s for s in statuses if s[0] == wanted]
+            asked = [s for s in statuses if s.version == spec.version.value] if spec.HasField("version") else []
+            statuses = asked or [s for s in statuses if s.version == self.manager.resolve(spec).version]
         response = get_model_status_pb2.GetModelStatusResponse()
-        for version, state in statuses:
-            item = response.model_version_status.add()
-            item.version, item.state = version, state
-            item.status.SetInParent()  # error_code OK, as TF Serving reports it
+        response.model_version_status.extend(statuses)
         return response
 
     def close(self) -> None:
