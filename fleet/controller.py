@@ -3,6 +3,10 @@
 Each run is `python -m cli pipeline run --config <fleet>/fleet/configs/<tenant>-<model>.yaml` in its own
 process (TFX and Beam are not thread-safe, and a crash — even a segfault or an OOM kill — then ends only that
 run). Threads only wait for the processes, at most `fleet.concurrency` at once.
+
+A model whose pipeline is already running (another controller, an Airflow task, a person's `pipeline run`:
+its run lock, `contract.locks`) is not started again: its outcome is `busy`, which is not a failure, and
+its data is left for the next cycle.
 """
 
 import os
@@ -16,18 +20,19 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, TextIO
 
 from contract import versions
+from contract.locks import EXIT_BUSY, RunLock, describe
 from fleet.config import Fleet, FleetModel, write_model_config
 from fleet.state import State
 from fleet import triggers
 
-EXIT_STATUS = {0: "ok", 2: "bad input", 3: "stopped at gate"}
+EXIT_STATUS = {0: "ok", 2: "bad input", 3: "stopped at gate", EXIT_BUSY: "busy"}
 MAX_EXIT = 100  # `fleet run` exits with the number of failed runs, capped here (exit codes are 8 bits)
 
 
 @dataclass
 class Outcome:
     name: str
-    status: str  # ok | skipped | stopped at gate | bad input | failed | abandoned
+    status: str  # ok | skipped | busy | stopped at gate | bad input | failed | abandoned
     reason: str
     exit_code: Optional[int] = None
     seconds: float = 0.0
@@ -35,7 +40,7 @@ class Outcome:
 
     @property
     def failed(self) -> bool:
-        return self.status not in ("ok", "skipped")
+        return self.status not in ("ok", "skipped", "busy")
 
 
 class Controller:
@@ -76,6 +81,10 @@ class Controller:
         reason = "; ".join(decision.reasons)
         if self.stopping.is_set():
             return Outcome(model.name, "abandoned", reason + " (not started: stopping)")
+        holder = RunLock(model.config.run_lock_path).busy()
+        if holder is not None:
+            self._say(f"{model.name:28s} busy     (already running: {describe(holder)})")
+            return Outcome(model.name, "busy", f"{reason} (not started: already running, {describe(holder)})")
         config_path = write_model_config(model, self.fleet.config_dir)
         os.makedirs(model.config.log_dir, exist_ok=True)
         log = os.path.join(model.config.log_dir, time.strftime("fleet-%Y%m%d-%H%M%S.out"))

@@ -58,8 +58,10 @@ class State:
                        (time.time(), status, exit_code, run_id))
 
     def last_run(self, name: str) -> Optional[Dict[str, Any]]:
+        """The newest run started; a `busy` one (refused: the pipeline was already running) did not see the data."""
         with self._connect() as db:
-            row = db.execute("SELECT * FROM runs WHERE name=? ORDER BY id DESC LIMIT 1", (name,)).fetchone()
+            row = db.execute("SELECT * FROM runs WHERE name=? AND status != 'busy' ORDER BY id DESC LIMIT 1",
+                             (name,)).fetchone()
         if row is None:
             return None
         out = dict(row)
