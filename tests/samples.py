@@ -65,6 +65,10 @@ def small_config(output_dir: str, input_base: str, *extra: str):
         # A small sample gives a weak model; the thresholds under test are the change vs baseline.
         "evaluator.min_auc=0.5",
         "evaluator.min_binary_accuracy=0.5",
+        # The serving check on every run: a short sample, and a budget CI's shared cores always meet (the
+        # budget's refusal is tested with a budget nothing meets).
+        "serving_check.requests=10",
+        "serving_check.p99_budget_ms=5000",
         *extra,
     ])
 
