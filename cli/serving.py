@@ -113,7 +113,7 @@ def _serve(config: PipelineConfig, parent_pid: int = 0) -> int:
     batching = (f"batching max {serving.max_batch_size} / {serving.batch_timeout_micros} us"
                 if serving.enable_batching else "no batching")
     if count > 1:
-        supervisor = workers.Supervisor(config, count)
+        supervisor = workers.Supervisor(config, count, prepare=prologue.prepare)
         supervisor.start()
         _banner(config, supervisor.serving, f"{count} workers, {batching}")
         supervisor.run()
