@@ -33,6 +33,7 @@ settings, workers in the project's image).
 
 import json
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -52,6 +53,7 @@ from batch.models import (ScoringError, ScoringModelHandler, column_names,
 from batch.outputs import FORMATS, SHARD_PREFIX, write_rows
 from batch.quality import Quality
 from contract.config import PipelineConfig, bundled_taxi_root, is_remote
+from contract.versions import pid_alive
 from validation.files import BadInputError
 
 RUNNERS = ("direct", "dataflow")
@@ -140,6 +142,18 @@ def _staging_dir(out: str) -> str:
     return os.path.join(parent, f".{name}.incomplete-{os.getpid()}-{int(time.time())}")
 
 
+def _remove_stale_staging(out: str) -> None:
+    """What a killed job (SIGKILL: no `finally`) left beside `--out`: staging directories of dead pids."""
+    parent, name = os.path.split(os.path.abspath(out.rstrip("/")))
+    if is_remote(out) or not os.path.isdir(parent):
+        return
+    stale = re.compile(rf"\.{re.escape(name)}\.incomplete-(\d+)-\d+")
+    for entry in os.listdir(parent):
+        match = stale.fullmatch(entry)
+        if match and not pid_alive(int(match.group(1))):
+            shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
+
+
 def _publish(staging: str, out: str) -> None:
     """Moves the finished results into place: one rename locally, a rename per file remotely."""
     import tensorflow as tf
@@ -198,6 +212,7 @@ def score(config: PipelineConfig, job: ScoreJob, out=None) -> ScoreResult:
     if not job.input:
         job.input = os.path.join(bundled_taxi_root(), "unlabelled")
     _check_locations(job)
+    _remove_stale_staging(job.out)
     choices = resolve_models(job.models, config)
     files = input_files(job.input)
     needed = config.features.raw_input_features

@@ -16,7 +16,8 @@
 
 Settings come from the pipeline config (--config FILE, --set serving.port=8600 ...).
 Exit status: 0 done, 1 the server refused or failed, 2 a setting or input is wrong,
-3 `score --strict` refused a batch that failed validation (the report path is printed).
+3 `score --strict` refused a batch that failed validation (the report path is printed),
+130/143 `score` stopped by SIGINT/SIGTERM (nothing written).
 """
 
 import argparse
@@ -24,6 +25,7 @@ import dataclasses
 import json
 import logging
 import os
+import signal
 import sys
 from typing import Optional
 
@@ -227,11 +229,24 @@ def _score(config: PipelineConfig, args) -> int:
     # its report and one error line are the output.
     logging.getLogger().setLevel(logging.CRITICAL)
     job = batch.ScoreJob(**{name: getattr(args, name) for name in batch.ScoreJob.__dataclass_fields__})
+    stopped_by = []
+
+    def stop(signum, _frame):
+        stopped_by.append(signum)
+        raise KeyboardInterrupt  # unwinds through the job's `finally`: its staging directory goes
+
+    previous = signal.signal(signal.SIGTERM, stop)
     try:
         result = batch.score(config, job)
     except batch.ScoringJobError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        name = signal.Signals(stopped_by[0]).name if stopped_by else "SIGINT"
+        print(f"score: stopped by {name}; nothing was written to {job.out}", file=sys.stderr)
+        return 128 + (stopped_by[0] if stopped_by else signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return batch.EXIT_REFUSED if result.status == "refused" else 0
 
 

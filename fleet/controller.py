@@ -62,6 +62,7 @@ class Controller:
         models = self.fleet.models if models is None else models
         due, outcomes = [], []
         for model in models:
+            self._reap(model)
             decision = triggers.evaluate(model, self.state)
             if force:
                 decision.reasons.append("forced")
@@ -112,6 +113,15 @@ class Controller:
         outcome = Outcome(model.name, status, reason, code, time.time() - started, log)
         self._say(f"{model.name:28s} {status:8s} exit {code} in {outcome.seconds:.0f}s")
         return outcome
+
+    def _reap(self, model: FleetModel) -> None:
+        """Marks `interrupted` the runs of a controller that died mid-cycle (SIGKILL, a lost machine), once no
+        run of the model holds its lock: their data was not seen through, so the triggers fire again."""
+        if RunLock(model.config.run_lock_path).busy() is not None:
+            return
+        for run_id in self.state.orphaned(model.name):
+            self.state.finish_run(run_id, "interrupted", None)
+            self._say(f"{model.name:28s} run {run_id} was cut short (its controller died); it counts as not run")
 
     def _register(self, model: FleetModel) -> None:
         """Adds the model to the shared models.config (follow latest) once it has a version to serve."""
