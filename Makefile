@@ -18,7 +18,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-fast bench bench-data profile bench-edge bench-serving bench-strategies bench-batch bench-tasks \
+.PHONY: setup run test test-fast chaos fuzz bench bench-data profile bench-edge bench-serving bench-strategies bench-batch bench-tasks \
 	infer-schema init validate score fleet-demo fleet-airflow bench-fleet airflow-setup \
 	clean help system-deps browser-deps serve lineage runs report notebooks strip-notebooks
 
@@ -46,6 +46,8 @@ help:
 	@echo "make fleet-demo lay out demo tenants (spans of the bundled data) in outputs/fleet-demo, run a fleet cycle"
 	@echo "make fleet-airflow  one Airflow DAG per demo tenant model in outputs/fleet-demo/dags, listed by Airflow"
 	@echo "make bench-fleet  fleet cycle: full, no-change, per-tenant overhead vs one pipeline run (ARGS='--tenants 20')"
+	@echo "make chaos      fault injection (kill -9, full disks, bad versions, two controllers...) + fuzzing: one table"
+	@echo "make fuzz       thousands of fuzzed REST/gRPC requests against a real server and model"
 	@echo "make clean      delete outputs/ (models, MLMD, logs)"
 
 setup: system-deps $(STAMP)
@@ -112,6 +114,15 @@ run: setup
 
 test: setup airflow-setup browser-deps
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+# Every fault-injection case (make test runs the fast ones) and a long fuzzing run; the table is printed at the end.
+# Mounting the small disks needs root.
+chaos: setup
+	CHAOS_ALL=1 FUZZ_EXAMPLES=$(or $(FUZZ_EXAMPLES),2000) FUZZ_RANDOM=1 $(PY) -m pytest tests/chaos \
+	  tests/test_serving_availability.py tests/test_serving_fuzz.py -p no:cacheprovider $(PYTEST_ARGS)
+
+fuzz: setup
+	FUZZ_EXAMPLES=$(or $(FUZZ_EXAMPLES),5000) FUZZ_RANDOM=1 $(PY) -m pytest tests/test_serving_fuzz.py $(PYTEST_ARGS)
 
 test-fast: setup
 	$(PY) -m pytest tests -m "not slow" $(PYTEST_ARGS)
