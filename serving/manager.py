@@ -10,7 +10,9 @@ experiment arm (`experiments.py`) to one `LoadedVersion`.
 Availability first, as TF Serving's `AvailabilityPreservingPolicy`
 (`core/availability_preserving_policy.cc`): a version the policy no longer asks
 for is unloaded only once a version it asks for serves; while none does (the new
-version failed to load), the newest one still serving stays. A version that fails
+version failed to load), the newest one still serving stays. Beyond TF Serving,
+a follow-latest model with nothing serving yet (a start, a restarted worker)
+whose newest version fails serves the newest older version that loads. A version that fails
 to load is reported by `GetModelStatus` as `END` with its error code and message
 (TF Serving's `ServableStateMonitor`), counted in
 `:tensorflow:cc:saved_model:load_attempt_count{status="fail"}`, and tried again
@@ -262,9 +264,11 @@ class ModelManager:
 
     def _next_state(self, entry, previous: _ModelState, split: Dict[str, Experiment]) -> _ModelState:
         """The versions and labels of one model after this poll (TF Serving's AvailabilityPreservingPolicy)."""
-        aspired = model_config.versions_to_serve(entry, list_versions(entry.base_path))
+        on_disk = list_versions(entry.base_path)
+        aspired = model_config.versions_to_serve(entry, on_disk)
         versions: Dict[int, LoadedVersion] = {}
-        failures = {v: f for v, f in previous.failures.items() if v in aspired}
+        failures = dict(previous.failures)
+        tried = set(aspired)
         for version in aspired:
             if version in previous.versions:
                 versions[version] = previous.versions[version]
@@ -272,13 +276,24 @@ class ModelManager:
             loaded = self._load(entry.name, version, os.path.join(entry.base_path, str(version)), failures)
             if loaded is not None:
                 versions[version] = loaded
-        if aspired and not versions:
+        still = sorted(set(previous.versions) - set(aspired))
+        if aspired and not versions and still:
             # No version the policy asks for serves: the newest one serving now goes on until one does.
-            still = sorted(set(previous.versions) - set(aspired))
-            if still:
-                versions[still[-1]] = previous.versions[still[-1]]
-                logging.warning("Keeping %s version %d serving: version(s) %s did not load.",
-                                entry.name, still[-1], ", ".join(map(str, sorted(failures))) or "asked for")
+            versions[still[-1]] = previous.versions[still[-1]]
+            logging.warning("Keeping %s version %d serving: version(s) %s did not load.",
+                            entry.name, still[-1], ", ".join(map(str, sorted(v for v in failures if v in tried))))
+        elif aspired and not versions and not entry.model_version_policy.HasField("specific"):
+            # Nothing serves yet (a start, a restarted worker): the newest older version that loads serves, as it
+            # would still be serving had this server been up when the newest version landed.
+            for older in sorted((v for v in on_disk if v < min(aspired)), reverse=True):
+                tried.add(older)
+                loaded = self._load(entry.name, older, os.path.join(entry.base_path, str(older)), failures)
+                if loaded is not None:
+                    versions[older] = loaded
+                    logging.warning("Serving %s version %d: the newer version(s) %s did not load.", entry.name,
+                                    older, ", ".join(map(str, sorted(aspired))))
+                    break
+        failures = {v: f for v, f in failures.items() if v in tried}
         labels = {}
         for label, version in entry.version_labels.items():
             kept = previous.labels.get(label)

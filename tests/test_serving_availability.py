@@ -103,6 +103,17 @@ def test_a_corrupt_newest_version_is_reported_and_the_serving_one_stays(tmp_path
     manager.shutdown()
 
 
+def test_a_server_starting_with_a_corrupt_newest_version_serves_the_one_before(tmp_path):
+    """A restart (or a restarted worker) must not lose what a running server kept serving."""
+    path, base = _model_dir(tmp_path, 1)
+    _corrupt(base, 2)
+    manager = ModelManager(path, _settings())
+    manager.poll()
+    assert _served(manager) == 1
+    assert _states(manager) == [(1, "AVAILABLE", "OK"), (2, "END", "DATA_LOSS")]
+    manager.shutdown()
+
+
 def test_a_half_written_version_is_retried_and_serves_once_complete(tmp_path):
     path, base = _model_dir(tmp_path, 1)
     manager = ModelManager(path, _settings())
@@ -184,6 +195,30 @@ def test_a_model_whose_only_version_fails_answers_not_found_and_says_why(tmp_pat
         _served(manager)
     assert _states(manager) == [(5, "END", "NOT_FOUND")]
     assert "SavedModel not found in export directory" in manager.status("tipper")[0].status.error_message
+
+
+def test_serving_status_names_the_failed_version_and_a_config_edit_it_refused(tmp_path, capsys):
+    from cli import serving as serving_cli
+
+    path, base = _model_dir(tmp_path, 1)
+    _corrupt(base, 2)
+    server = ModelServer(path, _settings())
+    server.start()
+    try:
+        config = model_config.read(path)
+        config.model_config_list.config[0].version_labels["canary"] = 9
+        config.model_config_list.config[0].model_version_policy.specific.versions[:] = [1, 9]
+        model_config.write(path, config)
+        settings = [f"--set=serving_dir={tmp_path / 'serving'}", "--set=model_name=tipper",
+                    f"--set=log_dir={tmp_path / 'logs'}"]
+        assert serving_cli.main(["status", "--target", f"127.0.0.1:{server.port}", *settings]) == 0
+    finally:
+        server.stop()
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "tipper version 1: AVAILABLE"
+    assert lines[1].startswith("tipper version 2: END (DATA_LOSS: Can't parse ")
+    assert lines[2].startswith("not applied (the server keeps what it serves): model 'tipper': label 'canary' "
+                               "names version 9, which is not under ")
 
 
 @pytest.mark.slow
