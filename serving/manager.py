@@ -280,8 +280,9 @@ class ModelManager:
         if aspired and not versions and still:
             # No version the policy asks for serves: the newest one serving now goes on until one does.
             versions[still[-1]] = previous.versions[still[-1]]
-            logging.warning("Keeping %s version %d serving: version(s) %s did not load.",
-                            entry.name, still[-1], ", ".join(map(str, sorted(v for v in failures if v in tried))))
+            if any(failures.get(v) is not previous.failures.get(v) for v in aspired):  # once per failed attempt
+                logging.warning("Keeping %s version %d serving: version(s) %s did not load.",
+                                entry.name, still[-1], ", ".join(map(str, sorted(v for v in failures if v in tried))))
         elif aspired and not versions and not entry.model_version_policy.HasField("specific"):
             # Nothing serves yet (a start, a restarted worker): the newest older version that loads serves, as it
             # would still be serving had this server been up when the newest version landed.

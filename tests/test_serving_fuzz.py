@@ -5,7 +5,7 @@ Every answer must be a documented one: 200, or a refusal with its `{"error": ...
 415, 429, and 501 for a JSON value of a dtype TF Serving does not convert either); over gRPC OK or
 INVALID_ARGUMENT, NOT_FOUND, RESOURCE_EXHAUSTED, UNIMPLEMENTED, and INTERNAL only for bytes that are no
 protobuf at all (gRPC's own "could not deserialize"). No 500, no crash: a good request still answers after
-every case. `make test` runs FUZZ_EXAMPLES (default 150) cases of each kind with a fixed seed; `make fuzz`
+every case. `make test` runs FUZZ_EXAMPLES (default 300) cases of each kind with a fixed seed; `make fuzz`
 runs thousands with fresh randomness.
 """
 
@@ -27,7 +27,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
 from tests.test_serving import MODEL, _copy_serving, _start
 
 pytestmark = pytest.mark.slow
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "150"))
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
                 derandomize=os.environ.get("FUZZ_RANDOM", "") == "",
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
