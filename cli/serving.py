@@ -101,13 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _serve(config: PipelineConfig, parent_pid: int = 0) -> int:
+def _serve(config: PipelineConfig) -> int:
     from serving import model_config, workers
-
-    if parent_pid:
-        from contract.processes import exit_with_parent
-
-        exit_with_parent(parent_pid)
 
     model_config.ensure(config.models_config_path, config.model_name, config.model_serving_dir)
     serving = config.serving
@@ -254,6 +249,10 @@ def _score(config: PipelineConfig, args) -> int:
 def main(argv: Optional[list] = None) -> int:
     prologue.prepare()
     args = build_parser().parse_args(argv)
+    if getattr(args, "parent_pid", 0):
+        from contract.processes import exit_with_parent
+
+        exit_with_parent(args.parent_pid)  # before the imports: the parent may die while they run
     config = prologue.load_settings(args)
     prologue.log_to_file(config, "serving")  # library logs; the server's own events still go to the terminal
     import grpc
@@ -264,7 +263,7 @@ def main(argv: Optional[list] = None) -> int:
 
     try:
         if args.command == "serve":
-            return _serve(config, args.parent_pid)
+            return _serve(config)
         if args.command in ("predict", "classify", "regress"):
             return _predict(config, args)
         if args.command == "status":

@@ -63,11 +63,12 @@ class Controller:
         due, outcomes = [], []
         for model in models:
             self._reap(model)
+            seen = self.state.last_run(model.name)
             decision = triggers.evaluate(model, self.state)
             if force:
                 decision.reasons.append("forced")
             if decision.due:
-                due.append((model, decision))
+                due.append((model, decision, seen["id"] if seen else None))
             else:
                 reason = "no new data, schedule not due" if decision.data.files else "no data files"
                 self.state.record_check(model.name, "skipped: " + reason, decision.logs, decision.labelled)
@@ -78,10 +79,17 @@ class Controller:
                 outcomes += list(pool.map(lambda item: self._run(*item), due))
         return outcomes
 
-    def _run(self, model: FleetModel, decision: triggers.Decision) -> Outcome:
+    def _run(self, model: FleetModel, decision: triggers.Decision, seen: Optional[int]) -> Outcome:
+        """Runs the model's pipeline unless, since its triggers were checked (`seen`: its newest run then), another
+        controller ran it or is running it."""
         reason = "; ".join(decision.reasons)
         if self.stopping.is_set():
             return Outcome(model.name, "abandoned", reason + " (not started: stopping)")
+        latest = self.state.last_run(model.name)
+        if latest is not None and latest["id"] != seen:
+            self._say(f"{model.name:28s} skipped  (run {latest['id']} of another controller saw this data)")
+            return Outcome(model.name, "skipped", f"{reason} (not started: run {latest['id']} of another controller "
+                                                  "saw this data meanwhile)")
         holder = RunLock(model.config.run_lock_path).busy()
         if holder is not None:
             self._say(f"{model.name:28s} busy     (already running: {describe(holder)})")
