@@ -45,8 +45,8 @@ class DataConfig:
     """
 
     input_base: str = ""
-    train_pattern: str = "Split-train/*"
-    eval_pattern: str = "Split-eval/*"
+    train_pattern: str = "Split-train/*"  # files of the train split, relative to input_base
+    eval_pattern: str = "Split-eval/*"  # files of the eval split, relative to input_base
     pattern: str = ""
     hash_buckets: List[int] = field(default_factory=lambda: [4, 1])
     # With `{SPAN}` in the patterns each run ingests the latest span; Transform, Tuner and Trainer then
@@ -70,7 +70,7 @@ class FeaturesConfig:
 
     numeric: signed log1p, then z-score; and with `numeric_buckets` > 0 also the
         one-hot of its quantile bucket, so the model can fit a non-monotonic effect
-        (measured on the bundled data, README Performance: AUC +0.0015 at 30 buckets).
+        (on the bundled data: AUC +0.0015 at 30 buckets).
     bucketized: quantile buckets (`bucket_count`), one-hot encoded.
     categorical: strings or integer codes; vocabulary of the `vocab_top_k` most
         frequent values plus OOV buckets, one-hot encoded. `vocabulary`: `approximate`
@@ -89,23 +89,28 @@ class FeaturesConfig:
     """
 
     task: str = "binary"  # binary | multiclass | regression
+    # Raw columns that are amounts: signed log1p, then z-score (and their quantile buckets, numeric_buckets).
     # Heavy-tailed amounts: a handful of $1000 fares would otherwise set the scale.
     numeric: List[str] = field(default_factory=lambda: ["trip_miles", "fare", "trip_seconds"])
+    # Raw numeric columns used only as their quantile bucket (bucket_count buckets), one-hot encoded.
     bucketized: List[str] = field(default_factory=lambda: [
         "pickup_latitude", "pickup_longitude", "dropoff_latitude", "dropoff_longitude"])
-    # pickup_census_tract is left out: 1 of 9,909 training examples has it and the eval split has none.
+    # Raw string or integer-code columns: a vocabulary of the vocab_top_k most frequent values plus one
+    # out-of-vocabulary id, one-hot encoded. pickup_census_tract is left out: 1 of 9,909 training examples
+    # has it and the eval split has none.
     # trip_start_timestamp is decomposed into hour/day/month.
     categorical: List[str] = field(default_factory=lambda: [
         "payment_type", "company", "trip_start_hour", "trip_start_day", "trip_start_month",
         "dropoff_census_tract", "pickup_community_area", "dropoff_community_area"])
-    label_column: str = "tips"
+    label_column: str = "tips"  # the raw column the label comes from; never a model input, absent at serving
+    # Binary threshold rule (classes empty): positive when label_column > label_threshold * label_relative_to.
     label_threshold: float = 0.2
-    label_relative_to: str = "fare"
+    label_relative_to: str = "fare"  # "" to compare label_column with label_threshold directly
     # Class values of the label, in class-id order (multiclass; binary with a string or coded label).
     classes: List[str] = field(default_factory=list)
-    bucket_count: int = 10
+    bucket_count: int = 10  # quantile buckets of each bucketized column
     numeric_buckets: int = 30  # 0: numeric features are z-scores only
-    vocab_top_k: int = 100
+    vocab_top_k: int = 100  # most frequent values kept in each categorical vocabulary
     vocabulary: str = "approximate"  # approximate | exact
 
     # Name of the label after Transform: what the model and TFMA see.
@@ -213,13 +218,13 @@ class TrainingConfig:
     model: str = "dnn"
     # ~13 passes over the 9,909 taxi training examples; more overfits the one-hot features.
     train_steps: int = 1000
-    eval_steps: int = 200
+    eval_steps: int = 200  # batches of the eval split evaluated after training
     batch_size: int = 128  # per replica: mirrored training's global batch is this x replicas
-    # default | mirrored | parameter_server (training/strategies.py; README "Distributed training")
+    # How the Trainer trains: default | mirrored | parameter_server (docs: Training).
     strategy: str = "default"
     logical_cpu_devices: int = 2  # mirrored without GPUs: replicas made by splitting the CPU
     parameter_servers: int = 1  # parameter_server without TF_CONFIG: the local cluster's size
-    workers: int = 2
+    workers: int = 2  # parameter_server without TF_CONFIG: worker processes of the local cluster
     steps_per_execution: int = 10  # parameter_server: steps a worker runs per round trip
     # BackupAndRestore checkpoint interval; a re-run after a kill resumes from the last one. 0 = off.
     checkpoint_every_steps: int = 100
@@ -234,11 +239,11 @@ class TrainingConfig:
 class TunerConfig:
     """KerasTuner search run before training; its best hyper-parameters feed the Trainer."""
 
-    enabled: bool = True
+    enabled: bool = True  # false: no search; the Trainer uses the search space's default hyper-parameters
     algorithm: str = "random"  # random | hyperband | bayesian
-    max_trials: int = 4
-    train_steps: int = 500
-    eval_steps: int = 100
+    max_trials: int = 4  # hyper-parameter combinations tried
+    train_steps: int = 500  # training steps per trial
+    eval_steps: int = 100  # eval batches per trial
     # always: search whenever the Tuner's inputs change (new data, as TFX's cache decides);
     # on_change: reuse the last search's best hyper-parameters until the search space, these
     # settings, the feature spec or the schema change (pipeline/tuning_reuse.py).
@@ -291,7 +296,7 @@ class EdgeConfig:
     regression RMSE increase relative to the label's standard deviation.
     """
 
-    enabled: bool = True
+    enabled: bool = True  # export and push the int8 TFLite model after the Pusher
     edge_dir: str = ""  # default <output_dir>/edge; versions go to <edge_dir>/<model_name>/<version>/
     # binary: push only when the int8 model's AUC is at most this much below the SavedModel's on the eval split.
     max_auc_drop: float = 0.005
@@ -328,8 +333,8 @@ class BeamConfig:
 class GcpConfig:
     """Google Cloud settings shared by the Dataflow and Vertex AI runners; local runs ignore them."""
 
-    project: str = ""
-    region: str = ""
+    project: str = ""  # Google Cloud project of the Vertex AI and Dataflow jobs
+    region: str = ""  # e.g. us-central1
     # This project's image, built from ./Dockerfile (e.g. us-docker.pkg.dev/PROJECT/REPO/taxi:TAG).
     # Vertex AI runs every step in it and Dataflow workers use it, so both can import models/.
     image: str = ""
@@ -342,9 +347,9 @@ class DataflowConfig:
 
     temp_location: str = ""  # gs:// path; required
     staging_location: str = ""  # empty: <temp_location>/staging
-    machine_type: str = "n1-standard-4"
-    max_num_workers: int = 4
-    disk_size_gb: int = 50
+    machine_type: str = "n1-standard-4"  # Dataflow worker machine type
+    max_num_workers: int = 4  # upper bound of Dataflow's autoscaling
+    disk_size_gb: int = 50  # disk per Dataflow worker
 
 
 @dataclass
@@ -380,7 +385,7 @@ class ServingConfig:
     # --load_retry_interval_micros, there a fixed interval), at most `max_load_retries` times
     # (--max_num_load_retries); the version serving meanwhile stays.
     load_retry_interval_seconds: float = 5.0
-    max_load_retries: int = 5
+    max_load_retries: int = 5  # retries of a version that failed to load; then it is END with its error
     enable_batching: bool = True
     max_batch_size: int = 64  # examples per merged model call; larger single requests are refused
     # How long a batch waits for more requests. 0: a batch is whatever queued while the previous
@@ -390,6 +395,10 @@ class ServingConfig:
     warmup_requests: int = 6  # PredictionLog records the Pusher writes from real eval examples
     request_log_sample_rate: float = 0.01  # fraction of Predict requests logged for the skew check
     request_log_dir: str = ""  # default: <output_dir>/request_logs; files land in <dir>/<model_name>/
+    # Classify/Regress (and MultiInference) accept only signatures whose method_name is classify/regress, as
+    # TF Serving's --enable_signature_method_name_check (passed to it too). Off, as TF Serving's default: any
+    # signature whose inputs and outputs fit serves, such as those `tf.saved_model.save` marks predict.
+    enable_signature_method_name_check: bool = False
     # Experiments (serving/experiments.py): the request header (gRPC metadata) whose value keeps a client on one arm.
     experiment_key_header: str = "x-experiment-key"
     experiment_log_dir: str = ""  # default: <output_dir>/experiment_logs; files land in <dir>/<model_name>/
@@ -407,7 +416,7 @@ class ServingCheckConfig:
     within `p99_budget_ms`; otherwise the Pusher and EdgeExport push nothing and the summary says why.
     """
 
-    enabled: bool = True
+    enabled: bool = True  # off: the Pusher and EdgeExport check only the Evaluator's blessing
     requests: int = 100  # eval examples sent one Predict each (the latency sample)
     p99_budget_ms: float = 250.0  # p99 of those requests, client-measured over loopback gRPC
     load_timeout_seconds: float = 300.0  # the server must have loaded the model and opened its ports by then
@@ -421,7 +430,7 @@ class BulkInferenceConfig:
     the pipeline (ids, Parquet/CSV, several models, a chosen version) use `tfx-edge serving score`.
     """
 
-    enabled: bool = False
+    enabled: bool = False  # run BulkInferrer after the Evaluator (a blessed model only)
     input_base: str = ""  # directory of tf.Example TFRecords; "" = the bundled taxi data
     pattern: str = "unlabelled/*"  # relative to input_base: the files to score (one split, "unlabelled")
 
@@ -436,19 +445,27 @@ class VertexConfig:
     same run_fn joins that cluster. Uses gcp.project, gcp.region and gcp.image.
     """
 
-    enabled: bool = False
+    enabled: bool = False  # run the Trainer and Tuner as Vertex AI custom jobs
     machine_type: str = "n1-standard-8"  # chief and workers
     accelerator_type: str = ""  # e.g. NVIDIA_TESLA_T4: mirrored training then uses every GPU of the chief
-    accelerator_count: int = 0
+    accelerator_count: int = 0  # GPUs of the chief; set with accelerator_type
     ps_machine_type: str = "n1-highmem-4"
 
 
 @dataclass
 class PipelineConfig:
+    """Every setting of a run: the top-level names and paths, then one section per stage.
+
+    Build it with `load_config`, which also validates it; a bare `PipelineConfig()` holds the defaults
+    (the bundled taxi data). Paths left empty derive from `output_dir` when the object is made. The
+    configuration reference lists every setting with its meaning.
+    """
+
     pipeline_name: str = "taxi"
     model_name: str = "taxi"
-    # Everything a run writes lives under output_dir unless overridden below.
-    output_dir: str = "outputs"  # relative to the directory the command runs in
+    # Everything a run writes lives under output_dir (relative to the directory the command runs in)
+    # unless a path below is set.
+    output_dir: str = "outputs"
     pipeline_root: str = ""
     metadata_path: str = ""
     serving_dir: str = ""
@@ -541,6 +558,12 @@ def bundled_taxi_root() -> str:
     """The Chicago taxi TFRecords shipped inside the installed tfx wheel (never downloaded).
 
     Found without importing tfx, which would start TensorFlow.
+
+    Returns:
+        The directory holding `Split-train/`, `Split-eval/` and `unlabelled/`.
+
+    Raises:
+        ConfigError: the tfx package lacks its test data.
     """
     import importlib.util
 
@@ -562,6 +585,16 @@ def section_from_dict(cls: Type[Section], values: Optional[Dict[str, Any]]) -> S
 
     Unknown keys are an error, not silently dropped: they mean the sender and
     this code disagree about the section.
+
+    Args:
+        cls: the section's class, e.g. `TrainingConfig`.
+        values: the section as a dict (`section_to_dict`); None for the defaults.
+
+    Returns:
+        The section.
+
+    Raises:
+        ConfigError: a key the section does not have.
     """
     values = dict(values or {})
     names = {f.name for f in dataclasses.fields(cls)}
@@ -644,7 +677,20 @@ def _parse_override_value(raw: str) -> Any:
 
 
 def load_config(path: Optional[str] = None, overrides: Optional[List[str]] = None) -> PipelineConfig:
-    """Builds the configuration: defaults, then the YAML file, then `key.sub=value` overrides."""
+    """Builds and validates the configuration: the defaults, then the YAML file, then the overrides.
+
+    Args:
+        path: a YAML file with any subset of `pipeline/configs/default.yaml`, or None for the defaults.
+        overrides: `section.key=value` strings applied last, as `--set` gives them (values are YAML
+            scalars or lists, e.g. `training.train_steps=500`, `data.hash_buckets=[4, 1]`).
+
+    Returns:
+        The configuration, with every derived path filled in.
+
+    Raises:
+        ConfigError: an unknown setting, a value of the wrong type or out of range, a missing file; the
+            message names the setting.
+    """
     values: Dict[str, Any] = {}
     if path:
         if not os.path.exists(path):

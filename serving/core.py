@@ -11,7 +11,7 @@ import threading
 import time
 from concurrent import futures
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import grpc
 import numpy as np
@@ -24,6 +24,7 @@ from tensorflow_serving.apis import (get_model_metadata_pb2,
 
 from contract.config import FeaturesConfig, ServingConfig
 from contract.serving import EXAMPLES_INPUT, SERVING_SIGNATURE
+from serving.classify_regress import METHODS, PREDICTION_METHODS
 from serving.errors import RequestError
 from serving.experiments import ArmRecord, Experiment, ExperimentLog
 from serving.manager import LoadedVersion, ModelManager, Route
@@ -51,6 +52,19 @@ def parse_examples(serialized: np.ndarray, name: str = EXAMPLES_INPUT) -> List[t
     return parsed
 
 
+def _lazy_examples(values: np.ndarray):
+    """(parsed, examples): `examples()` parses the serialized values once, when first needed (the sticky key
+    of an experiment, or the check before the model call), and fills `parsed`."""
+    parsed: List[tf.train.Example] = []
+
+    def examples(_: Optional[LoadedVersion] = None) -> List[tf.train.Example]:
+        if not parsed:
+            parsed.extend(parse_examples(values, "examples"))
+        return parsed
+
+    return parsed, examples
+
+
 def _op_error_detail(message: str) -> str:
     """The line of a TF error that names the problem, without "Graph execution error", node and op noise."""
     noise = ("Graph execution error", "Detected at node", "<stack traces unavailable>")
@@ -65,11 +79,14 @@ def dtype_name(dtype: int) -> str:
 
 @dataclass
 class Answer:
-    """What a Predict/Classify/Regress call produced, for the transport to format."""
+    """What a Predict/Classify/Regress/MultiInference call produced, for the transport to format."""
 
     route: Route
     signature: str
     outputs: Dict[str, np.ndarray]
+    result: Optional[object] = None  # Classify/Regress: the ClassificationResult or RegressionResult
+    # MultiInference: per task, (signature name, ClassificationResult or RegressionResult), in request order.
+    results: Optional[List[Tuple[str, object]]] = None
     document: Optional[dict] = None  # the REST answer, once formatted
 
     @property
@@ -138,12 +155,19 @@ class ServingCore:
         return of
 
     def _signature(self, loaded: LoadedVersion, name: str):
+        """Predict's signature (TF Serving's RunPredict: FAILED_PRECONDITION when missing, and with the
+        method-name check, INTERNAL for a method that is none of predict/classify/regress)."""
         key = name or SERVING_SIGNATURE
         if key not in loaded.signature_defs:
-            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
-                               f"Serving signature key {key!r} not found in {loaded.name} version "
-                               f"{loaded.version}; signatures: {', '.join(sorted(loaded.signature_defs))}")
-        return key, loaded.signature_defs[key]
+            raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
+                               f'Serving signature key "{key}" not found. {loaded.name} version {loaded.version} '
+                               f"has: {', '.join(sorted(loaded.signature_defs))}")
+        signature_def = loaded.signature_defs[key]
+        if self.serving.enable_signature_method_name_check and signature_def.method_name not in PREDICTION_METHODS:
+            raise RequestError(grpc.StatusCode.INTERNAL,
+                               "Expected prediction signature method_name to be one of {"
+                               f"{', '.join(PREDICTION_METHODS)}}}. Was: {signature_def.method_name}")
+        return key, signature_def
 
     def _check_inputs(self, arrays: Dict[str, np.ndarray], signature_def) -> int:
         """The batch size of valid inputs; refuses wrong names, empty or oversized batches."""
@@ -200,11 +224,15 @@ class ServingCore:
             arrays.update(convert(signature_def))
         size = self._check_inputs(arrays, signature_def)
         examples(route.loaded)
-        unknown = sorted(set(output_filter) - set(signature_def.outputs))
-        if unknown:
-            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
-                               f"output_filter {unknown} not in the signature; outputs: "
-                               f"{', '.join(sorted(signature_def.outputs))}")
+        seen = set()
+        for alias in output_filter:  # TF Serving's PreProcessPrediction
+            if alias not in signature_def.outputs:
+                raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                                   f"output tensor alias not found in signature: {alias} Outputs expected to be in "
+                                   f"the set {{{','.join(sorted(signature_def.outputs))}}}.")
+            if alias in seen:
+                raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"duplicate output tensor alias: {alias}")
+            seen.add(alias)
         outputs = self._run(route.loaded, name, arrays, size)
         if EXAMPLES_INPUT in arrays:
             self._after(route, name, arrays, size, arrays[EXAMPLES_INPUT], outputs, parsed)
@@ -212,38 +240,83 @@ class ServingCore:
             outputs = {k: v for k, v in outputs.items() if k in output_filter}
         return Answer(route, name, outputs)
 
-    def examples_call(self, spec: model_pb2.ModelSpec, method: str, serialized: List[bytes], key: str = "") -> Answer:
-        """Classify/Regress: TF Serving's rules, the `Input` examples into a signature of that method."""
-        parsed: List[tf.train.Example] = []
+    def examples_call(self, spec: model_pb2.ModelSpec, method_name: str, serialized: List[bytes],
+                      key: str = "") -> Answer:
+        """Classify/Regress: the `Input` examples into a signature that fits the method (`classify_regress.py`)."""
+        method = METHODS[method_name]
         values = np.array(serialized, dtype=object)
-
-        def examples(_: Optional[LoadedVersion] = None) -> List[tf.train.Example]:
-            if not parsed:
-                parsed.extend(parse_examples(values, "examples"))
-            return parsed
+        parsed, examples = _lazy_examples(values)
 
         route = self.manager.route(spec, self._routing_key(key, examples))
-        name, signature_def = self._signature(route.loaded, spec.signature_name)
-        if signature_def.method_name != method:
-            fitting = sorted(k for k, d in route.loaded.signature_defs.items() if d.method_name == method)
-            api = method.rsplit("/", 1)[-1]
+        name = spec.signature_name or SERVING_SIGNATURE
+        if name not in route.loaded.signature_defs:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
-                               f"Expected signature {name!r} method_name to be {method}. Was: "
-                               f"{signature_def.method_name}. Use Predict for this signature, or "
-                               + (f"the signature {route.loaded.name} exports for {api}: "
-                                  f"{', '.join(repr(k) for k in fitting)}" if fitting else
-                                  f"another model: {route.loaded.name} version {route.loaded.version} exports no "
-                                  f"{api} signature"))
+                               f"No signature was found with the name: {name} ({route.loaded.name} version "
+                               f"{route.loaded.version}). {method.hint(route.loaded, self._check_method)}")
+        wanted = method.check(route.loaded, name, self._check_method)
+        self._check_examples(values)
+        examples()
+        outputs = self._run(route.loaded, name, {method.inputs: values}, len(values))
+        self._after(route, name, {method.inputs: values}, len(values), values, outputs, parsed)
+        return Answer(route, name, outputs, result=method.result({k: outputs[k] for k in wanted}, len(values)))
+
+    def multi_inference(self, tasks: Sequence[Tuple[model_pb2.ModelSpec, str]], serialized: List[bytes],
+                        key: str = "") -> Answer:
+        """MultiInference: several Classify/Regress tasks of one model on the same examples.
+
+        TF Serving's rules (`multi_inference.cc`): the first task's model spec picks the version; every task
+        names the same model, a signature at most once, and the classify or regress method.
+        """
+        values = np.array(serialized, dtype=object)
+        parsed, examples = _lazy_examples(values)
+
+        if not tasks:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                               "MultiInferenceRequest has no tasks; add one per signature to run (model_spec with "
+                               "name and signature_name, method_name tensorflow/serving/classify or "
+                               "tensorflow/serving/regress)")
+        route = self.manager.route(tasks[0][0], self._routing_key(key, examples))
+        loaded = route.loaded
+        plan = []
+        for spec, method_name in tasks:
+            if not spec.name:
+                raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "Found ModelSpec with an empty model name.")
+            if spec.name != tasks[0][0].name:
+                raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                                   "All ModelSpecs in a MultiInferenceRequest must access the same model name.")
+            name = spec.signature_name or SERVING_SIGNATURE
+            if name in (planned[0] for planned in plan):
+                raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"Duplicate evaluation of signature: {name}")
+            if name not in loaded.signature_defs:
+                raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                                   f"Requested signature not found in model graph: {name} ({loaded.name} version "
+                                   f"{loaded.version} has: {', '.join(sorted(loaded.signature_defs))})")
+            method = METHODS.get(method_name)
+            if method is None:
+                raise RequestError(grpc.StatusCode.UNIMPLEMENTED,
+                                   f"Unsupported signature method_name: {method_name} (MultiInference runs "
+                                   f"{' and '.join(sorted(METHODS))} tasks)")
+            plan.append((name, method, method.check(loaded, name, self._check_method)))
+        self._check_examples(values)
+        examples()
+        # One model call per task (TF Serving runs one Session::Run for all): the same results.
+        outputs = [self._run(loaded, name, {method.inputs: values}, len(values)) for name, method, _ in plan]
+        results = [(name, method.result({k: out[k] for k in wanted}, len(values)))
+                   for (name, method, wanted), out in zip(plan, outputs)]
+        name, method, _ = plan[0]
+        self._after(route, name, {method.inputs: values}, len(values), values, outputs[0], parsed)
+        return Answer(route, name, outputs[0], results=results)
+
+    @property
+    def _check_method(self) -> bool:
+        return self.serving.enable_signature_method_name_check
+
+    def _check_examples(self, values: np.ndarray) -> None:
         if not len(values):
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
-                               "the request has no examples; put the tf.Examples in input.example_list")
+                               "Input is empty. Put the tf.Examples in input.example_list (or "
+                               "example_list_with_context)")
         self._check_size(len(values))
-        examples()
-        (input_name,) = signature_def.inputs
-        arrays = {input_name: values}
-        outputs = self._run(route.loaded, name, arrays, len(values))
-        self._after(route, name, arrays, len(values), values, outputs, parsed)
-        return Answer(route, name, outputs)
 
     def _after(self, route: Route, signature: str, arrays, size: int, serialized, outputs, parsed) -> None:
         """Request log, example counts and, for a routed request, the shadow call."""
@@ -308,36 +381,23 @@ class ServingCore:
         return response
 
     def status(self, spec: model_pb2.ModelSpec) -> get_model_status_pb2.GetModelStatusResponse:
-        """Every version's state; a version that failed to load is END with its error (`ModelManager.status`)."""
+        """Every version of the model, or the one asked for by number; a version label is not read (as TF
+        Serving's GetModelStatus: `model_spec.has_version()` only). A version that failed to load is END with its
+        error (`ModelManager.status`)."""
         statuses = self.manager.status(spec.name)
-        if spec.WhichOneof("version_choice"):
-            asked = [s for s in statuses if s.version == spec.version.value] if spec.HasField("version") else []
-            statuses = asked or [s for s in statuses if s.version == self.manager.resolve(spec).version]
+        if spec.WhichOneof("version_choice") == "version":
+            versions = [s.version for s in statuses]
+            statuses = [s for s in statuses if s.version == spec.version.value]
+            if not statuses:
+                raise RequestError(grpc.StatusCode.NOT_FOUND,
+                                   f"Could not find version {spec.version.value} of model {spec.name}; versions: "
+                                   f"{versions}")
         response = get_model_status_pb2.GetModelStatusResponse()
         response.model_version_status.extend(statuses)
         return response
 
     def close(self) -> None:
         self._shadow_pool.shutdown(wait=True)
-
-
-
-def classification_result(outputs: Dict[str, np.ndarray], result) -> None:
-    """Fills a ClassificationResult from the `classes`/`scores` outputs."""
-    scores = outputs.get("scores")
-    classes = outputs.get("classes")
-    rows = len(scores if scores is not None else classes)
-    for row in range(rows):
-        classification = result.classifications.add()
-        width = len(scores[row]) if scores is not None else len(classes[row])
-        for column in range(width):
-            item = classification.classes.add()
-            if classes is not None:
-                value = classes[row][column]
-                item.label = value.decode() if isinstance(value, bytes) else str(value)
-            if scores is not None:
-                item.score = float(scores[row][column])
-
 
 
 class RequestLoggers:

@@ -13,14 +13,17 @@ Serving's own handler (`model_servers/http_rest_api_handler.cc`,
 JSON values become tensors of the signature's dtypes, `{"b64": "..."}` is
 bytes; in Classify/Regress examples a JSON number with a decimal point is a
 float feature, an integer an int64 feature, a string a bytes feature (TF
-Serving's rule). gRPC status codes map to HTTP as TF Serving maps them
-(INVALID_ARGUMENT 400, NOT_FOUND 404, RESOURCE_EXHAUSTED 429, ...).
+Serving's rule). Answers: `{"predictions"}` (rows) or `{"outputs"}` (columns)
+for Predict, `{"results"}` for Classify and Regress, `{"error"}` for a refusal.
+gRPC status codes map to HTTP as TF Serving maps them (INVALID_ARGUMENT 400,
+NOT_FOUND 404, RESOURCE_EXHAUSTED 429, ...). The body is read whatever its
+Content-Type says (TF Serving reads no Content-Type), and a body sent with
+`Content-Encoding: gzip` is uncompressed first, as TF Serving's HTTP server does.
 
 Beyond TF Serving, and each answered with `{"error": ...}`: a body over
-`serving.rest_max_body_bytes` gets 413; a Content-Type other than JSON gets 415
-(no Content-Type and curl's default for `-d`, application/x-www-form-urlencoded,
-are accepted because TF Serving's own examples send them); a path outside
-/v1/ and the metrics page gets 404.
+`serving.rest_max_body_bytes` (after uncompressing) gets 413, where TF Serving
+reads any size; a path outside /v1/ and the metrics page gets 404 with a line
+naming the paths that exist.
 
 Tornado (maintained, asyncio-based) parses HTTP on one thread; model calls run
 on a thread pool, so a slow model call never blocks other connections.
@@ -54,14 +57,13 @@ from contract.config import ServingConfig
 from contract.serving import CLASSIFY_METHOD, REGRESS_METHOD
 from serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from serving.metrics import METRICS_PATH
-from serving.core import REST, ServingCore, classification_result
+from serving.core import REST, ServingCore
 from serving.errors import RequestError
 
 PREDICTION_PATH = re.compile(r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)",
                              re.IGNORECASE)
 STATUS_PATH = re.compile(r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?",
                          re.IGNORECASE)
-JSON_TYPES = ("application/json", "application/x-www-form-urlencoded")
 MAX_DIMS = 254  # TensorFlow's TensorShape limit (kMaxDims)
 # TF Serving's ToHTTPStatusCode (model_servers/http_server.cc).
 HTTP_STATUS = {
@@ -330,25 +332,33 @@ def predict_json(outputs: Dict[str, np.ndarray], form: str) -> Dict[str, Any]:
     values = {name: _json_values(np.asarray(value), name.endswith("_bytes")) for name, value in outputs.items()}
     if form == "columnar":
         return {"outputs": next(iter(values.values())) if len(values) == 1 else values}
-    sizes = {name: np.asarray(value).shape[0] if np.ndim(value) else -1 for name, value in outputs.items()}
-    if len(set(sizes.values())) != 1 or -1 in sizes.values():
-        raise _invalid(f"Tensor outputs have inconsistent batch sizes {sizes}; ask for the columnar format "
-                       "('inputs' instead of 'instances')")
+    size, columnar = -1, "; ask for the columnar format ('inputs' instead of 'instances')"
+    for name, value in outputs.items():  # TF Serving's MakeRowFormatJsonFromTensors
+        if not np.ndim(value):
+            raise _invalid(f"Tensor name: {name} has no shape information{columnar}")
+        if size >= 0 and np.shape(value)[0] != size:
+            raise _invalid(f"Tensor name: {name} has inconsistent batch size: {np.shape(value)[0]} expecting: "
+                           f"{size}{columnar}")
+        size = np.shape(value)[0]
     if len(values) == 1:
         return {"predictions": next(iter(values.values()))}
-    (size,) = set(sizes.values())
     return {"predictions": [{name: value[row] for name, value in values.items()} for row in range(size)]}
 
 
-def classify_json(outputs: Dict[str, np.ndarray]) -> Dict[str, Any]:
-    result = classification_pb2.ClassificationResult()
-    classification_result(outputs, result)
-    return {"result": [[[c.label, float(str(np.float32(c.score)))] for c in row.classes]
-                       for row in result.classifications]}
+def _float32(value: float) -> float:
+    """The shortest decimal that reads back as the same float32 (TF Serving's WriteDecimal): 0.93, not
+    0.9300000071525574."""
+    return float(str(np.float32(value)))
 
 
-def regress_json(outputs: Dict[str, np.ndarray]) -> Dict[str, Any]:
-    return {"result": [float(str(np.float32(v))) for v in np.asarray(outputs["outputs"]).reshape(-1)]}
+def classify_json(result: classification_pb2.ClassificationResult) -> Dict[str, Any]:
+    """TF Serving's MakeJsonFromClassificationResult: per example, [label, score] per class."""
+    return {"results": [[[c.label, _float32(c.score)] for c in row.classes] for row in result.classifications]}
+
+
+def regress_json(result) -> Dict[str, Any]:
+    """TF Serving's MakeJsonFromRegressionResult: one value per example."""
+    return {"results": [_float32(r.value) for r in result.regressions]}
 
 
 def _model_spec(name: str, version: Optional[str], label: Optional[str], signature: str = "") -> model_pb2.ModelSpec:
@@ -399,11 +409,6 @@ class _Handler(tornado.web.RequestHandler):
                                 f"request body of {self._size} bytes is over this server's limit of "
                                 f"{self._server.serving.rest_max_body_bytes} (serving.rest_max_body_bytes); send "
                                 "fewer instances per request", http_status=413)
-        content_type = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()
-        if self.request.method == "POST" and content_type and content_type not in JSON_TYPES:
-            return RequestError(grpc.StatusCode.INVALID_ARGUMENT,
-                                f"Content-Type {content_type!r} is not supported; send the JSON request body as "
-                                "application/json", http_status=415)
         return b"".join(self._chunks)
 
     def _answer(self, method: str, path: str, body) -> Tuple[int, bytes]:
@@ -459,7 +464,7 @@ class _Handler(tornado.web.RequestHandler):
             return answer
         method = CLASSIFY_METHOD if api == "classify" else REGRESS_METHOD
         answer = core.examples_call(spec, method, examples_from_json(document, api), key)
-        answer.document = classify_json(answer.outputs) if api == "classify" else regress_json(answer.outputs)
+        answer.document = classify_json(answer.result) if api == "classify" else regress_json(answer.result)
         return answer
 
     def _status(self, match):
@@ -526,7 +531,8 @@ class RestServer:
             asyncio.set_event_loop(asyncio.new_event_loop())
             self._loop = tornado.ioloop.IOLoop.current()
             application = tornado.web.Application([(r".*", _Handler, {"server": self})])
-            self._http = tornado.httpserver.HTTPServer(application, max_body_size=self.hard_body_limit)
+            self._http = tornado.httpserver.HTTPServer(application, max_body_size=self.hard_body_limit,
+                                                       decompress_request=True)
             self._http.add_sockets(sockets)
             started.set()
             self._loop.start()

@@ -345,8 +345,8 @@ def test_the_image_imports_every_executor_the_compiled_pipeline_names(compiled, 
 
     names = _image_imports(compiled)
     ours = [n for n in names if n.split(".")[0].split(":")[0] in ("components", "pipeline", "preprocessing", "entry")]
-    # AnomalyGate, ServingCheck, Pusher, EdgeExport executors, the baseline resolver's strategy + the two module
-    # files (Transform's; the Tuner's and Trainer's are one); and the server the ServingCheck starts
+    # AnomalyGate, ServingCheck, Pusher, EdgeExport executors, the baseline resolver's strategy + the module files
+    # (Transform's preprocessing; the Tuner's and Trainer's shared entry); and the server the ServingCheck starts
     assert len(ours) == 7 and "cli.serving:main" in names, names
     with open(os.path.join(REPO_ROOT, "Dockerfile"), encoding="utf-8") as f:
         root, path = _image(f.read(), tmp_path, compiled[2])

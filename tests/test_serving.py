@@ -182,8 +182,8 @@ BAD_REQUESTS = {
                       "this server serves taxi"),
     "unknown version": (lambda ex: _request(ex[:1], version=7), grpc.StatusCode.NOT_FOUND,
                         "version 7 of model 'taxi' is not being served; versions served: ["),
-    "unknown label": (lambda ex: _request(ex[:1], version_label="gold"), grpc.StatusCode.NOT_FOUND,
-                      "unknown version label 'gold'"),
+    "unknown label": (lambda ex: _request(ex[:1], version_label="gold"), grpc.StatusCode.INVALID_ARGUMENT,
+                      "Unrecognized servable version label: gold"),
     "wrong input name": (_wrong_input_name, grpc.StatusCode.INVALID_ARGUMENT,
                          "send exactly: examples (DT_STRING)"),
     "wrong dtype": (_wrong_dtype, grpc.StatusCode.INVALID_ARGUMENT,
@@ -230,7 +230,7 @@ def test_garbage_in_one_request_does_not_fail_its_batch_neighbours(served, eval_
 
 
 def test_classify_on_the_pushed_model_equals_the_saved_model_in_process(served, eval_rows):
-    """The Trainer's `classify` signature answers TF Serving's Classify; Predict-only signatures refuse it."""
+    """The Trainer's `classify` signature answers TF Serving's Classify; signatures that do not fit it refuse it."""
     _, stub, base = served
     version = list_versions(base)[-1]
     classify = classification_pb2.ClassificationRequest()
@@ -258,12 +258,13 @@ def test_classify_on_the_pushed_model_equals_the_saved_model_in_process(served, 
     with pytest.raises(grpc.RpcError) as raised:
         stub.Classify(classify, timeout=30)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "method_name to be tensorflow/serving/classify" in raised.value.details()
-    assert "Use Predict" in raised.value.details()
+    assert raised.value.details().startswith("Expected one or two output Tensors, found 4")  # TF Serving's text
+    assert "Signatures that fit Classify: 'classify'" in raised.value.details()
     regress = regression_pb2.RegressionRequest()
     regress.model_spec.name = MODEL
     regress.input.example_list.examples.extend(eval_rows[:2])
-    with pytest.raises(grpc.RpcError, match="tensorflow/serving/regress"):
+    with pytest.raises(grpc.RpcError, match="Expected one output Tensor.*No signature of taxi version .* fits "
+                                            "Regress; use Predict"):
         stub.Regress(regress, timeout=30)
 
 
