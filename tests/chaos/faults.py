@@ -174,13 +174,24 @@ def fill(directory: str) -> str:
     return path
 
 
+class Output(list):
+    """The lines a process printed, as they arrive; `complete()` once it has exited waits for the last of them."""
+
+    reader: Optional[threading.Thread] = None
+
+    def complete(self, timeout: float = 60.0) -> str:
+        if self.reader is not None:
+            self.reader.join(timeout)
+        return "".join(self)
+
+
 def run_until(command: List[str], line: Optional[Callable[[str], bool]] = None,
               appears: Optional[Callable[[], bool]] = None, timeout: float = 900.0, env=None):
     """Starts `command` in its own session and returns (process, output so far) once a printed line passes `line`
     or `appears()` holds; (process, output) with the process finished if neither happened."""
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                start_new_session=True, env=env)
-    lines: List[str] = []
+    lines = Output()
     seen = threading.Event()
 
     def read():
@@ -190,7 +201,8 @@ def run_until(command: List[str], line: Optional[Callable[[str], bool]] = None,
                 seen.set()
         seen.set()
 
-    threading.Thread(target=read, daemon=True).start()
+    lines.reader = threading.Thread(target=read, daemon=True)
+    lines.reader.start()
     if appears is not None:
         wait_for(lambda: appears() or process.poll() is not None, timeout=timeout, interval=0.005)
     else:

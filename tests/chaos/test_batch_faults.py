@@ -48,7 +48,7 @@ def _rows(out):
 def _rerun(command, out, total):
     process, lines = run_until(command)
     process.wait()
-    return process.returncode == 0 and _rows(out) == total and not _staging(out), "".join(lines)
+    return process.returncode == 0 and _rows(out) == total and not _staging(out), lines.complete()
 
 
 @pytest.mark.parametrize("how", [pytest.param("kill -9", marks=slow_case), "SIGTERM"])
@@ -63,6 +63,7 @@ def test_scoring_interrupted_in_the_middle(tmp_path, batch_input, chaos_row, how
     else:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=120)
+    printed = lines.complete()
     published = os.path.exists(out)
     left = _staging(out)
     recovered, output = _rerun(command, out, total)
@@ -72,7 +73,7 @@ def test_scoring_interrupted_in_the_middle(tmp_path, batch_input, chaos_row, how
     assert injected and not published and row.recovered, output
     if how == "SIGTERM":
         assert process.returncode == 128 + signal.SIGTERM and not left
-        assert f"score: stopped by SIGTERM; nothing was written to {out}" in "".join(lines)
+        assert f"score: stopped by SIGTERM; nothing was written to {out}" in printed
 
 
 @slow_case
@@ -85,7 +86,7 @@ def test_disk_full_while_scoring(tmp_path, batch_input, chaos_row):
         injected = process.poll() is None
         filler = fill(disk)
         process.wait(timeout=600)
-        output = "".join(lines)
+        output = lines.complete()
         failed_cleanly = (process.returncode == 1 and "No space left on device" in output
                           and not os.path.exists(out) and not _staging(out))
         os.remove(filler)

@@ -123,7 +123,7 @@ def test_kill_9_at_every_component_and_a_full_disk_then_a_run_recovers(tmp_path,
                 failed_before, sent_before = len(load.failures), load.sent
                 final, lines = run_until(command, line=lambda line: False)
                 final.wait()
-                output = "".join(lines)
+                output = lines.complete()
                 newest = list_versions(config.model_serving_dir)[-1]
                 served = newest > 1 and wait_for(lambda: load.answered[-1] == newest, timeout=300)
                 edge_pushed = bool(list_versions(os.path.join(config.edge.edge_dir, config.model_name)))
