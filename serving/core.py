@@ -74,7 +74,8 @@ def _op_error_detail(message: str) -> str:
 
 
 def dtype_name(dtype: int) -> str:
-    return types_pb2.DataType.Name(dtype)
+    """`DT_FLOAT`; a value no DataType has (found by fuzzing: 31) is named by its number, not an exception."""
+    return types_pb2.DataType.Name(dtype) if dtype in types_pb2.DataType.values() else f"DataType {dtype}"
 
 
 @dataclass

@@ -33,10 +33,16 @@ def wait_for(condition: Callable[[], bool], timeout: float = 120.0, interval: fl
 
 class Load:
     """`clients` threads sending one Predict each, back to back, each on its own connection (so requests reach
-    every worker process); counts answers, failures and the versions that answered."""
+    every worker process); counts answers, failures and the versions that answered.
 
-    def __init__(self, target: str, model: str, example: tf.train.Example, clients: int = 4):
-        self.target, self.clients = target, clients
+    `wait_for_ready`: gRPC's option for a client that would rather wait for a connection than fail at once
+    while its channel reconnects (without it, a channel whose server went away fails its calls for the length
+    of its reconnect backoff, up to seconds, whatever the other workers could answer).
+    """
+
+    def __init__(self, target: str, model: str, example: tf.train.Example, clients: int = 4,
+                 wait_for_ready: bool = False):
+        self.target, self.clients, self.wait_for_ready = target, clients, wait_for_ready
         self.request = predict_pb2.PredictRequest()
         self.request.model_spec.name = model
         self.request.inputs["examples"].CopyFrom(tf.make_tensor_proto([example.SerializeToString()], dtype=tf.string))
@@ -50,7 +56,8 @@ class Load:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         while not self._stop.is_set():
             try:
-                self.answered.append(stub.Predict(self.request, timeout=30).model_spec.version.value)
+                self.answered.append(stub.Predict(self.request, timeout=30, wait_for_ready=self.wait_for_ready)
+                                     .model_spec.version.value)
             except grpc.RpcError as error:
                 self.failures.append(f"{error.code().name}: {error.details()}")
         channel.close()

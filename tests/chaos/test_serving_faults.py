@@ -97,7 +97,7 @@ def test_a_server_worker_killed_under_load(tmp_path, example, chaos_row):
     try:
         workers = server.worker_pids()
         assert len(workers) == 2
-        with Load(server.target, MODEL, example, clients=6) as load:
+        with Load(server.target, MODEL, example, clients=6, wait_for_ready=True) as load:
             psutil.Process(workers[0]).kill()
             restarted = wait_for(lambda: any("restarting it" in line for line in server.lines), timeout=60)
             replaced = wait_for(lambda: len(server.worker_pids()) == 2 and workers[0] not in server.worker_pids(),
@@ -109,7 +109,7 @@ def test_a_server_worker_killed_under_load(tmp_path, example, chaos_row):
     finally:
         code = server.stop()
     row = chaos_row("a server worker killed (SIGKILL) under load, 2 workers", len(load.failures), load.sent, 0,
-                    recovered and code == 0, "in-flight requests on its connections fail; the supervisor restarts it")
+                    recovered and code == 0, "clients wait_for_ready; in-flight requests on its connections fail; the supervisor restarts it")
     assert row.recovered, "".join(server.lines[-10:])
 
 
