@@ -52,7 +52,8 @@ COPY fleet/ fleet/
 COPY runners/ runners/
 COPY cli/ cli/
 RUN python -m pip install --no-cache-dir --no-deps --no-build-isolation . \
- && python -c "import components.anomaly_gate, components.edge_export, components.serving_pusher"
+ && python -c "import components.anomaly_gate, components.edge_export, components.serving_check, \
+components.serving_pusher, cli.serving"
 
 # TFX 1.16 needs Keras 2 (tf_keras) in every step and every Dataflow worker.
 ENV TF_USE_LEGACY_KERAS=1

@@ -24,7 +24,7 @@ export NO_MKDOCS_2_WARNING := 1
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-fast bench bench-data profile bench-edge bench-serving bench-strategies bench-batch bench-tasks bench-models \
+.PHONY: setup run test test-fast chaos fuzz bench bench-data profile bench-edge bench-serving bench-strategies bench-batch bench-tasks bench-models \
 	infer-schema init validate score fleet-demo fleet-airflow bench-fleet airflow-setup \
 	clean help system-deps browser-deps monitoring-deps serve lineage runs report notebooks strip-notebooks \
 	docs docs-setup docs-build docs-reference bench-monitoring
@@ -58,6 +58,8 @@ help:
 	@echo "make docs       serve the documentation site on http://127.0.0.1:8000 (DOCS_PORT=N for another port)"
 	@echo "make docs-build build the site into site/ with mkdocs build --strict (make test does it too)"
 	@echo "make docs-reference  regenerate docs/reference/configuration.md and cli.md from the code"
+	@echo "make chaos      fault injection (kill -9, full disks, bad versions, two controllers...) + fuzzing: one table"
+	@echo "make fuzz       thousands of fuzzed REST/gRPC requests against a real server and model"
 	@echo "make clean      delete outputs/ (models, MLMD, logs)"
 
 setup: system-deps $(STAMP)
@@ -163,6 +165,15 @@ run: setup
 
 test: setup airflow-setup docs-setup browser-deps monitoring-deps
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+# Every fault-injection case (make test runs the fast ones) and a long fuzzing run; the table is printed at the end.
+# Mounting the small disks needs root.
+chaos: setup
+	CHAOS_ALL=1 FUZZ_EXAMPLES=$(or $(FUZZ_EXAMPLES),2000) FUZZ_RANDOM=1 $(PY) -m pytest tests/chaos \
+	  tests/test_serving_availability.py tests/test_serving_fuzz.py -p no:cacheprovider $(PYTEST_ARGS)
+
+fuzz: setup
+	FUZZ_EXAMPLES=$(or $(FUZZ_EXAMPLES),5000) FUZZ_RANDOM=1 $(PY) -m pytest tests/test_serving_fuzz.py $(PYTEST_ARGS)
 
 test-fast: setup docs-setup
 	$(PY) -m pytest tests -m "not slow" $(PYTEST_ARGS)

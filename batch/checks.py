@@ -1,6 +1,7 @@
 """The batch's validation: TFDV statistics of the batch against the schema and the training statistics."""
 
 import os
+from typing import List
 
 import apache_beam as beam
 
@@ -63,16 +64,32 @@ def training_statistics(config: PipelineConfig, path: str = ""):
     return None, f"no training statistics of pipeline {config.pipeline_name!r} in {config.metadata_path}"
 
 
-def judge_batch(config: PipelineConfig, batch_stats, training, training_source: str, title: str):
-    """The gate's report for a batch: SERVING-environment anomalies, then drift against training data."""
+def label_columns_in(config: PipelineConfig, batch_stats) -> List[str]:
+    """The label's raw columns (`features.label_columns`) the batch carries; all of them, or none."""
+    present = {".".join(f.path.step) for f in batch_stats.datasets[0].features}
+    wanted = config.features.label_columns
+    return list(wanted) if config.features.label_column in present and set(wanted) <= present else []
+
+
+def judge_batch(config: PipelineConfig, batch_stats, training, training_source: str, title: str,
+                labelled: bool = False):
+    """The gate's report for a batch: anomalies against the schema, then drift against training data.
+
+    An unlabelled batch is checked as serving data (the SERVING environment); a `labelled` one, which still
+    carries the label column, as the labelled data it is (TRAINING), so the label is expected, not an anomaly.
+    """
     from validation import checks
     from validation.report import GatePolicy, Report
 
     policy = GatePolicy.from_config(config.validation)
     schema = checks.load_schema(config.schema_file)
     report = Report(title)
-    report.findings = checks.schema_findings(batch_stats, schema, "batch", policy, checks.SERVING)
+    environment = checks.TRAINING if labelled else checks.SERVING
+    report.findings = checks.schema_findings(batch_stats, schema, "batch", policy, environment)
     report.notes.append(f"{batch_stats.datasets[0].num_examples} examples")
+    if labelled:
+        report.notes.append(f"labelled: the batch carries the label column {config.features.label_column!r}, so "
+                            f"it is checked as {environment} data and each model's quality is measured on it")
     if training is None:
         report.notes.append(f"drift vs training statistics not checked: {training_source}")
         return report

@@ -12,14 +12,16 @@ The third way the models serve, after online (`serving/`) and edge
    tf.Example), every CSV header must hold the features the model needs;
 2. validates the batch with the gate's logic (`validation/checks.py`): TFDV
    statistics of the batch, computed on Beam, against the schema's SERVING
-   environment, and compared with the training statistics (the schema's
-   skew_comparator thresholds). `--strict` stops a failing batch before it is
-   scored; otherwise it is scored and the result is flagged;
+   environment (TRAINING for a batch that still carries the label column), and
+   compared with the training statistics (the schema's skew_comparator
+   thresholds). `--strict` stops a failing batch before it is scored; otherwise
+   it is scored and the result is flagged;
 3. scores every example with each chosen model in one pass: Beam's
    `RunInference` (apache_beam.ml.inference) with the `ScoringModelHandler`
    below, on batches of `serving.batch_scoring_batch_size` records as tf.data
    reads them, ids travelling with their batch (RunInference's own per-element
    batching cost 2.4x the time at 1.5 M examples: README, "Batch scoring");
+   a labelled batch also gets each model's task metrics (`quality.py`);
 4. writes ids + prediction columns as Parquet, CSV or tf.Example TFRecords,
    sharded, into a hidden temporary directory beside `--out` that is renamed
    into place at the end, so a failed job leaves no partial output visible.
@@ -31,6 +33,7 @@ settings, workers in the project's image).
 
 import json
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -42,17 +45,20 @@ import apache_beam as beam
 from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from batch.checks import add_statistics, judge_batch, training_statistics
+from batch.checks import add_statistics, judge_batch, label_columns_in, training_statistics
 from batch.inputs import (POSITION_IDS, id_types, input_files, preflight,
                           read_examples)
 from batch.models import (ScoringError, ScoringModelHandler, column_names,
                           resolve_models)
 from batch.outputs import FORMATS, SHARD_PREFIX, write_rows
+from batch.quality import Quality
 from contract.config import PipelineConfig, bundled_taxi_root, is_remote
+from contract.versions import pid_alive
 from validation.files import BadInputError
 
 RUNNERS = ("direct", "dataflow")
 RESULT_FILE = "_SCORING.json"
+QUALITY_FILE = "_QUALITY.json"  # a labelled batch's metrics, folded into RESULT_FILE before the results publish
 # Exit status of a batch that --strict refused (0 done, 1 the job failed, 2 a setting or input is wrong).
 EXIT_REFUSED = 3
 PROGRESS_EVERY_SECONDS = 10.0
@@ -96,6 +102,8 @@ class ScoreResult:
     columns: List[str]
     files: List[str]
     seconds: Dict[str, float]
+    # A labelled batch (it still carries the label column): each model's task metrics on it.
+    quality: Dict[str, Dict[str, float]] = field(default_factory=dict)
 
 
 def pipeline_options(config: PipelineConfig, runner: str, job_name: str) -> PipelineOptions:
@@ -132,6 +140,18 @@ def _check_locations(job: ScoreJob) -> None:
 def _staging_dir(out: str) -> str:
     parent, name = os.path.split(out.rstrip("/"))
     return os.path.join(parent, f".{name}.incomplete-{os.getpid()}-{int(time.time())}")
+
+
+def _remove_stale_staging(out: str) -> None:
+    """What a killed job (SIGKILL: no `finally`) left beside `--out`: staging directories of dead pids."""
+    parent, name = os.path.split(os.path.abspath(out.rstrip("/")))
+    if is_remote(out) or not os.path.isdir(parent):
+        return
+    stale = re.compile(rf"\.{re.escape(name)}\.incomplete-(\d+)-\d+")
+    for entry in os.listdir(parent):
+        match = stale.fullmatch(entry)
+        if match and not pid_alive(int(match.group(1))):
+            shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
 
 
 def _publish(staging: str, out: str) -> None:
@@ -192,6 +212,7 @@ def score(config: PipelineConfig, job: ScoreJob, out=None) -> ScoreResult:
     if not job.input:
         job.input = os.path.join(bundled_taxi_root(), "unlabelled")
     _check_locations(job)
+    _remove_stale_staging(job.out)
     choices = resolve_models(job.models, config)
     files = input_files(job.input)
     needed = config.features.raw_input_features
@@ -222,7 +243,9 @@ def score(config: PipelineConfig, job: ScoreJob, out=None) -> ScoreResult:
         raise ScoringJobError(f"the validation job failed ({_reason(error)}); nothing was scored") from error
     batch_stats = tfdv.load_stats_binary(stats_path)
     training, training_source = training_statistics(config, job.training_stats)
-    report = judge_batch(config, batch_stats, training, training_source, f"score {job.input} (SERVING)")
+    labelled = bool(label_columns_in(config, batch_stats))
+    report = judge_batch(config, batch_stats, training, training_source,
+                         f"score {job.input} ({'labelled' if labelled else 'SERVING'})", labelled)
     report_path = report.write(report_dir)
     total = batch_stats.datasets[0].num_examples
     seconds["check"] = time.monotonic() - phase
@@ -241,18 +264,27 @@ def score(config: PipelineConfig, job: ScoreJob, out=None) -> ScoreResult:
     stop = threading.Event()
     printer = _progress_printer(progress_dir, total, stop, out) if progress_dir else None
     try:
-        handler = ScoringModelHandler(choices, progress_dir).with_no_batching()
+        handler = ScoringModelHandler(choices, progress_dir, config.features if labelled else None).with_no_batching()
+        quality_path = os.path.join(staging, QUALITY_FILE)
         try:
             with beam.Pipeline(options=pipeline_options(config, job.runner, job_name)) as p:
                 scored = (read_examples(p, files, config.schema_file, job.id_columns, types, batch_size)
                           | "Score" >> RunInference(handler))
                 write_rows(scored, job.output_format, os.path.join(staging, SHARD_PREFIX), columns, job.shards)
+                if labelled:
+                    _ = (scored | "Quality" >> beam.CombineGlobally(Quality({c.name: c.task for c in choices}))
+                         | "WriteQuality" >> beam.Map(_write_json, quality_path))
         except Exception as error:  # noqa: BLE001 - Beam re-raises worker errors of any type
             raise ScoringJobError(f"the scoring job failed ({_reason(error)}); nothing was written to "
                                   f"{job.out}. The validation report may say why: {report_path}") from error
+        measured = {}
+        if labelled:
+            with tf.io.gfile.GFile(quality_path) as f:
+                measured = json.load(f)
+            tf.io.gfile.remove(quality_path)
         written = sorted(tf.io.gfile.listdir(staging))
         result = ScoreResult("scored", total, job.out, report_path, not report.passed, described,
-                             [n for n, _ in columns], written, seconds)
+                             [n for n, _ in columns], written, seconds, measured)
         seconds["score"] = time.monotonic() - phase
         seconds["total"] = time.monotonic() - started
         with tf.io.gfile.GFile(os.path.join(staging, RESULT_FILE), "w") as f:
@@ -269,4 +301,15 @@ def score(config: PipelineConfig, job: ScoreJob, out=None) -> ScoreResult:
     flag = f"; FLAGGED: the batch failed validation, see {report_path}" if result.flagged else ""
     out.write(f"score: wrote {total:,} rows ({', '.join(result.columns)}) to {job.out} as "
               f"{len(written)} {job.output_format} file(s) in {seconds['total']:.1f}s{flag}\n")
+    for name, metrics in result.quality.items():
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "examples")
+        out.write(f"score: labelled batch ({config.features.label_column}): {name}: {shown} "
+                  f"on {metrics['examples']:,} examples\n")
     return result
+
+
+def _write_json(value, path: str) -> None:
+    import tensorflow as tf
+
+    with tf.io.gfile.GFile(path, "w") as f:
+        f.write(json.dumps(value))

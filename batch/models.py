@@ -14,8 +14,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler
 
+from batch import quality
 from batch.inputs import ExampleBatch
-from contract.config import PipelineConfig, is_remote
+from contract.config import FeaturesConfig, PipelineConfig, is_remote
 from contract import tasks
 from contract.serving import EXAMPLES_INPUT, SERVING_SIGNATURE
 from contract.versions import list_versions
@@ -209,10 +210,14 @@ class ScoringModelHandler(ModelHandler[ExampleBatch, Dict[str, list], LoadedMode
     (`with_no_batching`): the readers hand over the record batches tf.data reads.
     """
 
-    def __init__(self, choices: Sequence[ModelChoice], progress_dir: str = ""):
+    def __init__(self, choices: Sequence[ModelChoice], progress_dir: str = "",
+                 label_spec: Optional[FeaturesConfig] = None):
+        """`label_spec`: a labelled batch's feature spec; each row then also carries the labels and the models'
+        outputs for `batch.quality` (never written)."""
         super().__init__()
         self.choices = list(choices)
         self.progress_dir = progress_dir
+        self.label_spec = label_spec
         self._progress: Optional[_Progress] = None
 
     def load_model(self) -> LoadedModels:
@@ -222,10 +227,16 @@ class ScoringModelHandler(ModelHandler[ExampleBatch, Dict[str, list], LoadedMode
     def run_inference(self, batch: ExampleBatch, model: LoadedModels,
                       inference_args: Optional[Dict[str, Any]] = None) -> List[Dict[str, list]]:
         columns = dict(batch.ids)
+        outputs = {}
         for choice in self.choices:
-            output = model[choice.name](batch.examples)
+            output = outputs[choice.name] = model[choice.name](batch.examples)
             for name, values in tasks.task(choice.task).prediction_values(choice.classes, output).items():
                 columns[_column(choice.name, name, len(self.choices))] = values.tolist()
+        if self.label_spec is not None:
+            from edge.export import labels_of
+
+            columns[quality.LABELS] = labels_of(batch.examples, self.label_spec).tolist()
+            columns[quality.OUTPUTS] = {name: np.asarray(output).tolist() for name, output in outputs.items()}
         if self._progress is None:
             self._progress = _Progress(self.progress_dir)
         self._progress.add(len(batch.examples))

@@ -30,8 +30,10 @@ def cmd_run(args) -> int:
     fleet = _fleet(args)
     outcomes = Controller(fleet).cycle(find(fleet.models, args.only), force=args.force)
     failed = [o for o in outcomes if o.failed]
-    ran = [o for o in outcomes if o.status != "skipped"]
-    print(f"fleet run: {len(ran)} run(s), {len(outcomes) - len(ran)} skipped, {len(failed)} failed"
+    ran = [o for o in outcomes if o.status not in ("skipped", "busy")]
+    busy = len([o for o in outcomes if o.status == "busy"])
+    print(f"fleet run: {len(ran)} run(s), {len(outcomes) - len(ran) - busy} skipped, "
+          + (f"{busy} already running, " if busy else "") + f"{len(failed)} failed"
           + (f" ({', '.join(o.name + ': ' + o.status for o in failed)})" if failed else ""))
     return min(len(failed), MAX_EXIT)
 

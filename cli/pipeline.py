@@ -1,13 +1,14 @@
 """One command line for every runner.
 
-    tfx-edge pipeline run [--runner local|beam] [--config FILE] [--set KEY=VALUE ...]
+    tfx-edge pipeline run [--runner local|beam] [--wait] [--config FILE] [--set KEY=VALUE ...]
     tfx-edge pipeline compile [--runner kubeflow_v2] [--out pipeline.json] [--config FILE] [--set ...]
     tfx-edge pipeline submit [--runner kubeflow_v2] [--out pipeline.json] [--param NAME=JSON ...] [--wait]
     tfx-edge pipeline dataflow-args [--config FILE] [--set ...]
 
 Every command builds its settings the same way: defaults, then --config, then
 --set. Exit status: 0 done, 1 the pipeline or Google Cloud failed, 2 a setting
-is missing or wrong.
+is missing or wrong, 3 the anomaly gate stopped the run, 4 another run of the
+same pipeline is under way (`run --wait` waits for it).
 """
 
 import argparse
@@ -43,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="local: TFX LocalDagRunner (default). beam: TFX BeamDagRunner; with both, the components' "
                           "Beam jobs use beam.direct_running_mode and beam.direct_num_workers")
     prologue.add_settings_arguments(run)
+    run.add_argument("--wait", action="store_true",
+                     help="when another run of this pipeline (same pipeline_name and ML Metadata store) is under "
+                          "way, wait for it to end, then run; without --wait such a run is refused (exit 4)")
     run.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
 
     for name, text in (("compile", "write the Vertex AI Pipelines / KFP v2 PipelineJob JSON"),
@@ -115,8 +119,8 @@ def main(argv=None) -> int:
         if args.runner == "beam":
             from runners import beam
 
-            return beam.run(config)
-        return local.run(config)
+            return beam.run(config, wait=args.wait)
+        return local.run(config, wait=args.wait)
     if args.command == "dataflow-args":
         from pipeline.dataflow import dataflow_beam_args
 

@@ -17,7 +17,8 @@
 
 Settings come from the pipeline config (--config FILE, --set serving.port=8600 ...).
 Exit status: 0 done, 1 the server refused or failed, 2 a setting or input is wrong,
-3 `score --strict` refused a batch that failed validation (the report path is printed).
+3 `score --strict` refused a batch that failed validation (the report path is printed),
+130/143 `score` stopped by SIGINT/SIGTERM (nothing written).
 """
 
 import argparse
@@ -25,6 +26,7 @@ import dataclasses
 import json
 import logging
 import os
+import signal
 import sys
 from typing import Optional
 
@@ -42,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
         prologue.add_settings_arguments(sub)
         return sub
 
-    command("serve", "run the local gRPC and REST server until Ctrl-C / SIGTERM")
+    sub = command("serve", "run the local gRPC and REST server until Ctrl-C / SIGTERM")
+    sub.add_argument("--parent-pid", type=int, default=0, metavar="PID",
+                     help="end the server when process PID ends, even by SIGKILL (the pre-push serving check)")
     for name in ("predict", "classify", "regress", "status"):
         sub = command(name, {"predict": "the model's answers (Predict)", "classify": "classes and scores (Classify)",
                              "regress": "values (Regress)", "status": "versions the server has loaded"}[name])
@@ -123,7 +127,7 @@ def _serve(config: PipelineConfig) -> int:
     batching = (f"batching max {serving.max_batch_size} / {serving.batch_timeout_micros} us"
                 if serving.enable_batching else "no batching")
     if count > 1:
-        supervisor = workers.Supervisor(config, count)
+        supervisor = workers.Supervisor(config, count, prepare=prologue.prepare)
         supervisor.start()
         _banner(config, supervisor.serving, f"{count} workers, {batching}")
         supervisor.run()
@@ -175,6 +179,7 @@ def _predict(config: PipelineConfig, args) -> int:
 
 
 def _status(config: PipelineConfig, args) -> int:
+    from tensorflow.core.protobuf import error_codes_pb2
     from tensorflow_serving.apis import get_model_status_pb2
 
     from serving import experiments, model_config
@@ -183,9 +188,13 @@ def _status(config: PipelineConfig, args) -> int:
         response = client.status()
     for status in response.model_version_status:
         state = get_model_status_pb2.ModelVersionStatus.State.Name(status.state)
-        print(f"{config.model_name} version {status.version}: {state}")
+        error = (f" ({error_codes_pb2.Code.Name(status.status.error_code)}: {status.status.error_message})"
+                 if status.status.error_code else "")
+        print(f"{config.model_name} version {status.version}: {state}{error}")
     try:
         entry = model_config.model_entry(model_config.read(config.models_config_path), config.model_name)
+        for problem in model_config.entry_problems(entry):
+            print(f"not applied (the server keeps what it serves): {problem}")
         labels = ", ".join(f"{k}={v}" for k, v in sorted(entry.version_labels.items()))
         print(f"labels in {config.models_config_path}: {labels or 'none (follows the latest push)'}")
         experiment = experiments.read(experiments.experiments_path(config.models_config_path)).get(config.model_name)
@@ -232,11 +241,24 @@ def _score(config: PipelineConfig, args) -> int:
     # its report and one error line are the output.
     logging.getLogger().setLevel(logging.CRITICAL)
     job = batch.ScoreJob(**{name: getattr(args, name) for name in batch.ScoreJob.__dataclass_fields__})
+    stopped_by = []
+
+    def stop(signum, _frame):
+        stopped_by.append(signum)
+        raise KeyboardInterrupt  # unwinds through the job's `finally`: its staging directory goes
+
+    previous = signal.signal(signal.SIGTERM, stop)
     try:
         result = batch.score(config, job)
     except batch.ScoringJobError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        name = signal.Signals(stopped_by[0]).name if stopped_by else "SIGINT"
+        print(f"score: stopped by {name}; nothing was written to {job.out}", file=sys.stderr)
+        return 128 + (stopped_by[0] if stopped_by else signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return batch.EXIT_REFUSED if result.status == "refused" else 0
 
 
@@ -244,6 +266,10 @@ def _score(config: PipelineConfig, args) -> int:
 def main(argv: Optional[list] = None) -> int:
     prologue.prepare()
     args = build_parser().parse_args(argv)
+    if getattr(args, "parent_pid", 0):
+        from contract.processes import exit_with_parent
+
+        exit_with_parent(args.parent_pid)  # before the imports: the parent may die while they run
     config = prologue.load_settings(args)
     prologue.log_to_file(config, "serving")  # library logs; the server's own events still go to the terminal
     import grpc

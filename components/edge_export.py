@@ -1,7 +1,7 @@
 """EdgeExport: the blessed model as a gated full-int8 TFLite for Coral Edge TPU / Raspberry Pi.
 
 Runs after the Evaluator and the serving Pusher. Nothing happens unless the
-Evaluator blessed the model. The work is in `edge/export.py`: calibrate on
+Evaluator blessed the model and, when it ran, the serving check passed it. The work is in `edge/export.py`: calibrate on
 Transform's transformed training examples, convert the Trainer's `edge` signature
 (float and full-int8), evaluate both through the device runtime on the raw eval
 split against the SavedModel's `serving_default`, and push atomically to
@@ -43,6 +43,7 @@ class EdgeExportSpec(types.ComponentSpec):
         "transformed_examples": ChannelParameter(type=standard_artifacts.Examples),
         "examples": ChannelParameter(type=standard_artifacts.Examples),
         "pushed_model": ChannelParameter(type=standard_artifacts.PushedModel, optional=True),
+        "infra_blessing": ChannelParameter(type=standard_artifacts.InfraBlessing, optional=True),
     }
     OUTPUTS = {"edge_model": ChannelParameter(type=standard_artifacts.PushedModel)}
 
@@ -66,6 +67,12 @@ class EdgeExportExecutor(base_executor.BaseExecutor):
             logging.info("Model not blessed; no edge export.")
             self._record(output, export.EdgeResult(False, "model not blessed"))
             return
+        for infra in input_dict.get("infra_blessing", []):
+            if not model_utils.is_infra_validated(infra):
+                reason = infra.get_string_custom_property("reason") if infra.has_custom_property("reason") else ""
+                logging.info("Model failed the serving check; no edge export.")
+                self._record(output, export.EdgeResult(False, f"the serving check refused the model: {reason}"))
+                return
         model = artifact_utils.get_single_instance(input_dict["model"])
         examples = artifact_utils.get_single_instance(input_dict["examples"])
         transform_graph = artifact_utils.get_single_instance(input_dict["transform_graph"])
@@ -103,9 +110,9 @@ class EdgeExport(base_component.BaseComponent):
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(EdgeExportExecutor)
 
     def __init__(self, model, model_blessing, transform_graph, transformed_examples, examples, settings: Dict,
-                 features: Dict, model_name: str, base_directory: str, pushed_model=None):
+                 features: Dict, model_name: str, base_directory: str, pushed_model=None, infra_blessing=None):
         super().__init__(spec=EdgeExportSpec(
-            model=model, model_blessing=model_blessing, transform_graph=transform_graph,
+            model=model, model_blessing=model_blessing, infra_blessing=infra_blessing, transform_graph=transform_graph,
             transformed_examples=transformed_examples, examples=examples, pushed_model=pushed_model,
             settings=json.dumps(settings, sort_keys=True), features=json.dumps(features, sort_keys=True),
             model_name=model_name, base_directory=base_directory,

@@ -108,7 +108,8 @@ def push_atomically(model_path: str, base_directory: str, version: int, info: Di
 
 
 class ServingPusherExecutor(pusher_executor.Executor):
-    """Stock blessing checks, atomic and monotonic filesystem push."""
+    """Stock blessing checks (the Evaluator's ModelBlessing and the serving check's InfraBlessing), atomic and
+    monotonic filesystem push."""
 
     def Do(self, input_dict: Dict[str, List[types.Artifact]], output_dict: Dict[str, List[types.Artifact]],
            exec_properties: Dict[str, Any]) -> None:
@@ -165,7 +166,8 @@ class ServingPusherSpec(standard_component_specs.PusherSpec):
 
 
 class ServingPusher(pusher_component.Pusher):
-    """`tfx.components.Pusher` with the atomic, monotonic executor above and warm-up requests.
+    """`tfx.components.Pusher` with the atomic, monotonic executor above and warm-up requests; with
+    `infra_blessing` (components/serving_check.py), only a model that passed the serving check is pushed.
 
     custom_config: `warmup_requests` (number of Predict PredictionLogs), `model_name`,
     `label_only_columns` (dropped from the warm-up examples), `task` (Classify or Regress warm-up).
@@ -176,9 +178,9 @@ class ServingPusher(pusher_component.Pusher):
 
     def __init__(self, model: types.BaseChannel, model_blessing: types.BaseChannel,
                  push_destination: pusher_pb2.PushDestination, examples: Optional[types.BaseChannel] = None,
-                 custom_config: Optional[Dict[str, Any]] = None):
+                 custom_config: Optional[Dict[str, Any]] = None, infra_blessing: Optional[types.BaseChannel] = None):
         spec = ServingPusherSpec(
-            model=model, model_blessing=model_blessing, examples=examples,
+            model=model, model_blessing=model_blessing, examples=examples, infra_blessing=infra_blessing,
             push_destination=push_destination, custom_config=json_utils.dumps(custom_config),
             pushed_model=types.Channel(type=standard_artifacts.PushedModel))
         super(pusher_component.Pusher, self).__init__(spec=spec)

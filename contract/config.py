@@ -381,8 +381,8 @@ class ServingConfig:
     """Online serving (`tfx-edge serving`): the local gRPC/REST server, the files for TF Serving, the clients."""
 
     host: str = "127.0.0.1"  # loopback by default; 0.0.0.0 exposes the server to the network
-    port: int = 8500  # TF Serving's gRPC port
-    rest_port: int = 8501  # TF Serving's REST port (--rest_api_port), also /monitoring/prometheus/metrics
+    port: int = 8500  # TF Serving's gRPC port; 0 = a free port, printed at start (one worker only)
+    rest_port: int = 8501  # TF Serving's REST port (--rest_api_port), also /monitoring/prometheus/metrics; 0 = free
     rest_max_body_bytes: int = 8 * 1024 * 1024  # larger REST request bodies are refused (413)
     # Server processes sharing the ports (SO_REUSEPORT), each with its own model copy and batching queue.
     # 0 = one per core.
@@ -390,6 +390,11 @@ class ServingConfig:
     # How often the server re-reads models.config and rescans the model base path (TF Serving's
     # --file_system_poll_wait_seconds and --model_config_file_poll_wait_seconds).
     poll_interval_seconds: float = 2.0
+    # A version that fails to load is tried again after this long, doubling each time (TF Serving's
+    # --load_retry_interval_micros, there a fixed interval), at most `max_load_retries` times
+    # (--max_num_load_retries); the version serving meanwhile stays.
+    load_retry_interval_seconds: float = 5.0
+    max_load_retries: int = 5  # retries of a version that failed to load; then it is END with its error
     enable_batching: bool = True
     max_batch_size: int = 64  # examples per merged model call; larger single requests are refused
     # How long a batch waits for more requests. 0: a batch is whatever queued while the previous
@@ -433,6 +438,21 @@ class MonitoringConfig:
     webhook_port: int = 9465  # `monitoring webhook`: Alertmanager's receiver that starts fleet retrains
     # An alert starts no second retrain of a model within this many seconds of the last one it started.
     retrain_cooldown_seconds: float = 3600.0
+
+
+@dataclass
+class ServingCheckConfig:
+    """The pre-push serving check (components/serving_check.py, TFX InfraValidator's job), on every runner.
+
+    The blessed candidate is served by `tfx-edge serving serve` in a separate process; it must load, answer its
+    warm-up requests and `requests` real eval examples as the SavedModel does in process, with a p99 latency
+    within `p99_budget_ms`; otherwise the Pusher and EdgeExport push nothing and the summary says why.
+    """
+
+    enabled: bool = True  # off: the Pusher and EdgeExport check only the Evaluator's blessing
+    requests: int = 100  # eval examples sent one Predict each (the latency sample)
+    p99_budget_ms: float = 250.0  # p99 of those requests, client-measured over loopback gRPC
+    load_timeout_seconds: float = 300.0  # the server must have loaded the model and opened its ports by then
 
 
 @dataclass
@@ -498,6 +518,7 @@ class PipelineConfig:
     dataflow: DataflowConfig = field(default_factory=DataflowConfig)
     kubeflow: KubeflowConfig = field(default_factory=KubeflowConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
+    serving_check: ServingCheckConfig = field(default_factory=ServingCheckConfig)
     vertex: VertexConfig = field(default_factory=VertexConfig)
     bulk_inference: BulkInferenceConfig = field(default_factory=BulkInferenceConfig)
     monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
@@ -543,6 +564,12 @@ class PipelineConfig:
     def model_serving_dir(self) -> str:
         """`<serving_dir>/<model_name>`: TF Serving's model base path."""
         return os.path.join(self.serving_dir, self.model_name)
+
+    @property
+    def run_lock_path(self) -> str:
+        """`<metadata dir>/locks/<pipeline_name>.lock`: held by the one local run of this pipeline on this store."""
+        return os.path.join(os.path.dirname(os.path.abspath(self.metadata_path)), "locks",
+                            f"{self.pipeline_name}.lock")
 
     @property
     def input_base(self) -> str:
@@ -772,12 +799,18 @@ def validate(config: PipelineConfig) -> None:
             raise ConfigError(f"dataflow.{name} must be positive")
     serving = config.serving
     for name in ("port", "rest_port"):
-        if not 0 < getattr(serving, name) < 65536:
-            raise ConfigError(f"serving.{name} must be 1-65535, got {getattr(serving, name)}")
-    if serving.port == serving.rest_port:
+        if not 0 <= getattr(serving, name) < 65536:
+            raise ConfigError(f"serving.{name} must be 1-65535 (or 0: a free port), got {getattr(serving, name)}")
+    if serving.port == serving.rest_port and serving.port:
         raise ConfigError(f"serving.port and serving.rest_port are both {serving.port}; gRPC and REST need a port each")
     if serving.workers < 0:
         raise ConfigError("serving.workers must be 0 (one per core) or a positive number of processes")
+    if serving.workers != 1 and 0 in (serving.port, serving.rest_port):
+        raise ConfigError("serving.port=0 / serving.rest_port=0 (a free port) needs serving.workers=1: worker "
+                          "processes share fixed ports")
+    if serving.load_retry_interval_seconds <= 0 or serving.max_load_retries < 0:
+        raise ConfigError("serving.load_retry_interval_seconds must be positive and serving.max_load_retries "
+                          "0 (no retry) or more")
     if serving.rest_max_body_bytes <= 0:
         raise ConfigError("serving.rest_max_body_bytes must be positive")
     for name in ("max_batch_size", "num_batch_threads", "poll_interval_seconds", "batch_scoring_batch_size"):
@@ -805,6 +838,10 @@ def validate(config: PipelineConfig) -> None:
         raise ConfigError("data: set either pattern (hash split) or both train_pattern and eval_pattern")
     if config.data.pattern and (len(config.data.hash_buckets) < 2 or min(config.data.hash_buckets) <= 0):
         raise ConfigError("data.hash_buckets needs two positive numbers, e.g. [4, 1] for train/eval")
+    if config.serving_check.requests <= 0 or config.serving_check.p99_budget_ms <= 0 or (
+            config.serving_check.load_timeout_seconds <= 0):
+        raise ConfigError("serving_check.requests, serving_check.p99_budget_ms and "
+                          "serving_check.load_timeout_seconds must be positive")
     if config.bulk_inference.enabled and not config.bulk_inference.pattern:
         raise ConfigError("bulk_inference.pattern is empty: set the files to score, e.g. 'unlabelled/*'")
     if config.edge.io_type not in ("int8", "uint8"):

@@ -8,6 +8,7 @@ file system layer, imported only then.
 
 import json
 import os
+import re
 import time
 from typing import Any, Callable, Dict, List, Optional
 
@@ -91,13 +92,44 @@ def latest_if_same_source(base_directory: str, record_file: str, source_model: s
     return existing[-1] if record.get("source_model") == source_model else None
 
 
+STAGING = re.compile(r"\.incomplete-\d+-(\d+)")
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this machine has this pid (a zombie counts until reaped)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_staging(base_directory: str) -> List[str]:
+    """Removes staging directories of local publishers that died mid-publish (SIGKILL, power loss); returns them.
+
+    A publisher removes its own staging directory on any error it lives through; a killed one cannot.
+    Only local ones: the pid in a remote staging name may belong to another machine.
+    """
+    if is_remote(base_directory) or not os.path.isdir(base_directory):
+        return []
+    removed = []
+    for name in os.listdir(base_directory):
+        match = STAGING.fullmatch(name)
+        if match and not pid_alive(int(match.group(1))):
+            _LocalFiles.rmtree(os.path.join(base_directory, name))
+            removed.append(name)
+    return removed
+
+
 def publish_version(base_directory: str, version: int, fill: Callable[[str], None]) -> str:
     """Makes `<base>/<version>` appear whole or not at all.
 
     `fill(staging_dir)` writes the version's files into `<base>/.incomplete-<version>-<pid>`,
     which is then renamed into place; on any failure the staging directory is removed
     and the base directory is left as it was. A server watching the base path never
-    sees a half-written version.
+    sees a half-written version. What a killed publisher left behind is removed first.
     """
     files = _files(base_directory)
     final = os.path.join(base_directory, str(version))
@@ -105,6 +137,7 @@ def publish_version(base_directory: str, version: int, fill: Callable[[str], Non
         raise FileExistsError(f"version {version} already exists in {base_directory}; versions are never rewritten")
     staging = os.path.join(base_directory, f".incomplete-{version}-{os.getpid()}")
     files.makedirs(base_directory)
+    remove_stale_staging(base_directory)
     if files.exists(staging):
         files.rmtree(staging)
     try:

@@ -3,6 +3,10 @@
 Each run is `python -m cli pipeline run --config <fleet>/fleet/configs/<tenant>-<model>.yaml` in its own
 process (TFX and Beam are not thread-safe, and a crash — even a segfault or an OOM kill — then ends only that
 run). Threads only wait for the processes, at most `fleet.concurrency` at once.
+
+A model whose pipeline is already running (another controller, an Airflow task, a person's `pipeline run`:
+its run lock, `contract.locks`) is not started again: its outcome is `busy`, which is not a failure, and
+its data is left for the next cycle.
 """
 
 import os
@@ -16,18 +20,19 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, TextIO
 
 from contract import versions
+from contract.locks import EXIT_BUSY, RunLock, describe
 from fleet.config import Fleet, FleetModel, write_model_config
 from fleet.state import State
 from fleet import triggers
 
-EXIT_STATUS = {0: "ok", 2: "bad input", 3: "stopped at gate"}
+EXIT_STATUS = {0: "ok", 2: "bad input", 3: "stopped at gate", EXIT_BUSY: "busy"}
 MAX_EXIT = 100  # `fleet run` exits with the number of failed runs, capped here (exit codes are 8 bits)
 
 
 @dataclass
 class Outcome:
     name: str
-    status: str  # ok | skipped | stopped at gate | bad input | failed | abandoned
+    status: str  # ok | skipped | busy | stopped at gate | bad input | failed | abandoned
     reason: str
     exit_code: Optional[int] = None
     seconds: float = 0.0
@@ -35,7 +40,7 @@ class Outcome:
 
     @property
     def failed(self) -> bool:
-        return self.status not in ("ok", "skipped")
+        return self.status not in ("ok", "skipped", "busy")
 
 
 class Controller:
@@ -57,11 +62,13 @@ class Controller:
         models = self.fleet.models if models is None else models
         due, outcomes = [], []
         for model in models:
+            self._reap(model)
+            seen = self.state.last_run(model.name)
             decision = triggers.evaluate(model, self.state)
             if force:
                 decision.reasons.append("forced")
             if decision.due:
-                due.append((model, decision))
+                due.append((model, decision, seen["id"] if seen else None))
             else:
                 reason = "no new data, schedule not due" if decision.data.files else "no data files"
                 self.state.record_check(model.name, "skipped: " + reason, decision.logs, decision.labelled)
@@ -74,12 +81,26 @@ class Controller:
 
     def run_now(self, model: FleetModel, reason: str) -> Outcome:
         """One run of `model` for `reason` (an alert), whatever its triggers say."""
-        return self._run(model, triggers.Decision(reasons=[reason], data=triggers.data_facts(model)))
+        self._reap(model)
+        seen = self.state.last_run(model.name)
+        return self._run(model, triggers.Decision(reasons=[reason], data=triggers.data_facts(model)),
+                         seen["id"] if seen else None)
 
-    def _run(self, model: FleetModel, decision: triggers.Decision) -> Outcome:
+    def _run(self, model: FleetModel, decision: triggers.Decision, seen: Optional[int]) -> Outcome:
+        """Runs the model's pipeline unless, since its triggers were checked (`seen`: its newest run then), another
+        controller ran it or is running it."""
         reason = "; ".join(decision.reasons)
         if self.stopping.is_set():
             return Outcome(model.name, "abandoned", reason + " (not started: stopping)")
+        latest = self.state.last_run(model.name)
+        if latest is not None and latest["id"] != seen:
+            self._say(f"{model.name:28s} skipped  (run {latest['id']} of another controller saw this data)")
+            return Outcome(model.name, "skipped", f"{reason} (not started: run {latest['id']} of another controller "
+                                                  "saw this data meanwhile)")
+        holder = RunLock(model.config.run_lock_path).busy()
+        if holder is not None:
+            self._say(f"{model.name:28s} busy     (already running: {describe(holder)})")
+            return Outcome(model.name, "busy", f"{reason} (not started: already running, {describe(holder)})")
         config_path = write_model_config(model, self.fleet.config_dir)
         os.makedirs(model.config.log_dir, exist_ok=True)
         log = os.path.join(model.config.log_dir, time.strftime("fleet-%Y%m%d-%H%M%S.out"))
@@ -107,6 +128,15 @@ class Controller:
         outcome = Outcome(model.name, status, reason, code, time.time() - started, log)
         self._say(f"{model.name:28s} {status:8s} exit {code} in {outcome.seconds:.0f}s")
         return outcome
+
+    def _reap(self, model: FleetModel) -> None:
+        """Marks `interrupted` the runs of a controller that died mid-cycle (SIGKILL, a lost machine), once no
+        run of the model holds its lock: their data was not seen through, so the triggers fire again."""
+        if RunLock(model.config.run_lock_path).busy() is not None:
+            return
+        for run_id in self.state.orphaned(model.name):
+            self.state.finish_run(run_id, "interrupted", None)
+            self._say(f"{model.name:28s} run {run_id} was cut short (its controller died); it counts as not run")
 
     def _register(self, model: FleetModel) -> None:
         """Adds the model to the shared models.config (follow latest) once it has a version to serve."""

@@ -5,10 +5,13 @@ MLMD has no place for, and must be readable without TensorFlow so a no-change cy
 """
 
 import json
+import os
+import socket
 import time
 from typing import Any, Dict, List, Optional
 
 from contract import records
+from contract.versions import pid_alive
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -19,7 +22,11 @@ CREATE TABLE IF NOT EXISTS checks (
   labelled TEXT NOT NULL DEFAULT '');
 """
 # Columns added after a release, for fleet.sqlite files made before them.
-_ADDED = {"checks": {"labelled": "TEXT NOT NULL DEFAULT ''"}}
+_ADDED = {"checks": {"labelled": "TEXT NOT NULL DEFAULT ''"},
+          # "host:pid" of the controller that started the run: a run whose controller died is found by it.
+          "runs": {"controller": "TEXT NOT NULL DEFAULT ''"}}
+# A run row that did not see its data through: refused (already running) or cut short (its controller died).
+NOT_DONE = ("busy", "interrupted")
 
 
 class State:
@@ -38,9 +45,21 @@ class State:
 
     def start_run(self, name: str, reason: str, data: Dict[str, Any], log: str) -> int:
         with self._connect() as db:
-            cursor = db.execute("INSERT INTO runs (name, started, status, reason, data, log) VALUES (?,?,?,?,?,?)",
-                                (name, time.time(), "running", reason, json.dumps(data), log))
+            cursor = db.execute("INSERT INTO runs (name, started, status, reason, data, log, controller) "
+                                "VALUES (?,?,?,?,?,?,?)", (name, time.time(), "running", reason, json.dumps(data),
+                                                           log, f"{socket.gethostname()}:{os.getpid()}"))
             return int(cursor.lastrowid)
+
+    def orphaned(self, name: str) -> List[int]:
+        """Runs still marked running whose controller (on this host) is gone: it was killed mid-cycle."""
+        with self._connect() as db:
+            rows = db.execute("SELECT id, controller FROM runs WHERE name=? AND status='running'", (name,)).fetchall()
+        found = []
+        for row in rows:
+            host, _, pid = row["controller"].rpartition(":")
+            if host == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid)):
+                found.append(int(row["id"]))
+        return found
 
     def finish_run(self, run_id: int, status: str, exit_code: Optional[int]) -> None:
         with self._connect() as db:
@@ -48,8 +67,10 @@ class State:
                        (time.time(), status, exit_code, run_id))
 
     def last_run(self, name: str) -> Optional[Dict[str, Any]]:
+        """The newest run started that saw its data through (`NOT_DONE` ones did not: refused or cut short)."""
         with self._connect() as db:
-            row = db.execute("SELECT * FROM runs WHERE name=? ORDER BY id DESC LIMIT 1", (name,)).fetchone()
+            row = db.execute("SELECT * FROM runs WHERE name=? AND status NOT IN (?, ?) ORDER BY id DESC LIMIT 1",
+                             (name, *NOT_DONE)).fetchone()
         if row is None:
             return None
         out = dict(row)

@@ -2,7 +2,8 @@
 
 ImportExampleGen -> StatisticsGen -> ImportSchemaGen -> ExampleValidator ->
 AnomalyGate (stops the run on bad data, skew or drift) -> Transform -> Tuner ->
-Trainer -> Resolver(latest blessed model other than the candidate) -> Evaluator -> ServingPusher ->
+Trainer -> Resolver(latest blessed model other than the candidate) -> Evaluator ->
+ServingCheck (the candidate served for real, when `serving_check.enabled`) -> ServingPusher ->
 EdgeExport (int8 TFLite, when `edge.enabled`) and BulkInferrer (scores an
 unlabelled input, when `bulk_inference.enabled`). Runners differ only in how
 they execute it (`runners/`).
@@ -38,6 +39,7 @@ import models.trainer.entry
 from components.anomaly_gate import AnomalyGate
 from pipeline.resolvers import BaselineResolver, LatestSpansStrategy
 from components.edge_export import EdgeExport
+from components.serving_check import ServingCheck
 from components.serving_pusher import ServingPusher
 from contract.config import PipelineConfig, bundled_taxi_root, is_remote, section_to_dict
 from contract.errors import ConfigError
@@ -253,19 +255,24 @@ def create_components(config: PipelineConfig, prior: PriorRuns = PriorRuns()) ->
         eval_config=eval_config(config),
         # Its `custom_eval_shared_model` loads each model with the ops its family needs (a decision forest's).
         module_file=TRAINER_MODULE)
+    serving_check = serving_check_component(config, trainer.outputs["model"], evaluator.outputs["blessing"],
+                                            example_gen.outputs["examples"])
+    infra_blessing = serving_check.outputs["blessing"] if serving_check else None
     pusher = ServingPusher(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
+        infra_blessing=infra_blessing,
         push_destination=pusher_pb2.PushDestination(
             filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=config.model_serving_dir)),
         examples=example_gen.outputs["examples"],
         custom_config={"warmup_requests": config.serving.warmup_requests, "model_name": config.model_name,
                        "label_only_columns": config.features.label_only_columns, "task": config.features.task},
     ).with_id("Pusher")
-    components += [trainer, model_resolver, evaluator, pusher]
+    components += [trainer, model_resolver, evaluator, *([serving_check] if serving_check else []), pusher]
     if config.edge.enabled:
         components.append(EdgeExport(
             model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
+            infra_blessing=infra_blessing,
             transform_graph=transform.outputs["transform_graph"],
             transformed_examples=transform.outputs["transformed_examples"],
             examples=example_gen.outputs["examples"], pushed_model=pusher.outputs["pushed_model"],
@@ -276,6 +283,22 @@ def create_components(config: PipelineConfig, prior: PriorRuns = PriorRuns()) ->
     if config.bulk_inference.enabled:
         components += bulk_inference(config, trainer.outputs["model"], evaluator.outputs["blessing"])
     return components
+
+
+# The serving settings the check's server runs with: batching as in production, and the Pusher's warm-up count.
+SERVING_CHECK_SERVING_KEYS = ("enable_batching", "max_batch_size", "batch_timeout_micros", "num_batch_threads",
+                              "warmup_requests")
+
+
+def serving_check_component(config: PipelineConfig, model, blessing, examples) -> Optional[ServingCheck]:
+    """The pre-push serving check of a blessed candidate (`components/serving_check.py`), or None when off."""
+    if not config.serving_check.enabled:
+        return None
+    return ServingCheck(
+        model=model, model_blessing=blessing, examples=examples,
+        settings={k: v for k, v in section_to_dict(config.serving_check).items() if k != "enabled"},
+        serving=section_to_dict(config.serving, *SERVING_CHECK_SERVING_KEYS), model_name=config.model_name,
+        task=config.features.task, label_only_columns=config.features.label_only_columns).with_id("ServingCheck")
 
 
 def bulk_inference(config: PipelineConfig, model, blessing) -> List:

@@ -1,7 +1,7 @@
 """What made this model? Provenance read from ML Metadata.
 
 Starting from a pushed version (serving or edge) or a run, walk MLMD's events
-upstream: push <- blessing/evaluation <- model <- hyper-parameters, transform
+upstream: push <- serving check, blessing/evaluation <- model <- hyper-parameters, transform
 graph <- schema, statistics <- examples. Only MLMD is read, so the same code
 answers against the local SQLite store and a production MySQL store.
 """
@@ -31,6 +31,7 @@ STAGES = (
     ("trained model", ("Model",), ("Trainer",)),
     ("evaluation", ("ModelEvaluation",), ()),
     ("blessing", ("ModelBlessing",), ()),
+    ("serving check", ("InfraBlessing",), ()),
     ("bulk inference", ("InferenceResult",), ("BulkInferrer",)),
     ("push", ("PushedModel", "EdgeModel", "PushedEdgeModel"), ()),
 )
@@ -293,6 +294,8 @@ def _describe(stage: str, a: ArtifactInfo) -> str:
         return _family_text(a.uri)
     if stage == "blessing":
         return "BLESSED" if p.get("blessed") else "NOT blessed"
+    if stage == "serving check":
+        return f"{'passed' if p.get('blessed') else 'REFUSED'}: {p.get('reason', '')}"
     if stage == "push":
         return f"-> {p.get('pushed_destination', '')} (version {p.get('pushed_version', '?')})"
     return ""

@@ -63,6 +63,8 @@ class RunSummary:
     training: Dict[str, object] = field(default_factory=dict)
     # BulkInferrer's output: {"uri", "predictions"} (PredictionLog records); empty when it did not run.
     bulk_inference: Dict[str, object] = field(default_factory=dict)
+    # The pre-push serving check (components/serving_check.py CheckResult as a dict); empty when it did not run.
+    serving_check: Dict[str, object] = field(default_factory=dict)
 
     def component(self, name: str) -> Optional[ComponentRun]:
         return next((c for c in self.components if c.name == name), None)
@@ -71,10 +73,15 @@ class RunSummary:
         return json.dumps(dataclasses.asdict(self), indent=2, default=str)
 
 
-def read_run(store: metadata_store.MetadataStore, pipeline_name: str, run_id: Optional[str] = None) -> RunSummary:
-    """The latest run of `pipeline_name` (or `run_id`) as recorded in MLMD (`pipeline.metadata.open_metadata`)."""
+def read_run(store: metadata_store.MetadataStore, pipeline_name: str, run_id: Optional[str] = None,
+             started_after: float = 0.0) -> RunSummary:
+    """The latest run of `pipeline_name` (or `run_id`) as recorded in MLMD (`pipeline.metadata.open_metadata`).
+
+    `started_after` (epoch seconds): only a run registered since then, so that a runner reads its own run,
+    never an earlier one, when its run failed before registering.
+    """
     runs = [c for c in store.get_contexts_by_type("pipeline_run")
-            if run_id is None or c.name == run_id]
+            if (run_id is None or c.name == run_id) and c.create_time_since_epoch >= started_after * 1000]
     pipeline_ctx = store.get_context_by_type_and_name("pipeline", pipeline_name)
     if pipeline_ctx is not None:
         in_pipeline = {c.id for c in store.get_children_contexts_by_context(pipeline_ctx.id)}
@@ -145,6 +152,7 @@ def _add_model_results(summary: RunSummary, store, artifacts) -> None:
         if "already_serving_version" in props:
             summary.already_serving_version = props["already_serving_version"].string_value
     summary.edge = _output_json(summary, "EdgeExport", "edge_model", "edge_export.json")
+    summary.serving_check = _output_json(summary, "ServingCheck", "blessing", "serving_check.json")
     validator = summary.component("ExampleValidator")
     if validator and validator.outputs.get("anomalies"):
         summary.anomalies = read_anomalies(validator.outputs["anomalies"][0])
@@ -437,6 +445,10 @@ def format_summary(summary: RunSummary, config, timings: Dict[str, float]) -> st
     elif summary.blessed is False:
         lines.append("  blessed: NO")
         lines.extend(f"    - {r}" for r in summary.blessing_reasons)
+    check = summary.serving_check
+    refused_by_check = bool(check) and not check.get("passed") and summary.blessed is True
+    if check and summary.blessed is True:
+        lines.append(f"  serving check: {'passed' if check.get('passed') else 'FAILED'} ({check.get('reason', '')})")
     pusher = summary.component("Pusher")
     if summary.pushed and pusher.state == "cached":
         lines.append(f"  not pushed again: the Pusher is cached, this model already serves from {summary.pushed_path}")
@@ -447,6 +459,9 @@ def format_summary(summary: RunSummary, config, timings: Dict[str, float]) -> st
                      f" in {config.model_serving_dir}")
     elif summary.blessed is False:
         lines.append(f"  not pushed: serving directory {config.model_serving_dir} is unchanged")
+    elif refused_by_check:
+        lines.append(f"  not pushed: the serving check refused the model; serving directory "
+                     f"{config.model_serving_dir} is unchanged")
     edge = summary.component("EdgeExport")
     lines.extend(_edge_lines(summary.edge, config, cached=bool(edge and edge.state == "cached")))
     if summary.bulk_inference:

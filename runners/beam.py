@@ -17,8 +17,8 @@ from contract.config import PipelineConfig
 from runners import local
 
 
-def run(config: PipelineConfig, out: TextIO = sys.stdout) -> int:
+def run(config: PipelineConfig, out: TextIO = sys.stdout, wait: bool = False) -> int:
     """Runs the pipeline; returns the process exit status (see `runners.local.run`)."""
     from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner
 
-    return local.run(config, out, dag_runner=BeamDagRunner())
+    return local.run(config, out, dag_runner=BeamDagRunner(), wait=wait)

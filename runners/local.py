@@ -5,7 +5,16 @@ summary (metrics of candidate and baseline, blessing, where the model went).
 Everything TensorFlow, Beam and TFX log goes to `<log_dir>/run-<time>.log`.
 Exit status: 0 when the run completed (blessed or not), 1 when a component
 failed, 2 for a configuration error or unreadable input file, 3 when the
-anomaly gate stopped the run on bad data (its report is printed, with its path).
+anomaly gate stopped the run on bad data (its report is printed, with its path),
+4 when another run of the same pipeline on the same ML Metadata store is under
+way (`--wait` waits for it instead).
+
+Runs of one pipeline go one at a time (`contract.locks.RunLock` on
+`config.run_lock_path`): each run's Evaluator compares its candidate with the
+model the previous run blessed, and its Pusher numbers versions after the
+previous push, so two at once would both compare against the same baseline and
+the later push would win whatever it measured. The summary, report and "pushed
+to" lines are read back from this run's own ML Metadata records.
 """
 
 import contextlib
@@ -20,6 +29,7 @@ from typing import Dict, Optional, TextIO
 
 from contract.config import PipelineConfig
 from contract.errors import ConfigError, DataValidationFailed
+from contract.locks import EXIT_BUSY, Busy, RunLock, describe
 
 # LocalDagRunner says "Component X", BeamDagRunner "node X".
 _STARTED = re.compile(r"^(?:Component|node) (\S+) is running\.$")
@@ -144,11 +154,37 @@ def data_validation_failure(error: BaseException):
     return None
 
 
-def run(config: PipelineConfig, out: TextIO = sys.stdout, dag_runner=None) -> int:
-    """Runs the pipeline with `dag_runner` (default: LocalDagRunner); returns the process exit status."""
+def run(config: PipelineConfig, out: TextIO = sys.stdout, dag_runner=None, wait: bool = False) -> int:
+    """Runs the pipeline with `dag_runner` (default: LocalDagRunner); returns the process exit status.
+
+    Refuses (EXIT_BUSY) while another run of this pipeline holds its lock, or with `wait` waits for it.
+    """
+    lock = RunLock(config.run_lock_path)
+
+    def waiting(holder) -> None:
+        out.write(f"waiting: pipeline {config.pipeline_name} is already running ({describe(holder)}); "
+                  "this run starts when it ends\n")
+        out.flush()
+
+    try:
+        lock.acquire(wait, waiting)
+    except Busy as busy:
+        out.write(f"error: pipeline {config.pipeline_name} is already running on {config.metadata_path}: "
+                  f"{describe(busy.holder)}. Runs of one pipeline go one at a time; wait for it with "
+                  "`tfx-edge pipeline run --wait`\n")
+        return EXIT_BUSY
+    try:
+        return _run(config, out, dag_runner, lock)
+    finally:
+        lock.release()
+
+
+def _run(config: PipelineConfig, out: TextIO, dag_runner, lock: RunLock) -> int:
     for path in (config.pipeline_root, config.log_dir, os.path.dirname(config.metadata_path)):
         os.makedirs(path, exist_ok=True)
+    run_started = time.time()
     log_path = os.path.join(config.log_dir, time.strftime("run-%Y%m%d-%H%M%S.log"))
+    lock.note(log=log_path)
     try:
         # The preflight reads tf.Example protos: TensorFlow's start-up lines go to the log, not the terminal.
         with output_to_log(log_path):
@@ -216,8 +252,8 @@ def run(config: PipelineConfig, out: TextIO = sys.stdout, dag_runner=None) -> in
                 logging.getLogger().removeHandler(h)
             logging.getLogger().addHandler(logging.NullHandler())
             logging.getLogger().setLevel(logging.WARNING)
-    # The run read back from ML Metadata once, for both the summary and the report.
-    store, summary = read_summary(config, log_path)
+    # This run read back from ML Metadata once, for both the summary and the report.
+    store, summary = read_summary(config, log_path, run_started)
     if status == 0 and summary is not None:
         from reports.summary import format_summary
 
@@ -231,15 +267,16 @@ def run(config: PipelineConfig, out: TextIO = sys.stdout, dag_runner=None) -> in
     return status
 
 
-def read_summary(config: PipelineConfig, log_path: str):
-    """(store, the run read back from it); (None, None) when no run was registered (it failed before that)."""
+def read_summary(config: PipelineConfig, log_path: str, started: float):
+    """(store, the run that began at `started`, read back from it); (None, None) when this run registered none
+    (it failed before its first component)."""
     from pipeline.metadata import open_metadata
     from reports.summary import read_run
 
     with output_to_log(log_path):
         try:
             store = open_metadata(config.metadata_path)
-            return store, read_run(store, config.pipeline_name)
+            return store, read_run(store, config.pipeline_name, started_after=started)
         except LookupError:
             return None, None
 

@@ -124,13 +124,21 @@ def read_split(files: List[str]) -> Tuple[DataProfile, List[bytes]]:
             chunk = [r.numpy() for r in tf.data.TFRecordDataset(path, "GZIP" if is_gzip(path) else "")
                      .take(MAX_ROWS - len(records))]
         except tf.errors.OpError as error:
-            raise ConfigError(f"{path}: not a readable TFRecord file ({error.message.splitlines()[0]}); move it out "
-                              "of the data directory or pass --pattern") from None
+            raise ConfigError(f"{path}: not a TFRecord file ({_reading_error(error.message)}: truncated or another "
+                              "format). Write tf.Example TFRecords (tf.io.TFRecordWriter, optionally gzip), or move "
+                              "it out of the data directory or pass --pattern") from None
         profile.add(chunk, path)
         records += chunk
         if len(records) >= MAX_ROWS:
             break
     return profile, records
+
+
+def _reading_error(message: str) -> str:
+    """What TensorFlow's reader says went wrong, without its op and device names: `corrupted record at 0`."""
+    text = re.sub(r"\{\{[^}]*\}\}", "", (message.strip().splitlines() or [""])[0])
+    text = re.sub(r"\s*\[Op:[^\]]*\].*$", "", text).replace("(Is this even a TFRecord file?)", "")
+    return text.strip().rstrip(".") or "unreadable records"
 
 
 def _values(column: ColumnProfile, limit: int = 6) -> str:

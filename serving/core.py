@@ -72,7 +72,8 @@ def _op_error_detail(message: str) -> str:
 
 
 def dtype_name(dtype: int) -> str:
-    return types_pb2.DataType.Name(dtype)
+    """`DT_FLOAT`; a value no DataType has (found by fuzzing: 31) is named by its number, not an exception."""
+    return types_pb2.DataType.Name(dtype) if dtype in types_pb2.DataType.values() else f"DataType {dtype}"
 
 
 @dataclass
@@ -409,19 +410,18 @@ class ServingCore:
 
     def status(self, spec: model_pb2.ModelSpec) -> get_model_status_pb2.GetModelStatusResponse:
         """Every version of the model, or the one asked for by number; a version label is not read (as TF
-        Serving's GetModelStatus: `model_spec.has_version()` only)."""
+        Serving's GetModelStatus: `model_spec.has_version()` only). A version that failed to load is END with its
+        error (`ModelManager.status`)."""
         statuses = self.manager.status(spec.name)
         if spec.WhichOneof("version_choice") == "version":
-            statuses = [s for s in statuses if s[0] == spec.version.value]
+            versions = [s.version for s in statuses]
+            statuses = [s for s in statuses if s.version == spec.version.value]
             if not statuses:
                 raise RequestError(grpc.StatusCode.NOT_FOUND,
                                    f"Could not find version {spec.version.value} of model {spec.name}; versions: "
-                                   f"{[version for version, _ in self.manager.status(spec.name)]}")
+                                   f"{versions}")
         response = get_model_status_pb2.GetModelStatusResponse()
-        for version, state in statuses:
-            item = response.model_version_status.add()
-            item.version, item.state = version, state
-            item.status.SetInParent()  # error_code OK, as TF Serving reports it
+        response.model_version_status.extend(statuses)
         return response
 
     def close(self) -> None:

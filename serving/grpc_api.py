@@ -54,6 +54,26 @@ _PACKED_AS_BYTES = {"float_val": (5, np.dtype("<f4")), "double_val": (6, np.dtyp
                     "scomplex_val": (9, np.dtype("<f4")), "dcomplex_val": (12, np.dtype("<f8")),
                     "bool_val": (11, np.dtype(np.uint8))}
 
+# A TensorProto holding one value and a large shape expands to that many values (TF's broadcast rule); a gRPC
+# message (4 MB by default) cannot carry more than a few million values otherwise. Found by fuzzing: one
+# request declaring 2^30 floats allocated 4 GB.
+MAX_INPUT_ELEMENTS = 1 << 24
+
+
+def _check_declared_size(name: str, proto) -> None:
+    """Refuses a negative dimension, or more values than any real request carries, before they are allocated."""
+    elements = 1
+    for dim in proto.tensor_shape.dim:
+        if dim.size < 0:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"input {name!r} has a negative dimension ({dim.size}) in its tensor_shape")
+        elements *= dim.size
+    if elements > MAX_INPUT_ELEMENTS:
+        shape = [d.size for d in proto.tensor_shape.dim]
+        raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                           f"input {name!r} declares {elements} values (tensor_shape {shape}); this server builds "
+                           f"at most {MAX_INPUT_ELEMENTS} per input: send smaller batches")
+
 
 def _varint(value: int) -> bytes:
     out = bytearray()
@@ -119,6 +139,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                                    f"input {name!r} has dtype {dtype_name(proto.dtype)}; the signature expects "
                                    f"{dtype_name(expected[name])}"
                                    + (" (serialized tf.Example protos)" if name == EXAMPLES_INPUT else ""))
+            _check_declared_size(name, proto)
             try:
                 arrays[name] = tf.make_ndarray(proto)
             except Exception as error:  # noqa: BLE001 - malformed TensorProto

@@ -14,9 +14,12 @@ in the sidecar `experiments.json` (`experiments.py`), written by the same
 commands: `rollout --weight`, `promote` and `rollback` keep both files in step.
 
 Every write goes to a temporary file renamed over the old one, so a reader never
-sees half a config.
+sees half a config, and every read-modify-write holds `<models.config>.lock`, so
+two writers (a fleet registering a model while an operator rolls another out)
+never lose each other's change.
 """
 
+import functools
 import os
 from dataclasses import dataclass
 from typing import Dict, List, Optional
@@ -25,6 +28,7 @@ from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 from tfx.dsl.io import fileio
 
+from contract.locks import exclusive
 from contract.versions import list_versions
 from serving import experiments
 from serving.experiments import Experiment
@@ -36,6 +40,15 @@ RETIRED_DIR = ".retired"
 
 class RolloutError(ValueError):
     """A rollout or rollback that would leave clients without the version they ask for."""
+
+
+def _one_writer(function):
+    """Runs a read-modify-write of models.config (its first argument) while holding the file's lock."""
+    @functools.wraps(function)
+    def locked(path: str, *args, **kwargs):
+        with exclusive(path):
+            return function(path, *args, **kwargs)
+    return locked
 
 
 def new_config(model_name: str, base_path: str) -> model_server_config_pb2.ModelServerConfig:
@@ -73,6 +86,7 @@ def write(path: str, config: model_server_config_pb2.ModelServerConfig) -> None:
     fileio.rename(staging, path, overwrite=True)
 
 
+@_one_writer
 def ensure(path: str, model_name: str, base_path: str) -> model_server_config_pb2.ModelServerConfig:
     """The config at `path`, created (follow-latest) if missing, with `model_name` present."""
     config = read(path) if fileio.exists(path) else model_server_config_pb2.ModelServerConfig()
@@ -175,6 +189,7 @@ def _commit(path: str, config, result: Rollout, experiment: Optional[Experiment]
     return result
 
 
+@_one_writer
 def rollout(path: str, model_name: str, version: Optional[int] = None, label: str = STABLE,
             experiment: Optional[Experiment] = None) -> Rollout:
     """Points `label` at `version` (default: the newest pushed) and writes models.config.
@@ -205,6 +220,7 @@ def rollout(path: str, model_name: str, version: Optional[int] = None, label: st
     return _commit(path, config, _pin(model, labels), experiment)
 
 
+@_one_writer
 def set_experiment(path: str, model_name: str, experiment: Experiment) -> Rollout:
     """A new split (or shadow) between the labels models.config already has; the labels do not move."""
     config = read(path)
@@ -217,6 +233,7 @@ def set_experiment(path: str, model_name: str, experiment: Experiment) -> Rollou
     return _commit(path, config, Rollout(model_name, labels, sorted(set(labels.values()))), experiment)
 
 
+@_one_writer
 def promote(path: str, model_name: str) -> Rollout:
     """The canary becomes stable, in one step: the canary label and the experiment end."""
     config = read(path)
@@ -228,6 +245,7 @@ def promote(path: str, model_name: str) -> Rollout:
     return _commit(path, config, _pin(model, {STABLE: labels[CANARY]}), None)
 
 
+@_one_writer
 def rollback(path: str, model_name: str, to_version: Optional[int] = None, retire: bool = False) -> Rollout:
     """With a canary: ends it (canary label and experiment removed, stable untouched). Without: moves
     `stable` back to `to_version` (default: the newest version older than stable).
@@ -269,6 +287,7 @@ def rollback(path: str, model_name: str, to_version: Optional[int] = None, retir
     return result
 
 
+@_one_writer
 def follow_latest(path: str, model_name: str) -> Rollout:
     """Drops the labels (and any experiment): every new push serves again as soon as it lands."""
     config = read(path)
@@ -277,6 +296,19 @@ def follow_latest(path: str, model_name: str) -> Rollout:
     model.version_labels.clear()
     model.model_version_policy.latest.num_versions = 1
     return _commit(path, config, Rollout(model_name, {}, _available(model)[-1:]), None)
+
+
+def entry_problems(model) -> List[str]:
+    """Why a models.config entry cannot be applied as written: its base path is missing, or a label names a
+    version that is not on disk. A server keeps what it serves for that model meanwhile, as TF Serving's config
+    reload refuses such a config ("Could not find base path", a label "not currently available")."""
+    if not fileio.exists(model.base_path):
+        return [f"model {model.name!r}: base path {model.base_path} does not exist; fix base_path in "
+                "models.config or push a model there"]
+    on_disk = list_versions(model.base_path)
+    return [f"model {model.name!r}: label {label!r} names version {version}, which is not under {model.base_path} "
+            f"(versions there: {on_disk}); point it at one of them (tfx-edge serving rollout --version V)"
+            for label, version in sorted(model.version_labels.items()) if version not in on_disk]
 
 
 def versions_to_serve(model, on_disk: List[int]) -> List[int]:

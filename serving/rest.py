@@ -66,6 +66,7 @@ PREDICTION_PATH = re.compile(r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/lab
                              re.IGNORECASE)
 STATUS_PATH = re.compile(r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?",
                          re.IGNORECASE)
+MAX_DIMS = 254  # TensorFlow's TensorShape limit (kMaxDims)
 # TF Serving's ToHTTPStatusCode (model_servers/http_server.cc).
 HTTP_STATUS = {
     grpc.StatusCode.OK: 200, grpc.StatusCode.CANCELLED: 499, grpc.StatusCode.UNKNOWN: 500,
@@ -125,6 +126,8 @@ def parse_json(body: bytes) -> Dict[str, Any]:
         position = getattr(error, "pos", getattr(error, "start", 0))
         reason = getattr(error, "msg", "invalid UTF-8")
         raise _invalid(f"JSON Parse error: {reason} at offset: {position}") from None
+    except RecursionError:  # found by fuzzing: `[[[[...]]]]` thousands deep
+        raise _invalid("JSON Parse error: the document nests arrays or objects too deeply") from None
     if not isinstance(document, dict):
         raise _invalid(f"JSON Value: {_debug(document)} Is not object")
     signature = document.get("signature_name", "")
@@ -168,6 +171,9 @@ def _tensor(value: Any, dtype: int) -> np.ndarray:
     probe = value
     while isinstance(probe, list):
         shape.append(len(probe))
+        if len(shape) > MAX_DIMS:
+            raise _invalid(f"JSON Value: {_debug(value)} nests lists more than {MAX_DIMS} deep; a tensor has at "
+                           f"most {MAX_DIMS} dimensions")
         if not probe:
             break
         probe = probe[0]
@@ -360,6 +366,8 @@ def regress_json(result) -> Dict[str, Any]:
 def _model_spec(name: str, version: Optional[str], label: Optional[str], signature: str = "") -> model_pb2.ModelSpec:
     spec = model_pb2.ModelSpec(name=unquote(name), signature_name=signature)
     if version:
+        if int(version) >= 2 ** 63:  # found by fuzzing; TF Serving's SimpleAtoi into an int64 refuses it so
+            raise _invalid(f"Failed to convert version: {version} to numeric.")
         spec.version.value = int(version)
     elif label:
         spec.version_label = unquote(label)

@@ -31,7 +31,7 @@ import socket
 import sys
 import tempfile
 import time
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 from contract.config import PipelineConfig, ServingConfig
 from serving.metrics import MULTIPROCESS_ENV
@@ -73,8 +73,15 @@ def configure_logging(prefix: str = "") -> None:
     server_log.propagate = False
 
 
-def _worker(config: PipelineConfig, serving: ServingConfig, index: int, ready) -> None:
-    """One worker process: the whole server on the reserved ports."""
+def _worker(config: PipelineConfig, serving: ServingConfig, index: int, ready,
+            prepare: Optional[Callable[[], None]] = None) -> None:
+    """One worker process: the whole server on the reserved ports.
+
+    `prepare` (the command line's prologue) runs before anything is imported: a spawned worker starts a fresh
+    interpreter, where importing TFX would otherwise print google.api_core's FutureWarnings on stderr.
+    """
+    if prepare is not None:
+        prepare()
     # A request changes threads (gRPC's poller -> handler, a waiting request -> its batch's leader); with
     # Python's default 5 ms GIL switch interval each change can wait that long, which dwarfs a 1 ms model call.
     sys.setswitchinterval(GIL_SWITCH_SECONDS)
@@ -95,9 +102,11 @@ def _worker(config: PipelineConfig, serving: ServingConfig, index: int, ready) -
 class Supervisor:
     """Starts `count` workers, restarts any that dies, stops them all on SIGINT/SIGTERM."""
 
-    def __init__(self, config: PipelineConfig, count: int):
+    def __init__(self, config: PipelineConfig, count: int, prepare: Optional[Callable[[], None]] = None):
+        """`prepare`: a module-level function (workers are spawned, so it is pickled) each worker runs first."""
         self.config = config
         self.count = count
+        self._prepare = prepare
         serving = config.serving
         self._sockets = [reserve_port(serving.host, serving.port, "serving.port"),
                          reserve_port(serving.host, serving.rest_port, "serving.rest_port")]
@@ -111,7 +120,8 @@ class Supervisor:
         self._stopping = False
 
     def _spawn(self, index: int) -> multiprocessing.Process:
-        process = self._context.Process(target=_worker, args=(self.config, self.serving, index, self._ready),
+        process = self._context.Process(target=_worker, args=(self.config, self.serving, index, self._ready,
+                                                              self._prepare),
                                         name=f"serving-worker-{index}", daemon=False)
         process.start()
         self._workers[index] = process

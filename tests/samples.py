@@ -65,6 +65,10 @@ def small_config(output_dir: str, input_base: str, *extra: str):
         # A small sample gives a weak model; the thresholds under test are the change vs baseline.
         "evaluator.min_auc=0.5",
         "evaluator.min_binary_accuracy=0.5",
+        # The serving check on every run: a short sample, and a budget CI's shared cores always meet (the
+        # budget's refusal is tested with a budget nothing meets).
+        "serving_check.requests=10",
+        "serving_check.p99_budget_ms=5000",
         *extra,
     ])
 
@@ -80,3 +84,31 @@ def fake_serving_dir(root, *versions, model_name: str = "taxi"):
     path = os.path.join(str(root), "serving", "models.config")
     model_config.ensure(path, model_name, base)
     return path, base
+
+
+def tiny_saved_model(path: str, offset: float = 10.0, noise: float = 0.0) -> str:
+    """A real SavedModel in a second: `serving_default` (Predict) and `classify` (Classify) score tf.Examples
+    by `fare`, sigmoid(fare - offset) (+ uniform noise in [0, noise): a model that never answers the same twice).
+
+    What a server test needs of a model (signatures, a load, answers) without a pipeline run.
+    """
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        serialized = tf.compat.v1.placeholder(tf.string, [None], name="examples")
+        fare = tf.io.parse_example(serialized, {"fare": tf.io.FixedLenFeature([1], tf.float32, [0.0])})["fare"]
+        probability = tf.sigmoid(fare - offset)
+        if noise:
+            probability += tf.random.uniform(tf.shape(probability), maxval=noise)
+        classes = tf.tile(tf.constant([["0", "1"]]), [tf.shape(fare)[0], 1])
+        builder = tf.compat.v1.saved_model.Builder(path)
+        builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map={
+            "serving_default": tf.compat.v1.saved_model.predict_signature_def(
+                {"examples": serialized}, {"probabilities": probability}),
+            "classify": tf.compat.v1.saved_model.classification_signature_def(
+                serialized, classes, tf.concat([1.0 - probability, probability], axis=1))})
+        builder.save()
+    return path
+
+
+def fare_examples(*fares: float):
+    return [tf.train.Example(features=tf.train.Features(feature={
+        "fare": tf.train.Feature(float_list=tf.train.FloatList(value=[value]))})) for value in fares]

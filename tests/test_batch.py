@@ -161,20 +161,48 @@ def test_two_models_in_one_pass(pushed_run, unlabelled, tmp_path):
 
 
 def test_strict_stops_a_bad_batch(pushed_run, small_sample, tmp_path, capsys):
-    """Labelled data is not serving data (tips is not in the SERVING environment): --strict refuses it."""
+    """A broken upstream (fare sent as text) fails the batch's validation: --strict refuses it."""
     config, _ = pushed_run
+    examples = read_examples(os.path.join(small_sample, "Split-eval", "*"))
+    for example in examples:
+        del example.features.feature["tips"]
+        fare = example.features.feature["fare"].float_list.value[:]
+        example.features.feature["fare"].bytes_list.value[:] = [str(v).encode() for v in fare]
+    bad = write_examples(str(tmp_path / "bad" / "part-0.tfrecord.gz"), examples)
     out, report_dir = str(tmp_path / "never"), str(tmp_path / "report")
-    status = _score(config, "--input", os.path.join(small_sample, "Split-eval"), "--out", out, "--strict",
-                    "--report-dir", report_dir)
+    status = _score(config, "--input", bad, "--out", out, "--strict", "--report-dir", report_dir)
     printed = capsys.readouterr().out
     assert status == batch.EXIT_REFUSED
     assert not os.path.exists(out) and _no_staging_left(out)
     assert os.path.join(report_dir, "report.html") in printed
     report = json.loads(open(os.path.join(report_dir, "report.json")).read())
-    assert any(f["feature"] == "tips" and f["anomaly"] == "SCHEMA_NEW_COLUMN" and f["status"] == "fails"
-               for f in report["findings"])
+    assert any(f["feature"] == "fare" and f["status"] == "fails" for f in report["findings"]), report["findings"]
     # Drift against the training statistics is in the same report.
     assert {d["kind"] for d in report["distances"]} == {"skew"} and report["comparisons"]["skew"]
+
+
+def test_a_labelled_batch_is_checked_as_labelled_data_and_its_quality_reported(pushed_run, small_sample, tmp_path,
+                                                                                capsys):
+    """A file that still carries the label column is not a failed serving batch: it is scored, and since the
+    labels are there, each model's task metrics are measured on it."""
+    from edge.export import labels_of
+
+    config, _ = pushed_run
+    out = str(tmp_path / "scored")
+    assert _score(config, "--input", os.path.join(small_sample, "Split-eval"), "--out", out, "--strict") == 0
+    printed = capsys.readouterr().out
+    assert "PASSED" in printed and "FLAGGED" not in printed, printed
+    measured = json.load(open(os.path.join(out, batch.RESULT_FILE)))["quality"]["latest"]
+    serialized = [e.SerializeToString() for e in read_examples(os.path.join(small_sample, "Split-eval", "*"))]
+    version = list_versions(config.model_serving_dir)[-1]
+    signature = tf.saved_model.load(os.path.join(config.model_serving_dir, str(version))).signatures["serving_default"]
+    scores = signature(examples=tf.constant(serialized))["probabilities"].numpy().reshape(-1)
+    expected = config.features.task_type.quality(labels_of(serialized, config.features), scores)
+    assert measured["examples"] == len(serialized) == 300
+    assert measured["auc"] == pytest.approx(expected["auc"], abs=1e-6)
+    assert measured["accuracy"] == pytest.approx(expected["accuracy"], abs=1e-9)
+    assert f"score: labelled batch (tips): latest: auc {expected['auc']:.4f}, accuracy " in printed
+    assert list(pd.read_parquet(out).columns) == ["source", "record", "probability", "class"]
 
 
 def _error(config, capsys, *args):

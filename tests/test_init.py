@@ -91,6 +91,18 @@ def test_refused_with_one_line_and_nothing_written(tmp_path, capsys, rows, extra
     assert not os.path.exists(tmp_path / "model" / "config.yaml")
 
 
+def test_a_file_that_is_not_a_tfrecord_is_named_in_one_line_without_tensorflow_internals(tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "export.csv").write_text("fare,tips\n" + "".join(f"{i}.5,{i % 3}\n" for i in range(200)))
+    status, _ = _init(data, tmp_path / "model", "--label", "tips")
+    err = capsys.readouterr().err
+    assert status == 2 and len(err.splitlines()) == 1, err
+    assert err == (f"error: {data / 'export.csv'}: not a TFRecord file (corrupted record at 0: truncated or another "
+                   "format). Write tf.Example TFRecords (tf.io.TFRecordWriter, optionally gzip), or move it out of "
+                   "the data directory or pass --pattern\n")
+
+
 def test_files_at_different_depths_need_a_pattern(tmp_path):
     rows = [{"x": float(i), "y": i % 2} for i in range(60)]
     _rows_to(tmp_path / "data", rows[:30])

@@ -218,6 +218,26 @@ def test_compiled_pipeline_runs_in_the_configured_image_with_cloud_paths(compile
     assert "sqlite" not in json.dumps(job)
 
 
+def test_compiled_pipeline_checks_the_candidate_in_its_image_before_pushing(compiled):
+    """Vertex AI: the same serving check as locally, in the pipeline's image (TFX's InfraValidator needs a Docker
+    engine or the pods of a Kubeflow cluster, which a Vertex AI step has not); the pushes wait for its blessing."""
+    config, job, _ = compiled
+    spec = job["pipelineSpec"]
+    tasks = spec["root"]["dag"]["tasks"]
+    container = spec["deploymentSpec"]["executors"][spec["components"]["ServingCheck"]["executorLabel"]]["container"]
+    args = container["args"]
+    assert args[args.index("--executor_class_path") + 1] == "components.serving_check.ServingCheckExecutor"
+    assert container["image"] == IMAGE
+    settings = json.loads(tasks["ServingCheck"]["inputs"]["parameters"]["settings"]["runtimeValue"]["constant"])
+    assert settings == {"requests": config.serving_check.requests, "p99_budget_ms": config.serving_check.p99_budget_ms,
+                        "load_timeout_seconds": config.serving_check.load_timeout_seconds}
+    assert set(tasks["ServingCheck"]["inputs"]["artifacts"]) == {"model", "model_blessing", "examples"}
+    for task in ("Pusher", "EdgeExport"):
+        source = tasks[task]["inputs"]["artifacts"]["infra_blessing"]["taskOutputArtifact"]
+        assert source == {"producerTask": "ServingCheck", "outputArtifactKey": "blessing"}
+        assert "ServingCheck" in tasks[task]["dependentTasks"]
+
+
 def test_compiled_pipeline_exposes_train_and_eval_args_as_runtime_parameters(compiled):
     _, job, _ = compiled
     spec = job["pipelineSpec"]
@@ -291,6 +311,8 @@ def _image_imports(compiled) -> list:
             module, _, cls = args[args.index("--executor_class_path") + 1].rpartition(".")
             names.add(f"{module}:{cls}")
     tasks = job["pipelineSpec"]["root"]["dag"]["tasks"]
+    if "components.serving_check:ServingCheckExecutor" in names:  # it starts `python -m cli serving serve`
+        names.add("cli.serving:main")
     for task in ("Transform", "Tuner", "Trainer"):  # `preprocessing@<wheel>`: the step installs the wheel
         names.add(tasks[task]["inputs"]["parameters"]["module_path"]["runtimeValue"]["constant"].split("@")[0])
     # Vertex AI runs the resolvers as queries; a runner inside the image (Beam, Airflow) imports their strategies.
@@ -343,9 +365,9 @@ def test_the_image_imports_every_executor_the_compiled_pipeline_names(compiled, 
 
     names = _image_imports(compiled)
     ours = [n for n in names if n.split(".")[0].split(":")[0] in ("components", "pipeline", "preprocessing", "entry")]
-    # AnomalyGate, Pusher, EdgeExport executors, the baseline resolver's strategy + the module files (Transform's
-    # preprocessing; the Tuner's and Trainer's shared entry)
-    assert len(ours) == 6, names
+    # AnomalyGate, ServingCheck, Pusher, EdgeExport executors, the baseline resolver's strategy + the module files
+    # (Transform's preprocessing; the Tuner's and Trainer's shared entry); and the server the ServingCheck starts
+    assert len(ours) == 7 and "cli.serving:main" in names, names
     with open(os.path.join(REPO_ROOT, "Dockerfile"), encoding="utf-8") as f:
         root, path = _image(f.read(), tmp_path, compiled[2])
     assert import_in_image(names, path, root, _own(names)) == {}
@@ -359,5 +381,5 @@ def test_the_image_check_fails_on_an_image_that_lacks_packages(compiled, tmp_pat
     root, path = _image(FOLDERS_ON_PYTHONPATH, tmp_path, compiled[2])
     failures = import_in_image(names, path, root, _own(names))
     for executor in ("components.anomaly_gate:Executor", "components.edge_export:EdgeExportExecutor",
-                     "components.serving_pusher:ServingPusherExecutor"):
+                     "components.serving_pusher:ServingPusherExecutor", "components.serving_check:ServingCheckExecutor"):
         assert "No module named" in failures.get(executor, ""), failures

@@ -57,6 +57,8 @@ def test_two_workers_share_the_ports_sum_their_metrics_and_hot_swap_drops_nothin
             assert server.poll() is None and time.monotonic() < deadline, "".join(output)
             time.sleep(0.5)
         assert "2 workers" in next(line for line in output if line.startswith("serving "))
+        # Library warnings (google.api_core's FutureWarnings at import) go to the log, not the terminal.
+        assert not [line for line in output if "Warning" in line], "".join(output)
         assert _loaded(url) == {str(old): 2.0}
 
         def grpc_client(index):

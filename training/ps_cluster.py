@@ -16,35 +16,13 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from typing import Dict, List, Optional
 
+from contract.processes import exit_with_parent
+
 READY_TIMEOUT_SECONDS = 120
 STOP_GRACE_SECONDS = 5
-
-
-def exit_with_parent() -> None:
-    """Ends this process when the process that started it dies, even by SIGKILL.
-
-    Linux delivers SIGKILL through PR_SET_PDEATHSIG; elsewhere a thread polls the parent pid.
-    """
-    parent = os.getppid()
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-        if os.getppid() != parent:  # The parent died before prctl took effect.
-            os._exit(1)
-        return
-
-    def watch():
-        while os.getppid() == parent:
-            time.sleep(1)
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
 
 
 def free_port() -> int:
@@ -89,7 +67,8 @@ class LocalCluster:
                 for index in range(len(self.spec[job])):
                     self.processes[(job, index)] = subprocess.Popen(
                         [sys.executable, "-m", "training.ps_cluster", "--job", job, "--index", str(index),
-                         "--cluster", json.dumps(self.spec), "--ready-file", self._ready_file(job, index)],
+                         "--cluster", json.dumps(self.spec), "--ready-file", self._ready_file(job, index),
+                         "--parent-pid", str(os.getpid())],
                         env=dict(os.environ, CUDA_VISIBLE_DEVICES=""))
             self._wait_until_ready()
         except BaseException:
@@ -174,8 +153,9 @@ def main(argv=None) -> None:
     parser.add_argument("--index", type=int, required=True)
     parser.add_argument("--cluster", required=True, help="cluster spec as JSON")
     parser.add_argument("--ready-file", help="written once the task's gRPC server is listening")
+    parser.add_argument("--parent-pid", type=int, required=True, help="the launcher's pid: the task dies with it")
     args = parser.parse_args(argv)
-    exit_with_parent()
+    exit_with_parent(args.parent_pid)
     # SIGTERM from the cluster's shutdown ends the process at once; there is no state to save.
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     serve(json.loads(args.cluster), args.job, args.index, args.ready_file)

@@ -33,6 +33,7 @@ from typing import Callable, Dict, List, Optional
 
 from contract.config import STRATEGIES, TrainingConfig, section_from_dict
 from contract.errors import ConfigError
+from contract.processes import exit_with_parent
 from training import ps_cluster
 
 TRAINING_FILE = "training.json"
@@ -235,6 +236,7 @@ def _train_in_child_process(fn_args, hparams: Dict, train_function: str) -> Dict
     request = {name: getattr(fn_args, name) for name in _CHILD_FN_ARGS}
     request["hparams"] = hparams
     request["train_function"] = train_function
+    request["parent_pid"] = os.getpid()
     with tempfile.NamedTemporaryFile("w", suffix="-training-request.json", delete=False) as f:
         json.dump(request, f)
     request_path = f.name
@@ -276,11 +278,11 @@ def _tf_example_dataset_factory(file_pattern, options, schema):
 
 
 def _child_main(request_path: str) -> None:
-    ps_cluster.exit_with_parent()
-    # SIGTERM (the Trainer stopping us) unwinds through `finally`, which shuts the local cluster down.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with open(request_path, encoding="utf-8") as f:
         request = json.load(f)
+    exit_with_parent(request.pop("parent_pid"))
+    # SIGTERM (the Trainer stopping us) unwinds through `finally`, which shuts the local cluster down.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     hparams = request.pop("hparams")
     train_function = request.pop("train_function")
     settings = training_settings(request["custom_config"])
