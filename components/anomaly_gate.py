@@ -14,7 +14,6 @@ the model being served stays as it was.
 import glob
 import json
 import os
-import re
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -27,6 +26,7 @@ from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 from tfx.utils import io_utils
 
+from formats.spans import span_files
 from validation.spans import span_of
 from contract.errors import DataValidationFailed
 from validation import checks
@@ -50,17 +50,12 @@ def validation_failure(report: Report, report_path: str) -> DataValidationFailed
 
 
 def previous_span_files(span_pattern: str, current_span: int) -> Tuple[Optional[int], List[str]]:
-    """Files of the latest span before `current_span` matching a `{SPAN}` pattern (none: (None, []))."""
-    spans: Dict[int, List[str]] = {}
-    regex = re.compile(re.escape(span_pattern).replace(re.escape("{SPAN}"), r"(\d+)").replace(r"\*", "[^/]*"))
-    for path in glob.glob(span_pattern.replace("{SPAN}", "*")):
-        match = regex.fullmatch(path)
-        if match and os.path.isfile(path) and int(match.group(1)) < current_span:
-            spans.setdefault(int(match.group(1)), []).append(path)
-    if not spans:
+    """Files of the latest span before `current_span` matching a `{SPAN}` or date pattern (none: (None, []))."""
+    earlier = {span: files for span, files in span_files("", span_pattern).items() if span < current_span}
+    if not earlier:
         return None, []
-    previous = max(spans)
-    return previous, sorted(spans[previous])
+    previous = max(earlier)
+    return previous, earlier[previous]
 
 
 class Executor(base_executor.BaseExecutor):
@@ -128,7 +123,7 @@ class AnomalyGateSpec(ComponentSpec):
         "fail_severity": ExecutionParameter(type=str),
         "allow_anomalies": ExecutionParameter(type=str),  # JSON list
         "serving_data": ExecutionParameter(type=str, optional=True),  # dir or glob; "" = no skew check
-        "span_pattern": ExecutionParameter(type=str, optional=True),  # train files with {SPAN}; "" = no drift
+        "span_pattern": ExecutionParameter(type=str, optional=True),  # train files with {SPAN} or a date; "": no drift
         "report_dir": ExecutionParameter(type=str, optional=True),  # also kept here, outside the artifact
     }
     INPUTS = {

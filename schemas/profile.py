@@ -15,6 +15,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
+from contract.text import tokens
+
 # Distinct values counted per column; a column with more is "many" (an id, or a continuous number).
 DISTINCT_LIMIT = 1000
 KINDS = {"bytes_list": "string", "int64_list": "int", "float_list": "float"}
@@ -36,6 +38,10 @@ class ColumnProfile:
     total: float = 0.0
     squares: float = 0.0
     numbers: int = 0
+    # Strings: values of several words (contract/text.py), and words over all values; what tells text from
+    # categories.
+    multi_word: int = 0
+    words: int = 0
 
     @property
     def kind(self) -> str:
@@ -108,6 +114,10 @@ class DataProfile:
             return
         first = values[0]
         text = first.decode("utf-8", "replace") if isinstance(first, bytes) else str(first)
+        if kind == "string":
+            words = len(tokens(text))
+            column.words += words
+            column.multi_word += words > 1
         if text in column.counts or len(column.counts) < DISTINCT_LIMIT:
             column.counts[text] += 1
         else:
@@ -144,6 +154,8 @@ def merged(profiles: Iterable[DataProfile]) -> DataProfile:
             target.total += column.total
             target.squares += column.squares
             target.numbers += column.numbers
+            target.multi_word += column.multi_word
+            target.words += column.words
         result.label_counts.update(profile.label_counts)
     for name, column in result.columns.items():
         for profile in profiles:

@@ -10,7 +10,7 @@ import sys
 
 from contract.config import REPO_ROOT
 
-PACKAGES = ("contract", "schemas", "models", "training", "validation", "edge", "components", "pipeline", "serving",
+PACKAGES = ("contract", "formats", "schemas", "models", "training", "validation", "edge", "components", "pipeline", "serving",
             "batch", "deploy", "reports", "fleet", "runners", "cli", "bench")
 
 

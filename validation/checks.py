@@ -16,7 +16,8 @@ from tensorflow_data_validation.statistics import stats_impl
 from tfx_bsl.coders import example_coder
 
 from contract.config import DEFAULT_SCHEMA, bundled_taxi_root, is_remote
-from validation import files as input_files
+import formats
+from contract.errors import BadInputError
 from validation.report import (Distance, Finding, GatePolicy, Report, distances_from_anomalies,
                                findings_from_anomalies)
 
@@ -31,14 +32,13 @@ def load_schema(path: str) -> schema_pb2.Schema:
 
 
 def statistics_of(paths: Sequence[str]) -> statistics_pb2.DatasetFeatureStatisticsList:
-    """TFDV statistics of tf.Example files, computed in memory after the preflight of every file."""
-    records: List[bytes] = []
-    for path in paths:
-        records.extend(input_files.read_examples(path))
+    """TFDV statistics of data files (TFRecord, Parquet or CSV, told by content), computed in memory after the
+    check of every file; the rows are what the format's ExampleGen makes of them (formats/)."""
+    records = formats.read_all(formats.detect(paths), paths)
     try:
         batch = example_coder.ExamplesToRecordBatchDecoder().DecodeBatch(records)
     except Exception as e:  # The decoder names the feature whose type differs between examples.
-        raise input_files.BadInputError(
+        raise BadInputError(
             f"the examples in {len(paths)} file(s) under {_common_dir(paths)} disagree on a feature's type "
             f"({e}). Every example must give a feature the same type; fix the producer") from None
     return stats_impl.generate_statistics_in_memory(batch, tfdv.StatsOptions())
