@@ -77,7 +77,8 @@ def _records(pattern: Union[str, List[str]], limit: int = 0, spread: bool = Fals
 
 
 def transformed_inputs(records: List[bytes], feature_spec, mapping) -> List[np.ndarray]:
-    """Transformed tf.Examples -> the edge inputs in signature order (packed z-scores, one-hot block), unclipped."""
+    """Transformed tf.Examples -> the edge inputs in signature order (packed z-scores, one-hot block, bags),
+    unclipped."""
     parsed = tf.io.parse_example(tf.constant(records), feature_spec)
     columns = []
     if mapping["numeric_input"]:
@@ -90,6 +91,19 @@ def transformed_inputs(records: List[bytes], feature_spec, mapping) -> List[np.n
             ids = parsed[entry["input"]].numpy().reshape(-1)
             one_hot[rows, entry["offset"] + ids] = 1.0
         columns.append(one_hot)
+    if mapping.get("bags", {}).get("input"):
+        bags = np.zeros((len(records), mapping["bags"]["size"]), np.float32)
+        for entry in mapping["bags"]["features"]:
+            ids = parsed[entry["input"]]
+            rows = ids.indices[:, 0].numpy()
+            weights = (parsed[features.weights_name(entry["feature"])].values.numpy() if entry["weighting"] == "tfidf"
+                       else np.ones(len(rows), np.float32))
+            block = bags[:, entry["offset"]:entry["offset"] + entry["size"]]
+            # Summed per id, as the model's CategoryEncoding sums them (presence: at most 1).
+            np.add.at(block, (rows, ids.values.numpy()), weights)
+            if entry["weighting"] != "tfidf":
+                np.minimum(block, 1.0, out=block)
+        columns.append(bags)
     return columns
 
 

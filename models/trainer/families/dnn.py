@@ -2,7 +2,11 @@
 
 Every feature becomes part of one dense float vector (`models/features.py`); the
 network's `core` (hidden layers plus a wide linear path) maps it to the task's
-head: a sigmoid (binary cross-entropy), a softmax over the classes (sparse
+head. A text block enters the deep path as a pooled embedding: a bias-free dense
+layer on its TF-IDF (or 0/1) block is the weighted mean of one learnt vector per
+n-gram, the pooled embedding of the text, in one fully connected op TFLite
+quantizes to int8; the wide path reads the block itself (a linear bag of words). The
+head is a sigmoid (binary cross-entropy), a softmax over the classes (sparse
 categorical cross-entropy) or a linear output rescaled to the label's mean and
 standard deviation (mean squared error), as `contract.tasks` says. The core on the
 dense vector is what the `edge` signature exports for TFLite.
@@ -34,7 +38,9 @@ from models.trainer.families import ModelFamily
 from training import strategies
 
 # Hyper-parameters used when the Tuner is off; the Tuner searches around them.
-DEFAULT_HPARAMS = {"hidden_units": 64, "num_layers": 2, "learning_rate": 0.003, "dropout": 0.1, "l2": 0.01}
+# `embedding_dim`: the width of each text block's pooled embedding (read only when the spec has text).
+DEFAULT_HPARAMS = {"hidden_units": 64, "num_layers": 2, "learning_rate": 0.003, "dropout": 0.1, "l2": 0.01,
+                   "embedding_dim": 16}
 
 
 def hparams_with_defaults(values: Dict) -> Dict:
@@ -60,7 +66,7 @@ def build_core(input_size: int, hparams: Dict, spec: FeaturesConfig,
     vector = keras.Input(shape=(input_size,), name="feature_vector", dtype=tf.float32)
     # Most one-hot columns are rare values; without L2 the model memorises them.
     regularizer = keras.regularizers.l2(float(hparams["l2"])) if hparams["l2"] else None
-    x = vector
+    x = deep_inputs(vector, spec, int(hparams["embedding_dim"]), regularizer)
     for i in range(int(hparams["num_layers"])):
         x = keras.layers.Dense(int(hparams["hidden_units"]), activation="relu",
                                kernel_regularizer=regularizer, name=f"hidden_{i}")(x)
@@ -73,6 +79,53 @@ def build_core(input_size: int, hparams: Dict, spec: FeaturesConfig,
     deep = keras.layers.Dense(outputs, name="deep")(x)
     logit = keras.layers.Add(name="logit")([wide, deep])
     return keras.Model(vector, _head(spec, logit, label_stats), name="core")
+
+
+def deep_inputs(vector, spec: FeaturesConfig, embedding_dim: int, regularizer):
+    """What the hidden layers read: the vector with each text block replaced by its pooled embedding."""
+    texts = [(block, offset) for block, offset in zip(features.bag_blocks(spec), features.bag_offsets(spec))
+             if block.kind == "text"]
+    if not texts:
+        return vector
+    parts, start = [], 0
+    for block, offset in texts:
+        if offset > start:
+            parts.append(vector[:, start:offset])
+        parts.append(keras.layers.Dense(embedding_dim, use_bias=False, kernel_regularizer=regularizer,
+                                        name=f"{block.feature}_embedding")(vector[:, offset:offset + block.size]))
+        start = offset + block.size
+    if start < vector.shape[-1]:
+        parts.append(vector[:, start:])
+    return keras.layers.Concatenate(name="deep_inputs")(parts) if len(parts) > 1 else parts[0]
+
+
+def feature_inputs(spec: FeaturesConfig) -> Dict[str, keras.Input]:
+    """A Keras input per Transform output the model reads: numeric z-scores (float), one-hot ids (int), and each
+    bag block's ids and weights (sparse: a row holds any number)."""
+    inputs = {features.transformed_name(key): keras.Input(shape=(1,), name=features.transformed_name(key),
+                                                          dtype=tf.float32) for key in spec.numeric}
+    for block in features.one_hot_blocks(spec):
+        inputs[block.input] = keras.Input(shape=(1,), name=block.input, dtype=tf.int64)
+    for block in features.bag_blocks(spec):
+        inputs[block.ids] = keras.Input(shape=(None,), name=block.ids, dtype=tf.int64, sparse=True)
+        if block.weights:
+            inputs[block.weights] = keras.Input(shape=(None,), name=block.weights, dtype=tf.float32, sparse=True)
+    return inputs
+
+
+def feature_vector(spec: FeaturesConfig, inputs: Dict[str, keras.Input]):
+    """The dense float vector every core reads: numeric z-scores, each one-hot block, each bag block (the sum of
+    its weights per id, or 1 per id present), in the order the `edge` signature and the edge runtime pack them."""
+    parts = [inputs[features.transformed_name(key)] for key in spec.numeric]
+    parts += [keras.layers.CategoryEncoding(num_tokens=block.size, output_mode="one_hot",
+                                            name=f"{block.input}_one_hot")(inputs[block.input])
+              for block in features.one_hot_blocks(spec)]
+    for block in features.bag_blocks(spec):
+        encode = keras.layers.CategoryEncoding(num_tokens=block.size, output_mode="count" if block.weights
+                                               else "multi_hot", name=f"{block.ids}_bag")
+        parts.append(encode(inputs[block.ids], count_weights=inputs[block.weights]) if block.weights
+                     else encode(inputs[block.ids]))
+    return keras.layers.Concatenate(name="feature_vector")(parts) if len(parts) > 1 else parts[0]
 
 
 def loss_and_metrics(spec: FeaturesConfig):
@@ -106,17 +159,8 @@ def build_keras_model(spec: FeaturesConfig, hparams: Dict, steps_per_execution: 
     `decay_steps`: the steps the learning rate decays over, see `optimizer`.
     """
     hparams = hparams_with_defaults(hparams)
-    inputs, parts = {}, []
-    for key in spec.numeric:
-        name = features.transformed_name(key)
-        inputs[name] = keras.Input(shape=(1,), name=name, dtype=tf.float32)
-        parts.append(inputs[name])
-    for block in features.one_hot_blocks(spec):
-        inputs[block.input] = keras.Input(shape=(1,), name=block.input, dtype=tf.int64)
-        parts.append(keras.layers.CategoryEncoding(
-            num_tokens=block.size, output_mode="one_hot", name=f"{block.input}_one_hot")(inputs[block.input]))
-    vector = keras.layers.Concatenate(name="feature_vector")(parts) if len(parts) > 1 else parts[0]
-    output = build_core(features.dense_input_size(spec), hparams, spec, label_stats)(vector)
+    inputs = feature_inputs(spec)
+    output = build_core(features.dense_input_size(spec), hparams, spec, label_stats)(feature_vector(spec, inputs))
     model = keras.Model(inputs, output, name="model")
     loss, metrics = loss_and_metrics(spec)
     model.compile(optimizer=optimizer(hparams, decay_steps), loss=loss, metrics=metrics,
@@ -196,9 +240,11 @@ def train_and_export(fn_args, hparams: Dict, strategy=None) -> Dict:
     }
 
 
-def search_space() -> kt.HyperParameters:
-    """The hyper-parameters the Tuner explores; names match `DEFAULT_HPARAMS`."""
+def search_space(spec: Optional[FeaturesConfig] = None) -> kt.HyperParameters:
+    """The hyper-parameters the Tuner explores; names match `DEFAULT_HPARAMS` (`embedding_dim` only with text)."""
     hp = kt.HyperParameters()
+    if spec is not None and spec.text:
+        hp.Choice("embedding_dim", [8, 16, 32], default=DEFAULT_HPARAMS["embedding_dim"])
     hp.Choice("hidden_units", [32, 64, 128], default=DEFAULT_HPARAMS["hidden_units"])
     hp.Int("num_layers", 1, 3, default=DEFAULT_HPARAMS["num_layers"])
     hp.Choice("learning_rate", [0.001, 0.003, 0.01], default=DEFAULT_HPARAMS["learning_rate"])
@@ -212,8 +258,9 @@ def objective(task: str) -> kt.Objective:
     return kt.Objective(f"val_{metric}", direction=direction)
 
 
-def make_oracle(algorithm: str, max_trials: int, task: str = "binary", seed: int = 0) -> kt.Oracle:
-    hp, goal = search_space(), objective(task)
+def make_oracle(algorithm: str, max_trials: int, task: str = "binary", seed: int = 0,
+                spec: Optional[FeaturesConfig] = None) -> kt.Oracle:
+    hp, goal = search_space(spec), objective(task)
     if algorithm == "random":
         return kt.oracles.RandomSearchOracle(goal, max_trials=max_trials, hyperparameters=hp, seed=seed or None)
     if algorithm == "bayesian":
@@ -275,7 +322,7 @@ class Dnn(ModelFamily):
                               seed=seed)
         validation = data.input_fn(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, spec,
                                    batch_size, shuffle=False)
-        oracle = make_oracle(settings.algorithm, settings.max_trials, spec.task, seed=seed)
+        oracle = make_oracle(settings.algorithm, settings.max_trials, spec.task, seed=seed, spec=spec)
         label_stats = data.label_statistics(fn_args.train_files, fn_args.data_accessor, tf_transform_output, spec)
         tuner = TfKerasTuner(oracle, spec, label_stats, seed=seed, directory=fn_args.working_dir,
                              project_name="search", overwrite=True)
