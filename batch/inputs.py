@@ -3,6 +3,7 @@ records with ids."""
 
 import csv
 import os
+from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Sequence
 
 import apache_beam as beam
@@ -14,6 +15,7 @@ from contract.errors import BadInputError
 # Default ids when no --id is given: where each row came from, enough to join results back.
 POSITION_IDS = ("source", "record")
 
+@dataclass
 class ExampleBatch:
     """One element of the job: up to `serving.batch_scoring_batch_size` serialized tf.Examples and their ids."""
 
