@@ -89,15 +89,22 @@ def preflight(files: Sequence[str], needed: Sequence[str], id_columns: Sequence[
 def _parquet_columns(path: str) -> List[str]:
     """The file's columns; a footer that does not read, or a column tf.Example cannot hold, is refused by name."""
     import pyarrow.parquet as pq
-    import tensorflow as tf
 
     from formats import parquet
 
     if not is_remote(path):
         parquet.FORMAT.check(path)
         return parquet.FORMAT.columns(path)
-    with tf.io.gfile.GFile(path, "rb") as f:
+    with _open_binary(path) as f:
         return pq.ParquetFile(f).schema_arrow.names
+
+
+def _open_binary(path: str):
+    """A seekable binary file of any file system Beam knows (pyarrow reads Parquet footers by seeking)."""
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+
+    return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
 
 
 def _csv_header(path: str) -> List[str]:
@@ -190,12 +197,11 @@ class ReadParquetFile(beam.DoFn):
 
     def process(self, path: str) -> Iterator[ExampleBatch]:
         import pyarrow.parquet as pq
-        import tensorflow as tf
 
         from formats.parquet import to_examples
 
         start = 0
-        with tf.io.gfile.GFile(path, "rb") as f:
+        with _open_binary(path) as f:
             for batch in pq.ParquetFile(f).iter_batches(batch_size=self.batch_size):
                 examples = to_examples(batch, path)
                 if self.id_columns:

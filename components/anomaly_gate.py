@@ -78,7 +78,12 @@ class Executor(base_executor.BaseExecutor):
                 artifact_utils.get_split_uri([anomalies_artifact], split), SCHEMA_DIFF_FILE)))
             report.findings += findings_from_anomalies(anomalies, split, policy, schema, split_stats[split])
 
-        training = split_stats.get("train") or next(iter(split_stats.values()))
+        train_split = "train" if "train" in split_stats else next(iter(split_stats))
+        training = split_stats[train_split]
+        if exec_properties.get("serving_data") or exec_properties.get("span_pattern"):
+            # Text columns are compared by their tokens, which StatisticsGen does not count (validation/text.py).
+            training = checks.with_text_statistics(training, sorted(glob.glob(os.path.join(
+                artifact_utils.get_split_uri(input_dict["examples"], train_split), "*"))), schema)
         serving_data = exec_properties.get("serving_data") or ""
         if serving_data:
             serving_files = sorted(f for f in glob.glob(os.path.join(serving_data, "**", "*")
@@ -112,7 +117,8 @@ class Executor(base_executor.BaseExecutor):
     @staticmethod
     def _compare(report: Report, kind: str, current, control_files: List[str], schema, policy: GatePolicy,
                  description: str) -> None:
-        findings, distances = checks.compare(current, checks.statistics_of(control_files), schema, kind, policy)
+        findings, distances = checks.compare(current, checks.statistics_of(control_files, schema), schema, kind,
+                                             policy)
         report.findings += findings
         report.distances += distances
         report.comparisons[kind] = description

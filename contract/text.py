@@ -37,12 +37,10 @@ def tokens(text: str) -> List[str]:
 
 
 def ngrams(words: Sequence[str], ngram_range: Sequence[int]) -> List[str]:
-    """Every n-gram of `words` for n in [low, high], shortest first (step 3)."""
+    """Every n-gram of `words` for n in [low, high], in `tft.ngrams`' order: by start word, shortest first (step 3)."""
     low, high = int(ngram_range[0]), int(ngram_range[1])
-    found = []
-    for n in range(low, high + 1):
-        found += [NGRAM_SEPARATOR.join(words[i:i + n]) for i in range(len(words) - n + 1)]
-    return found
+    return [NGRAM_SEPARATOR.join(words[i:i + n]) for i in range(len(words)) for n in range(low, high + 1)
+            if i + n <= len(words)]
 
 
 def terms(text: str, ngram_range: Sequence[int]) -> List[str]:

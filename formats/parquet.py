@@ -105,6 +105,8 @@ def _values(array, kind: str):
         per_second = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}[array.type.unit]
         counts = array.cast(pa.int64()).to_numpy(zero_copy_only=False)
         return pa.array(np.floor_divide(counts, per_second), pa.int64())
+    if pa.types.is_float16(array.type):  # pyarrow 10 casts no half float
+        return pa.array(array.to_numpy(zero_copy_only=False).astype(np.float32), pa.float32())
     target = {"int": pa.int64(), "float": pa.float32(), "string": pa.large_binary()}[kind]
     # float64 -> float32 rounds, as tf.Example's float_list does; integer overflow raises (safe cast).
     return array.cast(target, safe=kind != "float")
@@ -123,8 +125,8 @@ def _as_list_array(column, kind: str, is_list: bool):
         values = _values(column.drop_null() if column.null_count else column, kind)
         return pa.LargeListArray.from_arrays(pa.array(offsets, pa.int64()), values,
                                              mask=pa.array(~valid) if column.null_count else None)
-    if pa.types.is_fixed_size_list(column.type):
-        column = column.cast(pa.list_(column.type.value_type))
+    if pa.types.is_fixed_size_list(column.type):  # pyarrow 10 casts no fixed_size_list to list
+        column = pa.array(column.to_pylist(), pa.list_(column.type.value_type))
     flat = column.flatten()
     if flat.null_count:
         raise ValueError("a list holds null values")

@@ -40,6 +40,20 @@ def span_files(input_base: str, pattern: str) -> Dict[int, List[str]]:
     return {span: sorted(by_version[max(by_version)]) for span, by_version in sorted(versions.items())}
 
 
+def latest_pattern(input_base: str, pattern: str) -> str:
+    """The glob of the latest span's files of a span or date pattern (the pattern itself without specs)."""
+    found = span_files(input_base, pattern)
+    if not found:
+        return os.path.join(input_base, pattern)
+    from tfx.components.example_gen import utils
+    from tfx.proto import example_gen_pb2
+
+    is_span, is_date, is_version = utils.verify_split_pattern_specs(
+        example_gen_pb2.Input.Split(name="split", pattern=pattern))
+    return os.path.join(input_base, utils.get_pattern_for_span_version(
+        pattern.replace("{VERSION}", "*"), is_span, is_date, False, max(found), None))
+
+
 def describe(span: int, pattern: str) -> str:
     """A span as a person names it: its date for a date pattern (`2024-03-01`), else `span 7`."""
     if "{YYYY}" in pattern:
