@@ -11,7 +11,6 @@ version did.
 import glob
 import hashlib
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
@@ -19,7 +18,9 @@ from typing import Any, Dict, List, Optional
 from croniter import croniter
 
 from contract import versions
+from contract.config import has_span_spec
 from fleet.config import FleetModel
+from formats.spans import pattern_for_span, span_files
 from fleet.state import State
 
 
@@ -43,27 +44,19 @@ class Decision:
         return bool(self.reasons)
 
 
-def _span_regex(pattern: str) -> re.Pattern:
-    parts = [re.escape(p).replace(r"\*", "[^/]*").replace(r"\?", "[^/]") for p in pattern.split("{SPAN}")]
-    return re.compile("^" + r"(\d+)".join(parts) + "$")
-
-
 def data_facts(model: FleetModel) -> DataFacts:
-    """The files the pipeline would read, as a fingerprint; with {SPAN} patterns, only the latest span's."""
+    """The files the pipeline would read, as a fingerprint; with span or date patterns, only the latest span's
+    (numbered as ExampleGen numbers them, `formats.spans`)."""
     config = model.config
     base = config.input_base
     patterns = list(config.split_patterns.values())
-    latest: Optional[int] = None
-    if any("{SPAN}" in p for p in patterns):
-        spans = set()
-        for pattern in patterns:
-            regex = _span_regex(pattern)
-            for path in glob.glob(os.path.join(base, pattern.replace("{SPAN}", "*"))):
-                if m := regex.match(os.path.relpath(path, base)):
-                    spans.add(int(m.group(1)))
-        latest = max(spans) if spans else None
-        patterns = [p.replace("{SPAN}", str(latest)) for p in patterns] if latest is not None else []
-    paths = [p for pattern in patterns for p in sorted(glob.glob(os.path.join(base, pattern))) if os.path.isfile(p)]
+    if not config.data.spanned_pattern:
+        paths = [p for pattern in patterns for p in sorted(glob.glob(os.path.join(base, pattern))) if os.path.isfile(p)]
+        return DataFacts(_fingerprint(paths, base), len(paths), None)
+    found = [span_files(base, pattern) for pattern in patterns]
+    common = set.intersection(*(set(by_span) for by_span in found))
+    latest = max(common) if common else None
+    paths = [path for by_span in found for path in by_span.get(latest, [])]
     return DataFacts(_fingerprint(paths, base), len(paths), latest)
 
 
@@ -81,8 +74,8 @@ def labelled_files(model: FleetModel, data: DataFacts) -> List[str]:
     latest span's eval split (labelled rows; new ones whenever a span lands)."""
     config = model.config
     pattern = model.metric.get("labelled") or config.split_patterns.get("eval", "")
-    if data.span is not None:
-        pattern = pattern.replace("{SPAN}", str(data.span))
+    if data.span is not None and has_span_spec(pattern):
+        pattern = pattern_for_span(pattern, data.span)
     if not pattern:
         return []
     return sorted(p for p in glob.glob(os.path.join(config.input_base, pattern)) if os.path.isfile(p))
@@ -92,11 +85,11 @@ def served_metric(model: FleetModel, files: List[str], version: int) -> float:
     """The served version's headline metric (`Task.headline`) on `files`, computed as the edge gate does."""
     import tensorflow as tf
 
+    import formats
     from edge.export import labels_of, serving_predictions
-    from validation import files as input_files
 
     spec = model.config.features
-    examples = [record for path in files for record in input_files.read_examples(path)]
+    examples = formats.read_all(formats.detect(files), files)
     loaded = tf.saved_model.load(os.path.join(model.config.model_serving_dir, str(version)))
     outputs = serving_predictions(loaded, examples, spec)
     task = spec.task_type
@@ -143,14 +136,14 @@ def drift_reason(model: FleetModel, data: DataFacts) -> str:
             if os.path.isfile(p)]
     train_pattern = config.split_patterns.get("train") or next(iter(config.split_patterns.values()))
     if data.span is not None:
-        train_pattern = train_pattern.replace("{SPAN}", str(data.span))
+        train_pattern = pattern_for_span(train_pattern, data.span)
     training = sorted(p for p in glob.glob(os.path.join(config.input_base, train_pattern)) if os.path.isfile(p))
     if not logs or not training:
         return ""
     schema = checks.load_schema(config.schema_file)
     policy = GatePolicy(config.validation.fail_severity, tuple(config.validation.allow_anomalies))
-    _, distances = checks.compare(checks.statistics_of(training), checks.statistics_of(logs), schema, "skew",
-                                  policy)
+    _, distances = checks.compare(checks.statistics_of(training, schema), checks.statistics_of(logs, schema), schema,
+                                  "skew", policy)
     over = [d for d in distances if d.value > d.threshold]
     return ", ".join(f"{d.feature} {d.measure} {d.value:.3f} > {d.threshold:g}" for d in over)
 

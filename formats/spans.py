@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 from typing import Dict, List
 
 from contract.config import has_span_spec
@@ -40,18 +41,20 @@ def span_files(input_base: str, pattern: str) -> Dict[int, List[str]]:
     return {span: sorted(by_version[max(by_version)]) for span, by_version in sorted(versions.items())}
 
 
-def latest_pattern(input_base: str, pattern: str) -> str:
-    """The glob of the latest span's files of a span or date pattern (the pattern itself without specs)."""
-    found = span_files(input_base, pattern)
-    if not found:
-        return os.path.join(input_base, pattern)
+def pattern_for_span(pattern: str, span: int) -> str:
+    """The glob of one span's files: the span (or its date) in place of the specs; any version."""
     from tfx.components.example_gen import utils
     from tfx.proto import example_gen_pb2
 
-    is_span, is_date, is_version = utils.verify_split_pattern_specs(
-        example_gen_pb2.Input.Split(name="split", pattern=pattern))
-    return os.path.join(input_base, utils.get_pattern_for_span_version(
-        pattern.replace("{VERSION}", "*"), is_span, is_date, False, max(found), None))
+    is_span, is_date, _ = utils.verify_split_pattern_specs(example_gen_pb2.Input.Split(name="split", pattern=pattern))
+    unversioned = re.sub(utils.VERSION_FULL_REGEX, "*", pattern)
+    return utils.get_pattern_for_span_version(unversioned, is_span, is_date, False, span, None)
+
+
+def latest_pattern(input_base: str, pattern: str) -> str:
+    """The glob of the latest span's files of a span or date pattern (the pattern itself without specs)."""
+    found = span_files(input_base, pattern)
+    return os.path.join(input_base, pattern_for_span(pattern, max(found)) if found else pattern)
 
 
 def describe(span: int, pattern: str) -> str:

@@ -20,7 +20,6 @@ _GZIP_MAGIC = b"\x1f\x8b"
 # A TFRecord is [uint64 length][uint32 crc of length][data][uint32 crc of data].
 _HEADER = struct.Struct("<QI")
 _MAX_RECORD_BYTES = 1 << 30
-_SNIFF_BYTES = 1 << 16
 
 
 def _read_payload(path: str, head_bytes: int = 0) -> bytes:
@@ -85,12 +84,10 @@ class TFRecord(DataFormat):
     what = "TFRecord file"
 
     def sniff(self, path: str) -> bool:
-        if path.endswith((".csv", ".csv.gz")):
-            return False
-        try:
-            return bool(read_examples(path, head_bytes=_SNIFF_BYTES))
-        except BadInputError:
-            return False
+        """What is neither Parquet nor CSV is read as TFRecords: reading names a file that is not one."""
+        from formats import csv_files, parquet
+
+        return not (parquet.FORMAT.sniff(path) or csv_files.FORMAT.sniff(path))
 
     def check(self, path: str) -> None:
         """Framing and record types are checked while reading (`read_examples`)."""

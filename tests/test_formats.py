@@ -135,9 +135,9 @@ def test_the_format_is_told_by_content_and_a_mix_is_refused(tmp_path):
     assert [formats.detect([p]).name for p in (records, table, text)] == ["tfrecord", "parquet", "csv"]
     with pytest.raises(BadInputError, match=r"the files mix formats \(parquet: .*; tfrecord: .*\)"):
         formats.detect([records, table])
-    other = _csv(str(tmp_path / "d" / "notes.txt"), "hello\n")
-    with pytest.raises(BadInputError, match="notes.txt: neither a TFRecord, a Parquet nor a CSV file"):
-        formats.detect([other])
+    other = _csv(str(tmp_path / "d" / "notes.txt"), "hello\n")  # neither: read as TFRecords, and named
+    with pytest.raises(BadInputError, match="notes.txt: not a TFRecord file"):
+        formats.read_all(formats.detect([other]), [other])
 
 
 def test_date_partitions_are_spans_numbered_by_day_as_tfx_numbers_them(tmp_path):
