@@ -12,7 +12,13 @@ STAMP := $(VENV)/.installed-$(REQ_HASH)
 # Apache Airflow (the fleet's DAGs) lives in its own venv: its pins do not resolve with the TFX stack.
 AIRFLOW_VENV := .venv-airflow
 AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed-$(shell cat requirements-airflow.txt requirements-airflow.lock | sha256sum | cut -c1-16)
+# MkDocs (the documentation site) lives in its own venv too: see requirements-docs.txt for why.
+DOCS_VENV := .venv-docs
+DOCS_STAMP := $(DOCS_VENV)/.installed-$(shell cat requirements-docs.txt requirements-docs.lock | sha256sum | cut -c1-16)
+DOCS_PORT ?= 8000
 export PYTHONDONTWRITEBYTECODE := 1
+# Material for MkDocs prints a banner about MkDocs 2.0 on every build; the pinned 1.6 is what this site uses.
+export NO_MKDOCS_2_WARNING := 1
 
 # Extra arguments for run/bench/infer-schema, e.g. make run ARGS="--set training.train_steps=500"
 ARGS ?=
@@ -20,7 +26,8 @@ PYTEST_ARGS ?=
 
 .PHONY: setup run test test-fast bench bench-data bench-formats profile bench-edge bench-serving bench-strategies bench-batch bench-tasks \
 	infer-schema init validate score fleet-demo fleet-airflow bench-fleet airflow-setup \
-	clean help system-deps browser-deps serve lineage runs report notebooks strip-notebooks
+	clean help system-deps browser-deps serve lineage runs report notebooks strip-notebooks \
+	docs docs-setup docs-build docs-reference
 
 help:
 	@echo "make run        set up, then run the pipeline on the bundled taxi data (ARGS=... for options)"
@@ -47,6 +54,9 @@ help:
 	@echo "make fleet-demo lay out demo tenants (spans of the bundled data) in outputs/fleet-demo, run a fleet cycle"
 	@echo "make fleet-airflow  one Airflow DAG per demo tenant model in outputs/fleet-demo/dags, listed by Airflow"
 	@echo "make bench-fleet  fleet cycle: full, no-change, per-tenant overhead vs one pipeline run (ARGS='--tenants 20')"
+	@echo "make docs       serve the documentation site on http://127.0.0.1:8000 (DOCS_PORT=N for another port)"
+	@echo "make docs-build build the site into site/ with mkdocs build --strict (make test does it too)"
+	@echo "make docs-reference  regenerate docs/reference/configuration.md and cli.md from the code"
 	@echo "make clean      delete outputs/ (models, MLMD, logs)"
 
 setup: system-deps $(STAMP)
@@ -89,6 +99,33 @@ $(AIRFLOW_STAMP): requirements-airflow.txt requirements-airflow.lock
 	@rm -f $(AIRFLOW_VENV)/.installed-*
 	@touch $(AIRFLOW_STAMP)
 
+# Same Python as .venv; used by `make test` (tests/test_docs.py builds the site with --strict) and `make docs`.
+docs-setup: setup $(DOCS_STAMP)
+
+$(DOCS_STAMP): requirements-docs.txt requirements-docs.lock
+	@set -e; \
+	if [ ! -x $(DOCS_VENV)/bin/python ]; then \
+	  echo "setup: creating $(DOCS_VENV) (MkDocs for the documentation site)"; \
+	  "$$($(PY) -c 'import sys; print(sys._base_executable)')" -m venv $(DOCS_VENV); \
+	fi
+	@echo "setup: installing pinned MkDocs into $(DOCS_VENV)"
+	@$(DOCS_VENV)/bin/python -m pip install --quiet --upgrade pip==26.3
+	@$(DOCS_VENV)/bin/python -m pip install --quiet -r requirements-docs.txt -c requirements-docs.lock
+	@rm -f $(DOCS_VENV)/.installed-*
+	@touch $(DOCS_STAMP)
+
+# The documentation site: docs/ + mkdocs.yml. The reference pages are generated from the code
+# (tools/gen_reference.py); tests/test_docs.py fails when they are stale or when the strict build warns.
+docs: docs-setup
+	$(DOCS_VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:$(DOCS_PORT)
+
+docs-build: docs-setup
+	$(PY) tools/gen_reference.py --check
+	$(DOCS_VENV)/bin/mkdocs build --strict
+
+docs-reference: setup
+	$(PY) tools/gen_reference.py
+
 # tflite-support loads libusb-1.0 at import time.
 system-deps:
 	@if ! ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0'; then \
@@ -111,10 +148,10 @@ browser-deps:
 run: setup
 	$(CLI) pipeline run $(ARGS)
 
-test: setup airflow-setup browser-deps
+test: setup airflow-setup docs-setup browser-deps
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
-test-fast: setup
+test-fast: setup docs-setup
 	$(PY) -m pytest tests -m "not slow" $(PYTEST_ARGS)
 
 bench: setup

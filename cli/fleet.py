@@ -7,7 +7,7 @@
     tfx-edge fleet demo    --out DIR [--tenants acme,globex] [--no-run]
     tfx-edge fleet airflow --fleet FILE --out DAGS_DIR [--command PREFIX] [--poll SCHEDULE]
     tfx-edge fleet k8s     --fleet FILE --out DIR                       one multi-model TF Serving deployment
-    tfx-edge fleet vertex  --fleet FILE --out DIR [--only NAME ...]   compiled PipelineJob + Vertex AI schedule per model
+    tfx-edge fleet vertex  --fleet FILE --out DIR [--only NAME ...]   a PipelineJob + Vertex AI schedule per model
 """
 
 import argparse
@@ -129,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--only", action="append", default=[], metavar="NAME", help="a tenant or <tenant>-<model>")
     run.add_argument("--force", action="store_true", help="run even when no trigger is due")
     watch = add("watch", cmd_watch, "check triggers every --interval seconds and run what is due, until SIGTERM")
-    watch.add_argument("--interval", type=float, default=60.0, metavar="SECONDS")
+    watch.add_argument("--interval", type=float, default=60.0, metavar="SECONDS",
+                       help="seconds between two trigger checks")
     watch.add_argument("--on-stop", choices=("finish", "abandon"), default="finish",
                        help="on SIGTERM: let running pipelines finish (default) or end them now")
     watch.add_argument("--cycles", type=int, default=0, help="stop after N cycles (0 = until a signal)")
@@ -152,12 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
                               "(ConfigMap with models.config, Deployment, Service, autoscaler)")
     k8s.add_argument("--out", required=True, metavar="DIR", help="where kubernetes.yaml and models.config go")
     demo = add("demo", cmd_demo, "lay out demo tenants (spans of the bundled taxi data) and run a cycle", fleet=False)
-    demo.add_argument("--out", required=True, metavar="DIR")
-    demo.add_argument("--tenants", default="acme,globex")
-    demo.add_argument("--no-run", action="store_true")
+    demo.add_argument("--out", required=True, metavar="DIR",
+                      help="where the demo tenants' data, fleet.yaml and outputs go")
+    demo.add_argument("--tenants", default="acme,globex", help="comma-separated demo tenants (acme, globex, initech)")
+    demo.add_argument("--no-run", action="store_true", help="lay out the tenants only; run no cycle")
     vertex = add("vertex", cmd_vertex, "per tenant model: the compiled PipelineJob and a Vertex AI "
                                        "CreateScheduleRequest (cron), built and validated offline")
-    vertex.add_argument("--out", required=True, metavar="DIR")
+    vertex.add_argument("--out", required=True, metavar="DIR",
+                        help="where <name>.pipeline.json and <name>.schedule.json go")
     vertex.add_argument("--only", action="append", default=[], metavar="NAME", help="a tenant or <tenant>-<model>")
     return parser
 

@@ -48,8 +48,8 @@ class DataConfig:
     # tfrecord (tf.Example, gzip or plain) | parquet | csv (with a header row): read where it lives by TFX's
     # ExampleGen for the format (formats/, docs/data-formats.md), no conversion job.
     format: str = "tfrecord"
-    train_pattern: str = "Split-train/*"
-    eval_pattern: str = "Split-eval/*"
+    train_pattern: str = "Split-train/*"  # files of the train split, relative to input_base
+    eval_pattern: str = "Split-eval/*"  # files of the eval split, relative to input_base
     pattern: str = ""
     hash_buckets: List[int] = field(default_factory=lambda: [4, 1])
     # With `{SPAN}` (or the date specs `{YYYY}-{MM}-{DD}`, e.g. Hive-style `date={YYYY}-{MM}-{DD}/*`) in the
@@ -94,7 +94,7 @@ class FeaturesConfig:
 
     numeric: signed log1p, then z-score; and with `numeric_buckets` > 0 also the
         one-hot of its quantile bucket, so the model can fit a non-monotonic effect
-        (measured on the bundled data, README Performance: AUC +0.0015 at 30 buckets).
+        (on the bundled data: AUC +0.0015 at 30 buckets).
     bucketized: quantile buckets (`bucket_count`), one-hot encoded.
     categorical: strings or integer codes; vocabulary of the `vocab_top_k` most
         frequent values plus OOV buckets, one-hot encoded. `vocabulary`: `approximate`
@@ -120,30 +120,39 @@ class FeaturesConfig:
     """
 
     task: str = "binary"  # binary | multiclass | regression
+    # Raw columns that are amounts: signed log1p, then z-score (and their quantile buckets, numeric_buckets).
     # Heavy-tailed amounts: a handful of $1000 fares would otherwise set the scale.
     numeric: List[str] = field(default_factory=lambda: ["trip_miles", "fare", "trip_seconds"])
+    # Raw numeric columns used only as their quantile bucket (bucket_count buckets), one-hot encoded.
     bucketized: List[str] = field(default_factory=lambda: [
         "pickup_latitude", "pickup_longitude", "dropoff_latitude", "dropoff_longitude"])
-    # pickup_census_tract is left out: 1 of 9,909 training examples has it and the eval split has none.
+    # Raw string or integer-code columns: a vocabulary of the vocab_top_k most frequent values plus one
+    # out-of-vocabulary id, one-hot encoded. pickup_census_tract is left out: 1 of 9,909 training examples
+    # has it and the eval split has none.
     # trip_start_timestamp is decomposed into hour/day/month.
     categorical: List[str] = field(default_factory=lambda: [
         "payment_type", "company", "trip_start_hour", "trip_start_day", "trip_start_month",
         "dropoff_census_tract", "pickup_community_area", "dropoff_community_area"])
-    label_column: str = "tips"
+    label_column: str = "tips"  # the raw column the label comes from; never a model input, absent at serving
+    # Binary threshold rule (classes empty): positive when label_column > label_threshold * label_relative_to.
     label_threshold: float = 0.2
-    label_relative_to: str = "fare"
+    label_relative_to: str = "fare"  # "" to compare label_column with label_threshold directly
     # Class values of the label, in class-id order (multiclass; binary with a string or coded label).
     classes: List[str] = field(default_factory=list)
-    bucket_count: int = 10
+    bucket_count: int = 10  # quantile buckets of each bucketized column
     numeric_buckets: int = 30  # 0: numeric features are z-scores only
-    vocab_top_k: int = 100
+    vocab_top_k: int = 100  # most frequent values kept in each categorical vocabulary
     vocabulary: str = "approximate"  # approximate | exact
+    # Free-text columns (keywords, titles, queries): tokenized inside the Transform graph (contract/text.py), a
+    # bag of their n-grams over a vocabulary of text_top_k plus one out-of-vocabulary id.
     text: List[str] = field(default_factory=list)
     # Word n-gram orders [low, high]: [1, 1] words only, [1, 2] words and pairs of words.
     text_ngrams: List[int] = field(default_factory=lambda: [1, 2])
     # N-grams kept per text column (+1 OOV bucket): the block's width in the model and the edge model's input.
     text_top_k: int = 1000
     text_weighting: str = "tfidf"  # tfidf (tft.tfidf: term frequency x smoothed idf) | multi_hot (0/1)
+    # List-valued columns (a basket of product ids, a set of tags): multi-hot over a vocabulary of the vocab_top_k
+    # most frequent values plus one out-of-vocabulary id.
     category_sets: List[str] = field(default_factory=list)
 
     # Name of the label after Transform: what the model and TFMA see.
@@ -261,13 +270,13 @@ class TrainingConfig:
     model: str = "dnn"
     # ~13 passes over the 9,909 taxi training examples; more overfits the one-hot features.
     train_steps: int = 1000
-    eval_steps: int = 200
+    eval_steps: int = 200  # batches of the eval split evaluated after training
     batch_size: int = 128  # per replica: mirrored training's global batch is this x replicas
-    # default | mirrored | parameter_server (training/strategies.py; README "Distributed training")
+    # How the Trainer trains: default | mirrored | parameter_server (docs: Training).
     strategy: str = "default"
     logical_cpu_devices: int = 2  # mirrored without GPUs: replicas made by splitting the CPU
     parameter_servers: int = 1  # parameter_server without TF_CONFIG: the local cluster's size
-    workers: int = 2
+    workers: int = 2  # parameter_server without TF_CONFIG: worker processes of the local cluster
     steps_per_execution: int = 10  # parameter_server: steps a worker runs per round trip
     # BackupAndRestore checkpoint interval; a re-run after a kill resumes from the last one. 0 = off.
     checkpoint_every_steps: int = 100
@@ -282,11 +291,11 @@ class TrainingConfig:
 class TunerConfig:
     """KerasTuner search run before training; its best hyper-parameters feed the Trainer."""
 
-    enabled: bool = True
+    enabled: bool = True  # false: no search; the Trainer uses the search space's default hyper-parameters
     algorithm: str = "random"  # random | hyperband | bayesian
-    max_trials: int = 4
-    train_steps: int = 500
-    eval_steps: int = 100
+    max_trials: int = 4  # hyper-parameter combinations tried
+    train_steps: int = 500  # training steps per trial
+    eval_steps: int = 100  # eval batches per trial
     # always: search whenever the Tuner's inputs change (new data, as TFX's cache decides);
     # on_change: reuse the last search's best hyper-parameters until the search space, these
     # settings, the feature spec or the schema change (pipeline/tuning_reuse.py).
@@ -339,7 +348,7 @@ class EdgeConfig:
     regression RMSE increase relative to the label's standard deviation.
     """
 
-    enabled: bool = True
+    enabled: bool = True  # export and push the int8 TFLite model after the Pusher
     edge_dir: str = ""  # default <output_dir>/edge; versions go to <edge_dir>/<model_name>/<version>/
     # binary: push only when the int8 model's AUC is at most this much below the SavedModel's on the eval split.
     max_auc_drop: float = 0.005
@@ -376,8 +385,8 @@ class BeamConfig:
 class GcpConfig:
     """Google Cloud settings shared by the Dataflow and Vertex AI runners; local runs ignore them."""
 
-    project: str = ""
-    region: str = ""
+    project: str = ""  # Google Cloud project of the Vertex AI and Dataflow jobs
+    region: str = ""  # e.g. us-central1
     # This project's image, built from ./Dockerfile (e.g. us-docker.pkg.dev/PROJECT/REPO/taxi:TAG).
     # Vertex AI runs every step in it and Dataflow workers use it, so both can import models/.
     image: str = ""
@@ -390,9 +399,9 @@ class DataflowConfig:
 
     temp_location: str = ""  # gs:// path; required
     staging_location: str = ""  # empty: <temp_location>/staging
-    machine_type: str = "n1-standard-4"
-    max_num_workers: int = 4
-    disk_size_gb: int = 50
+    machine_type: str = "n1-standard-4"  # Dataflow worker machine type
+    max_num_workers: int = 4  # upper bound of Dataflow's autoscaling
+    disk_size_gb: int = 50  # disk per Dataflow worker
 
 
 @dataclass
@@ -449,7 +458,7 @@ class BulkInferenceConfig:
     the pipeline (ids, Parquet/CSV, several models, a chosen version) use `tfx-edge serving score`.
     """
 
-    enabled: bool = False
+    enabled: bool = False  # run BulkInferrer after the Evaluator (a blessed model only)
     input_base: str = ""  # directory of tf.Example TFRecords; "" = the bundled taxi data
     pattern: str = "unlabelled/*"  # relative to input_base: the files to score (one split, "unlabelled")
 
@@ -464,19 +473,27 @@ class VertexConfig:
     same run_fn joins that cluster. Uses gcp.project, gcp.region and gcp.image.
     """
 
-    enabled: bool = False
+    enabled: bool = False  # run the Trainer and Tuner as Vertex AI custom jobs
     machine_type: str = "n1-standard-8"  # chief and workers
     accelerator_type: str = ""  # e.g. NVIDIA_TESLA_T4: mirrored training then uses every GPU of the chief
-    accelerator_count: int = 0
+    accelerator_count: int = 0  # GPUs of the chief; set with accelerator_type
     ps_machine_type: str = "n1-highmem-4"
 
 
 @dataclass
 class PipelineConfig:
+    """Every setting of a run: the top-level names and paths, then one section per stage.
+
+    Build it with `load_config`, which also validates it; a bare `PipelineConfig()` holds the defaults
+    (the bundled taxi data). Paths left empty derive from `output_dir` when the object is made. The
+    configuration reference lists every setting with its meaning.
+    """
+
     pipeline_name: str = "taxi"
     model_name: str = "taxi"
-    # Everything a run writes lives under output_dir unless overridden below.
-    output_dir: str = "outputs"  # relative to the directory the command runs in
+    # Everything a run writes lives under output_dir (relative to the directory the command runs in)
+    # unless a path below is set.
+    output_dir: str = "outputs"
     pipeline_root: str = ""
     metadata_path: str = ""
     serving_dir: str = ""
@@ -562,6 +579,12 @@ def bundled_taxi_root() -> str:
     """The Chicago taxi TFRecords shipped inside the installed tfx wheel (never downloaded).
 
     Found without importing tfx, which would start TensorFlow.
+
+    Returns:
+        The directory holding `Split-train/`, `Split-eval/` and `unlabelled/`.
+
+    Raises:
+        ConfigError: the tfx package lacks its test data.
     """
     import importlib.util
 
@@ -583,6 +606,16 @@ def section_from_dict(cls: Type[Section], values: Optional[Dict[str, Any]]) -> S
 
     Unknown keys are an error, not silently dropped: they mean the sender and
     this code disagree about the section.
+
+    Args:
+        cls: the section's class, e.g. `TrainingConfig`.
+        values: the section as a dict (`section_to_dict`); None for the defaults.
+
+    Returns:
+        The section.
+
+    Raises:
+        ConfigError: a key the section does not have.
     """
     values = dict(values or {})
     names = {f.name for f in dataclasses.fields(cls)}
@@ -665,7 +698,20 @@ def _parse_override_value(raw: str) -> Any:
 
 
 def load_config(path: Optional[str] = None, overrides: Optional[List[str]] = None) -> PipelineConfig:
-    """Builds the configuration: defaults, then the YAML file, then `key.sub=value` overrides."""
+    """Builds and validates the configuration: the defaults, then the YAML file, then the overrides.
+
+    Args:
+        path: a YAML file with any subset of `pipeline/configs/default.yaml`, or None for the defaults.
+        overrides: `section.key=value` strings applied last, as `--set` gives them (values are YAML
+            scalars or lists, e.g. `training.train_steps=500`, `data.hash_buckets=[4, 1]`).
+
+    Returns:
+        The configuration, with every derived path filled in.
+
+    Raises:
+        ConfigError: an unknown setting, a value of the wrong type or out of range, a missing file; the
+            message names the setting.
+    """
     values: Dict[str, Any] = {}
     if path:
         if not os.path.exists(path):

@@ -29,7 +29,14 @@ EDGETPU_LIBRARY = "libedgetpu.so.1"
 
 
 def interpreter_module():
-    """`ai_edge_litert.interpreter` (LiteRT), else `tflite_runtime.interpreter`."""
+    """The TFLite interpreter module this machine has.
+
+    Returns:
+        `ai_edge_litert.interpreter` (LiteRT), else `tflite_runtime.interpreter`.
+
+    Raises:
+        ImportError: neither is installed (`pip install -r edge/requirements.txt`).
+    """
     try:
         from ai_edge_litert import interpreter
     except ImportError:
@@ -43,6 +50,17 @@ def interpreter_module():
 
 
 def read_manifest(version_dir: str) -> Dict[str, Any]:
+    """Reads an edge version's `manifest.json`.
+
+    Args:
+        version_dir: `<edge_dir>/<model_name>/<version>`.
+
+    Returns:
+        The manifest: task and class names, source model, files with sha256 and size, metrics, Edge TPU report.
+
+    Raises:
+        FileNotFoundError: the directory holds no manifest.
+    """
     path = os.path.join(version_dir, MANIFEST)
     if not os.path.exists(path):
         raise FileNotFoundError(
@@ -53,7 +71,17 @@ def read_manifest(version_dir: str) -> Dict[str, Any]:
 
 
 def resolve_version_dir(path: str) -> str:
-    """A version directory as given, or the latest numbered version under a model directory."""
+    """Finds the edge version directory a path means.
+
+    Args:
+        path: a version directory, or a model directory `<edge_dir>/<model_name>`.
+
+    Returns:
+        The version directory as given, or the latest numbered version under the model directory.
+
+    Raises:
+        FileNotFoundError: the path holds neither a manifest nor numbered versions.
+    """
     if os.path.exists(os.path.join(path, MANIFEST)):
         return path
     versions = sorted(int(n) for n in os.listdir(path) if n.isdigit()) if os.path.isdir(path) else []
@@ -63,7 +91,25 @@ def resolve_version_dir(path: str) -> str:
 
 
 class EdgeModel:
-    """One edge model loaded in the interpreter; `predict` takes raw feature records."""
+    """One pushed edge model loaded in a TFLite interpreter, scoring raw feature records.
+
+    A record is a mapping of raw feature name -> value, as a client has it (`{"fare": 12.25,
+    "company": "Flash Cab"}`; one-element lists as in tf.Example are accepted too). Missing features get
+    Transform's defaults and unseen categories the out-of-vocabulary id, exactly as in training.
+
+    Args:
+        path: an edge version directory, or a model directory (its latest version).
+        variant: `int8` (the model to deploy) or `float` (the float reference).
+        edgetpu: load the Edge TPU delegate and the compiled `model_int8_edgetpu.tflite`; when either is
+            missing it says so on `log` and runs on the CPU.
+        num_threads: interpreter threads.
+        log: where notes about the device go.
+
+    Raises:
+        FileNotFoundError: no edge version at `path`.
+        ValueError: `variant` is not in the version, or the mapping and the model do not belong together.
+        ImportError: no TFLite interpreter is installed.
+    """
 
     def __init__(self, path: str, variant: str = "int8", edgetpu: bool = False, num_threads: int = 1,
                  log: TextIO = sys.stderr):
@@ -175,13 +221,30 @@ class EdgeModel:
         return self.interpreter.get_tensor(self._output_index).reshape(-1)
 
     def scores(self, record: Mapping[str, Any]) -> np.ndarray:
-        """The model's output row for one raw record: [1] (binary, regression) or one score per class."""
+        """The model's output for one raw record, dequantized.
+
+        Args:
+            record: raw feature name -> value.
+
+        Returns:
+            A 1-D array: one value (binary probability, regression value) or one score per class.
+
+        Raises:
+            ValueError: a value cannot be encoded (e.g. text for a numeric feature; the feature is named).
+        """
         out = self._invoke(record).astype(np.float64)
         return (out - self._output_zero) * self._output_scale if self._output_scale else out
 
     def at_output_resolution(self, values: np.ndarray) -> np.ndarray:
-        """`values` rounded to the levels this model's (integer) output can take: what any model with this
-        output tensor could answer at best. Identity for a float model."""
+        """Rounds values to the levels this model's integer output can take.
+
+        Args:
+            values: scores, e.g. the SavedModel's on the same records.
+
+        Returns:
+            `values` at this output tensor's resolution: the best any model with this output could answer.
+            Unchanged for a float model.
+        """
         if not self._output_scale:
             return np.asarray(values, dtype=np.float64)
         info = np.iinfo(self._output_dtype)
@@ -189,23 +252,56 @@ class EdgeModel:
         return (levels - self._output_zero) * self._output_scale
 
     def predict_one(self, record: Mapping[str, Any]):
-        """Binary: probability of the positive class; regression: the value; multiclass: the class scores."""
+        """The prediction for one raw record.
+
+        Args:
+            record: raw feature name -> value.
+
+        Returns:
+            Binary: the probability of the positive class; regression: the value; multiclass: the array of
+            class scores.
+        """
         if self.task.per_class_scores:
             return self.scores(record)
         value = float(self._invoke(record)[0])
         return (value - self._output_zero) * self._output_scale if self._output_scale else value
 
     def predict(self, records: Iterable[Mapping[str, Any]]) -> np.ndarray:
-        """[records] for binary and regression, [records, classes] for multiclass."""
+        """The predictions for several raw records.
+
+        Args:
+            records: raw feature mappings.
+
+        Returns:
+            An array of shape `[records]` (binary, regression) or `[records, classes]` (multiclass).
+        """
         return np.array([self.predict_one(r) for r in records], dtype=np.float64)
 
     def answer(self, record: Mapping[str, Any]) -> Dict[str, Any]:
-        """One record's prediction as a person (or a JSON consumer) reads it, per task (`Task.device_answer`)."""
+        """One record's prediction as a person or a JSON consumer reads it.
+
+        Args:
+            record: raw feature name -> value.
+
+        Returns:
+            Binary `{"probability", "decision"}`, multiclass `{"class", "scores"}`, regression `{"value"}`.
+        """
         return self.task.device_answer(self.scores(record), self.classes)
 
 
 def read_records(path: str, limit: int = 0) -> List[Dict[str, Any]]:
-    """Raw records from JSON lines (`.jsonl`/`.json`) or CSV with a header (`.csv`); `-` is stdin."""
+    """Reads raw records.
+
+    Args:
+        path: JSON lines (one object per line) or CSV with a header row; `-` reads standard input.
+        limit: at most this many records (0: all).
+
+    Returns:
+        One dict per record: feature name -> value (CSV values as text; the encoder types them).
+
+    Raises:
+        ValueError: no records, or a line that is not a JSON object.
+    """
     import csv
 
     stream = sys.stdin if path == "-" else open(path, encoding="utf-8", newline="")
@@ -229,6 +325,15 @@ def read_records(path: str, limit: int = 0) -> List[Dict[str, Any]]:
 
 
 def describe(model: EdgeModel, extra: Optional[Dict[str, Any]] = None) -> str:
+    """One line naming a loaded model: name, version, file, input type, device, and `extra` facts.
+
+    Args:
+        model: a loaded edge model.
+        extra: more `name value` pairs for the line.
+
+    Returns:
+        The line, e.g. `model taxi version 1796461191, model_int8.tflite, io int8, device cpu`.
+    """
     m = model.manifest
     parts = [f"model {m['model_name']} version {m['version']}", os.path.basename(model.model_path),
              f"io {model.input_type}", f"device {model.device}"]

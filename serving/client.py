@@ -31,16 +31,45 @@ RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
 
 
 def load_schema(path: str) -> schema_pb2.Schema:
+    """Reads a TFMD schema.
+
+    Args:
+        path: a `schema.pbtxt` text proto, e.g. the config's `schema_file`.
+
+    Returns:
+        The parsed schema.
+    """
     with open(path, encoding="utf-8") as f:
         return text_format.Parse(f.read(), schema_pb2.Schema())
 
 
 def feature_types(schema: schema_pb2.Schema) -> Dict[str, int]:
+    """The type of every feature of a schema.
+
+    Args:
+        schema: a schema from `load_schema`.
+
+    Returns:
+        Feature name -> `schema_pb2.FeatureType` value (INT, FLOAT or BYTES).
+    """
     return {feature.name: feature.type for feature in schema.feature}
 
 
 def to_example(row: Dict[str, object], types: Dict[str, int], where: str) -> tf.train.Example:
-    """A tf.Example from one row of raw values; empty values become empty features (missing)."""
+    """A tf.Example from one row of raw values, each typed by the schema.
+
+    Args:
+        row: column -> raw value (a scalar, or a list of values); `None` and `""` become an empty
+            feature, which the model scores as a missing value.
+        types: feature name -> schema type, from `feature_types`.
+        where: where the row came from (file and line), for the error message.
+
+    Returns:
+        The tf.Example the model's `serving_default` parses.
+
+    Raises:
+        ValueError: a column is not a feature of the schema, or a value does not fit its type.
+    """
     example = tf.train.Example()
     for name, value in row.items():
         if name not in types:
@@ -62,8 +91,21 @@ def to_example(row: Dict[str, object], types: Dict[str, int], where: str) -> tf.
 
 
 def read_examples(path: str, schema_file: str) -> Iterator[tf.train.Example]:
-    """tf.Examples from `.jsonl`/`.json` (one object per line), `.csv` (header row) or TFRecords
-    (`.tfrecord`, `.tfrecord.gz`, `.gz` = gzip)."""
+    """Reads rows of raw features as tf.Examples, lazily.
+
+    Args:
+        path: `.jsonl`/`.json` (one JSON object per line), `.csv` (a header row) or TFRecords of
+            tf.Example (`.tfrecord`; `.gz` or `.tfrecord.gz` for gzip).
+        schema_file: the schema that types JSON and CSV values (the config's `schema_file`); unused for
+            TFRecords.
+
+    Returns:
+        An iterator over the tf.Examples, in file order.
+
+    Raises:
+        ValueError: a line is not a JSON object, or a value does not fit the schema (the line is named).
+        FileNotFoundError: a TFRecord path that does not exist.
+    """
     if path.endswith((".jsonl", ".json", ".csv")):
         types = feature_types(load_schema(schema_file))
         with open(path, encoding="utf-8", newline="") as f:
@@ -88,16 +130,34 @@ def read_examples(path: str, schema_file: str) -> Iterator[tf.train.Example]:
 
 
 def task_answers(outputs: Dict[str, np.ndarray]) -> List[Dict[str, object]]:
-    """serving_default's outputs for a batch -> one answer per example (`Task.client_answers`): binary
-    {"probability"}, multiclass {"class", "scores": {class: score}}, regression {"value"}."""
+    """Turns `serving_default`'s outputs for a batch into one answer per example, shaped by the task.
+
+    Args:
+        outputs: output name -> array, as a Predict response holds them.
+
+    Returns:
+        One dict per example: binary `{"probability"}`, multiclass `{"class", "scores": {class: score}}`,
+        regression `{"value"}`.
+    """
     return tasks.of_outputs(outputs).client_answers(outputs)
 
 
 class ServingClient:
-    """Predict over gRPC with a deadline per call and retries (exponential backoff) on UNAVAILABLE.
+    """A gRPC client of one model on TF Serving or the local server.
 
-    Pick the version by `version` or `label` (e.g. `stable`); neither means the
-    newest version the server has loaded.
+    Every call has a deadline and is retried with exponential backoff on UNAVAILABLE. Use it as a
+    context manager, or call `close()`.
+
+    Args:
+        target: `host:port` of the gRPC server, e.g. `127.0.0.1:8500`.
+        model_name: the served model's name (the config's `model_name`).
+        timeout_seconds: deadline of each call.
+        retries: retries of a call that failed with UNAVAILABLE.
+        version: ask for this version number; takes precedence over `label`.
+        label: ask for the version with this label in `models.config` (e.g. `stable`); with neither,
+            the newest version the server has loaded answers.
+        batch_size: examples per request.
+        signature: the signature Predict calls (`serving_default`).
     """
 
     def __init__(self, target: str, model_name: str, timeout_seconds: float = 10.0, retries: int = 3,
@@ -117,6 +177,7 @@ class ServingClient:
         self._status = model_service_pb2_grpc.ModelServiceStub(self._channel).GetModelStatus
 
     def close(self) -> None:
+        """Closes the gRPC channel."""
         self._channel.close()
 
     def __enter__(self):
@@ -143,6 +204,14 @@ class ServingClient:
         raise AssertionError("unreachable")
 
     def predict_request(self, serialized: List[bytes]) -> predict_pb2.PredictRequest:
+        """Builds a Predict request for this client's model, version and signature.
+
+        Args:
+            serialized: serialized tf.Examples.
+
+        Returns:
+            The request, ready for `send`.
+        """
         request = predict_pb2.PredictRequest()
         self._spec(request.model_spec)
         request.model_spec.signature_name = self.signature
@@ -150,25 +219,67 @@ class ServingClient:
         return request
 
     def send(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
-        """One prepared Predict request, with this client's deadline and retries."""
+        """Sends one prepared Predict request with this client's deadline and retries.
+
+        Args:
+            request: a request from `predict_request`.
+
+        Returns:
+            The server's response.
+
+        Raises:
+            grpc.RpcError: the call failed (UNAVAILABLE after every retry, or any other status).
+        """
         return self._call(self._predict, request)
 
     def predict_response(self, examples: Iterable[tf.train.Example]) -> Iterator[predict_pb2.PredictResponse]:
+        """Sends the examples in batches of `batch_size`.
+
+        Args:
+            examples: raw tf.Examples (without the label).
+
+        Returns:
+            An iterator over the Predict responses, one per batch, in order.
+        """
         for batch in self._batches(examples):
             yield self.send(self.predict_request([example.SerializeToString() for example in batch]))
 
     def predict(self, examples: Iterable[tf.train.Example], output: str = PREDICTION_KEY) -> np.ndarray:
-        """One score per example, in order (`probabilities` for the taxi model)."""
+        """One output value per example, from Predict.
+
+        Args:
+            examples: raw tf.Examples.
+            output: the output to read (`probabilities` for a binary model).
+
+        Returns:
+            A 1-D array with one value per example, in order.
+        """
         scores = [tf.make_ndarray(response.outputs[output]).reshape(-1)
                   for response in self.predict_response(examples)]
         return np.concatenate(scores) if scores else np.zeros([0], np.float32)
 
     def classify(self, examples: Iterable[tf.train.Example], threshold: float = 0.5) -> np.ndarray:
-        """Binary class ids (1 = big tipper) from Predict, so it needs no classification signature."""
+        """Binary class ids from Predict (it needs no classification signature).
+
+        Args:
+            examples: raw tf.Examples.
+            threshold: a probability above it is the positive class.
+
+        Returns:
+            A 1-D int64 array: 1 for the positive class (a big tipper for the taxi model), else 0.
+        """
         return (self.predict(examples) > threshold).astype(np.int64)
 
     def answers(self, examples: Iterable[tf.train.Example]) -> Iterator[Dict[str, object]]:
-        """One answer per example from Predict, shaped by the model's task (module docstring)."""
+        """One answer per example from Predict, shaped by the model's task.
+
+        Args:
+            examples: raw tf.Examples.
+
+        Returns:
+            An iterator over one dict per example: binary `{"probability"}`, multiclass
+            `{"class", "scores"}`, regression `{"value"}`.
+        """
         for response in self.predict_response(examples):
             outputs = {name: tf.make_ndarray(tensor) for name, tensor in response.outputs.items()}
             yield from task_answers(outputs)
@@ -190,7 +301,15 @@ class ServingClient:
 
     def classify_api(self, examples: Iterable[tf.train.Example],
                      signature: str = CLASSIFY_SIGNATURE) -> Iterator[Dict[str, float]]:
-        """TF Serving's Classify API: per example, class label -> score, in the model's class order."""
+        """Calls TF Serving's Classify API on the model's classification signature.
+
+        Args:
+            examples: raw tf.Examples.
+            signature: the signature exported for Classify (`classify`).
+
+        Returns:
+            An iterator over one dict per example: class label -> score, in the model's class order.
+        """
         for batch in self._batches(examples):
             request = classification_pb2.ClassificationRequest()
             self._examples_request(request, batch, signature)
@@ -198,7 +317,15 @@ class ServingClient:
                 yield {c.label: c.score for c in result.classes}
 
     def regress_api(self, examples: Iterable[tf.train.Example], signature: str = REGRESS_SIGNATURE) -> np.ndarray:
-        """TF Serving's Regress API: one value per example."""
+        """Calls TF Serving's Regress API on the model's regression signature.
+
+        Args:
+            examples: raw tf.Examples.
+            signature: the signature exported for Regress (`regress`).
+
+        Returns:
+            A 1-D array with one value per example, in the label's unit.
+        """
         values: List[float] = []
         for batch in self._batches(examples):
             request = regression_pb2.RegressionRequest()
@@ -207,6 +334,11 @@ class ServingClient:
         return np.array(values, dtype=np.float64)
 
     def status(self) -> get_model_status_pb2.GetModelStatusResponse:
+        """Asks the server which versions of the model it has loaded (ModelService GetModelStatus).
+
+        Returns:
+            The status response: one entry per version with its state.
+        """
         request = get_model_status_pb2.GetModelStatusRequest()
         self._spec(request.model_spec)
         return self._call(self._status, request)

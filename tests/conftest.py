@@ -47,6 +47,9 @@ def pushed_run(tmp_path_factory, small_sample):
     out = io.StringIO()
     status = local.run(config, out=out)
     assert status == 0, out.getvalue()
+    # What the run printed: the README's quick-start test checks its shape (tests/test_docs.py).
+    with open(os.path.join(config.log_dir, "terminal.txt"), "w", encoding="utf-8") as f:
+        f.write(out.getvalue())
     summary = read_run(open_metadata(config.metadata_path), config.pipeline_name)
     assert summary.pushed, out.getvalue()
     return config, summary

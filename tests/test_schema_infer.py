@@ -6,7 +6,7 @@ import pytest
 import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import schema_pb2
 
-from schemas import infer
+from cli import schema as schema_cli
 from tests.samples import read_examples, write_examples
 
 
@@ -20,7 +20,7 @@ def plain_records(tmp_path_factory, taxi_root):
 
 def test_infers_types_and_serving_environment(plain_records, tmp_path, capsys):
     out = str(tmp_path / "schema.pbtxt")
-    assert infer.main(["--data-root", plain_records, "--out", out, "--label-column", "tips"]) == 0
+    assert schema_cli.main(["infer", "--data-root", plain_records, "--out", out, "--label-column", "tips"]) == 0
     schema = tfdv.load_schema_text(out)
     assert tfdv.get_feature(schema, "fare").type == schema_pb2.FLOAT
     assert list(tfdv.get_feature(schema, "tips").not_in_environment) == ["SERVING"]
@@ -29,16 +29,18 @@ def test_infers_types_and_serving_environment(plain_records, tmp_path, capsys):
 
 def test_reads_the_bundled_gzip_data(taxi_root, tmp_path):
     out = str(tmp_path / "schema.pbtxt")
-    assert infer.main(["--data-root", taxi_root, "--pattern", "Split-eval/*", "--out", out]) == 0
+    assert schema_cli.main(["infer", "--data-root", taxi_root, "--pattern", "Split-eval/*", "--out", out]) == 0
     assert {f.name for f in tfdv.load_schema_text(out).feature} >= {"fare", "tips", "payment_type"}
 
 
 def test_no_matching_files_names_directory_and_pattern(tmp_path):
     with pytest.raises(SystemExit, match=f"no file matches '\\*.gz' under {tmp_path}"):
-        infer.main(["--data-root", str(tmp_path), "--pattern", "*.gz", "--out", str(tmp_path / "s.pbtxt")])
+        schema_cli.main(["infer", "--data-root", str(tmp_path), "--pattern", "*.gz",
+                         "--out", str(tmp_path / "s.pbtxt")])
 
 
 def test_unknown_label_column_lists_the_columns(plain_records, tmp_path):
     with pytest.raises(SystemExit, match="label column 'tip_amount' is not in the data"):
-        infer.main(["--data-root", plain_records, "--out", str(tmp_path / "s.pbtxt"), "--label-column", "tip_amount"])
+        schema_cli.main(["infer", "--data-root", plain_records, "--out", str(tmp_path / "s.pbtxt"),
+                         "--label-column", "tip_amount"])
     assert not os.path.exists(tmp_path / "s.pbtxt")

@@ -41,8 +41,8 @@ def test_two_workers_share_the_ports_sum_their_metrics_and_hot_swap_drops_nothin
     old = max(int(v) for v in os.listdir(base) if v.isdigit())
     grpc_port, rest_port = _free_port(), _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "cli", "serving", "serve", "--set", f"output_dir={tmp_path}", "--set", "serving.workers=2",
-         "--set", f"serving.port={grpc_port}", "--set", f"serving.rest_port={rest_port}",
+        [sys.executable, "-m", "cli", "serving", "serve", "--set", f"output_dir={tmp_path}",
+         "--set", "serving.workers=2", "--set", f"serving.port={grpc_port}", "--set", f"serving.rest_port={rest_port}",
          "--set", "serving.poll_interval_seconds=0.5", "--set", "serving.request_log_sample_rate=0"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     output = []

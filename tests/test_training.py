@@ -73,9 +73,9 @@ def test_pipeline_passes_strategy_settings_to_the_trainer_only():
     assert trainer_config["training"]["strategy"] == "parameter_server"
     assert trainer_config["training"]["workers"] == 3
     assert "training" not in json.loads(components["Transform"].exec_properties["custom_config"])
-    # The Tuner trains its trials with the batch size and seed alone: a strategy change must not re-run it.
+    # The Tuner trains its trials with the family, batch size and seed alone: a strategy change must not re-run it.
     assert json.loads(components["Tuner"].exec_properties["custom_config"])["training"] == {
-        "batch_size": 128, "seed": 0}
+        "model": "dnn", "batch_size": 128, "seed": 0}
 
 
 class _FnArgs:
