@@ -12,8 +12,8 @@ Reads the data once (up to MAX_ROWS rows per split), then guesses, and says why 
   partition found up to MAX_WINDOW);
 - the task from the label: strings or integers with a few values are classes
   (two: binary, more: multiclass, their values the class names), other numbers regression;
-- feature roles from the values: strings whose values are mostly several words and many
-  -> text; other strings -> categorical; integers with at most CATEGORICAL_INTEGERS
+- feature roles from the values: strings whose values are mostly several words and rarely
+  recur whole -> text; other strings -> categorical; integers with at most CATEGORICAL_INTEGERS
   distinct values -> categorical (codes, not amounts); other numbers -> numeric; lists of
   strings or integers -> category_sets; excluded: an id (a distinct value in every row),
   a constant, a column present in under MIN_PRESENCE of rows, a list of floats;
@@ -21,7 +21,8 @@ Reads the data once (up to MAX_ROWS rows per split), then guesses, and says why 
   predicting the mean).
 The schema is TFDV's inferred one (types, presence, shapes, string domains) with
 TRAINING and SERVING environments: the label only in TRAINING; a Parquet column
-declared nullable is optional there whatever the sample held; a text column has a
+declared nullable, and in date partitions a column missing from some rows, is
+optional there (a partition may lack it altogether); a text column has a
 natural-language domain (validation compares its token statistics, not its strings).
 Curate both files; `make run ARGS="--config DIR/config.yaml"` runs them as written.
 """
@@ -48,10 +49,13 @@ MAX_ROWS = 200_000  # rows read per split; enough to guess roles and infer a sch
 CATEGORICAL_INTEGERS = 20  # integer columns with at most this many distinct values are codes
 MAX_CLASSES = 50  # a label with more distinct values than this is not a set of classes
 MIN_PRESENCE = 0.05
-# A string column is text when at least this share of its values hold several words and it has at least
-# TEXT_MIN_DISTINCT distinct values: "Credit Card" among six payment types stays a category.
+# A string column is text when at least TEXT_MULTI_WORD of its values hold several words and its values rarely
+# repeat whole: more than TEXT_MIN_DISTINCT distinct values, and at least TEXT_DISTINCT_SHARE of its rows (or
+# more distinct values than the profile counts). "Credit Card" among six payment types, or 61 taxi company names
+# over 15,000 trips, stay categories: each whole value recurs, it is a name, not a sentence.
 TEXT_MULTI_WORD = 0.5
 TEXT_MIN_DISTINCT = 30
+TEXT_DISTINCT_SHARE = 0.05
 # Date partitions a window takes by default: each one a run has not ingested yet costs an ExampleGen run first.
 MAX_WINDOW = 30
 # Hive-style date partition directories: `date=2024-03-01` (any key).
@@ -254,15 +258,17 @@ def guess_role(column: ColumnProfile, rows: int) -> Tuple[str, str]:
     missing = f", missing in {1 - share:.0%} of rows" if share < 1 else ""
     if column.kind == "string":
         several = column.multi_word / column.present if column.present else 0.0
-        if several >= TEXT_MULTI_WORD and column.distinct >= TEXT_MIN_DISTINCT:
+        varied = column.many or column.distinct >= max(TEXT_MIN_DISTINCT, TEXT_DISTINCT_SHARE * column.present)
+        if several >= TEXT_MULTI_WORD and varied:
             distinct = "more than 1000" if column.many else str(column.distinct)
             return "text", (f"strings, {distinct} distinct values, {several:.0%} of them several words (mean "
                             f"{column.words / column.present:.1f}): free text, tokenized into words{missing}")
         if id_like:
             return "excluded", "strings, a distinct value in (almost) every row: an id, nothing that generalises"
         return "categorical", f"strings, {column.distinct} distinct values{missing}" + (
-            f", {several:.0%} of them several words but too few distinct values for text" if several >= TEXT_MULTI_WORD
-            else "")
+            f"; {several:.0%} of them several words, but each whole value recurs (in "
+            f"{column.present / column.distinct:.0f} rows on average): names, not free text"
+            if several >= TEXT_MULTI_WORD else "")
     if column.kind == "int":
         if id_like and column.distinct == column.present:
             return "excluded", "integers, a distinct value in every row: an id, nothing that generalises"
@@ -392,6 +398,8 @@ def initialise(data_root: str, label_name: str, out: str, task: str = "auto", na
     name = name or default_name(data_root)
     schema = infer(records, label_name)
     optional = nullable_columns(data_format, [f for files in layout.files.values() for f in files])
+    if layout.partitions:  # one span may lack what the whole sample has in a few rows
+        optional |= {c.name for c in profile.columns.values() if c.present < profile.rows}
     make_optional(schema, optional)
     mark_text(schema, [c for c, _ in guess.roles["text"]])
     os.makedirs(out, exist_ok=True)
@@ -416,7 +424,7 @@ def initialise(data_root: str, label_name: str, out: str, task: str = "auto", na
 
 
 # How `init` tells each format, for the config comment and its report.
-FORMAT_WHY = {"tfrecord": "tf.Example TFRecords: every file's records parse as tf.Examples",
+FORMAT_WHY = {"tfrecord": "tf.Example TFRecords: no Parquet magic, no .csv name, the records parse as tf.Examples",
               "parquet": "Parquet: every file starts with the Parquet magic bytes PAR1",
               "csv": "CSV: every file is named .csv; its first line is the header"}
 
@@ -431,11 +439,12 @@ def nullable_columns(data_format: formats.DataFormat, files: List[str]) -> set:
 
 
 def make_optional(schema, names) -> None:
-    """Features that may be absent whatever the sample held: presence at least one row, one value when present."""
+    """Features that may be absent whatever the sample held (a nullable column may be null in a row, or in every
+    row of a partition): no presence constraint, one value when present."""
     for feature in schema.feature:
-        if feature.name not in names or feature.presence.min_fraction < 1.0:
+        if feature.name not in names:
             continue
-        feature.presence.ClearField("min_fraction")
+        feature.ClearField("presence")
         if feature.HasField("shape"):
             size = math.prod(d.size for d in feature.shape.dim)
             feature.ClearField("shape")
@@ -497,7 +506,8 @@ def report(found: Dict[str, object], data_root: str) -> str:
     if found["slices"]:
         lines.append(f"slices: {', '.join(found['slices'])}")
     if found["optional"]:
-        lines.append(f"optional in the schema (nullable in the Parquet schema): {', '.join(found['optional'])}")
+        lines.append(f"optional in the schema (nullable in the Parquet schema, or missing from some rows of date "
+                     f"partitions): {', '.join(found['optional'])}")
     lines += [f"wrote {found['schema']} ({found['features']} features; TRAINING and SERVING environments, "
               f"{found['label'].name} only in TRAINING)",  # type: ignore[union-attr]
               f"wrote {found['config']}",

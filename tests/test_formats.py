@@ -3,6 +3,7 @@ bad files named in one line (formats/)."""
 
 import datetime
 import decimal
+import fnmatch
 import os
 
 import numpy as np
@@ -152,3 +153,30 @@ def test_date_partitions_are_spans_numbered_by_day_as_tfx_numbers_them(tmp_path)
     assert found[19783] == [str(tmp_path / "date=2024-03-01" / "part-0.parquet")]
     assert describe(19783, "date={YYYY}-{MM}-{DD}/*") == "2024-03-01" and describe(7, "span-{SPAN}/*") == "span 7"
     assert latest_pattern(str(tmp_path), "date={YYYY}-{MM}-{DD}/*") == str(tmp_path / "date=2024-03-01" / "*")
+
+
+@pytest.mark.parametrize("pattern, path, span, version", [
+    ("span-{SPAN}/train/*", "span-12/train/data.gz", 12, 0),
+    ("span-{SPAN:3}/v{VERSION}/*.parquet", "span-007/v2/a.parquet", 7, 2),
+    ("date={YYYY}-{MM}-{DD}/*", "date=2024-03-01/part-0.parquet", 19783, 0),
+    ("{YYYY}{MM}{DD}/export.{VERSION:2}/*.csv", "20240229/export.10/rows.csv", 19782, 10),
+])
+def test_span_globs_and_numbers_are_tfx_examplegens(tmp_path, pattern, path, span, version):
+    """formats.spans builds ExampleGen's glob and regex without importing TFX; both number every file alike."""
+    from tfx.components.example_gen import utils
+    from tfx.proto import example_gen_pb2
+
+    from formats.spans import glob_and_regex, pattern_for_span, span_of_path
+
+    root = str(tmp_path)
+    split = example_gen_pb2.Input.Split(name="s", pattern=pattern)
+    specs = utils.verify_split_pattern_specs(split)
+    expected = utils._create_matching_glob_and_regex(root, split, *specs, None)  # pylint: disable=protected-access
+    assert glob_and_regex(os.path.join(root, pattern)) == expected
+    full = os.path.join(root, path)
+    _, tfx_span, _, tfx_version = utils._find_matched_span_version_from_path(  # pylint: disable=protected-access
+        full, expected[1], *specs)
+    assert span_of_path(full, expected[1]) == (tfx_span, tfx_version or 0) == (span, version)
+    # The span's own glob finds the file, as TFX's pattern for that span and version does.
+    assert fnmatch.fnmatch(full, os.path.join(root, pattern_for_span(pattern, span)))
+    assert fnmatch.fnmatch(full, os.path.join(root, utils.get_pattern_for_span_version(pattern, *specs, span, version)))

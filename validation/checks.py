@@ -161,8 +161,9 @@ def token_coverage(current, control, schema: schema_pb2.Schema, kind: str,
             anomaly = "FEATURE_COVERAGE_TOO_LOW"
             status = "tolerated" if policy.allows(feature.name, anomaly) else (
                 "fails" if policy.severity_fails("ERROR") else "below severity")
+            newer, known = ("serving data", "training data") if kind == "skew" else ("current span", "previous span")
             findings.append(Finding(kind, feature.name, anomaly, "ERROR",
-                                    f"{1 - covered:.1%} of its tokens are not in the other data's tokens "
+                                    f"{1 - covered:.1%} of the {newer}'s tokens never occur in the {known} "
                                     f"(coverage {covered:.1%} < min_coverage {minimum:g})", status=status))
     return findings, distances
 
