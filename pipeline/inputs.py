@@ -1,13 +1,16 @@
-"""Where the training TFRecords are, and whether they can train the configured model, checked before any component.
+"""Where the training data is, and whether it can train the configured model, checked before any component.
 
 Each problem is one line naming the setting, column, file or value and what to
 do; all of them are reported at once (exit status 2) and nothing runs, so nothing
-is pushed. Checked: every shard is a readable tf.Example TFRecord
-(`validation.files`); every column the features, the label rule and the slices
-name exists, with a type its role can take and one value per row; no column
-changes type between files; the label is present in every row and not constant;
-every class is among `features.classes` and has enough rows to split; the splits
-hold enough rows to train and evaluate.
+is pushed. Checked: every file is readable in `data.format` and its rows convert
+as its ExampleGen converts them (`formats/`: a corrupt shard or Parquet file, a CSV
+quoting error, a type tf.Example cannot hold); no file lacks a column the model
+reads that others have (a CSV header, a Parquet schema); every column the features,
+the label rule and the slices name exists, with a type its role can take and one
+value per row (several for `category_sets`); no column changes type between files;
+the label is present in every row and not constant; every class is among
+`features.classes` and has enough rows to split; the splits hold enough rows to
+train and evaluate.
 """
 
 import dataclasses

@@ -1,11 +1,13 @@
-"""What a set of tf.Example records holds, column by column, in one pass of plain Python.
+"""What a set of tf.Example records holds, column by column, in one pass of plain Python (any data format: its
+rows as its ExampleGen converts them, `formats/`).
 
 Two readers need the same facts: `init` proposes feature roles and the task from
 them (which type, how many distinct values, present in how many rows, one value or
 a list), and the pipeline's preflight refuses data that cannot train (a missing or
 constant label, a column whose type changes between files, a class too small to
 split) before any component runs. TFDV's statistics would need a Beam job for the
-first and do not say which file a type came from for the second.
+first and do not say which file a type came from for the second. String columns also
+count their words (contract/text.py), which tells free text from categories.
 """
 
 from __future__ import annotations

@@ -160,6 +160,8 @@ def bucket_boundaries(probe: _TransformProbe, outputs: Dict[str, str]) -> Dict[s
     All features bisect together, one Transform call per step: 7 outputs of the
     bundled data in 64 calls instead of 295 (5.6 s of the Trainer before).
     """
+    if not outputs:  # no bucketized feature and numeric_buckets 0
+        return {}
     kinds = {k: probe.kind(k) for k in outputs}
     counts = probe.many({k: [_Search.largest(kind)] for k, kind in kinds.items()}, outputs)
     searches = {k: _Search(kind, int(counts[k][0])) for k, kind in kinds.items()}
