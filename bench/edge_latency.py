@@ -84,6 +84,7 @@ def main(argv=None) -> int:
     parser.add_argument("--model", help="edge version or model directory (default: <edge_dir>/<model_name>)")
     parser.add_argument("--examples", type=int, default=2000, help="eval examples for quality and latency")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of --repeat passes: min / median / max")
     args = parser.parse_args(argv)
 
     import formats
@@ -98,7 +99,7 @@ def main(argv=None) -> int:
     # In the data's own format (formats/, as its ExampleGen converts it); the latest span of a span pattern.
     files = sorted(glob.glob(latest_pattern(config.input_base, patterns.get("eval", next(iter(patterns.values()))))))
     serialized = formats.read_all(formats.get(config.data.format), files)[:args.examples]
-    result = measure(version_dir, serialized, spec, args.repeat)
+    result = measure(version_dir, serialized, spec, args.repeat, args.rounds)
     sizes, quality, seconds = result["sizes"], result["quality"], result["seconds"]
     key, label = spec.task_type.headline.key, spec.task_type.headline.label
     versus, versus_label = spec.task_type.versus_saved_model.key, spec.task_type.versus_saved_model.label
@@ -116,15 +117,17 @@ def main(argv=None) -> int:
           f"int8 {quality['int8'][key]:.4f}   {'drop' if spec.task_type.headline.higher_is_better else 'change'} "
           f"{change:+.4f}" + (" (target <= 0.002)" if key == "auc" else ""))
     print(f"{versus_label}: float {quality['float'][versus]:.4f}, int8 {quality['int8'][versus]:.4f}")
-    print("latency per example, batch 1, raw features in (preprocessing included):")
+    print(f"latency per example, batch 1, raw features in (preprocessing included); min / median / max of "
+          f"{args.rounds} rounds:")
     base = seconds["SavedModel"]["median"]
+    micro = {name: {k: v * 1e6 for k, v in values.items()} for name, values in seconds.items()}
     for name in ("SavedModel", "float", "int8"):
         text = name if name == "SavedModel" else f"edge {name} TFLite"
         ratio = "(baseline)" if name == "SavedModel" else \
-            f"{base / seconds[name]['median']:6.1f}x faster than SavedModel"
-        print(f"  {text:18s} {seconds[name]['median'] * 1e6:9.1f} us   {ratio}")
-    print(f"  of which raw-feature encoding (edge/encoder.py): {seconds['encode']['median'] * 1e6:.1f} us   "
-          "(target end-to-end <= 50 us)")
+            f"{base / seconds[name]['median']:6.1f}x faster than SavedModel (medians)"
+        print(f"  {text:18s} {bench_results.format_spread(micro[name], '9.1f')} us   {ratio}")
+    print(f"  of which raw-feature encoding (edge/encoder.py): {bench_results.format_spread(micro['encode'], '.1f')} "
+          "us   (target end-to-end <= 50 us)")
     return 0
 
 
