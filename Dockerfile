@@ -1,9 +1,9 @@
 # This project's image. Vertex AI Pipelines runs every step in it (gcp.image) and Dataflow starts its
 # workers from it (--sdk_container_image), so both run the pinned stack and the installed project:
 # every executor (components/), what they call (validation/, edge/, models/, training/, contract/) and
-# the command lines (cli/) with what they run (runners/, serving/, batch/, reports/, fleet/). tests/image.py
-# rebuilds this file's COPY and install steps into a temporary directory and imports every executor the
-# compiled pipeline names.
+# the command lines (cli/) with what they run (runners/, serving/, monitoring/, batch/, reports/, fleet/).
+# tests/image.py rebuilds this file's COPY and install steps into a temporary directory and imports every
+# executor the compiled pipeline names.
 #
 #   docker build -t REGISTRY/taxi:TAG . && docker push REGISTRY/taxi:TAG
 #   tfx-edge pipeline compile --set gcp.image=REGISTRY/taxi:TAG ...
@@ -45,6 +45,7 @@ COPY edge/ edge/
 COPY components/ components/
 COPY pipeline/ pipeline/
 COPY serving/ serving/
+COPY monitoring/ monitoring/
 COPY batch/ batch/
 COPY deploy/ deploy/
 COPY reports/ reports/

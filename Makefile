@@ -26,8 +26,8 @@ PYTEST_ARGS ?=
 
 .PHONY: setup run test test-fast bench bench-data bench-formats profile bench-edge bench-serving bench-strategies bench-batch bench-tasks \
 	infer-schema init validate score fleet-demo fleet-airflow bench-fleet airflow-setup \
-	clean help system-deps browser-deps serve lineage runs report notebooks strip-notebooks \
-	docs docs-setup docs-build docs-reference
+	clean help system-deps browser-deps monitoring-deps serve lineage runs report notebooks strip-notebooks \
+	docs docs-setup docs-build docs-reference bench-monitoring
 
 help:
 	@echo "make run        set up, then run the pipeline on the bundled taxi data (ARGS=... for options)"
@@ -54,6 +54,7 @@ help:
 	@echo "make fleet-demo lay out demo tenants (spans of the bundled data) in outputs/fleet-demo, run a fleet cycle"
 	@echo "make fleet-airflow  one Airflow DAG per demo tenant model in outputs/fleet-demo/dags, listed by Airflow"
 	@echo "make bench-fleet  fleet cycle: full, no-change, per-tenant overhead vs one pipeline run (ARGS='--tenants 20')"
+	@echo "make bench-monitoring  monitoring job per million logged requests, drift onset to retrain, logging on/off"
 	@echo "make docs       serve the documentation site on http://127.0.0.1:8000 (DOCS_PORT=N for another port)"
 	@echo "make docs-build build the site into site/ with mkdocs build --strict (make test does it too)"
 	@echo "make docs-reference  regenerate docs/reference/configuration.md and cli.md from the code"
@@ -145,10 +146,22 @@ browser-deps:
 	    >/dev/null 2>&1 || { echo "setup: could not install chromium (apt-get install chromium)." >&2; exit 1; }; \
 	fi
 
+# The alert tests run a real Prometheus, promtool and Alertmanager (Debian's packages; the service they install is
+# not started: the tests start their own on loopback ports).
+monitoring-deps:
+	@if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus-alertmanager >/dev/null 2>&1; then \
+	  echo "setup: installing prometheus and prometheus-alertmanager (alert rules and their end-to-end test)"; \
+	  SUDO=""; [ "$$(id -u)" -ne 0 ] && SUDO="sudo"; \
+	  ( $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+	      --no-install-recommends prometheus prometheus-alertmanager ) >/dev/null 2>&1 || { \
+	    echo "setup: could not install prometheus and prometheus-alertmanager (apt-get install prometheus" \
+	         "prometheus-alertmanager)." >&2; exit 1; }; \
+	fi
+
 run: setup
 	$(CLI) pipeline run $(ARGS)
 
-test: setup airflow-setup docs-setup browser-deps
+test: setup airflow-setup docs-setup browser-deps monitoring-deps
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
 test-fast: setup docs-setup
@@ -229,3 +242,6 @@ fleet-airflow: airflow-setup
 
 bench-fleet: setup
 	$(PY) -m bench.fleet $(ARGS)
+
+bench-monitoring: setup monitoring-deps
+	$(PY) -m bench.monitoring $(ARGS)

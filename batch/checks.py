@@ -28,8 +28,14 @@ def add_statistics(examples: beam.PCollection, stats_path: str) -> None:
          | "WriteStatistics" >> tfdv.WriteStatisticsToBinaryFile(stats_path))
 
 
+# TFX's context type of a whole pipeline (its name is the pipeline's name); every artifact of its runs belongs to it.
+PIPELINE_CONTEXT = "pipeline"
+
+
 def training_statistics(config: PipelineConfig, path: str = ""):
-    """The training split's statistics: `path` if given, else the newest StatisticsGen output in MLMD.
+    """The training split's statistics: `path` if given, else the newest StatisticsGen output of this pipeline
+    (`pipeline_name`) in MLMD: a fleet's tenants share one store, and one tenant's batch must never be judged
+    against another's data.
 
     Returns (statistics or None, where they came from).
     """
@@ -44,14 +50,17 @@ def training_statistics(config: PipelineConfig, path: str = ""):
     from pipeline.metadata import open_metadata
 
     store = open_metadata(config.metadata_path)
-    candidates = [a for t in store.get_artifact_types() if t.name.endswith("ExampleStatistics")
-                  for a in store.get_artifacts_by_type(t.name)
-                  if a.state == metadata_store_pb2.Artifact.LIVE]
+    context = store.get_context_by_type_and_name(PIPELINE_CONTEXT, config.pipeline_name)
+    if context is None:
+        return None, f"no run of pipeline {config.pipeline_name!r} in {config.metadata_path}"
+    statistics = {t.id for t in store.get_artifact_types() if t.name.endswith("ExampleStatistics")}
+    candidates = [a for a in store.get_artifacts_by_context(context.id)
+                  if a.type_id in statistics and a.state == metadata_store_pb2.Artifact.LIVE]
     for artifact in sorted(candidates, key=lambda a: a.create_time_since_epoch, reverse=True):
         stats_file = os.path.join(artifact.uri, "Split-train", "FeatureStats.pb")
         if os.path.exists(stats_file):
             return tfdv.load_stats_binary(stats_file), stats_file
-    return None, f"no training statistics in {config.metadata_path}"
+    return None, f"no training statistics of pipeline {config.pipeline_name!r} in {config.metadata_path}"
 
 
 def judge_batch(config: PipelineConfig, batch_stats, training, training_source: str, title: str):

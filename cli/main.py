@@ -8,6 +8,7 @@
     tfx-edge edge predict|bench|check ...                    (the device runtime, no TensorFlow)
     tfx-edge schema init|infer ...                           (your own data: config.yaml + schema.pbtxt)
     tfx-edge fleet run|watch|status|print|demo|airflow|k8s|vertex --fleet FILE ...
+    tfx-edge monitoring run|labels|report|exporter|webhook ...
 
 Each group's module is imported only when asked for, so `tfx-edge edge ...`
 never loads TensorFlow and `--help` answers at once.
@@ -27,6 +28,8 @@ GROUPS = {
     "edge": ("cli.edge", "score, time and check int8 TFLite models with the device runtime"),
     "schema": ("cli.schema", "your own data: init (config + schema in one step) or infer (schema only)"),
     "fleet": ("cli.fleet", "many tenants' models: run|watch|status|print|demo|airflow|k8s|vertex from one fleet file"),
+    "monitoring": ("cli.monitoring", "served models over time: run the job, join late labels, report, exporter, "
+                                     "alert webhook"),
 }
 
 

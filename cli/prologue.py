@@ -102,3 +102,14 @@ def command(main: Callable[[Optional[List[str]]], int]) -> Callable[[Optional[Li
             return 2
 
     return wrapper
+
+
+def wait_for_signal() -> None:
+    """Blocks until SIGINT or SIGTERM (a long-running command's end), then returns for a clean shutdown."""
+    import threading
+
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    while not done.wait(1.0):
+        pass

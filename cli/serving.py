@@ -13,6 +13,7 @@
     tfx-edge serving experiment report          per arm: requests, latency, scores, AUC/accuracy, tests
     tfx-edge serving deploy-files               models.config, batching, docker run, Kubernetes (+ Istio split)
     tfx-edge serving score [--input DATA] --out DIR   batch scoring on Beam RunInference (make score)
+    tfx-edge serving sidecar --upstream HOST:PORT  request ids + the request log in front of real TF Serving
 
 Settings come from the pipeline config (--config FILE, --set serving.port=8600 ...).
 Exit status: 0 done, 1 the server refused or failed, 2 a setting or input is wrong,
@@ -75,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--json", action="store_true", help="print the report as JSON")
     sub.add_argument("--since-minutes", type=float, default=0.0, help="only records this recent (0 = all)")
     command("deploy-files", "write models.config, batching parameters, docker run line, Kubernetes manifests")
+    sub = command("sidecar", "gRPC proxy in front of real TF Serving on serving.host:serving.port: request ids and "
+                             "the request log (serving.request_log_dir, serving.request_log_sample_rate)")
+    sub.add_argument("--upstream", required=True, metavar="HOST:PORT", help="TF Serving's gRPC address")
     sub = command("score", "score a file offline with pushed models (Beam RunInference), write ids + predictions")
     sub.add_argument("--input", default="",
                      help="TFRecord file/dir/glob of tf.Example (gzip or plain), or CSV files with a header "
@@ -95,6 +99,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--training-stats", default="",
                      help="FeatureStats.pb to measure drift against (default: the newest in ML Metadata)")
     return parser
+
+
+def _sidecar(config: PipelineConfig, upstream: str) -> int:
+    from serving.sidecar import Sidecar
+
+    serving = config.serving
+    sidecar = Sidecar(upstream, serving.host, serving.port, serving.request_log_dir, serving.request_log_sample_rate)
+    port = sidecar.start()
+    print(f"request-log sidecar: gRPC {serving.host}:{port} -> {upstream}; logging "
+          f"{serving.request_log_sample_rate:g} of requests under {serving.request_log_dir}/<model>", flush=True)
+    prologue.wait_for_signal()
+    sidecar.stop()
+    return 0
 
 
 def _serve(config: PipelineConfig) -> int:
@@ -244,6 +261,8 @@ def main(argv: Optional[list] = None) -> int:
             return _status(config, args)
         if args.command == "score":
             return _score(config, args)
+        if args.command == "sidecar":
+            return _sidecar(config, args.upstream)
         if args.command == "deploy-files":
             for name, path in deploy_files.write_deployment_files(config).items():
                 print(f"wrote {path}")

@@ -333,7 +333,7 @@ class ValidationConfig:
     # 1,710-mile trip (schema max 1,000): reported as tolerated, not hidden by a looser schema.
     allow_anomalies: List[str] = field(default_factory=lambda: ["trip_miles:FLOAT_TYPE_BIG_FLOAT"])
     skew: bool = True  # compare the train split with serving traffic (serving_data)
-    # Glob of tf.Example TFRecords of serving traffic. "" = the request logs under
+    # Glob of serving traffic: tf.Example TFRecords or request logs (.parquet). "" = the request logs under
     # <output_dir>/request_logs/<model_name>/ when there are any, else the bundled `unlabelled` split.
     serving_data: str = ""
     drift: bool = True  # with `{SPAN}` patterns: compare the current span with the previous one
@@ -440,14 +440,42 @@ class ServingConfig:
     batch_timeout_micros: int = 0
     num_batch_threads: int = 1  # model calls at once; more only helps with more cores than clients use
     warmup_requests: int = 6  # PredictionLog records the Pusher writes from real eval examples
-    request_log_sample_rate: float = 0.01  # fraction of Predict requests logged for the skew check
+    # Share of Predict/Classify/Regress requests written to the request log (contract/request_log.py: id, time,
+    # version, arm, examples, answers), which the skew check, the monitoring job and the late-label join read.
+    request_log_sample_rate: float = 0.01
     request_log_dir: str = ""  # default: <output_dir>/request_logs; files land in <dir>/<model_name>/
+    # Classify/Regress (and MultiInference) accept only signatures whose method_name is classify/regress, as
+    # TF Serving's --enable_signature_method_name_check (passed to it too). Off, as TF Serving's default: any
+    # signature whose inputs and outputs fit serves, such as those `tf.saved_model.save` marks predict.
+    enable_signature_method_name_check: bool = False
     # Experiments (serving/experiments.py): the request header (gRPC metadata) whose value keeps a client on one arm.
     experiment_key_header: str = "x-experiment-key"
     experiment_log_dir: str = ""  # default: <output_dir>/experiment_logs; files land in <dir>/<model_name>/
     tf_serving_image: str = "tensorflow/serving:2.16.1"  # matches tensorflow-serving-api
     # `tfx-edge serving score`: examples per model call (one Beam element), as tf.data reads them.
     batch_scoring_batch_size: int = 1024
+
+
+@dataclass
+class MonitoringConfig:
+    """The monitoring job, late labels, the exporter and the alert webhook (`tfx-edge monitoring`, monitoring/).
+
+    Per window of the request log: skew against the served model's training statistics, drift against the
+    previous window (thresholds: the schema's skew/drift comparators), traffic, errors, latency, and the
+    served metric on late labels; kept in `<directory of metadata_path>/monitoring.sqlite`.
+    """
+
+    window_seconds: float = 3600.0  # one point of the series; windows start at multiples of it (UTC)
+    # The served headline metric (AUC, accuracy, RMSE) must stay on its good side of this; 0 = no bound.
+    # Fleet models take their fleet file's metric.bound.
+    metric_bound: float = 0.0
+    min_labels: int = 50  # fewest joined labels in a window for its served metric (fewer: not computed)
+    # A label that arrives longer than this after its prediction is counted as too late and not joined.
+    label_window_days: float = 30.0
+    exporter_port: int = 9464  # `monitoring exporter`: the Prometheus page of the series, on serving.host
+    webhook_port: int = 9465  # `monitoring webhook`: Alertmanager's receiver that starts fleet retrains
+    # An alert starts no second retrain of a model within this many seconds of the last one it started.
+    retrain_cooldown_seconds: float = 3600.0
 
 
 @dataclass
@@ -515,6 +543,7 @@ class PipelineConfig:
     serving: ServingConfig = field(default_factory=ServingConfig)
     vertex: VertexConfig = field(default_factory=VertexConfig)
     bulk_inference: BulkInferenceConfig = field(default_factory=BulkInferenceConfig)
+    monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
 
     def __post_init__(self):
         # gs:// (and other remote) paths are joined as they are; local ones made absolute.
@@ -542,6 +571,11 @@ class PipelineConfig:
     def model_request_log_dir(self) -> str:
         """`<request_log_dir>/<model_name>`: sampled request logs, read by the skew check."""
         return os.path.join(self.serving.request_log_dir, self.model_name)
+
+    @property
+    def monitoring_path(self) -> str:
+        """`monitoring.sqlite` beside the ML Metadata store: the monitoring series and the joined labels."""
+        return os.path.join(os.path.dirname(self.metadata_path), "monitoring.sqlite")
 
     @property
     def model_experiment_log_dir(self) -> str:
@@ -798,6 +832,15 @@ def validate(config: PipelineConfig) -> None:
         raise ConfigError("serving.request_log_sample_rate must be between 0 and 1")
     if config.data.format not in FORMATS:
         raise ConfigError(f"data.format: {config.data.format!r} is not one of {', '.join(FORMATS)}")
+    monitoring = config.monitoring
+    for name in ("window_seconds", "min_labels", "label_window_days"):
+        if getattr(monitoring, name) <= 0:
+            raise ConfigError(f"monitoring.{name} must be positive")
+    if monitoring.metric_bound < 0 or monitoring.retrain_cooldown_seconds < 0:
+        raise ConfigError("monitoring.metric_bound and monitoring.retrain_cooldown_seconds must be 0 or positive")
+    for name in ("exporter_port", "webhook_port"):
+        if not 0 < getattr(monitoring, name) < 65536:
+            raise ConfigError(f"monitoring.{name} must be 1-65535, got {getattr(monitoring, name)}")
     if config.data.span_window < 1:
         raise ConfigError("data.span_window must be 1 (the latest span) or more")
     if config.data.span_window > 1 and not config.data.spanned_pattern:

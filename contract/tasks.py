@@ -187,6 +187,10 @@ class Task:
     def headline(self) -> Metric:
         return self.quality_metrics[0]
 
+    def logged_outputs(self, predictions: Sequence[Sequence[float]]) -> np.ndarray:
+        """The request log's answers (`contract/request_log.py`: one row per example) as `quality` takes them."""
+        raise NotImplementedError
+
     def resolution_metrics(self, labels: np.ndarray, reference_at_resolution: np.ndarray) -> Dict[str, float]:
         """Metrics of the SavedModel's answers rounded to the int8 output's levels, which the gate needs."""
         return {}
@@ -263,6 +267,10 @@ class Binary(Task):
     def reported_metrics_specs(self, classes):
         return [{"metrics": [{"class_name": name} for name in
                              ("Precision", "Recall", "CalibrationPlot", "ConfusionMatrixPlot")]}]
+
+    def logged_outputs(self, predictions):
+        # Predict logs the probability [p]; Classify the scores [negative, positive]: the last is p either way.
+        return np.array([row[-1] for row in predictions], dtype=np.float64)
 
     def quality(self, labels, outputs, reference=None):
         decisions = outputs > DECISION_THRESHOLD
@@ -345,6 +353,9 @@ class Multiclass(Task):
                 {"metrics": [{"class_name": "Recall", "config": '{"top_k": 1}'}],
                  "binarize": {"class_ids": {"values": ids}}}]
 
+    def logged_outputs(self, predictions):
+        return np.asarray(predictions, dtype=np.float64)
+
     def quality(self, labels, outputs, reference=None):
         predicted = outputs.argmax(axis=1)
         result = {"accuracy": float((predicted == labels).mean()), "macro_auc": quality.macro_auc(labels, outputs)}
@@ -421,6 +432,9 @@ class Regression(Task):
 
     def reported_metrics_specs(self, classes):
         return [{"metrics": [{"class_name": name} for name in ("MeanAbsoluteError", "MeanPrediction", "MeanLabel")]}]
+
+    def logged_outputs(self, predictions):
+        return np.array([row[0] for row in predictions], dtype=np.float64)
 
     def quality(self, labels, outputs, reference=None):
         error = outputs - labels

@@ -57,6 +57,16 @@ def list_versions(base_directory: str) -> List[int]:
     return sorted(int(name.rstrip("/")) for name in files.listdir(base_directory) if name.rstrip("/").isdigit())
 
 
+def version_path(base_directory: str, version: int) -> str:
+    """The directory of `version`: its number as written, leading zeros included (`00000123` is version 123,
+    as TF Serving reads it)."""
+    files = _files(base_directory)
+    names = files.listdir(base_directory) if files.exists(base_directory) else []
+    name = next((n.rstrip("/") for n in sorted(names) if n.rstrip("/").isdigit() and int(n.rstrip("/")) == version),
+                str(version))
+    return os.path.join(base_directory, name)
+
+
 def next_version(existing: List[int], now: Optional[float] = None) -> int:
     """Unix time, but always above the latest version: versions only increase, even with clock skew."""
     return max(int(now if now is not None else time.time()), (existing[-1] + 1) if existing else 0)

@@ -53,7 +53,9 @@ def server_args(config: PipelineConfig, models_config_path: str = "", files_dir:
             f"--model_config_file={models_config_path or config.models_config_path}",
             f"--monitoring_config_file={os.path.join(files_dir, 'monitoring.config')}",
             f"--model_config_file_poll_wait_seconds={poll}",
-            f"--file_system_poll_wait_seconds={poll}"]
+            f"--file_system_poll_wait_seconds={poll}",
+            "--enable_signature_method_name_check="
+            + str(config.serving.enable_signature_method_name_check).lower()]
     if config.serving.enable_batching:
         args += ["--enable_batching=true",
                  f"--batching_parameters_file={os.path.join(files_dir, 'batching_parameters.txt')}"]

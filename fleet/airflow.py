@@ -1,8 +1,10 @@
 """Apache Airflow DAGs from the fleet file: one DAG per tenant model, on that model's schedule.
 
-Each DAG has one task that runs `tfx-edge fleet run --fleet FILE --only NAME`: the same trigger check and
-isolated pipeline run as `fleet run`/`fleet watch`, so a DAG run with nothing new is a skip (exit 0) and a
-failed or gate-stopped run fails the task (non-zero exit). The DAG files import Airflow only, never this
+Each DAG has two tasks: `monitor` runs `tfx-edge monitoring run --fleet FILE --only NAME` (the model's
+monitoring job: the request log's new windows into its series), then `train_if_due` runs `tfx-edge fleet run
+--fleet FILE --only NAME`: the same trigger check and isolated pipeline run as `fleet run`/`fleet watch`
+(its drift and metric triggers read the series just measured), so a DAG run with nothing new is a skip
+(exit 0) and a failed or gate-stopped run fails the task (non-zero exit). The DAG files import Airflow only, never this
 project: Airflow runs in its own environment (`.venv-airflow`, README "A fleet of tenants"), because
 Airflow 2.10's pins cannot be resolved together with the TFX 1.16 stack, and in production its workers run
 the pipeline's container image rather than the pipeline's Python packages.
@@ -34,7 +36,9 @@ with DAG(
     max_active_runs=1,
     tags=["fleet", {tenant!r}],
 ) as dag:
-    BashOperator(task_id="train_if_due", bash_command={command!r}, append_env=True)
+    monitor = BashOperator(task_id="monitor", bash_command={monitor!r}, append_env=True)
+    train = BashOperator(task_id="train_if_due", bash_command={command!r}, append_env=True)
+    monitor >> train
 '''
 
 
@@ -59,7 +63,8 @@ def write_dags(fleet, out_dir: str, command: str = "", poll: str = DEFAULT_POLL)
         text = _TEMPLATE.format(
             fleet_file=fleet_file, dag_id=name, tenant=model.tenant, schedule=model.schedule or poll,
             description=f"{model.name}: retrain when {', '.join(model.triggers)} (fleet file {fleet_file})",
-            # Airflow treats a bash_command ending in .sh/.bash as a template file; ours never does.
+            # Airflow treats a bash_command ending in .sh/.bash as a template file; ours never do.
+            monitor=f"{command} monitoring run --fleet {shlex.quote(fleet_file)} --only {shlex.quote(model.name)}",
             command=f"{command} fleet run --fleet {shlex.quote(fleet_file)} --only {shlex.quote(model.name)}")
         path = os.path.join(out_dir, f"{name}.py")
         written[name] = write_text(path, text)

@@ -7,7 +7,8 @@
 
 An ENTRY holds `settings` (any subset of pipeline/configs/default.yaml), `data_root`, `schedule` (cron),
 `triggers` and `metric` ({bound: B, labelled: GLOB}: the `metric` trigger's bound on the served model's
-headline metric, and where newly labelled TFRecords land, relative to data_root). Later layers override
+headline metric, which is also its `monitoring.metric_bound`, and where newly labelled TFRecords land,
+relative to data_root). Later layers override
 earlier ones key by key (settings merge deeply). Each model becomes the
 pipeline `<tenant>-<model>` (its own MLMD pipeline context, so its own baselines and span windows), served
 as `<tenant>-<model>` next to every other model in the one shared `models.config`. The resolved
@@ -223,6 +224,13 @@ def _resolve(tenant: str, model: str, entry: Dict[str, Any], where: str, output_
         raise ConfigError(f"{where}.data_root is not set (in the model, its tenant, tier or defaults)")
     name = f"{tenant}-{model}"
     own = _join(output_dir, "tenants", name)
+    if metric:
+        # One bound for the trigger, the monitoring series and its alert: the served metric's.
+        given = (entry["settings"].get("monitoring") or {}).get("metric_bound")
+        if given is not None and float(given) != metric["bound"]:
+            raise ConfigError(f"{where}: metric.bound {metric['bound']:g} and settings.monitoring.metric_bound "
+                              f"{given} disagree; set the bound once, in metric.bound")
+        entry = _layer(entry, {"settings": {"monitoring": {"metric_bound": metric["bound"]}}})
     settings = _merge(entry["settings"], {
         "pipeline_name": name,
         "model_name": name,

@@ -72,6 +72,10 @@ class Controller:
                 outcomes += list(pool.map(lambda item: self._run(*item), due))
         return outcomes
 
+    def run_now(self, model: FleetModel, reason: str) -> Outcome:
+        """One run of `model` for `reason` (an alert), whatever its triggers say."""
+        return self._run(model, triggers.Decision(reasons=[reason], data=triggers.data_facts(model)))
+
     def _run(self, model: FleetModel, decision: triggers.Decision) -> Outcome:
         reason = "; ".join(decision.reasons)
         if self.stopping.is_set():

@@ -4,12 +4,11 @@ MLMD records what a pipeline run produced; this records why the controller start
 MLMD has no place for, and must be readable without TensorFlow so a no-change cycle stays cheap.
 """
 
-import contextlib
 import json
-import os
-import sqlite3
 import time
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, List, Optional
+
+from contract import records
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -25,7 +24,6 @@ _ADDED = {"checks": {"labelled": "TEXT NOT NULL DEFAULT ''"}}
 
 class State:
     def __init__(self, path: str):
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self.path = path
         with self._connect() as db:
             db.executescript(_SCHEMA)
@@ -35,16 +33,8 @@ class State:
                     if column not in have:
                         db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
-    @contextlib.contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        # One connection per call: runs finish in worker threads; SQLite serialises the writers.
-        db = sqlite3.connect(self.path, timeout=30)
-        db.row_factory = sqlite3.Row
-        try:
-            with db:
-                yield db
-        finally:
-            db.close()
+    def _connect(self):
+        return records.connect(self.path)
 
     def start_run(self, name: str, reason: str, data: Dict[str, Any], log: str) -> int:
         with self._connect() as db:

@@ -1,11 +1,12 @@
 """Why a tenant's model should retrain now: new data landed, its cron schedule is due, its traffic drifted,
-or the served model scores worse than its bound on newly labelled data.
+or the served model scores worse than its bound on newly labelled data or on late labels.
 
 Cheap by design: new data is a fingerprint of file names, sizes and modification times (no file is read);
-the schedule is croniter arithmetic; the drift check (TFDV statistics of the request logs vs the latest
-training span, thresholds from the schema's skew_comparator) runs only when the request logs changed; the
-metric check (the served SavedModel on the labelled files) only when those files, its bound or the served
-version did.
+the schedule is croniter arithmetic; the monitoring job (`monitoring/job.py`: skew of the request log
+against the training statistics and drift against the previous window, thresholds from the schema's
+comparators) runs only when the request logs changed, and the drift trigger reads its newest window; the
+metric check (the served SavedModel on the labelled files, and the monitoring series' served metric on
+late labels) only when those files, its bound, the served version or the series did.
 """
 
 import glob
@@ -20,16 +21,17 @@ from croniter import croniter
 from contract import versions
 from contract.config import has_span_spec
 from fleet.config import FleetModel
-from formats.spans import pattern_for_span, span_files
 from fleet.state import State
-
+from formats.spans import pattern_for_span, span_files
+from monitoring import store as series
+from monitoring.store import Store
 
 
 @dataclass
 class DataFacts:
     fingerprint: str
     files: int
-    span: Optional[int]  # latest span with {SPAN} patterns, else None
+    span: Optional[int]  # latest span with {SPAN} or date patterns, else None
 
 
 @dataclass
@@ -70,7 +72,7 @@ def _fingerprint(paths: List[str], base: str) -> str:
 
 
 def labelled_files(model: FleetModel, data: DataFacts) -> List[str]:
-    """The labelled TFRecords the metric check scores: `metric.labelled` under the data root, by default the
+    """The labelled files (the data's format) the metric check scores: `metric.labelled` under the data root, by default the
     latest span's eval split (labelled rows; new ones whenever a span lands)."""
     config = model.config
     pattern = model.metric.get("labelled") or config.split_patterns.get("eval", "")
@@ -126,26 +128,33 @@ def next_due(model: FleetModel, last_started: Optional[float], now: float) -> Op
     return croniter(model.schedule, last_started).get_next(float) if last_started else now
 
 
-def drift_reason(model: FleetModel, data: DataFacts) -> str:
-    """"" when the request logs are within the schema's skew thresholds, else which features are over."""
-    from validation import checks
-    from validation.report import GatePolicy
+def drift_reason(model: FleetModel) -> str:
+    """"" when the monitoring series' newest window is within the schema's skew and drift thresholds, else
+    which features are over."""
+    latest = Store(model.config.monitoring_path).latest(model.name)
+    over = [p for measure in series.FEATURE_MEASURES for p in latest.get(measure, []) if p.value > p.threshold]
+    return ", ".join(f"{p.feature} {p.measure} {p.value:.3f} > {p.threshold:g}" for p in over)
 
-    config = model.config
-    logs = [p for p in glob.glob(os.path.join(config.model_request_log_dir, "**", "*"), recursive=True)
-            if os.path.isfile(p)]
-    train_pattern = config.split_patterns.get("train") or next(iter(config.split_patterns.values()))
-    if data.span is not None:
-        train_pattern = pattern_for_span(train_pattern, data.span)
-    training = sorted(p for p in glob.glob(os.path.join(config.input_base, train_pattern)) if os.path.isfile(p))
-    if not logs or not training:
+
+def served_metric_reason(model: FleetModel) -> str:
+    """"" unless the monitoring series' newest served metric (late labels) is worse than its bound."""
+    points = Store(model.config.monitoring_path).latest(model.name).get(series.SERVED_METRIC, [])
+    if not points or points[0].threshold is None:
         return ""
-    schema = checks.load_schema(config.schema_file)
-    policy = GatePolicy(config.validation.fail_severity, tuple(config.validation.allow_anomalies))
-    _, distances = checks.compare(checks.statistics_of(training, schema), checks.statistics_of(logs, schema), schema,
-                                  "skew", policy)
-    over = [d for d in distances if d.value > d.threshold]
-    return ", ".join(f"{d.feature} {d.measure} {d.value:.3f} > {d.threshold:g}" for d in over)
+    point = points[0]
+    headline = model.config.features.task_type.headline
+    worse = point.value < point.threshold if headline.higher_is_better else point.value > point.threshold
+    if not worse:
+        return ""
+    window = time.strftime("%Y-%m-%d %H:%M", time.gmtime(point.window_start))
+    return (f"served {headline.label} {point.value:.3f} {'<' if headline.higher_is_better else '>'} "
+            f"{point.threshold:g} on late labels (window from {window} UTC)")
+
+
+def served_series_fingerprint(model: FleetModel) -> str:
+    """What the served-metric reason depends on: the newest served metric's window and value."""
+    points = Store(model.config.monitoring_path).latest(model.name).get(series.SERVED_METRIC, [])
+    return f"{points[0].window_start:.0f}:{points[0].value:.6f}" if points else ""
 
 
 def evaluate(model: FleetModel, state: State, now: Optional[float] = None) -> Decision:
@@ -164,23 +173,29 @@ def evaluate(model: FleetModel, state: State, now: Optional[float] = None) -> De
         if next_due(model, last["started"] if last else None, now) <= now:
             decision.reasons.append(f"schedule {model.schedule!r} due")
     check = state.last_check(model.name) or {}
-    if "drift" in model.triggers:
-        fingerprint = logs_fingerprint(model)
-        decision.logs = fingerprint
-        if fingerprint and fingerprint != check.get("logs") and data.files:
-            over = drift_reason(model, data)
+    fingerprint = logs_fingerprint(model)
+    decision.logs = fingerprint
+    if fingerprint and fingerprint != check.get("logs"):
+        # New request-log files: the monitoring job measures them (every model, for its series).
+        from monitoring import job
+
+        job.run(model.config)
+        if "drift" in model.triggers and data.files:
+            over = drift_reason(model)
             if over:
-                decision.reasons.append(f"skew in request logs: {over}")
+                decision.reasons.append(f"request log over threshold: {over}")
     if "metric" in model.triggers:
         served = versions.list_versions(model.config.model_serving_dir)
         files = labelled_files(model, data)
-        # What the score depends on: the files, the bound it is held to (an edited fleet file re-checks), the version.
-        decision.labelled = (f"{_fingerprint(files, model.config.input_base)}@{model.metric['bound']:g}@{served[-1]}"
-                             if served and files else "")
+        # What the scores depend on: the files, the bound they are held to (an edited fleet file re-checks), the
+        # version, and the series' newest served metric.
+        scored = (f"{_fingerprint(files, model.config.input_base)}@{model.metric['bound']:g}@{served[-1]}"
+                  if served and files else "")
+        late = served_series_fingerprint(model)
+        decision.labelled = scored + (f"|{late}" if late else "")
         if decision.labelled and decision.labelled != check.get("labelled"):
-            worse = metric_reason(model, files, served[-1])
-            if worse:
-                decision.reasons.append(worse)
+            worse = [metric_reason(model, files, served[-1]) if scored else "", served_metric_reason(model)]
+            decision.reasons.extend(reason for reason in worse if reason)
     return decision
 
 

@@ -104,6 +104,14 @@ def latest_pattern(input_base: str, pattern: str) -> str:
     return os.path.join(input_base, pattern_for_span(pattern, max(found)) if found else pattern)
 
 
+def latest_span_files(input_base: str, pattern: str) -> Tuple[Optional[int], List[str]]:
+    """(newest span, its files) of a span or date pattern; (None, the pattern's files) of a pattern without."""
+    if has_span_spec(pattern):
+        found = span_files(input_base, pattern)
+        return (max(found), found[max(found)]) if found else (None, [])
+    return None, sorted(p for p in glob.glob(os.path.join(input_base, pattern)) if os.path.isfile(p))
+
+
 def describe(span: int, pattern: str) -> str:
     """A span as a person names it: its date for a date pattern (`2024-03-01`), else `span 7`."""
     if DATE_SPECS[0] in pattern:

@@ -149,6 +149,67 @@ def histogram_svg(series: Dict[str, List[Tuple[str, float]]], width: int = 160, 
     return "".join(parts)
 
 
+def time_chart(series: Dict[str, List[Tuple[float, float]]], y_label: str, bound: Optional[float] = None,
+               higher_is_better: bool = False, width: int = 540, plot_height: int = 170) -> str:
+    """Values over time (x: epoch seconds, shown as UTC), one line per series, with a dashed `bound`; a point
+    on the wrong side of the bound is a red dot, so a breach is seen at a glance. The legend is under the
+    plot, three names a row."""
+    points = [(x, y) for values in series.values() for x, y in values]
+    if not points:
+        return ""
+    left, right, top = 52, 12, 10
+    legend_rows = (len(series) + 2) // 3
+    height = top + plot_height + 22 + 15 * legend_rows
+    xs, ys = [x for x, _ in points], [y for _, y in points] + ([bound] if bound is not None else [])
+    x0, x1 = min(xs), max(xs)
+    y0, y1 = min(min(ys), 0.0), max(ys)
+    y1 = y1 + (y1 - y0) * 0.08 or 1.0
+    span_x, span_y = (x1 - x0) or 1.0, (y1 - y0) or 1.0
+    # Windows shorter than an hour apart are told apart by their seconds.
+    clock = "%Y-%m-%d %H:%M" if span_x >= 3600 or x1 == x0 else "%H:%M:%S"
+
+    def when(x) -> str:
+        return datetime.datetime.fromtimestamp(x, datetime.timezone.utc).strftime(clock)
+
+    def xy(x, y):
+        return (left + (x - x0) / span_x * (width - left - right) if x1 > x0 else (left + width - right) / 2,
+                top + plot_height - (y - y0) / span_y * plot_height)
+
+    def breach(y):
+        return bound is not None and (y < bound if higher_is_better else y > bound)
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">',
+             f'<rect x="{left}" y="{top}" width="{width - left - right}" height="{plot_height}" fill="#fff" '
+             'stroke="#ccd"/>']
+    for fraction in (0, 0.5, 1):
+        value = y0 + fraction * (y1 - y0)
+        _, gy = xy(x0, value)
+        parts.append(f'<text x="{left - 6}" y="{gy + 4:.0f}" text-anchor="end">{value:.3g}</text>')
+    for x, anchor in ((x0, "start"), (x1, "end")) if x1 > x0 else ((x0, "middle"),):
+        gx, _ = xy(x, y0)
+        parts.append(f'<text x="{gx:.0f}" y="{top + plot_height + 14}" text-anchor="{anchor}">{_e(when(x))} UTC'
+                     '</text>')
+    if bound is not None:
+        _, by = xy(x0, bound)
+        parts.append(f'<line x1="{left}" y1="{by:.1f}" x2="{width - right}" y2="{by:.1f}" stroke="#c62828" '
+                     f'stroke-dasharray="5 4"><title>bound {bound:g}</title></line>')
+    for i, (name, values) in enumerate(series.items()):
+        color = _PALETTE[i % len(_PALETTE)]
+        coordinates = [xy(x, y) for x, y in values]
+        path = " ".join(f"{'M' if j == 0 else 'L'}{px:.1f},{py:.1f}" for j, (px, py) in enumerate(coordinates))
+        parts.append(f'<path d="{path}" fill="none" stroke="{color}" stroke-width="2"><title>{_e(name)}</title>'
+                     '</path>')
+        for (x, y), (px, py) in zip(values, coordinates):
+            fill = "#c62828" if breach(y) else color
+            parts.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="{4 if breach(y) else 2.5}" fill="{fill}">'
+                         f'<title>{_e(name)} {_e(when(x))} UTC: {_num(y, 4)}</title></circle>')
+        parts.append(f'<text x="{left + 160 * (i % 3)}" y="{top + plot_height + 32 + 15 * (i // 3)}" '
+                     f'style="fill:{color}">&#9632; {_e(name)}</text>')
+    parts.append(f'<text x="12" y="{top + plot_height / 2}" text-anchor="middle" '
+                 f'transform="rotate(-90 12 {top + plot_height / 2})">{_e(y_label)}</text></svg>')
+    return "".join(parts)
+
+
 # --- data ---------------------------------------------------------------------------------------------------------
 
 def load_split_statistics(statistics_uri: str) -> Dict[str, object]:
@@ -505,3 +566,84 @@ def write_report(config, run_id: Optional[str] = None, out: Optional[str] = None
     store = store or open_metadata(config.metadata_path)
     summary = summary or read_run(store, config.pipeline_name, run_id)
     return write_page(render(summary, config, store), out or report_path(config, summary.run_id))
+
+
+# --- monitoring ---------------------------------------------------------------------------------------------------
+
+# Features drawn per skew/drift chart: the ones that came closest to (or over) their threshold.
+_MONITORED_FEATURES = 4
+
+
+def _figure(chart: str, caption: str) -> str:
+    return f"<figure>{chart}<figcaption>{_e(caption)}</figcaption></figure>" if chart else ""
+
+
+def monitoring_section(model: str, points, higher_is_better: bool) -> str:
+    """The series of one model (`monitoring.store.Point`s): traffic, errors, latency, skew, drift, served metric."""
+    from monitoring import store as series
+
+    by_measure: Dict[str, list] = {}
+    for p in points:
+        by_measure.setdefault(p.measure, []).append(p)
+    if not by_measure:
+        return "<p class='muted'>No monitored windows yet: run <code>tfx-edge monitoring run</code> once the " \
+               "server has logged requests.</p>"
+
+    def line(measure: str):
+        return [(p.window_start, p.value) for p in by_measure.get(measure, [])]
+
+    figures = [_figure(time_chart({"requests/s": line(series.REQUESTS_PER_SECOND)}, "requests per second"),
+                       "traffic, scaled back from the request log's sample"),
+               _figure(time_chart({"errors": line(series.ERROR_RATIO)}, "error ratio"), "share of failed requests"),
+               _figure(time_chart({"p50": line(series.LATENCY_P50), "p99": line(series.LATENCY_P99)}, "latency, ms"),
+                       "server latency per request")]
+    for measure, against in ((series.SKEW, "the training statistics"), (series.DRIFT, "the previous window")):
+        ratios: Dict[str, List[Tuple[float, float]]] = {}
+        for p in by_measure.get(measure, []):
+            if p.threshold:
+                ratios.setdefault(p.feature, []).append((p.window_start, p.value / p.threshold))
+        worst = sorted(ratios, key=lambda f: -max(v for _, v in ratios[f]))[:_MONITORED_FEATURES]
+        figures.append(_figure(time_chart({f: ratios[f] for f in worst}, "distance / threshold", bound=1.0),
+                               f"{measure} against {against}, per feature (TFDV's distance over the schema's "
+                               f"threshold; above 1 alerts)"))
+    served = by_measure.get(series.SERVED_METRIC, [])
+    if served:
+        bound = served[-1].threshold
+        figures.append(_figure(time_chart({served[-1].feature: line(series.SERVED_METRIC)}, served[-1].feature,
+                                          bound=bound, higher_is_better=higher_is_better),
+                               "served metric on joined late labels" + (f", bound {bound:g}" if bound else "")))
+    newest = max(p.window_start for p in points)
+    over = [p for p in points if p.window_start == newest and p.measure in series.FEATURE_MEASURES
+            and p.threshold and p.value > p.threshold]
+    verdict = (f'<p><span class="badge bad">over threshold</span> newest window ({_e(utc_minute(newest))} UTC): '
+               + ", ".join(f"{_e(p.feature)} {p.measure} {p.value:.3f} &gt; {p.threshold:g}" for p in over) + "</p>"
+               if over else f'<p><span class="badge ok">within thresholds</span> newest window '
+                            f'({_e(utc_minute(newest))} UTC)</p>')
+    return verdict + f'<div class="charts">{"".join(figures)}</div>'
+
+
+def render_monitoring(models: Dict[str, Tuple[list, bool]], title: str) -> str:
+    """The monitoring page: one section per model (name -> (its points, higher-is-better of its metric))."""
+    sections = [_section(f"{name}", monitoring_section(name, points, better), f"model-{i}")
+                for i, (name, (points, better)) in enumerate(models.items())]
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{_e(title)}</title>"
+            f"<meta name='viewport' content='width=device-width'><style>{_CSS}</style></head><body>"
+            f"<header><h1>{_e(title)}</h1><p>per window of the request log: traffic, errors, latency, skew, "
+            f"drift and the served metric</p></header><main>{''.join(sections)}</main><script>{_JS}</script>"
+            "</body></html>")
+
+
+def monitoring_report_path(config) -> str:
+    """`monitoring.html` beside the monitoring store (one page for every model that shares it)."""
+    return os.path.join(os.path.dirname(config.monitoring_path), "monitoring.html")
+
+
+def write_monitoring(configs: Sequence, out: str = "") -> str:
+    """The monitoring page of these models (pipeline configs sharing one store), written whole."""
+    from monitoring.store import Store
+
+    store = Store(configs[0].monitoring_path)
+    models = {c.model_name: (store.series(c.model_name), c.features.task_type.headline.higher_is_better)
+              for c in configs}
+    title = "monitoring: " + ", ".join(models)
+    return write_page(render_monitoring(models, title), out or monitoring_report_path(configs[0]))

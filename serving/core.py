@@ -6,12 +6,10 @@ the sampled request log, shadow traffic and the metrics are the same for gRPC an
 REST. Each transport only converts its wire format to arrays and back.
 """
 
-import os
-import threading
 import time
 from concurrent import futures
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import grpc
 import numpy as np
@@ -22,13 +20,14 @@ from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import (get_model_metadata_pb2,
                                      get_model_status_pb2, model_pb2)
 
-from contract.config import FeaturesConfig, ServingConfig
+from contract import request_log
+from contract.config import FeaturesConfig
 from contract.serving import EXAMPLES_INPUT, SERVING_SIGNATURE
+from serving.classify_regress import METHODS, PREDICTION_METHODS
 from serving.errors import RequestError
 from serving.experiments import ArmRecord, Experiment, ExperimentLog
 from serving.manager import LoadedVersion, ModelManager, Route
-from serving.metrics import ServingMetrics
-from serving.request_log import RequestLogger
+from serving.request_log import RequestLoggers
 
 GRPC = "GRPC"
 REST = "REST"
@@ -51,6 +50,19 @@ def parse_examples(serialized: np.ndarray, name: str = EXAMPLES_INPUT) -> List[t
     return parsed
 
 
+def _lazy_examples(values: np.ndarray):
+    """(parsed, examples): `examples()` parses the serialized values once, when first needed (the sticky key
+    of an experiment, or the check before the model call), and fills `parsed`."""
+    parsed: List[tf.train.Example] = []
+
+    def examples(_: Optional[LoadedVersion] = None) -> List[tf.train.Example]:
+        if not parsed:
+            parsed.extend(parse_examples(values, "examples"))
+        return parsed
+
+    return parsed, examples
+
+
 def _op_error_detail(message: str) -> str:
     """The line of a TF error that names the problem, without "Graph execution error", node and op noise."""
     noise = ("Graph execution error", "Detected at node", "<stack traces unavailable>")
@@ -65,12 +77,16 @@ def dtype_name(dtype: int) -> str:
 
 @dataclass
 class Answer:
-    """What a Predict/Classify/Regress call produced, for the transport to format."""
+    """What a Predict/Classify/Regress/MultiInference call produced, for the transport to format."""
 
     route: Route
     signature: str
     outputs: Dict[str, np.ndarray]
+    result: Optional[object] = None  # Classify/Regress: the ClassificationResult or RegressionResult
+    # MultiInference: per task, (signature name, ClassificationResult or RegressionResult), in request order.
+    results: Optional[List[Tuple[str, object]]] = None
     document: Optional[dict] = None  # the REST answer, once formatted
+    examples: Sequence[bytes] = ()  # the request's serialized tf.Examples, for the request log
 
     @property
     def loaded(self) -> LoadedVersion:
@@ -92,7 +108,7 @@ def _scores(outputs: Dict[str, np.ndarray]) -> List[float]:
 class ServingCore:
     """Predict, Classify, Regress, metadata and status, whatever the transport; every request is counted."""
 
-    def __init__(self, manager: ModelManager, loggers: "RequestLoggers", experiment_log: ExperimentLog,
+    def __init__(self, manager: ModelManager, loggers: RequestLoggers, experiment_log: ExperimentLog,
                  label_spec: Optional[FeaturesConfig] = None):
         self.manager = manager
         self.metrics = manager.metrics
@@ -102,24 +118,50 @@ class ServingCore:
         self._label_spec = label_spec
         self._shadow_pool = futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="shadow")
 
-    def observe(self, api: str, entrypoint: str, model_name: str, call: Callable[[], "Answer"]):
-        """Runs `call` and counts it in the metrics by status, with its latency."""
-        started = time.perf_counter()
+    def observe(self, api: str, entrypoint: str, model_name: str, call: Callable[[], "Answer"],
+                request_id: str = ""):
+        """Runs `call` and counts it in the metrics by status, with its latency; a prediction call (one with a
+        `request_id`) is also offered to the request log, answered or not."""
+        arrived, started = time.time(), time.perf_counter()
         try:
+            problem = request_log.request_id_problem(request_id) if request_id else ""
+            if problem:
+                raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, problem)
             answer = call()
         except RequestError as error:
-            self.metrics.observe_request(model_name, api, entrypoint, error.code.name, time.perf_counter() - started)
+            self._finished(model_name, api, entrypoint, error.code.name, started, arrived, request_id)
             raise
         except Exception:
-            self.metrics.observe_request(model_name, api, entrypoint, "INTERNAL", time.perf_counter() - started)
+            self._finished(model_name, api, entrypoint, "INTERNAL", started, arrived, request_id)
             raise
-        seconds = time.perf_counter() - started
+        seconds = self._finished(model_name, api, entrypoint, "OK", started, arrived, request_id, answer)
         route = getattr(answer, "route", None)
-        version, label = (str(route.loaded.version), route.label) if route else ("", "")
-        self.metrics.observe_request(model_name, api, entrypoint, "OK", seconds, version, label)
         if route is not None and route.experiment is not None:
             self._log_arm(answer, api, seconds)
         return answer
+
+    def _finished(self, model_name: str, api: str, entrypoint: str, status: str, started: float, arrived: float,
+                  request_id: str, answer: Optional[Answer] = None) -> float:
+        """Counts a finished request in the metrics and the request log; returns its latency."""
+        seconds = time.perf_counter() - started
+        route = getattr(answer, "route", None)
+        version, label = (str(route.loaded.version), route.label) if route else ("", "")
+        self.metrics.observe_request(model_name, api, entrypoint, status, seconds, version, label)
+        if request_id and not request_log.request_id_problem(request_id):
+            if route is not None:
+                self.loggers.log(model_name, request_id, arrived, api, entrypoint, status, seconds, lambda: {
+                    "version": route.loaded.version, "arm": route.label, "examples": answer.examples,
+                    "predictions": request_log.prediction_rows(answer.outputs, len(answer.examples))})
+            elif self._serves(model_name):  # a refused request of a model this server has; not of any name
+                self.loggers.log(model_name, request_id, arrived, api, entrypoint, status, seconds)
+        return seconds
+
+    def _serves(self, model_name: str) -> bool:
+        try:
+            self.manager.status(model_name)
+        except RequestError:
+            return False
+        return True
 
     @staticmethod
     def _routing_key(key: str, examples: Callable[[LoadedVersion], List[tf.train.Example]]):
@@ -138,12 +180,19 @@ class ServingCore:
         return of
 
     def _signature(self, loaded: LoadedVersion, name: str):
+        """Predict's signature (TF Serving's RunPredict: FAILED_PRECONDITION when missing, and with the
+        method-name check, INTERNAL for a method that is none of predict/classify/regress)."""
         key = name or SERVING_SIGNATURE
         if key not in loaded.signature_defs:
-            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
-                               f"Serving signature key {key!r} not found in {loaded.name} version "
-                               f"{loaded.version}; signatures: {', '.join(sorted(loaded.signature_defs))}")
-        return key, loaded.signature_defs[key]
+            raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
+                               f'Serving signature key "{key}" not found. {loaded.name} version {loaded.version} '
+                               f"has: {', '.join(sorted(loaded.signature_defs))}")
+        signature_def = loaded.signature_defs[key]
+        if self.serving.enable_signature_method_name_check and signature_def.method_name not in PREDICTION_METHODS:
+            raise RequestError(grpc.StatusCode.INTERNAL,
+                               "Expected prediction signature method_name to be one of {"
+                               f"{', '.join(PREDICTION_METHODS)}}}. Was: {signature_def.method_name}")
+        return key, signature_def
 
     def _check_inputs(self, arrays: Dict[str, np.ndarray], signature_def) -> int:
         """The batch size of valid inputs; refuses wrong names, empty or oversized batches."""
@@ -200,55 +249,106 @@ class ServingCore:
             arrays.update(convert(signature_def))
         size = self._check_inputs(arrays, signature_def)
         examples(route.loaded)
-        unknown = sorted(set(output_filter) - set(signature_def.outputs))
-        if unknown:
-            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
-                               f"output_filter {unknown} not in the signature; outputs: "
-                               f"{', '.join(sorted(signature_def.outputs))}")
+        seen = set()
+        for alias in output_filter:  # TF Serving's PreProcessPrediction
+            if alias not in signature_def.outputs:
+                raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                                   f"output tensor alias not found in signature: {alias} Outputs expected to be in "
+                                   f"the set {{{','.join(sorted(signature_def.outputs))}}}.")
+            if alias in seen:
+                raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"duplicate output tensor alias: {alias}")
+            seen.add(alias)
         outputs = self._run(route.loaded, name, arrays, size)
+        logged: Sequence[bytes] = ()
         if EXAMPLES_INPUT in arrays:
-            self._after(route, name, arrays, size, arrays[EXAMPLES_INPUT], outputs, parsed)
+            logged = arrays[EXAMPLES_INPUT].reshape(-1)
+            self._after(route, name, arrays, size, outputs, parsed)
         if output_filter:
             outputs = {k: v for k, v in outputs.items() if k in output_filter}
-        return Answer(route, name, outputs)
+        return Answer(route, name, outputs, examples=logged)
 
-    def examples_call(self, spec: model_pb2.ModelSpec, method: str, serialized: List[bytes], key: str = "") -> Answer:
-        """Classify/Regress: TF Serving's rules, the `Input` examples into a signature of that method."""
-        parsed: List[tf.train.Example] = []
+    def examples_call(self, spec: model_pb2.ModelSpec, method_name: str, serialized: List[bytes],
+                      key: str = "") -> Answer:
+        """Classify/Regress: the `Input` examples into a signature that fits the method (`classify_regress.py`)."""
+        method = METHODS[method_name]
         values = np.array(serialized, dtype=object)
-
-        def examples(_: Optional[LoadedVersion] = None) -> List[tf.train.Example]:
-            if not parsed:
-                parsed.extend(parse_examples(values, "examples"))
-            return parsed
+        parsed, examples = _lazy_examples(values)
 
         route = self.manager.route(spec, self._routing_key(key, examples))
-        name, signature_def = self._signature(route.loaded, spec.signature_name)
-        if signature_def.method_name != method:
-            fitting = sorted(k for k, d in route.loaded.signature_defs.items() if d.method_name == method)
-            api = method.rsplit("/", 1)[-1]
+        name = spec.signature_name or SERVING_SIGNATURE
+        if name not in route.loaded.signature_defs:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
-                               f"Expected signature {name!r} method_name to be {method}. Was: "
-                               f"{signature_def.method_name}. Use Predict for this signature, or "
-                               + (f"the signature {route.loaded.name} exports for {api}: "
-                                  f"{', '.join(repr(k) for k in fitting)}" if fitting else
-                                  f"another model: {route.loaded.name} version {route.loaded.version} exports no "
-                                  f"{api} signature"))
+                               f"No signature was found with the name: {name} ({route.loaded.name} version "
+                               f"{route.loaded.version}). {method.hint(route.loaded, self._check_method)}")
+        wanted = method.check(route.loaded, name, self._check_method)
+        self._check_examples(values)
+        examples()
+        outputs = self._run(route.loaded, name, {method.inputs: values}, len(values))
+        self._after(route, name, {method.inputs: values}, len(values), outputs, parsed)
+        return Answer(route, name, outputs, result=method.result({k: outputs[k] for k in wanted}, len(values)),
+                      examples=values)
+
+    def multi_inference(self, tasks: Sequence[Tuple[model_pb2.ModelSpec, str]], serialized: List[bytes],
+                        key: str = "") -> Answer:
+        """MultiInference: several Classify/Regress tasks of one model on the same examples.
+
+        TF Serving's rules (`multi_inference.cc`): the first task's model spec picks the version; every task
+        names the same model, a signature at most once, and the classify or regress method.
+        """
+        values = np.array(serialized, dtype=object)
+        parsed, examples = _lazy_examples(values)
+
+        if not tasks:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                               "MultiInferenceRequest has no tasks; add one per signature to run (model_spec with "
+                               "name and signature_name, method_name tensorflow/serving/classify or "
+                               "tensorflow/serving/regress)")
+        route = self.manager.route(tasks[0][0], self._routing_key(key, examples))
+        loaded = route.loaded
+        plan = []
+        for spec, method_name in tasks:
+            if not spec.name:
+                raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "Found ModelSpec with an empty model name.")
+            if spec.name != tasks[0][0].name:
+                raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                                   "All ModelSpecs in a MultiInferenceRequest must access the same model name.")
+            name = spec.signature_name or SERVING_SIGNATURE
+            if name in (planned[0] for planned in plan):
+                raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"Duplicate evaluation of signature: {name}")
+            if name not in loaded.signature_defs:
+                raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                                   f"Requested signature not found in model graph: {name} ({loaded.name} version "
+                                   f"{loaded.version} has: {', '.join(sorted(loaded.signature_defs))})")
+            method = METHODS.get(method_name)
+            if method is None:
+                raise RequestError(grpc.StatusCode.UNIMPLEMENTED,
+                                   f"Unsupported signature method_name: {method_name} (MultiInference runs "
+                                   f"{' and '.join(sorted(METHODS))} tasks)")
+            plan.append((name, method, method.check(loaded, name, self._check_method)))
+        self._check_examples(values)
+        examples()
+        # One model call per task (TF Serving runs one Session::Run for all): the same results.
+        outputs = [self._run(loaded, name, {method.inputs: values}, len(values)) for name, method, _ in plan]
+        results = [(name, method.result({k: out[k] for k in wanted}, len(values)))
+                   for (name, method, wanted), out in zip(plan, outputs)]
+        name, method, _ = plan[0]
+        self._after(route, name, {method.inputs: values}, len(values), outputs[0], parsed)
+        return Answer(route, name, outputs[0], results=results, examples=values)
+
+    @property
+    def _check_method(self) -> bool:
+        return self.serving.enable_signature_method_name_check
+
+    def _check_examples(self, values: np.ndarray) -> None:
         if not len(values):
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
-                               "the request has no examples; put the tf.Examples in input.example_list")
+                               "Input is empty. Put the tf.Examples in input.example_list (or "
+                               "example_list_with_context)")
         self._check_size(len(values))
-        examples()
-        (input_name,) = signature_def.inputs
-        arrays = {input_name: values}
-        outputs = self._run(route.loaded, name, arrays, len(values))
-        self._after(route, name, arrays, len(values), values, outputs, parsed)
-        return Answer(route, name, outputs)
 
-    def _after(self, route: Route, signature: str, arrays, size: int, serialized, outputs, parsed) -> None:
-        """Request log, example counts and, for a routed request, the shadow call."""
+    def _after(self, route: Route, signature: str, arrays, size: int, outputs, parsed) -> None:
+        """Example counts and, for a routed request, the shadow call."""
         self.metrics.observe_examples(route.loaded.name, size)
-        self.loggers.maybe_log(route.loaded.name, serialized)
         if route.experiment is not None:
             route.labels = self._labels(parsed)
         if route.shadow is not None:
@@ -308,10 +408,15 @@ class ServingCore:
         return response
 
     def status(self, spec: model_pb2.ModelSpec) -> get_model_status_pb2.GetModelStatusResponse:
+        """Every version of the model, or the one asked for by number; a version label is not read (as TF
+        Serving's GetModelStatus: `model_spec.has_version()` only)."""
         statuses = self.manager.status(spec.name)
-        if spec.WhichOneof("version_choice"):
-            wanted = self.manager.resolve(spec).version
-            statuses = [s for s in statuses if s[0] == wanted]
+        if spec.WhichOneof("version_choice") == "version":
+            statuses = [s for s in statuses if s[0] == spec.version.value]
+            if not statuses:
+                raise RequestError(grpc.StatusCode.NOT_FOUND,
+                                   f"Could not find version {spec.version.value} of model {spec.name}; versions: "
+                                   f"{[version for version, _ in self.manager.status(spec.name)]}")
         response = get_model_status_pb2.GetModelStatusResponse()
         for version, state in statuses:
             item = response.model_version_status.add()
@@ -321,51 +426,3 @@ class ServingCore:
 
     def close(self) -> None:
         self._shadow_pool.shutdown(wait=True)
-
-
-
-def classification_result(outputs: Dict[str, np.ndarray], result) -> None:
-    """Fills a ClassificationResult from the `classes`/`scores` outputs."""
-    scores = outputs.get("scores")
-    classes = outputs.get("classes")
-    rows = len(scores if scores is not None else classes)
-    for row in range(rows):
-        classification = result.classifications.add()
-        width = len(scores[row]) if scores is not None else len(classes[row])
-        for column in range(width):
-            item = classification.classes.add()
-            if classes is not None:
-                value = classes[row][column]
-                item.label = value.decode() if isinstance(value, bytes) else str(value)
-            if scores is not None:
-                item.score = float(scores[row][column])
-
-
-
-class RequestLoggers:
-    """One sampled request logger per model, under `<request_log_dir>/<model_name>/`."""
-
-    def __init__(self, serving: ServingConfig, metrics: ServingMetrics):
-        self._serving = serving
-        self._metrics = metrics
-        self._loggers: Dict[str, RequestLogger] = {}
-        self._lock = threading.Lock()
-
-    def maybe_log(self, model_name: str, serialized_examples) -> None:
-        if self._serving.request_log_sample_rate <= 0 or not self._serving.request_log_dir:
-            return
-        with self._lock:
-            logger = self._loggers.get(model_name)
-            if logger is None:
-                logger = self._loggers[model_name] = RequestLogger(
-                    os.path.join(self._serving.request_log_dir, model_name),
-                    self._serving.request_log_sample_rate)
-        if logger.maybe_log(serialized_examples):
-            self._metrics.request_log_count.labels(model_name, "OK").inc()
-            self._metrics.request_log_examples.labels(model_name).inc(len(serialized_examples))
-
-    def flush(self) -> None:
-        with self._lock:
-            loggers = list(self._loggers.values())
-        for logger in loggers:
-            logger.flush()

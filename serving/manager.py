@@ -25,7 +25,7 @@ from tensorflow_serving.apis import (get_model_status_pb2, model_pb2,
 
 from contract.config import ServingConfig
 from contract.serving import SERVING_SIGNATURE, WARMUP_FILE
-from contract.versions import list_versions
+from contract.versions import list_versions, version_path
 from serving import experiments, model_config
 from serving.batching import Batcher
 from serving.errors import RequestError
@@ -125,6 +125,13 @@ class LoadedVersion:
             batcher.close()
 
 
+def _request_text(spec: model_pb2.ModelSpec) -> str:
+    """TF Serving's ServableRequest::DebugString: Latest(name) or Specific(name, version)."""
+    if spec.WhichOneof("version_choice") == "version":
+        return f"Specific({spec.name}, {spec.version.value})"
+    return f"Latest({spec.name})"
+
+
 @dataclass
 class _ModelState:
     versions: Dict[int, LoadedVersion]
@@ -178,7 +185,7 @@ class ModelManager:
                     if version in loaded:
                         versions[version] = loaded[version]
                         continue
-                    loaded_version = self._load(entry.name, version, os.path.join(entry.base_path, str(version)))
+                    loaded_version = self._load(entry.name, version, version_path(entry.base_path, version))
                     if loaded_version is not None:
                         versions[version] = loaded_version
                 labels = dict(entry.version_labels)
@@ -241,8 +248,8 @@ class ModelManager:
         state = models.get(spec.name)
         if state is None:
             raise RequestError(grpc.StatusCode.NOT_FOUND,
-                               f"Servable not found for request: model {spec.name!r}; this server serves "
-                               f"{', '.join(sorted(models)) or 'no models yet'}")
+                               f"Servable not found for request: {_request_text(spec)}: model {spec.name!r}; this "
+                               f"server serves {', '.join(sorted(models)) or 'no models yet'}")
         return state
 
     @staticmethod
@@ -251,7 +258,8 @@ class ModelManager:
         if loaded is None:
             labels = ", ".join(f"{k}={v}" for k, v in sorted(state.labels.items())) or "none"
             raise RequestError(grpc.StatusCode.NOT_FOUND,
-                               f"version {version} of model {spec.name!r} is not being served; "
+                               f"Servable not found for request: Specific({spec.name}, {version}): version "
+                               f"{version} of model {spec.name!r} is not being served; "
                                f"versions served: {sorted(state.versions)}; labels: {labels}")
         return loaded
 
@@ -272,9 +280,9 @@ class ModelManager:
         if choice == "version_label":
             if spec.version_label not in state.labels:
                 labels = ", ".join(f"{k}={v}" for k, v in sorted(state.labels.items())) or "none"
-                raise RequestError(grpc.StatusCode.NOT_FOUND,
-                                   f"unknown version label {spec.version_label!r} for model {spec.name!r}; "
-                                   f"labels: {labels}; versions served: {served}")
+                raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                                   f"Unrecognized servable version label: {spec.version_label} (model "
+                                   f"{spec.name!r}; labels: {labels}; versions served: {served})")
             return Route(self._version(spec, state, state.labels[spec.version_label]), spec.version_label)
         experiment = state.experiment
         if experiment is not None and served:
@@ -286,7 +294,8 @@ class ModelManager:
             return route
         if not served:
             raise RequestError(grpc.StatusCode.NOT_FOUND,
-                               f"model {spec.name!r} has no version loaded yet; see GetModelStatus")
+                               f"Servable not found for request: Latest({spec.name}): model {spec.name!r} has no "
+                               "version loaded yet; see GetModelStatus")
         label = next((k for k, v in sorted(state.labels.items()) if v == served[-1]), "")
         return Route(state.versions[served[-1]], label)
 

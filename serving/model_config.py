@@ -58,7 +58,9 @@ def read(path: str) -> model_server_config_pb2.ModelServerConfig:
     try:
         return text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
     except text_format.ParseError as error:
-        raise ValueError(f"{path} is not a valid TF Serving ModelServerConfig text proto: {error}") from None
+        raise ValueError(f"{path}: Error parsing text-format tensorflow.serving.ModelServerConfig: {error} (the "
+                         "file must be a TF Serving ModelServerConfig text proto; `tfx-edge serving deploy-files` "
+                         "writes one)") from None
 
 
 def write(path: str, config: model_server_config_pb2.ModelServerConfig) -> None:

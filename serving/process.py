@@ -15,11 +15,12 @@ from tensorflow_serving.apis import (model_service_pb2_grpc,
                                      prediction_service_pb2_grpc)
 
 from contract.config import FeaturesConfig, ServingConfig
-from serving.core import RequestLoggers, ServingCore
+from serving.core import ServingCore
 from serving.experiments import ExperimentLog
 from serving.grpc_api import ModelService, PredictionService
 from serving.manager import ModelManager
 from serving.metrics import ServingMetrics
+from serving.request_log import RequestLoggers
 from serving.rest import RestServer
 
 
@@ -34,7 +35,7 @@ class ModelServer:
         self.serving = serving
         self.metrics = ServingMetrics()
         self.manager = ModelManager(models_config_path, serving, self.metrics)
-        self.loggers = RequestLoggers(serving, self.metrics)
+        self.loggers = RequestLoggers(serving.request_log_dir, serving.request_log_sample_rate, self.metrics)
         self.experiment_log = ExperimentLog(serving.experiment_log_dir)
         self.core = ServingCore(self.manager, self.loggers, self.experiment_log, label_spec)
         self._reuse_port = reuse_port

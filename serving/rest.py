@@ -13,14 +13,18 @@ Serving's own handler (`model_servers/http_rest_api_handler.cc`,
 JSON values become tensors of the signature's dtypes, `{"b64": "..."}` is
 bytes; in Classify/Regress examples a JSON number with a decimal point is a
 float feature, an integer an int64 feature, a string a bytes feature (TF
-Serving's rule). gRPC status codes map to HTTP as TF Serving maps them
-(INVALID_ARGUMENT 400, NOT_FOUND 404, RESOURCE_EXHAUSTED 429, ...).
+Serving's rule). Answers: `{"predictions"}` (rows) or `{"outputs"}` (columns)
+for Predict, `{"results"}` for Classify and Regress, `{"error"}` for a refusal.
+gRPC status codes map to HTTP as TF Serving maps them (INVALID_ARGUMENT 400,
+NOT_FOUND 404, RESOURCE_EXHAUSTED 429, ...). The body is read whatever its
+Content-Type says (TF Serving reads no Content-Type), and a body sent with
+`Content-Encoding: gzip` is uncompressed first, as TF Serving's HTTP server does.
 
 Beyond TF Serving, and each answered with `{"error": ...}`: a body over
-`serving.rest_max_body_bytes` gets 413; a Content-Type other than JSON gets 415
-(no Content-Type and curl's default for `-d`, application/x-www-form-urlencoded,
-are accepted because TF Serving's own examples send them); a path outside
-/v1/ and the metrics page gets 404.
+`serving.rest_max_body_bytes` (after uncompressing) gets 413, where TF Serving
+reads any size; a path outside /v1/ and the metrics page gets 404 with a line
+naming the paths that exist. Every :predict, :classify and :regress answer carries an
+`X-Request-Id` header: the caller's own, else a new one; the request log records the request under it.
 
 Tornado (maintained, asyncio-based) parses HTTP on one thread; model calls run
 on a thread pool, so a slow model call never blocks other connections.
@@ -50,18 +54,18 @@ from google.protobuf import json_format
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import classification_pb2, get_model_metadata_pb2, model_pb2
 
+from contract import request_log
 from contract.config import ServingConfig
 from contract.serving import CLASSIFY_METHOD, REGRESS_METHOD
 from serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from serving.metrics import METRICS_PATH
-from serving.core import REST, ServingCore, classification_result
+from serving.core import REST, ServingCore
 from serving.errors import RequestError
 
 PREDICTION_PATH = re.compile(r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)",
                              re.IGNORECASE)
 STATUS_PATH = re.compile(r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?",
                          re.IGNORECASE)
-JSON_TYPES = ("application/json", "application/x-www-form-urlencoded")
 # TF Serving's ToHTTPStatusCode (model_servers/http_server.cc).
 HTTP_STATUS = {
     grpc.StatusCode.OK: 200, grpc.StatusCode.CANCELLED: 499, grpc.StatusCode.UNKNOWN: 500,
@@ -324,25 +328,33 @@ def predict_json(outputs: Dict[str, np.ndarray], form: str) -> Dict[str, Any]:
     values = {name: _json_values(np.asarray(value), name.endswith("_bytes")) for name, value in outputs.items()}
     if form == "columnar":
         return {"outputs": next(iter(values.values())) if len(values) == 1 else values}
-    sizes = {name: np.asarray(value).shape[0] if np.ndim(value) else -1 for name, value in outputs.items()}
-    if len(set(sizes.values())) != 1 or -1 in sizes.values():
-        raise _invalid(f"Tensor outputs have inconsistent batch sizes {sizes}; ask for the columnar format "
-                       "('inputs' instead of 'instances')")
+    size, columnar = -1, "; ask for the columnar format ('inputs' instead of 'instances')"
+    for name, value in outputs.items():  # TF Serving's MakeRowFormatJsonFromTensors
+        if not np.ndim(value):
+            raise _invalid(f"Tensor name: {name} has no shape information{columnar}")
+        if size >= 0 and np.shape(value)[0] != size:
+            raise _invalid(f"Tensor name: {name} has inconsistent batch size: {np.shape(value)[0]} expecting: "
+                           f"{size}{columnar}")
+        size = np.shape(value)[0]
     if len(values) == 1:
         return {"predictions": next(iter(values.values()))}
-    (size,) = set(sizes.values())
     return {"predictions": [{name: value[row] for name, value in values.items()} for row in range(size)]}
 
 
-def classify_json(outputs: Dict[str, np.ndarray]) -> Dict[str, Any]:
-    result = classification_pb2.ClassificationResult()
-    classification_result(outputs, result)
-    return {"result": [[[c.label, float(str(np.float32(c.score)))] for c in row.classes]
-                       for row in result.classifications]}
+def _float32(value: float) -> float:
+    """The shortest decimal that reads back as the same float32 (TF Serving's WriteDecimal): 0.93, not
+    0.9300000071525574."""
+    return float(str(np.float32(value)))
 
 
-def regress_json(outputs: Dict[str, np.ndarray]) -> Dict[str, Any]:
-    return {"result": [float(str(np.float32(v))) for v in np.asarray(outputs["outputs"]).reshape(-1)]}
+def classify_json(result: classification_pb2.ClassificationResult) -> Dict[str, Any]:
+    """TF Serving's MakeJsonFromClassificationResult: per example, [label, score] per class."""
+    return {"results": [[[c.label, _float32(c.score)] for c in row.classes] for row in result.classifications]}
+
+
+def regress_json(result) -> Dict[str, Any]:
+    """TF Serving's MakeJsonFromRegressionResult: one value per example."""
+    return {"results": [_float32(r.value) for r in result.regressions]}
 
 
 def _model_spec(name: str, version: Optional[str], label: Optional[str], signature: str = "") -> model_pb2.ModelSpec:
@@ -380,7 +392,14 @@ class _Handler(tornado.web.RequestHandler):
             self.set_header("Content-Type", METRICS_CONTENT_TYPE)
             self.finish(page)
             return
-        status, body = await self._server.run(self._answer, self.request.method, path, self._body_or_error())
+        request_id = ""
+        if self.request.method == "POST" and PREDICTION_PATH.fullmatch(path):
+            # The caller's X-Request-Id, else a new one; answered in the same header, success or error.
+            request_id = self.request.headers.get(request_log.REQUEST_ID_HEADER) or request_log.new_request_id()
+            if not request_log.request_id_problem(request_id):
+                self.set_header(request_log.REQUEST_ID_HEADER, request_id)
+        status, body = await self._server.run(self._answer, self.request.method, path, self._body_or_error(),
+                                              request_id)
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
         self.finish(body)
@@ -391,14 +410,9 @@ class _Handler(tornado.web.RequestHandler):
                                 f"request body of {self._size} bytes is over this server's limit of "
                                 f"{self._server.serving.rest_max_body_bytes} (serving.rest_max_body_bytes); send "
                                 "fewer instances per request", http_status=413)
-        content_type = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()
-        if self.request.method == "POST" and content_type and content_type not in JSON_TYPES:
-            return RequestError(grpc.StatusCode.INVALID_ARGUMENT,
-                                f"Content-Type {content_type!r} is not supported; send the JSON request body as "
-                                "application/json", http_status=415)
         return b"".join(self._chunks)
 
-    def _answer(self, method: str, path: str, body) -> Tuple[int, bytes]:
+    def _answer(self, method: str, path: str, body, request_id: str) -> Tuple[int, bytes]:
         """(HTTP status, JSON body) for one request; runs on the thread pool."""
         core = self._server.core
         prediction = PREDICTION_PATH.fullmatch(path) if method == "POST" else None
@@ -421,7 +435,7 @@ class _Handler(tornado.web.RequestHandler):
                                http_status=404)
 
         try:
-            answer = core.observe(api, REST, model_name, call)
+            answer = core.observe(api, REST, model_name, call, request_id)
         except RequestError as error:
             message = str(error)
             if error.code == grpc.StatusCode.INVALID_ARGUMENT and "Data types don't match" in message and api in (
@@ -451,7 +465,7 @@ class _Handler(tornado.web.RequestHandler):
             return answer
         method = CLASSIFY_METHOD if api == "classify" else REGRESS_METHOD
         answer = core.examples_call(spec, method, examples_from_json(document, api), key)
-        answer.document = classify_json(answer.outputs) if api == "classify" else regress_json(answer.outputs)
+        answer.document = classify_json(answer.result) if api == "classify" else regress_json(answer.result)
         return answer
 
     def _status(self, match):
@@ -518,7 +532,8 @@ class RestServer:
             asyncio.set_event_loop(asyncio.new_event_loop())
             self._loop = tornado.ioloop.IOLoop.current()
             application = tornado.web.Application([(r".*", _Handler, {"server": self})])
-            self._http = tornado.httpserver.HTTPServer(application, max_body_size=self.hard_body_limit)
+            self._http = tornado.httpserver.HTTPServer(application, max_body_size=self.hard_body_limit,
+                                                       decompress_request=True)
             self._http.add_sockets(sockets)
             started.set()
             self._loop.start()

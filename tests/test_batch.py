@@ -273,3 +273,36 @@ def test_dataflow_job_options_offline(pushed_run):
                      [("source", "string"), ("record", "int")] + batch_models.column_names([choice]), 0)
     transforms = {t.unique_name for t in pipeline.to_runner_api().components.transforms.values()}
     assert any("RunInference" in name for name in transforms)
+
+
+def test_a_batch_is_judged_against_its_own_pipelines_statistics_in_a_shared_store(tmp_path):
+    """A fleet's tenants share one ML Metadata store: tenant b's newer statistics must not judge tenant a's batch."""
+    from ml_metadata import metadata_store
+    from ml_metadata.proto import metadata_store_pb2
+    from tensorflow_metadata.proto.v0 import statistics_pb2
+
+    from batch.checks import PIPELINE_CONTEXT, training_statistics
+
+    config = load_config(None, [f"output_dir={tmp_path / 'a'}", "pipeline_name=tenant-a",
+                                f"metadata_path={tmp_path / 'shared.sqlite'}"])
+    connection = metadata_store_pb2.ConnectionConfig()
+    connection.sqlite.filename_uri = config.metadata_path
+    connection.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE_OPENCREATE
+    store = metadata_store.MetadataStore(connection)
+    artifact_type = store.put_artifact_type(metadata_store_pb2.ArtifactType(name="ExampleStatistics"))
+    context_type = store.put_context_type(metadata_store_pb2.ContextType(name=PIPELINE_CONTEXT))
+    for tenant, rows in (("tenant-a", 10), ("tenant-b", 99)):  # tenant b's statistics are the newer
+        uri = tmp_path / tenant / "stats"
+        (uri / "Split-train").mkdir(parents=True)
+        stats = statistics_pb2.DatasetFeatureStatisticsList(datasets=[{"num_examples": rows}])
+        (uri / "Split-train" / "FeatureStats.pb").write_bytes(stats.SerializeToString())
+        [artifact_id] = store.put_artifacts([metadata_store_pb2.Artifact(
+            type_id=artifact_type, uri=str(uri), state=metadata_store_pb2.Artifact.LIVE)])
+        [context_id] = store.put_contexts([metadata_store_pb2.Context(type_id=context_type, name=tenant)])
+        store.put_attributions_and_associations(
+            [metadata_store_pb2.Attribution(artifact_id=artifact_id, context_id=context_id)], [])
+    statistics, source = training_statistics(config)
+    assert statistics.datasets[0].num_examples == 10 and "tenant-a" in source
+    other = load_config(None, [f"output_dir={tmp_path / 'c'}", "pipeline_name=tenant-c",
+                               f"metadata_path={tmp_path / 'shared.sqlite'}"])
+    assert training_statistics(other) == (None, f"no run of pipeline 'tenant-c' in {other.metadata_path}")

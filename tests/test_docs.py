@@ -260,7 +260,7 @@ def test_quickstart_serve_predict_and_rest(pushed_run, trips, tmp_path):
         assert f"-d '{CLASSIFY_BODY}' localhost:8501/v1/models/taxi:classify" in block
         _assert_shape([r'^\{"model_version_status": \[\{"version": "\d+", "state": "AVAILABLE", "status": '
                        r'\{"error_code": "OK", "error_message": ""\}\}\]\}$'], block, status)
-        _assert_shape([r'^\{"result": \[\[\["0", [\d.e-]+\], \["1", [\d.e-]+\]\]\]\}$'], block, classified)
+        _assert_shape([r'^\{"results": \[\[\["0", [\d.e-]+\], \["1", [\d.e-]+\]\]\]\}$'], block, classified)
     finally:
         server.terminate()
         server.wait(timeout=60)

@@ -153,15 +153,18 @@ def test_cron_schedule_is_due_after_its_next_time(tmp_path):
 
 
 def _log_requests(directory: str, records, payment_type=None) -> None:
-    os.makedirs(directory, exist_ok=True)
-    path = os.path.join(directory, f"requests-{len(os.listdir(directory))}.tfrecord.gz")
-    with tf.io.TFRecordWriter(path, tf.io.TFRecordOptions(compression_type="GZIP")) as writer:
-        for record in records:
-            example = tf.train.Example.FromString(record)
-            del example.features.feature["tips"]  # serving requests carry no label
-            if payment_type:
-                example.features.feature["payment_type"].bytes_list.value[:] = [payment_type]
-            writer.write(example.SerializeToString())
+    """The request log the server writes (serving/request_log.py), one request per example."""
+    from serving.request_log import RequestLogger
+
+    logger = RequestLogger(directory, 1.0)
+    for number, record in enumerate(records):
+        example = tf.train.Example.FromString(record)
+        del example.features.feature["tips"]  # serving requests carry no label
+        if payment_type:
+            example.features.feature["payment_type"].bytes_list.value[:] = [payment_type]
+        logger.add(f"{'drifted' if payment_type else 'same'}-{number}", time.time(), "acme-tips", "Predict", "GRPC",
+                   "OK", 0.001, version=1, examples=[example.SerializeToString()], predictions=[[0.5]])
+    logger.flush()
 
 
 def test_skew_in_request_logs_triggers_a_run(tmp_path):
@@ -175,8 +178,8 @@ def test_skew_in_request_logs_triggers_a_run(tmp_path):
     state.record_check(model.name, "skipped", decision.logs)
     _log_requests(model.config.model_request_log_dir, same, payment_type=b"Mobile")
     drifted = triggers.evaluate(model, state)
-    assert len(drifted.reasons) == 1 and drifted.reasons[0].startswith("skew in request logs: payment_type"), \
-        drifted.reasons
+    assert len(drifted.reasons) == 1, drifted.reasons
+    assert drifted.reasons[0].startswith("request log over threshold: payment_type skew"), drifted.reasons
 
 
 def test_a_cycle_with_no_new_data_skips_without_running(tmp_path):

@@ -131,7 +131,7 @@ def test_airflow_loads_every_generated_dag_with_its_schedule(cycles):
     assert sorted(bag["dags"]) == ["fleet_acme-tips", "fleet_globex-tips"]
     for model in cycles["fleet"].models:
         dag = bag["dags"][f"fleet_{model.name}"]
-        assert dag["tasks"] == ["train_if_due"] and dag["schedule"] == (model.schedule or "@hourly")
+        assert dag["tasks"] == ["monitor", "train_if_due"] and dag["schedule"] == (model.schedule or "@hourly")
 
 
 def test_first_cycle_and_airflow_train_and_serve_every_tenant(cycles):

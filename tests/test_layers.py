@@ -11,7 +11,7 @@ import sys
 from contract.config import REPO_ROOT
 
 PACKAGES = ("contract", "formats", "schemas", "models", "training", "validation", "edge", "components", "pipeline",
-            "serving", "batch", "deploy", "reports", "fleet", "runners", "cli", "bench")
+            "serving", "monitoring", "batch", "deploy", "reports", "fleet", "runners", "cli", "bench")
 
 
 def test_import_contracts_hold():

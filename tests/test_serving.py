@@ -4,6 +4,7 @@ Every server binds an ephemeral loopback port and serves a copy of `pushed_run`'
 serving directory, so nothing here changes the shared run.
 """
 
+import glob
 import json
 import os
 import shutil
@@ -182,8 +183,8 @@ BAD_REQUESTS = {
                       "this server serves taxi"),
     "unknown version": (lambda ex: _request(ex[:1], version=7), grpc.StatusCode.NOT_FOUND,
                         "version 7 of model 'taxi' is not being served; versions served: ["),
-    "unknown label": (lambda ex: _request(ex[:1], version_label="gold"), grpc.StatusCode.NOT_FOUND,
-                      "unknown version label 'gold'"),
+    "unknown label": (lambda ex: _request(ex[:1], version_label="gold"), grpc.StatusCode.INVALID_ARGUMENT,
+                      "Unrecognized servable version label: gold"),
     "wrong input name": (_wrong_input_name, grpc.StatusCode.INVALID_ARGUMENT,
                          "send exactly: examples (DT_STRING)"),
     "wrong dtype": (_wrong_dtype, grpc.StatusCode.INVALID_ARGUMENT,
@@ -230,7 +231,7 @@ def test_garbage_in_one_request_does_not_fail_its_batch_neighbours(served, eval_
 
 
 def test_classify_on_the_pushed_model_equals_the_saved_model_in_process(served, eval_rows):
-    """The Trainer's `classify` signature answers TF Serving's Classify; Predict-only signatures refuse it."""
+    """The Trainer's `classify` signature answers TF Serving's Classify; signatures that do not fit it refuse it."""
     _, stub, base = served
     version = list_versions(base)[-1]
     classify = classification_pb2.ClassificationRequest()
@@ -258,25 +259,101 @@ def test_classify_on_the_pushed_model_equals_the_saved_model_in_process(served, 
     with pytest.raises(grpc.RpcError) as raised:
         stub.Classify(classify, timeout=30)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "method_name to be tensorflow/serving/classify" in raised.value.details()
-    assert "Use Predict" in raised.value.details()
+    assert raised.value.details().startswith("Expected one or two output Tensors, found 4")  # TF Serving's text
+    assert "Signatures that fit Classify: 'classify'" in raised.value.details()
     regress = regression_pb2.RegressionRequest()
     regress.model_spec.name = MODEL
     regress.input.example_list.examples.extend(eval_rows[:2])
-    with pytest.raises(grpc.RpcError, match="tensorflow/serving/regress"):
+    with pytest.raises(grpc.RpcError, match="Expected one output Tensor.*No signature of taxi version .* fits "
+                                            "Regress; use Predict"):
         stub.Regress(regress, timeout=30)
 
 
-def test_sampled_requests_are_logged_as_raw_tf_examples(served, eval_rows):
+def _logged(directory):
+    from contract import request_log
+
+    return request_log.read(sorted(glob.glob(os.path.join(directory, "*.parquet")))).to_pylist()
+
+
+def test_every_answer_carries_a_request_id_and_the_log_records_it(served, eval_rows):
+    """The caller's x-request-id comes back (success or failure), a new one when none was sent, a malformed one
+    is refused; the request log holds each request under its id with its version, examples and answers."""
     server, stub, _ = served
-    stub.Predict(_request(eval_rows[:5]), timeout=30)
+    before = time.time()
+    response, call = stub.Predict.with_call(_request(eval_rows[:5]), metadata=[("x-request-id", "order-17")],
+                                            timeout=30)
+    assert dict(call.initial_metadata())["x-request-id"] == "order-17"
+    _, call = stub.Predict.with_call(_request(eval_rows[:1]), timeout=30)
+    generated = dict(call.initial_metadata())["x-request-id"]
+    assert len(generated) == 32 and int(generated, 16) >= 0
+    classify = classification_pb2.ClassificationRequest()
+    classify.model_spec.name, classify.model_spec.signature_name = MODEL, "classify"
+    classify.input.example_list.examples.extend(eval_rows[:2])
+    stub.Classify(classify, metadata=[("x-request-id", "order-18")], timeout=30)
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.Predict(_request(eval_rows[:1]), metadata=[("x-request-id", "no spaces")], timeout=30)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "x-request-id 'no spaces' is not a request id" in refused.value.details()
+    with pytest.raises(grpc.RpcError) as wrong:
+        stub.Predict(_request(eval_rows[:1], version_label="nope"), metadata=[("x-request-id", "order-19")],
+                     timeout=30)
+    assert dict(wrong.value.initial_metadata())["x-request-id"] == "order-19"
     server.loggers.flush()
-    directory = os.path.join(server.serving.request_log_dir, MODEL)
-    files = sorted(f for f in os.listdir(directory) if f.endswith(".tfrecord.gz"))
-    assert files and not [f for f in os.listdir(directory) if f.startswith(".")]
-    logged = read_tfrecords(os.path.join(directory, "*.tfrecord.gz"))
-    serialized = {e.SerializeToString() for e in logged}
-    assert all(e.SerializeToString() in serialized for e in eval_rows[:5])
+    rows = _logged(os.path.join(server.serving.request_log_dir, MODEL))
+    by_id = {}
+    for row in rows:
+        by_id.setdefault(row["request_id"], []).append(row)
+    order = by_id["order-17"]
+    assert [r["index"] for r in order] == [0, 1, 2, 3, 4]
+    assert [r["example"] for r in order] == [e.SerializeToString() for e in eval_rows[:5]]
+    probabilities = tf.make_ndarray(response.outputs["probabilities"]).reshape(-1)
+    assert [r["prediction"] for r in order] == [[pytest.approx(float(p))] for p in probabilities]
+    assert {(r["model"], r["version"], r["arm"], r["api"], r["entrypoint"], r["status"]) for r in order} == {
+        (MODEL, response.model_spec.version.value, "", "Predict", "GRPC", "OK")}
+    assert all(before <= r["time"] <= time.time() and r["latency_ms"] > 0 and r["sample_rate"] == 1.0
+               for r in order)
+    assert generated in by_id and [len(r["prediction"]) for r in by_id["order-18"]] == [2, 2]  # Classify's scores
+    (failed,) = by_id["order-19"]
+    assert (failed["status"], failed["example"], failed["prediction"]) == (wrong.value.code().name, None, [])
+    assert "no spaces" not in by_id
+
+
+def test_the_sidecar_logs_what_tf_serving_answers_and_passes_everything_through(served, eval_rows, tmp_path):
+    """The request-log sidecar for real TF Serving, in front of the local server (same API): answers and errors
+    pass through unchanged, each call gets its id, and the sidecar's own log has the same rows the server's has."""
+    from serving.sidecar import Sidecar
+
+    server, direct, _ = served
+    sidecar = Sidecar(f"127.0.0.1:{server.port}", "127.0.0.1", 0, str(tmp_path / "logs"), 1.0)
+    port = sidecar.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        proxied = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        response, call = proxied.Predict.with_call(_request(eval_rows[:3]), metadata=[("x-request-id", "via-1")],
+                                                   timeout=30)
+        assert response == direct.Predict(_request(eval_rows[:3]), timeout=30)
+        assert dict(call.initial_metadata())["x-request-id"] == "via-1"
+        regress = regression_pb2.RegressionRequest()
+        regress.model_spec.name = MODEL
+        regress.input.example_list.examples.extend(eval_rows[:1])
+        with pytest.raises(grpc.RpcError) as passed:
+            proxied.Regress(regress, metadata=[("x-request-id", "via-2")], timeout=30)
+        with pytest.raises(grpc.RpcError) as same:
+            direct.Regress(regress, timeout=30)
+        assert (passed.value.code(), passed.value.details()) == (same.value.code(), same.value.details())
+        status = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(
+            get_model_status_pb2.GetModelStatusRequest(model_spec={"name": MODEL}), timeout=30)
+        assert status.model_version_status[0].state == get_model_status_pb2.ModelVersionStatus.AVAILABLE
+    finally:
+        channel.close()
+        sidecar.stop()
+    rows = {(r["request_id"], r["index"]): r for r in _logged(str(tmp_path / "logs" / MODEL))}
+    assert sorted(rows) == [("via-1", 0), ("via-1", 1), ("via-1", 2), ("via-2", 0)]
+    probabilities = tf.make_ndarray(response.outputs["probabilities"]).reshape(-1)
+    assert [rows[("via-1", i)]["prediction"] for i in range(3)] == [[pytest.approx(float(p))] for p in probabilities]
+    assert rows[("via-1", 0)]["version"] == response.model_spec.version.value
+    assert rows[("via-1", 2)]["example"] == eval_rows[2].SerializeToString()
+    assert (rows[("via-2", 0)]["status"], rows[("via-2", 0)]["api"]) == (same.value.code().name, "Regress")
 
 
 def test_client_reads_jsonl_csv_and_tfrecords_alike(served, eval_rows, pushed_run, tmp_path, capsys):

@@ -112,7 +112,7 @@ def test_rest_predict_and_classify_equal_grpc_and_the_saved_model_in_process(res
     classified = requests.post(f"{url}/v1/models/{MODEL}:classify", json={
         "signature_name": "classify", "examples": [_features(e) for e in rows[:MAX_BATCH]]}, timeout=30)
     assert classified.status_code == 200, classified.text
-    result = classified.json()["result"]
+    result = classified.json()["results"]
     assert [[label for label, _ in row] for row in result] == [["0", "1"]] * MAX_BATCH
     np.testing.assert_allclose([row[1][1] for row in result], expected.reshape(-1), rtol=1e-6, atol=1e-7)
 
@@ -121,7 +121,7 @@ def test_rest_predict_and_classify_equal_grpc_and_the_saved_model_in_process(res
     with_context = requests.post(f"{url}/v1/models/{MODEL}:classify", json={
         "signature_name": "classify", "context": {"payment_type": shared},
         "examples": [_features(e) for e in rows[:4]]}, timeout=30)
-    np.testing.assert_allclose([row[1][1] for row in with_context.json()["result"]], expected.reshape(-1)[:4],
+    np.testing.assert_allclose([row[1][1] for row in with_context.json()["results"]], expected.reshape(-1)[:4],
                                rtol=1e-6, atol=1e-7)
 
 
@@ -147,6 +147,31 @@ def test_metrics_page_counts_requests_under_tf_servings_names(rest, rows):
     assert "# TYPE :tensorflow:serving:request_latency histogram" in page.text
 
 
+def test_rest_answers_carry_the_request_id_and_the_log_records_it(rest, rows):
+    from tests.test_serving import _logged
+
+    server, url, _ = rest
+    predict = f"{url}/v1/models/{MODEL}:predict"
+    given = requests.post(predict, json={"instances": _b64(rows[:2])}, headers={"X-Request-Id": "rest-1"}, timeout=30)
+    assert given.status_code == 200 and given.headers["X-Request-Id"] == "rest-1"
+    generated = requests.post(predict, json={"instances": _b64(rows[:1])}, timeout=30).headers["X-Request-Id"]
+    assert len(generated) == 32 and int(generated, 16) >= 0
+    bad = requests.post(predict, json={"instances": _b64(rows[:1])}, headers={"X-Request-Id": "a b"}, timeout=30)
+    assert bad.status_code == 400 and "x-request-id 'a b' is not a request id" in bad.json()["error"]
+    assert "X-Request-Id" not in bad.headers
+    refused = requests.post(predict, json={"rows": []}, headers={"X-Request-Id": "rest-2"}, timeout=30)
+    assert refused.status_code == 400 and refused.headers["X-Request-Id"] == "rest-2"
+    assert "X-Request-Id" not in requests.get(f"{url}/v1/models/{MODEL}", timeout=30).headers  # not a prediction
+    server.loggers.flush()
+    logged = {}
+    for row in _logged(f"{server.serving.request_log_dir}/{MODEL}"):
+        logged.setdefault(row["request_id"], []).append(row)
+    assert [(r["api"], r["entrypoint"], r["status"]) for r in logged["rest-1"]] == [("predict", "REST", "OK")] * 2
+    assert [r["prediction"] for r in logged["rest-1"]] == [
+        [pytest.approx(row["probabilities"][0])] for row in given.json()["predictions"]]
+    assert generated in logged and [r["status"] for r in logged["rest-2"]] == ["INVALID_ARGUMENT"]
+
+
 def _bad_feature_type(rows):
     example = _features(rows[0])
     example["trip_miles"] = ["far"]
@@ -161,8 +186,9 @@ def _mixed_columns(rows):
 # (path, body as bytes or JSON object, headers) -> HTTP status and a part of the error
 BAD_REQUESTS = {
     "malformed JSON": (":predict", lambda rows: b'{"instances": [', {}, 400, "JSON Parse error"),
-    "wrong content type": (":predict", lambda rows: b"fare,tips\n1.0,2.0\n", {"Content-Type": "text/csv"}, 415,
-                           "Content-Type 'text/csv' is not supported"),
+    # TF Serving reads the body whatever the Content-Type says: CSV is refused as JSON that does not parse.
+    "CSV body": (":predict", lambda rows: b"fare,tips\n1.0,2.0\n", {"Content-Type": "text/csv"}, 400,
+                 "JSON Parse error"),
     "unknown path": ("/explain", lambda rows: b"{}", {}, 400, "Malformed request: POST /v1/models/taxi/explain"),
     "body over the size limit": (":predict", lambda rows: {"instances": [{"b64": "A" * BODY_LIMIT}]}, {}, 413,
                                  f"over this server's limit of {BODY_LIMIT} (serving.rest_max_body_bytes)"),
@@ -173,8 +199,8 @@ BAD_REQUESTS = {
                        "Unable to base64 decode"),
     "feature of the wrong type": (":classify", _bad_feature_type, {}, 400,
                                   "Key: trip_miles, Index: 0.  Data types don't match"),
-    "unknown label": ("/labels/gold:predict", lambda rows: {"instances": _b64(rows[:1])}, {}, 404,
-                      "unknown version label 'gold'"),
+    "unknown label": ("/labels/gold:predict", lambda rows: {"instances": _b64(rows[:1])}, {}, 400,
+                      "Unrecognized servable version label: gold"),
     "batch over the limit": (":predict", lambda rows: {"instances": _b64(rows[:1]) * (MAX_BATCH + 1)}, {}, 429,
                              f"batch of {MAX_BATCH + 1} is over this server's limit"),
 }
@@ -186,8 +212,7 @@ def test_bad_rest_request_gets_its_status_is_counted_and_the_server_keeps_servin
     suffix, body, headers, status, message = BAD_REQUESTS[name]
     payload = body(rows)
     data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    code = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 413: "RESOURCE_EXHAUSTED", 415: "INVALID_ARGUMENT",
-            429: "RESOURCE_EXHAUSTED"}[status]
+    code = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 413: "RESOURCE_EXHAUSTED", 429: "RESOURCE_EXHAUSTED"}[status]
     before = _metric(url, "serving_requests_total", entrypoint="REST", status=code)
     response = requests.post(f"{url}/v1/models/{MODEL}{suffix}", data=data, headers=headers, timeout=30)
     assert response.status_code == status, response.text

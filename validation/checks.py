@@ -16,6 +16,7 @@ from tensorflow_data_validation.statistics import stats_impl
 from tfx_bsl.coders import example_coder
 
 import formats
+from contract import request_log
 from contract.config import DEFAULT_SCHEMA, bundled_taxi_root, is_remote
 from contract.errors import BadInputError
 from formats.tfrecord import read_examples
@@ -35,16 +36,41 @@ def load_schema(path: str) -> schema_pb2.Schema:
 
 def statistics_of(paths: Sequence[str], schema: Optional[schema_pb2.Schema] = None
                   ) -> statistics_pb2.DatasetFeatureStatisticsList:
-    """TFDV statistics of data files (TFRecord, Parquet or CSV, told by content), computed in memory after the
-    check of every file; the rows are what the format's ExampleGen makes of them (formats/). With a `schema`
-    that has text features, their tokens' statistics too (validation/text.py)."""
-    return statistics_of_records(formats.read_all(formats.detect(paths), paths), schema,
-                                 f"{len(paths)} file(s) under {_common_dir(paths)}")
+    """TFDV statistics, computed in memory, of request logs (contract/request_log.py: their logged tf.Examples)
+    and of data files (TFRecord, Parquet or CSV, told by content, each checked; the rows as the format's
+    ExampleGen makes them, formats/). With a `schema` that has text features, their tokens' statistics too
+    (validation/text.py)."""
+    logs = [path for path in paths if _is_request_log(path)]
+    data = [path for path in paths if path not in logs]
+    records: List[bytes] = []
+    if logs:
+        try:
+            records += request_log.examples(logs)
+        except request_log.RequestLogError as e:
+            raise BadInputError(str(e)) from None
+    if data:
+        records += formats.read_all(formats.detect(data), data)
+    return statistics_of_records(records, f"{len(paths)} file(s) under {_common_dir(paths)}", schema)
 
 
-def statistics_of_records(records: Sequence[bytes], schema: Optional[schema_pb2.Schema] = None,
-                          where: str = "") -> statistics_pb2.DatasetFeatureStatisticsList:
-    """TFDV statistics of serialized tf.Examples (and of the tokens of the schema's text features)."""
+def _is_request_log(path: str) -> bool:
+    """A Parquet file with the request log's columns (a Parquet file of other columns is data)."""
+    if not request_log.is_log_file(path):
+        return False
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        names = set(pq.ParquetFile(path).schema_arrow.names)
+    except (pa.ArrowException, OSError):  # unreadable: the data format's check names it
+        return False
+    return {"request_id", "example"} <= names
+
+
+def statistics_of_records(records: Sequence[bytes], where: str, schema: Optional[schema_pb2.Schema] = None
+                          ) -> statistics_pb2.DatasetFeatureStatisticsList:
+    """TFDV statistics of serialized tf.Examples (and of the tokens of the schema's text features); `where` names
+    them in the error about a bad one."""
     try:
         batch = example_coder.ExamplesToRecordBatchDecoder().DecodeBatch(list(records))
     except Exception as e:  # The decoder names the feature whose type differs between examples.
@@ -79,7 +105,7 @@ def with_text_statistics(statistics: statistics_pb2.DatasetFeatureStatisticsList
         records += read_examples(path)[:TEXT_STATISTICS_ROWS - len(records)]
         if len(records) >= TEXT_STATISTICS_ROWS:
             break
-    tokens = statistics_of_records(records, schema, f"{len(files)} file(s) under {_common_dir(files)}")
+    tokens = statistics_of_records(records, f"{len(files)} file(s) under {_common_dir(files)}", schema)
     merged = copy.deepcopy(statistics)
     merged.datasets[0].features.extend(f for f in tokens.datasets[0].features
                                        if f.path.step and f.path.step[-1].endswith(text.TOKENS_SUFFIX))
@@ -181,7 +207,8 @@ def validate_batch(paths: Sequence[str], schema: schema_pb2.Schema, environment:
 
 
 def default_serving_data(config) -> str:
-    """`validation.serving_data`, else the request logs if any, else (taxi data) the bundled unlabelled split.
+    """`validation.serving_data`, else the request logs (contract/request_log.py) if any, else (taxi data) the
+    bundled unlabelled split.
 
     "" (no skew check) for data of any other schema until it has serving traffic:
     taxi trips are not another dataset's serving data; and for remote data, where
