@@ -1,7 +1,7 @@
 """ExampleGen + StatisticsGen per data format against the raw read limit of that format, on the same rows.
 
     python -m bench.formats [--scale 100] [--formats tfrecord,parquet,csv] [--repeats 3]
-                            [--out-dir bench/results] [--keep]
+                            [--out-dir bench/results] [--keep] [--data WORK_DIR]
     make bench-formats
 
 Why: `data.format` lets a pipeline read a data lake's Parquet or a warehouse's CSV where it lives. What
@@ -153,24 +153,32 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out-dir", default=DEFAULT_OUT_DIR)
     parser.add_argument("--keep", action="store_true", help="keep the data and the runs' logs")
+    parser.add_argument("--data", help="the work directory of an earlier --keep run: its data, not written again")
     args = parser.parse_args(argv)
     chosen = [f for f in args.formats.split(",") if f]
 
+    import pyarrow.parquet as pq
+
     from contract.config import DEFAULT_SCHEMA
 
-    work = tempfile.mkdtemp(prefix="bench-formats-")
     started = time.monotonic()
-    examples = build_dataset(os.path.join(work, "tfrecord"), args.scale)
-    roots = write_formats(os.path.join(work, "tfrecord"), work)
-    rows = sum(examples.values())
-    print(f"{rows:,} rows ({args.scale}x the bundled data) in {', '.join(chosen)}; written in "
-          f"{time.monotonic() - started:.0f}s (not timed); work dir {work}", flush=True)
+    if args.data:
+        work = args.data
+        roots = {f: os.path.join(work, f) for f in FORMATS}
+    else:
+        work = tempfile.mkdtemp(prefix="bench-formats-")
+        build_dataset(os.path.join(work, "tfrecord"), args.scale)
+        roots = write_formats(os.path.join(work, "tfrecord"), work)
+    rows = sum(pq.ParquetFile(f).metadata.num_rows for f in glob.glob(os.path.join(roots["parquet"], "*", "*")))
+    print(f"{rows:,} rows in {', '.join(chosen)}; written in {time.monotonic() - started:.0f}s (not timed); "
+          f"work dir {work}", flush=True)
+    runs = tempfile.mkdtemp(prefix="runs-", dir=work)
     measured: Dict[str, Dict[str, List[float]]] = {f: {"limit": [], "ExampleGen": [], "StatisticsGen": []}
                                                    for f in chosen}
     for repeat in range(1, args.repeats + 1):
         for data_format in chosen:
             limit = read_limit(data_format, roots[data_format], DEFAULT_SCHEMA)
-            result = run_one(roots[data_format], os.path.join(work, f"{data_format}-r{repeat}"), data_format)
+            result = run_one(roots[data_format], os.path.join(runs, f"{data_format}-r{repeat}"), data_format)
             counted = sum(result["counted_examples"].values())
             if counted != rows:
                 raise RuntimeError(f"{data_format}: StatisticsGen counted {counted:,} rows, not {rows:,}")
@@ -181,7 +189,7 @@ def main(argv=None) -> int:
             print(f"repeat {repeat} {data_format:8s} limit {limit:10,.0f} rows/s   ExampleGen "
                   f"{result['stage_s']['ExampleGen']:7.1f}s   StatisticsGen {result['stage_s']['StatisticsGen']:7.1f}s"
                   f"   {rows / pair:9,.0f} rows/s   of limit {rows / pair / (limit / 2):.3f}", flush=True)
-    report = {"rows": rows, "scale": args.scale, "repeats": args.repeats, "formats": {}}
+    report = {"rows": rows, "repeats": args.repeats, "formats": {}}
     header = (f"{'format':8s} {'read limit rows/s':>26s} {'ExampleGen s':>22s} {'StatisticsGen s':>22s} "
               f"{'rows/s (both)':>26s} {'of limit':>20s} {'vs tfrecord':>20s}")
     lines = [f"ExampleGen + StatisticsGen, {rows:,} rows, Beam in_memory; min / median / max of {args.repeats}",
@@ -207,7 +215,7 @@ def main(argv=None) -> int:
             f"{bench_results.format_spread(bench_results.spread(versus), '.2f') if versus else '-':>20s}")
     print("\n".join(lines))
     print(f"results: {bench_results.write(args.out_dir, 'formats', report)}")
-    if args.keep:
+    if args.keep or args.data:
         print(f"kept: {work}")
     else:
         shutil.rmtree(work, ignore_errors=True)
