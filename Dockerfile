@@ -36,6 +36,7 @@ ENTRYPOINT ["/opt/apache/beam/boot"]
 # files. The source stays in /pipeline too: kubeflow.image_project_dir, where steps read schema_file.
 COPY pyproject.toml README.md ./
 COPY contract/ contract/
+COPY formats/ formats/
 COPY schemas/ schemas/
 COPY models/ models/
 COPY training/ training/

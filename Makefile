@@ -24,7 +24,7 @@ export NO_MKDOCS_2_WARNING := 1
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-fast chaos fuzz bench bench-data profile bench-edge bench-serving bench-strategies bench-batch bench-tasks bench-models \
+.PHONY: setup run test test-fast chaos fuzz bench bench-data bench-formats profile bench-edge bench-serving bench-strategies bench-batch bench-tasks bench-models \
 	infer-schema init validate score fleet-demo fleet-airflow bench-fleet airflow-setup \
 	clean help system-deps browser-deps monitoring-deps serve lineage runs report notebooks strip-notebooks \
 	docs docs-setup docs-build docs-reference bench-monitoring
@@ -36,6 +36,7 @@ help:
 	@echo "make bench      stock TFX taxi example vs this pipeline, side by side"
 	@echo "make profile    one fresh run (ARGS=--cached: and an unchanged one), per component: start-up, Beam, tracing, fit"
 	@echo "make bench-data StatisticsGen + Transform at 1x/10x/50x data, Beam in_memory vs multi_processing (ARGS='--pipelines stages,whole': the whole run too)"
+	@echo "make bench-formats ExampleGen + StatisticsGen per format (TFRecord, Parquet, CSV) vs its read limit, 1.5 M rows"
 	@echo "make bench-edge edge int8/float TFLite vs SavedModel: size, AUC, latency per raw example (after make run)"
 	@echo "make serve      local TF Serving-compatible server: gRPC 8500, REST 8501, metrics (ARGS='--set serving.port=N')"
 	@echo "make bench-serving  gRPC/REST latency, QPS with batching on/off, hot swap under load, vs in-process"
@@ -44,7 +45,7 @@ help:
 	@echo "make bench-strategies  default vs mirrored (2 replicas) vs parameter server (1 ps + 2 workers)"
 	@echo "make bench-tasks  binary/multiclass/regression: SavedModel vs int8 quality, size, edge latency"
 	@echo "make bench-models dnn/linear/gbdt/auto per dataset: metric, training cost, size, gRPC latency, int8"
-	@echo "make init       your own TFRecords to config.yaml + schema.pbtxt (ARGS='--data-root DIR --label COL --out DIR')"
+	@echo "make init       your own data (TFRecord, Parquet, CSV) to config.yaml + schema.pbtxt (ARGS='--data-root DIR --label COL --out DIR')"
 	@echo "make infer-schema ARGS='--data-root DIR --out FILE'"
 	@echo "make lineage    what made the newest pushed model (ARGS='--version V | --run ID | --json')"
 	@echo "make runs       every recorded run with status, duration and metrics"
@@ -186,6 +187,9 @@ profile: setup
 
 bench-data: setup
 	$(PY) -m bench.data_stages $(ARGS)
+
+bench-formats: setup
+	$(PY) -m bench.formats $(ARGS)
 
 bench-edge: setup
 	$(PY) -m bench.edge_latency $(ARGS)

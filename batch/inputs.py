@@ -1,4 +1,5 @@
-"""What a batch job reads: the input files, their preflight, and the Beam readers that batch records with ids."""
+"""What a batch job reads: the input files (TFRecord, Parquet, CSV), their preflight, and the Beam readers that batch
+records with ids."""
 
 import csv
 import os
@@ -7,8 +8,9 @@ from typing import Dict, Iterator, List, Optional, Sequence
 
 import apache_beam as beam
 
+import formats
 from contract.config import is_remote
-from validation.files import BadInputError
+from contract.errors import BadInputError
 
 # Default ids when no --id is given: where each row came from, enough to join results back.
 POSITION_IDS = ("source", "record")
@@ -40,15 +42,20 @@ def input_files(location: str) -> List[str]:
         found = [location]
     if not found:
         raise BadInputError(f"--input {location} matches no file; pass a file, a directory or a glob of "
-                            "TFRecord (gzip or plain) or CSV files")
-    kinds = {_is_csv(f) for f in found}
-    if len(kinds) > 1:
-        raise BadInputError(f"--input {location} mixes CSV and TFRecord files; score them in separate jobs")
+                            "TFRecord (gzip or plain), Parquet or CSV files")
+    input_format(found)  # one format, or a one-line refusal naming a file of each
     return found
 
 
-def _is_csv(path: str) -> bool:
-    return path.endswith((".csv", ".csv.gz"))
+def input_format(files: Sequence[str]) -> str:
+    """The format of the input files: by content for local files (formats.detect), by name for remote ones
+    (`.csv`, `.parquet`, else TFRecord)."""
+    if not any(is_remote(f) for f in files):
+        return formats.detect(files).name
+    kinds = {"csv" if f.endswith(".csv") else "parquet" if f.endswith(".parquet") else "tfrecord" for f in files}
+    if len(kinds) > 1:
+        raise BadInputError(f"the input mixes formats ({', '.join(sorted(kinds))}); score them in separate jobs")
+    return kinds.pop()
 
 
 def _tfrecord_compression(path: str) -> str:
@@ -59,21 +66,45 @@ def _tfrecord_compression(path: str) -> str:
 
 
 def preflight(files: Sequence[str], needed: Sequence[str], id_columns: Sequence[str]) -> None:
-    """The checks that need no Beam: shards readable as tf.Example, CSV headers complete."""
+    """The checks that need no Beam: shards readable as tf.Example, CSV headers and Parquet schemas complete (and
+    of types tf.Example can hold)."""
     from validation.files import HEAD_CHECK_BYTES, check_files
 
-    if _is_csv(files[0]):
+    data_format = input_format(files)
+    if data_format != "tfrecord":
         for path in files:
-            header = _csv_header(path)
+            header = _csv_header(path) if data_format == "csv" else _parquet_columns(path)
             missing = [c for c in list(needed) + list(id_columns) if c not in header]
             if missing:
-                raise BadInputError(f"{path}: the CSV header has no column {', '.join(missing)}, which the "
+                raise BadInputError(f"{path}: the {'CSV header' if data_format == 'csv' else 'Parquet schema'} has no "
+                                    f"column {', '.join(missing)}, which the "
                                     f"{'model needs' if set(missing) & set(needed) else 'job passes through'}; "
-                                    f"header: {', '.join(header)}")
+                                    f"columns: {', '.join(header)}")
         return
     # Each shard's first megabyte (all of a small one): a whole read of a large batch would cost a pass in
     # one Python process; a fault further in fails the Beam job, which publishes nothing.
     check_files([f for f in files if not is_remote(f)], full_check_bytes=HEAD_CHECK_BYTES)
+
+
+def _parquet_columns(path: str) -> List[str]:
+    """The file's columns; a footer that does not read, or a column tf.Example cannot hold, is refused by name."""
+    import pyarrow.parquet as pq
+
+    from formats import parquet
+
+    if not is_remote(path):
+        parquet.FORMAT.check(path)
+        return parquet.FORMAT.columns(path)
+    with _open_binary(path) as f:
+        return pq.ParquetFile(f).schema_arrow.names
+
+
+def _open_binary(path: str):
+    """A seekable binary file of any file system Beam knows (pyarrow reads Parquet footers by seeking)."""
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+
+    return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
 
 
 def _csv_header(path: str) -> List[str]:
@@ -157,6 +188,42 @@ class ReadCsvFile(beam.DoFn):
             yield batch
 
 
+class ReadParquetFile(beam.DoFn):
+    """ExampleBatches of one Parquet file's rows, converted as the Parquet ExampleGen converts them
+    (`formats.parquet.to_examples`); ids read from their own columns, as the schema types them."""
+
+    def __init__(self, id_columns: Sequence[str], id_types: Dict[str, str], batch_size: int):
+        self.id_columns, self.id_types, self.batch_size = list(id_columns), dict(id_types), batch_size
+
+    def process(self, path: str) -> Iterator[ExampleBatch]:
+        import pyarrow.parquet as pq
+
+        from formats.parquet import to_examples
+
+        start = 0
+        with _open_binary(path) as f:
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=self.batch_size):
+                examples = to_examples(batch, path)
+                if self.id_columns:
+                    ids = {c: [_typed_id(v, self.id_types[c]) for v in batch.column(c).to_pylist()]
+                           for c in self.id_columns}
+                else:
+                    ids = {"source": [path] * len(examples), "record": list(range(start, start + len(examples)))}
+                start += len(examples)
+                yield ExampleBatch(ids, examples)
+
+
+def _typed_id(value, type_name: str):
+    """A Parquet id value as the output column's type (the schema's, or string)."""
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if type_name == "string":
+        return str(value)
+    return int(value) if type_name == "int" else float(value)
+
+
 def _typed_csv_id(value: Optional[str], type_name: str):
     if value in (None, ""):
         return None
@@ -177,8 +244,10 @@ def id_types(schema_file: str, id_columns: Sequence[str]) -> Dict[str, str]:
 def read_examples(pipeline: beam.Pipeline, files: Sequence[str], schema_file: str, id_columns: Sequence[str],
                   types: Dict[str, str], batch_size: int) -> beam.PCollection:
     """ExampleBatches of every input file."""
-    reader = (ReadCsvFile(schema_file, id_columns, types, batch_size) if _is_csv(files[0])
-              else ReadTFRecordShard(id_columns, types, batch_size))
+    readers = {"csv": lambda: ReadCsvFile(schema_file, id_columns, types, batch_size),
+               "parquet": lambda: ReadParquetFile(id_columns, types, batch_size),
+               "tfrecord": lambda: ReadTFRecordShard(id_columns, types, batch_size)}
+    reader = readers[input_format(files)]()
     return (pipeline
             | "ListInput" >> beam.Create(list(files))
             # Spreads the shards over the workers before they are read.

@@ -1,7 +1,7 @@
 """`tfx-edge schema`: your own data in one step (`init`: config.yaml + schema.pbtxt) or a schema only (`infer`).
 
     tfx-edge schema init --data-root DIR --label COLUMN --out DIR [--task auto|binary|multiclass|regression]
-                         [--name NAME] [--pattern GLOB]
+                         [--name NAME] [--pattern GLOB] [--window N]
     tfx-edge schema infer --data-root DIR --out FILE [--pattern GLOB] [--label-column COL]
 """
 
@@ -18,13 +18,17 @@ def build_parser() -> argparse.ArgumentParser:
     init = commands.add_parser("init", help="a dataset to a working config.yaml and schema.pbtxt, each guess explained",
                                description="Read the data once, guess the split, the task, the classes and each "
                                            "column's role, and write config.yaml + schema.pbtxt saying why.")
-    init.add_argument("--data-root", required=True, help="directory of tf.Example TFRecord files (gzip or plain)")
+    init.add_argument("--data-root", required=True, help="directory of the data: tf.Example TFRecords (gzip or "
+                                                          "plain), Parquet or CSV files; date=YYYY-MM-DD/ partitions "
+                                                          "become spans")
     init.add_argument("--label", required=True, help="the column the model predicts")
     init.add_argument("--out", required=True, help="directory for config.yaml and schema.pbtxt")
     init.add_argument("--task", default="auto", choices=("auto",) + TASKS, help="default: guessed from the label")
     init.add_argument("--name", default="", help="pipeline and model name (default: the data directory's name)")
     init.add_argument("--pattern", default="", help="glob of the data files under --data-root, hash-split 4:1 "
                                                     "(default: existing train/eval directories, else every file)")
+    init.add_argument("--window", type=int, default=0, help="date partitions a run trains on, the latest ones "
+                                                            "(default: every partition found, at most 30)")
     infer = commands.add_parser("infer", help="a starting schema only (TFDV's inferred one, curated by hand)",
                                 description="Infer a schema from tf.Example TFRecords with TFDV: TRAINING and "
                                             "SERVING environments, the label column only in TRAINING.")
@@ -38,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _init(args) -> int:
     from schemas.init import initialise, report
 
-    found = initialise(args.data_root, args.label, args.out, args.task, args.name, args.pattern)
+    found = initialise(args.data_root, args.label, args.out, args.task, args.name, args.pattern, args.window)
     print(report(found, args.data_root))
     return 0
 

@@ -5,7 +5,10 @@
     tfx-edge validation drift --previous DIR --current DIR
     tfx-edge validation make-spans --out DIR [--period month|quarter|year]
 
-Each check prints the same report the pipeline's anomaly gate prints, writes it
+The data may be tf.Example TFRecords, Parquet or CSV files (told by content, read as the
+pipeline's ExampleGen reads them); text columns (a natural-language domain in the schema)
+are compared by their tokens. Each check prints the same report the pipeline's anomaly
+gate prints, writes it
 as text, JSON and HTML under --report-dir, and exits 0 when the data passes, 1
 when it does not, 2 when the input cannot be read (the message names the file).
 Gate settings (severity, tolerated anomalies) come from the pipeline config:
@@ -35,7 +38,8 @@ def _files(location: str):
         return files.list_files(location)
     found = sorted(f for f in glob.glob(location, recursive=True) if os.path.isfile(f))
     if not found:
-        raise files.BadInputError(f"no file matches {location!r}; pass a directory or a glob of TFRecord files")
+        raise files.BadInputError(f"no file matches {location!r}; pass a directory or a glob of data files "
+                                  "(TFRecord, Parquet or CSV)")
     return found
 
 
@@ -61,7 +65,8 @@ def _comparison(args, config: PipelineConfig, kind: str, current: str, control: 
 
     schema_file = args.schema or config.schema_file
     schema = checks.load_schema(schema_file)
-    current_stats, control_stats = checks.statistics_of(_files(current)), checks.statistics_of(_files(control))
+    current_stats, control_stats = checks.statistics_of(_files(current), schema), checks.statistics_of(_files(control),
+                                                                                                       schema)
     report = Report(f"{kind} of {current} vs {control} ({schema_file})")
     report.findings, report.distances = checks.compare(current_stats, control_stats, schema, kind, _policy(config))
     report.comparisons[kind] = f"{current} vs {control}"
@@ -71,7 +76,10 @@ def _comparison(args, config: PipelineConfig, kind: str, current: str, control: 
 def cmd_skew(args, config: PipelineConfig) -> int:
     from validation import checks
 
-    training = args.training or os.path.join(config.input_base, config.data.train_pattern)
+    from formats.spans import latest_pattern
+
+    # The latest span's files when the pattern names spans or dates.
+    training = args.training or latest_pattern(config.input_base, config.data.pattern or config.data.train_pattern)
     serving = args.serving or checks.default_serving_data(config)
     return _comparison(args, config, "skew", training, serving)
 
@@ -105,8 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "(default: <output_dir>/validation/<command>-<time>)")
         return sub
 
-    validate = add("validate", cmd_validate, "check a batch of TFRecords against the schema")
-    validate.add_argument("--data-root", required=True, help="directory (or glob) of tf.Example TFRecords")
+    validate = add("validate", cmd_validate, "check a batch of data files against the schema")
+    validate.add_argument("--data-root", required=True, help="directory (or glob) of TFRecord, Parquet or CSV files")
     validate.add_argument("--environment", default="TRAINING", choices=["TRAINING", "SERVING"],
                           help="TRAINING data must have the label; SERVING data must not need it")
     skew = add("skew", cmd_skew, "training/serving skew per feature (thresholds: schema skew_comparator)")

@@ -14,7 +14,6 @@ the model being served stays as it was.
 import glob
 import json
 import os
-import re
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -27,6 +26,7 @@ from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 from tfx.utils import io_utils
 
+from formats.spans import span_files
 from validation.spans import span_of
 from contract.errors import DataValidationFailed
 from validation import checks
@@ -50,17 +50,12 @@ def validation_failure(report: Report, report_path: str) -> DataValidationFailed
 
 
 def previous_span_files(span_pattern: str, current_span: int) -> Tuple[Optional[int], List[str]]:
-    """Files of the latest span before `current_span` matching a `{SPAN}` pattern (none: (None, []))."""
-    spans: Dict[int, List[str]] = {}
-    regex = re.compile(re.escape(span_pattern).replace(re.escape("{SPAN}"), r"(\d+)").replace(r"\*", "[^/]*"))
-    for path in glob.glob(span_pattern.replace("{SPAN}", "*")):
-        match = regex.fullmatch(path)
-        if match and os.path.isfile(path) and int(match.group(1)) < current_span:
-            spans.setdefault(int(match.group(1)), []).append(path)
-    if not spans:
+    """Files of the latest span before `current_span` matching a `{SPAN}` or date pattern (none: (None, []))."""
+    earlier = {span: files for span, files in span_files("", span_pattern).items() if span < current_span}
+    if not earlier:
         return None, []
-    previous = max(spans)
-    return previous, sorted(spans[previous])
+    previous = max(earlier)
+    return previous, earlier[previous]
 
 
 class Executor(base_executor.BaseExecutor):
@@ -83,7 +78,12 @@ class Executor(base_executor.BaseExecutor):
                 artifact_utils.get_split_uri([anomalies_artifact], split), SCHEMA_DIFF_FILE)))
             report.findings += findings_from_anomalies(anomalies, split, policy, schema, split_stats[split])
 
-        training = split_stats.get("train") or next(iter(split_stats.values()))
+        train_split = "train" if "train" in split_stats else next(iter(split_stats))
+        training = split_stats[train_split]
+        if exec_properties.get("serving_data") or exec_properties.get("span_pattern"):
+            # Text columns are compared by their tokens, which StatisticsGen does not count (validation/text.py).
+            training = checks.with_text_statistics(training, sorted(glob.glob(os.path.join(
+                artifact_utils.get_split_uri(input_dict["examples"], train_split), "*"))), schema)
         serving_data = exec_properties.get("serving_data") or ""
         if serving_data:
             serving_files = sorted(f for f in glob.glob(os.path.join(serving_data, "**", "*")
@@ -117,7 +117,8 @@ class Executor(base_executor.BaseExecutor):
     @staticmethod
     def _compare(report: Report, kind: str, current, control_files: List[str], schema, policy: GatePolicy,
                  description: str) -> None:
-        findings, distances = checks.compare(current, checks.statistics_of(control_files), schema, kind, policy)
+        findings, distances = checks.compare(current, checks.statistics_of(control_files, schema), schema, kind,
+                                             policy)
         report.findings += findings
         report.distances += distances
         report.comparisons[kind] = description
@@ -128,7 +129,7 @@ class AnomalyGateSpec(ComponentSpec):
         "fail_severity": ExecutionParameter(type=str),
         "allow_anomalies": ExecutionParameter(type=str),  # JSON list
         "serving_data": ExecutionParameter(type=str, optional=True),  # dir or glob; "" = no skew check
-        "span_pattern": ExecutionParameter(type=str, optional=True),  # train files with {SPAN}; "" = no drift
+        "span_pattern": ExecutionParameter(type=str, optional=True),  # train files with {SPAN} or a date; "": no drift
         "report_dir": ExecutionParameter(type=str, optional=True),  # also kept here, outside the artifact
     }
     INPUTS = {

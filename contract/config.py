@@ -36,7 +36,7 @@ def is_remote(path: str) -> bool:
 
 @dataclass
 class DataConfig:
-    """Where the TFRecords come from and how they split into train and eval.
+    """Where the data comes from, in which file format, and how it splits into train and eval.
 
     `input_base` empty means the Chicago taxi TFRecords shipped inside the tfx
     wheel. With `train_pattern`/`eval_pattern` set, each pattern (relative to
@@ -45,18 +45,42 @@ class DataConfig:
     """
 
     input_base: str = ""
+    # tfrecord (tf.Example, gzip or plain) | parquet | csv (with a header row): read where it lives by TFX's
+    # ExampleGen for the format (formats/, docs/data-formats.md), no conversion job.
+    format: str = "tfrecord"
     train_pattern: str = "Split-train/*"  # files of the train split, relative to input_base
     eval_pattern: str = "Split-eval/*"  # files of the eval split, relative to input_base
     pattern: str = ""
     hash_buckets: List[int] = field(default_factory=lambda: [4, 1])
-    # With `{SPAN}` in the patterns each run ingests the latest span; Transform, Tuner and Trainer then
-    # learn from the `span_window` latest spans ingested so far (1 = the latest only). The gate, the
-    # Evaluator and the edge export's accuracy check look at the latest span.
+    # With `{SPAN}` (or the date specs `{YYYY}-{MM}-{DD}`, e.g. Hive-style `date={YYYY}-{MM}-{DD}/*`) in the
+    # patterns each run ingests the latest span; Transform, Tuner and Trainer then learn from the
+    # `span_window` latest spans (1 = the latest only); spans of the window on disk that no run ingested yet
+    # are ingested first. The gate, the Evaluator and the edge export's accuracy check look at the latest span.
     span_window: int = 1
+
+    @property
+    def spanned_pattern(self) -> str:
+        """The train (or hash-split) pattern when it names spans by `{SPAN}` or a date, else ""."""
+        pattern = self.pattern or self.train_pattern
+        return pattern if has_span_spec(pattern) else ""
+
+
+# ExampleGen's span specs: a span number, or a date whose span is its day number since 1970-01-01.
+SPAN_SPEC = "{SPAN}"
+DATE_SPECS = ("{YYYY}", "{MM}", "{DD}")
+FORMATS = ("tfrecord", "parquet", "csv")
+
+
+def has_span_spec(pattern: str) -> bool:
+    """True when a file pattern names spans: `{SPAN}` (or `{SPAN:width}`) or the date specs."""
+    return "{SPAN" in pattern or all(spec in pattern for spec in DATE_SPECS)
 
 
 TASKS = tasks.TASKS
 VOCABULARIES = ("approximate", "exact")
+TEXT_WEIGHTINGS = ("tfidf", "multi_hot")
+# The feature roles, in the order the model's vector concatenates them.
+ROLES = ("numeric", "bucketized", "categorical", "text", "category_sets")
 RETUNE = ("always", "on_change")
 
 
@@ -77,6 +101,13 @@ class FeaturesConfig:
         (TFT's Misra-Gries `approximate_vocabulary`: one packed combine for all
         categorical columns; the same list whenever a column has at most `vocab_top_k`
         distinct values, else the tail's ties may differ) or `exact` (`tft.vocabulary`).
+    text: free text (keywords, titles, queries), tokenized inside the Transform graph
+        (contract/text.py) into words and their n-grams (`text_ngrams`); a vocabulary of
+        the `text_top_k` most frequent n-grams plus one OOV bucket; the row becomes a bag
+        of them weighted by `text_weighting` (TF-IDF, or 0/1), one block of the model's vector.
+    category_sets: list-valued columns (a basket of product ids, a set of tags): a
+        vocabulary of the `vocab_top_k` most frequent values plus one OOV bucket; the row
+        becomes the multi-hot block of its values.
     task and label:
         binary: with `classes` empty, positive when `label_column > label_threshold *
             label_relative_to` (or `> label_threshold` when `label_relative_to` is
@@ -112,6 +143,17 @@ class FeaturesConfig:
     numeric_buckets: int = 30  # 0: numeric features are z-scores only
     vocab_top_k: int = 100  # most frequent values kept in each categorical vocabulary
     vocabulary: str = "approximate"  # approximate | exact
+    # Free-text columns (keywords, titles, queries): tokenized inside the Transform graph (contract/text.py), a
+    # bag of their n-grams over a vocabulary of text_top_k plus one out-of-vocabulary id.
+    text: List[str] = field(default_factory=list)
+    # Word n-gram orders [low, high]: [1, 1] words only, [1, 2] words and pairs of words.
+    text_ngrams: List[int] = field(default_factory=lambda: [1, 2])
+    # N-grams kept per text column (+1 OOV bucket): the block's width in the model and the edge model's input.
+    text_top_k: int = 1000
+    text_weighting: str = "tfidf"  # tfidf (tft.tfidf: term frequency x smoothed idf) | multi_hot (0/1)
+    # List-valued columns (a basket of product ids, a set of tags): multi-hot over a vocabulary of the vocab_top_k
+    # most frequent values plus one out-of-vocabulary id.
+    category_sets: List[str] = field(default_factory=list)
 
     # Name of the label after Transform: what the model and TFMA see.
     LABEL_KEY: ClassVar[str] = "label"
@@ -122,7 +164,8 @@ class FeaturesConfig:
         """Raises ConfigError on roles that cannot train: none, overlapping, the label as an input, a bad task."""
         inputs = self.raw_input_features
         if not inputs:
-            raise ConfigError("features: no input features configured (features.numeric, .bucketized, .categorical)")
+            raise ConfigError("features: no input features configured (features.numeric, .bucketized, .categorical, "
+                              ".text, .category_sets)")
         duplicated = sorted({k for k in inputs if inputs.count(k) > 1})
         if duplicated:
             raise ConfigError(f"features: {duplicated} appear in more than one role")
@@ -134,6 +177,14 @@ class FeaturesConfig:
             raise ConfigError("features: bucket_count must be >= 2 and vocab_top_k >= 1")
         if self.numeric_buckets == 1 or self.numeric_buckets < 0:
             raise ConfigError(f"features.numeric_buckets: {self.numeric_buckets} must be 0 (z-scores only) or >= 2")
+        if len(self.text_ngrams) != 2 or not 1 <= int(self.text_ngrams[0]) <= int(self.text_ngrams[1]):
+            raise ConfigError(f"features.text_ngrams: {self.text_ngrams} must be [low, high] with 1 <= low <= high, "
+                              "e.g. [1, 2] for words and pairs of words")
+        if self.text_top_k < 1:
+            raise ConfigError("features.text_top_k must be >= 1")
+        if self.text_weighting not in TEXT_WEIGHTINGS:
+            raise ConfigError(f"features.text_weighting: {self.text_weighting!r} is not one of "
+                              f"{', '.join(TEXT_WEIGHTINGS)}")
         if self.vocabulary not in VOCABULARIES:
             raise ConfigError(f"features.vocabulary: {self.vocabulary!r} is not one of {', '.join(VOCABULARIES)}")
         if self.task not in TASKS:
@@ -147,7 +198,8 @@ class FeaturesConfig:
 
     @property
     def raw_input_features(self) -> List[str]:
-        return list(self.numeric) + list(self.bucketized) + list(self.categorical)
+        return (list(self.numeric) + list(self.bucketized) + list(self.categorical) + list(self.text)
+                + list(self.category_sets))
 
     @property
     def label_key(self) -> str:
@@ -820,6 +872,8 @@ def validate(config: PipelineConfig) -> None:
         raise ConfigError("serving.batch_timeout_micros must be 0 (no waiting) or positive")
     if not 0.0 <= serving.request_log_sample_rate <= 1.0:
         raise ConfigError("serving.request_log_sample_rate must be between 0 and 1")
+    if config.data.format not in FORMATS:
+        raise ConfigError(f"data.format: {config.data.format!r} is not one of {', '.join(FORMATS)}")
     monitoring = config.monitoring
     for name in ("window_seconds", "min_labels", "label_window_days"):
         if getattr(monitoring, name) <= 0:
@@ -831,9 +885,10 @@ def validate(config: PipelineConfig) -> None:
             raise ConfigError(f"monitoring.{name} must be 1-65535, got {getattr(monitoring, name)}")
     if config.data.span_window < 1:
         raise ConfigError("data.span_window must be 1 (the latest span) or more")
-    if config.data.span_window > 1 and "{SPAN}" not in (config.data.pattern or config.data.train_pattern):
+    if config.data.span_window > 1 and not config.data.spanned_pattern:
         raise ConfigError(f"data.span_window={config.data.span_window} needs span-partitioned input: put {{SPAN}} "
-                          "in data.train_pattern/eval_pattern (or data.pattern), e.g. 'span-{SPAN}/train/*'")
+                          "or the date specs {YYYY}-{MM}-{DD} in data.train_pattern/eval_pattern (or data.pattern), "
+                          "e.g. 'span-{SPAN}/train/*' or 'date={YYYY}-{MM}-{DD}/*'")
     if not config.data.pattern and not (config.data.train_pattern and config.data.eval_pattern):
         raise ConfigError("data: set either pattern (hash split) or both train_pattern and eval_pattern")
     if config.data.pattern and (len(config.data.hash_buckets) < 2 or min(config.data.hash_buckets) <= 0):

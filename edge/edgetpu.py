@@ -3,7 +3,8 @@
 The compiler itself only exists for Debian/Ubuntu x86-64 and is not installed here,
 so this check reads the model through the interpreter (no TensorFlow) and applies
 the compiler's documented rules: every op in the supported set, int8/uint8 tensors
-(int32 only for biases), static shapes. Any op that fails a rule is named: the
+(int32 only for biases and for the parameters of shape ops: slice bounds, shapes, axes),
+static shapes. Any op that fails a rule is named: the
 compiler would cut the graph there and run it and everything after it on the CPU.
 """
 
@@ -26,6 +27,10 @@ EDGETPU_OPS = frozenset({
     "DEQUANTIZE", "GATHER", "BATCH_MATMUL", "UNPACK",
 })
 _INTEGER = (np.int8, np.uint8)
+# Ops whose inputs after the first are parameters (begin/end/strides, shapes, axes, paddings, indices): int32 in
+# every TFLite model, the Edge TPU's compiled MobileNets included; only their data input must be 8-bit.
+PARAMETER_OPS = frozenset({"STRIDED_SLICE", "SLICE", "RESHAPE", "PAD", "TRANSPOSE", "MEAN", "SUM", "REDUCE_MAX",
+                           "REDUCE_MIN", "EXPAND_DIMS", "SPLIT", "GATHER", "SQUEEZE"})
 
 
 @dataclass
@@ -70,8 +75,9 @@ def check(model_path: str = "", model_content: bytes = b"") -> Readiness:
         if name not in EDGETPU_OPS:
             readiness.cpu_ops.append(f"{where}: not in the Edge TPU's supported ops")
             continue
+        parameters = set(list(op["inputs"])[1:]) if name in PARAMETER_OPS else set()
         for index in list(op["inputs"]) + list(op["outputs"]):
-            if index < 0:
+            if index < 0 or (index in parameters and np.dtype(tensors[index]["dtype"]) == np.int32):
                 continue
             tensor = tensors[index]
             dtype = np.dtype(tensor["dtype"])

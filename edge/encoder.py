@@ -5,7 +5,11 @@ Trainer read out of the fitted Transform graph (`edge_mapping.json`, see
 models/trainer/edge_signature.py), plus the clip range the edge export calibrated:
 - numeric: z = scale * sign(x) * log1p(|x|) + offset, clipped to the calibrated range;
 - bucketized, and numeric features' quantile buckets: index of the bucket (number of boundaries <= x);
-- categorical: index in the vocabulary, or the OOV id for unseen values.
+- categorical: index in the vocabulary, or the OOV id for unseen values;
+- text: the words and n-grams of contract/text.py (the rule the Transform graph runs),
+  their vocabulary ids (unseen ones in the OOV bucket), and per distinct id its TF-IDF
+  weight, float32(float32(count / terms) x idf) as `tft.tfidf` computes it, or 1;
+- category sets: 1 at the vocabulary id of each value (unseen values: the OOV id).
 Missing values get the same defaults as in Transform, so a device scores an
 incomplete record exactly as TF Serving would.
 """
@@ -15,7 +19,10 @@ from __future__ import annotations
 import bisect
 import math
 import struct
+from collections import Counter
 from typing import Any, Dict, List, Mapping, Sequence, Tuple
+
+from contract import text
 
 
 class FeatureError(ValueError):
@@ -90,10 +97,13 @@ class FeatureEncoder:
                 self.categorical.append((entry["feature"], entry["offset"], entry["raw_type"], vocabulary,
                                          entry["oov_id"], _category_key(entry["feature"], entry["raw_type"],
                                                                         default)))
+        bags = mapping.get("bags", {"input": "", "size": 0, "features": []})
+        self.bags_input, self.bags_size = bags["input"], bags["size"]
+        self.bags = [dict(entry, index={v: i for i, v in enumerate(entry["vocabulary"])}) for entry in bags["features"]]
         # A numeric feature can also feed a one-hot block (its quantile bucket): each name once.
         self.features = tuple(dict.fromkeys([name for name, *_ in self.numeric] + [
-            e["feature"] for e in mapping["one_hot"]["features"]]))
-        self.input_names = tuple(name for name in (self.numeric_input, self.one_hot_input) if name)
+            e["feature"] for e in mapping["one_hot"]["features"]] + [e["feature"] for e in self.bags]))
+        self.input_names = tuple(name for name in (self.numeric_input, self.one_hot_input, self.bags_input) if name)
 
     def encode(self, record: Mapping[str, Any]) -> Tuple[List[float], List[int]]:
         """(numeric z-scores in input order, positions set to 1 in the one-hot input)."""
@@ -114,6 +124,35 @@ class FeatureEncoder:
                 _category_key(feature, raw_type, value)
             hot.append(offset + vocabulary.get(key, oov_id))
         return numeric, hot
+
+    def bag_ids(self, entry: Dict[str, Any], value: Any) -> List[int]:
+        """The vocabulary id of each term of a raw value, in order (text: its n-grams; a set: its values)."""
+        index, oov_id = entry["index"], entry["oov_id"]
+        if entry["kind"] == "text":
+            if isinstance(value, (list, tuple)):
+                value = value[0] if value else None
+            if isinstance(value, bytes):
+                value = value.decode("utf-8")
+            terms = text.terms(value, entry["ngram_range"]) if value is not None else []
+        else:
+            values = value if isinstance(value, (list, tuple)) else ([] if value is None else [value])
+            terms = [_category_key(entry["feature"], entry["raw_type"], v) for v in values]
+        return [index.get(term, oov_id) for term in terms]
+
+    def encode_bags(self, record: Mapping[str, Any]) -> List[Tuple[int, float]]:
+        """(position in the bags input, weight) of every id a bag block of the record holds."""
+        found = []
+        for entry in self.bags:
+            ids = self.bag_ids(entry, record.get(entry["feature"]))
+            if not ids:
+                continue
+            if entry["weighting"] == "tfidf":
+                idf, terms = entry["idf"], len(ids)
+                found += [(entry["offset"] + i, _float32(_float32(count / terms) * _float32(idf[i])))
+                          for i, count in Counter(ids).items()]
+            else:
+                found += [(entry["offset"] + i, 1.0) for i in dict.fromkeys(ids)]
+        return found
 
     def unused_and_absent(self, columns: Sequence[str]) -> Tuple[List[str], List[str]]:
         """Input columns the model ignores, and model features the input lacks (both worth a warning)."""

@@ -100,14 +100,20 @@ def _records(pattern: Union[str, List[str]], limit: int = 0, spread: bool = Fals
 
 
 def transformed_inputs(records: List[bytes], feature_spec, mapping) -> List[np.ndarray]:
-    """Transformed tf.Examples -> the edge inputs in signature order (packed z-scores, one-hot block), unclipped."""
+    """Transformed tf.Examples -> the edge inputs in signature order (packed z-scores, one-hot block, bags),
+    unclipped."""
     return edge_inputs(tf.io.parse_example(tf.constant(records), feature_spec), mapping)
 
 
+def _rows(value) -> int:
+    return int(value.dense_shape[0]) if isinstance(value, tf.SparseTensor) else len(value)
+
+
 def edge_inputs(transformed: Dict[str, Any], mapping) -> List[np.ndarray]:
-    """Transform's outputs (tensors by name) -> the edge inputs in signature order, unclipped."""
+    """Transform's outputs by name (dense arrays or tensors; a bag's ids and weights sparse) -> the edge inputs
+    in signature order, unclipped."""
     columns = []
-    rows = len(next(iter(transformed.values())))
+    rows = _rows(next(iter(transformed.values())))
     if mapping["numeric_input"]:
         columns.append(np.hstack([np.asarray(transformed[e["input"]]).reshape(-1, 1) for e in mapping["numeric"]])
                        .astype(np.float32))
@@ -117,6 +123,19 @@ def edge_inputs(transformed: Dict[str, Any], mapping) -> List[np.ndarray]:
             ids = np.asarray(transformed[entry["input"]]).reshape(-1)
             one_hot[np.arange(rows), entry["offset"] + ids] = 1.0
         columns.append(one_hot)
+    if mapping.get("bags", {}).get("input"):
+        bags = np.zeros((rows, mapping["bags"]["size"]), np.float32)
+        for entry in mapping["bags"]["features"]:
+            ids = transformed[entry["input"]]
+            at = np.asarray(ids.indices)[:, 0]
+            weights = (np.asarray(transformed[features.weights_name(entry["feature"])].values)
+                       if entry["weighting"] == "tfidf" else np.ones(len(at), np.float32))
+            block = bags[:, entry["offset"]:entry["offset"] + entry["size"]]
+            # Summed per id, as the model's CategoryEncoding sums them (presence: at most 1).
+            np.add.at(block, (at, np.asarray(ids.values)), weights)
+            if entry["weighting"] != "tfidf":
+                np.minimum(block, 1.0, out=block)
+        columns.append(bags)
     return columns
 
 

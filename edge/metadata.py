@@ -45,6 +45,14 @@ def _vocabulary_file(feature: str) -> str:
     return f"vocabulary_{feature}.txt"
 
 
+def _vocabulary_entry(feature: str) -> Any:
+    vocabulary = schema.AssociatedFileT()
+    vocabulary.name = _vocabulary_file(feature)
+    vocabulary.description = f"vocabulary of {feature} (id = line number)"
+    vocabulary.type = schema.AssociatedFileType.VOCABULARY
+    return vocabulary
+
+
 def populate(model: bytes, input_order: List[str], mapping: Dict[str, Any], info: Dict[str, str]) -> bytes:
     """`model` with metadata; `input_order` is the subgraph's input tensor order (names as in the mapping)."""
     clip = mapping.get("clip", {})
@@ -65,20 +73,22 @@ def populate(model: bytes, input_order: List[str], mapping: Dict[str, Any], info
             unit.options.mean = [float(e["mean"]) for e in numeric]
             unit.options.std = [float(e["std"]) for e in numeric]
             tensor.processUnits = [unit]
+        elif name == mapping.get("bags", {}).get("input"):
+            bags = mapping["bags"]["features"]
+            blocks = ", ".join(f"{f['feature']}[{f['offset']}:{f['offset'] + f['size']}] ({f['weighting']})"
+                               for f in bags)
+            tensor = _tensor(name, f"bags of vocabulary ids of text and list features: {blocks}; at each id its "
+                                   "TF-IDF weight, or 1 where present; text is tokenized as edge_mapping.json says, "
+                                   "the id after the last vocabulary entry is out-of-vocabulary")
+            tensor.associatedFiles = [_vocabulary_entry(f["feature"]) for f in bags]
         else:
             blocks = ", ".join(f"{f['input']}[{f['offset']}:{f['offset'] + f['size']}]"
                                for f in one_hot["features"])
             tensor = _tensor(name, f"one-hot ids of bucketized and categorical features: {blocks}; "
                                    "categorical ids index the associated vocabulary files, the id after "
                                    "the last entry is out-of-vocabulary", 0.0, 1.0)
-            tensor.associatedFiles = []
-            for f in one_hot["features"]:
-                if f["kind"] == "categorical":
-                    vocabulary = schema.AssociatedFileT()
-                    vocabulary.name = _vocabulary_file(f["feature"])
-                    vocabulary.description = f"vocabulary of {f['feature']} (id = line number)"
-                    vocabulary.type = schema.AssociatedFileType.VOCABULARY
-                    tensor.associatedFiles.append(vocabulary)
+            tensor.associatedFiles = [_vocabulary_entry(f["feature"]) for f in one_hot["features"]
+                                      if f["kind"] == "categorical"]
         inputs.append(tensor)
     task = tasks.task(mapping["task"])
     bounded = task.is_classification  # probabilities lie in [0, 1]
@@ -107,8 +117,8 @@ def populate(model: bytes, input_order: List[str], mapping: Dict[str, Any], info
     files = {}
     if task.per_class_scores:
         files[LABELS_FILE] = "\n".join(mapping["classes"]).encode("utf-8") + b"\n"
-    for f in one_hot["features"]:
-        if f["kind"] == "categorical":
+    for f in one_hot["features"] + mapping.get("bags", {}).get("features", []):
+        if "vocabulary" in f:
             files[_vocabulary_file(f["feature"])] = "\n".join(f["vocabulary"]).encode("utf-8") + b"\n"
     populator.load_associated_file_buffers(files)
     populator.populate()

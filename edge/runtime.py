@@ -171,6 +171,16 @@ class EdgeModel:
             scale, zero = one_hot["quantization"]
             self._one_hot_values = (self._quantize(0.0, dtype, scale, zero), self._quantize(1.0, dtype, scale, zero))
             self._one_hot = np.full((1, self.encoder.one_hot_size), self._one_hot_values[0], dtype=dtype)
+        self._bags_index = None
+        if self.encoder.bags_input:
+            bags = inputs[self.encoder.bags_input]
+            self._bags_index, dtype = bags["index"], bags["dtype"]
+            scale, zero = bags["quantization"]
+            self._bags_zero = self._quantize(0.0, dtype, scale, zero)
+            self._bags = np.full((1, self.encoder.bags_size), self._bags_zero, dtype=dtype)
+            # Weight -> input level, as for the numeric input: 1/scale, zero point, integer limits (0: float input).
+            limits = (np.iinfo(dtype).min, np.iinfo(dtype).max) if scale else (0, 0)
+            self._bags_levels = (1.0 / scale if scale else 0.0, zero, *limits)
         output = next(iter(runner.get_output_details().values()))
         self._output_index = output["index"]
         self._output_scale, self._output_zero = output["quantization"]
@@ -202,6 +212,19 @@ class EdgeModel:
             one_hot[0, hot] = self._one_hot_values[1]
             set_tensor(self._one_hot_index, one_hot)
             one_hot[0, hot] = self._one_hot_values[0]
+        if self._bags_index is not None:
+            weighted = self.encoder.encode_bags(record)
+            bags = self._bags
+            inverse_scale, zero, low, high = self._bags_levels
+            for position, weight in weighted:
+                if inverse_scale:
+                    level = round(weight * inverse_scale) + zero
+                    bags[0, position] = low if level < low else high if level > high else level
+                else:
+                    bags[0, position] = weight
+            set_tensor(self._bags_index, bags)
+            for position, _ in weighted:
+                bags[0, position] = self._bags_zero
         self.interpreter.invoke()
         return self.interpreter.get_tensor(self._output_index).reshape(-1)
 

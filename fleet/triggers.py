@@ -19,19 +19,19 @@ from typing import Any, Dict, List, Optional
 from croniter import croniter
 
 from contract import versions
+from contract.config import has_span_spec
 from fleet.config import FleetModel
 from fleet.state import State
+from formats.spans import pattern_for_span, span_files
 from monitoring import store as series
 from monitoring.store import Store
-from contract.spans import span_regex
-
 
 
 @dataclass
 class DataFacts:
     fingerprint: str
     files: int
-    span: Optional[int]  # latest span with {SPAN} patterns, else None
+    span: Optional[int]  # latest span with {SPAN} or date patterns, else None
 
 
 @dataclass
@@ -47,21 +47,18 @@ class Decision:
 
 
 def data_facts(model: FleetModel) -> DataFacts:
-    """The files the pipeline would read, as a fingerprint; with {SPAN} patterns, only the latest span's."""
+    """The files the pipeline would read, as a fingerprint; with span or date patterns, only the latest span's
+    (numbered as ExampleGen numbers them, `formats.spans`)."""
     config = model.config
     base = config.input_base
     patterns = list(config.split_patterns.values())
-    latest: Optional[int] = None
-    if any("{SPAN}" in p for p in patterns):
-        spans = set()
-        for pattern in patterns:
-            regex = span_regex(pattern)
-            for path in glob.glob(os.path.join(base, pattern.replace("{SPAN}", "*"))):
-                if m := regex.match(os.path.relpath(path, base)):
-                    spans.add(int(m.group(1)))
-        latest = max(spans) if spans else None
-        patterns = [p.replace("{SPAN}", str(latest)) for p in patterns] if latest is not None else []
-    paths = [p for pattern in patterns for p in sorted(glob.glob(os.path.join(base, pattern))) if os.path.isfile(p)]
+    if not config.data.spanned_pattern:
+        paths = [p for pattern in patterns for p in sorted(glob.glob(os.path.join(base, pattern))) if os.path.isfile(p)]
+        return DataFacts(_fingerprint(paths, base), len(paths), None)
+    found = [span_files(base, pattern) for pattern in patterns]
+    common = set.intersection(*(set(by_span) for by_span in found))
+    latest = max(common) if common else None
+    paths = [path for by_span in found for path in by_span.get(latest, [])]
     return DataFacts(_fingerprint(paths, base), len(paths), latest)
 
 
@@ -75,12 +72,12 @@ def _fingerprint(paths: List[str], base: str) -> str:
 
 
 def labelled_files(model: FleetModel, data: DataFacts) -> List[str]:
-    """The labelled TFRecords the metric check scores: `metric.labelled` under the data root, by default the
+    """The labelled files (the data's format) the metric check scores: `metric.labelled` under the data root, by default the
     latest span's eval split (labelled rows; new ones whenever a span lands)."""
     config = model.config
     pattern = model.metric.get("labelled") or config.split_patterns.get("eval", "")
-    if data.span is not None:
-        pattern = pattern.replace("{SPAN}", str(data.span))
+    if data.span is not None and has_span_spec(pattern):
+        pattern = pattern_for_span(pattern, data.span)
     if not pattern:
         return []
     return sorted(p for p in glob.glob(os.path.join(config.input_base, pattern)) if os.path.isfile(p))
@@ -88,12 +85,12 @@ def labelled_files(model: FleetModel, data: DataFacts) -> List[str]:
 
 def served_metric(model: FleetModel, files: List[str], version: int) -> float:
     """The served version's headline metric (`Task.headline`) on `files`, computed as the edge gate does."""
+    import formats
     from edge.export import labels_of, serving_predictions
     from models.trainer import custom_ops
-    from validation import files as input_files
 
     spec = model.config.features
-    examples = [record for path in files for record in input_files.read_examples(path)]
+    examples = formats.read_all(formats.detect(files), files)
     loaded = custom_ops.load(os.path.join(model.config.model_serving_dir, str(version)))
     outputs = serving_predictions(loaded, examples, spec)
     task = spec.task_type

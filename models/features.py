@@ -6,10 +6,12 @@ it back from `custom_config` with `spec_from_custom_config`. This file and
 `preprocessing.py` are the whole of Transform's module directory: TFX
 fingerprints the directory, so only what changes Transform's output lives here.
 
-Every feature becomes part of one dense float vector inside the model: numeric
-features are z-scored, the others are one-hot encoded from an integer id (a
-vocabulary index or a bucket index). A model whose core is a plain dense vector
-is what lets the same weights run on edge devices later.
+Every feature becomes part of one dense float vector inside the model, in blocks
+every model family reads the same way: numeric features are z-scored; bucketized and
+categorical ones are one-hot blocks of an integer id (a bucket or vocabulary index);
+text and category sets are bag blocks, a weight per vocabulary id (TF-IDF, or 1 for
+each id present). A model whose core is a plain dense vector is what lets the same
+weights run on edge devices later.
 """
 
 from typing import List, NamedTuple
@@ -75,9 +77,46 @@ def one_hot_blocks(spec: FeaturesConfig) -> List[OneHotBlock]:
     return blocks
 
 
+class BagBlock(NamedTuple):
+    """A bag of vocabulary ids Transform outputs for one column (varlen int64), with a weight per id when
+    `weights` names a second output (varlen float32, aligned with the ids). The model's block is `size` wide:
+    at each id, the sum of its weights; without weights, 1 where the id is present (multi-hot)."""
+
+    feature: str  # the raw column
+    ids: str  # Transform's output of ids, the model's input
+    weights: str  # Transform's output of their weights; "" for presence
+    kind: str  # text (n-grams of free text) | category_set (a list of values)
+    size: int  # the vocabulary's top k plus one OOV bucket
+
+
+def weights_name(key: str) -> str:
+    """Name of a text feature's TF-IDF weights after Transform: `title` -> `title_xf_weights`."""
+    return key + "_xf_weights"
+
+
+def bag_blocks(spec: FeaturesConfig) -> List[BagBlock]:
+    """The bag blocks in the order the model concatenates them after the one-hot blocks: text, then category sets."""
+    weighted = spec.text_weighting == "tfidf"
+    blocks = [BagBlock(k, transformed_name(k), weights_name(k) if weighted else "", "text",
+                       spec.text_top_k + OOV_BUCKETS) for k in spec.text]
+    blocks += [BagBlock(k, transformed_name(k), "", "category_set", spec.vocab_top_k + OOV_BUCKETS)
+               for k in spec.category_sets]
+    return blocks
+
+
 def dense_input_size(spec: FeaturesConfig) -> int:
     """Length of the dense vector the model's core consumes."""
-    return len(spec.numeric) + sum(block.size for block in one_hot_blocks(spec))
+    return (len(spec.numeric) + sum(block.size for block in one_hot_blocks(spec))
+            + sum(block.size for block in bag_blocks(spec)))
+
+
+def bag_offsets(spec: FeaturesConfig) -> List[int]:
+    """Where each bag block starts in the dense vector (after the numeric z-scores and the one-hot blocks)."""
+    offsets, offset = [], len(spec.numeric) + sum(block.size for block in one_hot_blocks(spec))
+    for block in bag_blocks(spec):
+        offsets.append(offset)
+        offset += block.size
+    return offsets
 
 
 def output_size(spec: FeaturesConfig) -> int:

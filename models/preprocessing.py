@@ -5,12 +5,20 @@ inside every exported serving signature, so training and serving prepare
 features identically. A feature arrives dense when the schema says it is
 required and of fixed shape, sparse otherwise; both read the same here, and a
 missing value gets the default of its dtype (`features.missing_value`).
+
+Text is tokenized here, inside the graph, by the rule of contract/text.py, with
+TensorFlow's own string ops (ICU case mapping, RE2) and TFT's maintained analyzers:
+`tft.ngrams` for the n-grams, `tft.compute_and_apply_vocabulary` for the ids (the
+`text_top_k` most frequent n-grams, every other one in the OOV bucket) and `tft.tfidf`
+for the weights. The served SavedModel therefore takes the raw string, and the edge
+runtime's pure-Python tokenizer is checked against this graph on every eval row.
 """
 
 import tensorflow as tf
 import tensorflow_transform as tft
 
-# The installed package, also when TFX loads this file from its module wheel.
+# The installed packages, also when TFX loads this file from its module wheel.
+from contract import text
 from models import features
 
 
@@ -64,6 +72,35 @@ def vocabulary(x, spec, key: str):
     return tft.vocabulary(x, top_k=spec.vocab_top_k, vocab_filename=key)
 
 
+def _sparse(x):
+    """A list-valued feature as a [batch, values] SparseTensor, whatever form the schema's shape gave it."""
+    if isinstance(x, tf.sparse.SparseTensor):
+        return x
+    if isinstance(x, tf.RaggedTensor):
+        return x.to_sparse()
+    return tf.RaggedTensor.from_tensor(tf.reshape(x, [tf.shape(x)[0], -1])).to_sparse()
+
+
+def text_terms(x, ngram_range):
+    """[batch] raw strings -> [batch, terms] SparseTensor of their n-grams (contract/text.py's rule)."""
+    lowered = tf.strings.lower(x, encoding="utf-8")
+    spaced = tf.strings.regex_replace(lowered, text.WORD_BREAK, " ")
+    words = tf.strings.split(spaced).to_sparse()
+    return tft.ngrams(words, ngram_range=tuple(int(n) for n in ngram_range), separator=text.NGRAM_SEPARATOR)
+
+
+def bag(block, x, spec, outputs):
+    """A bag block's outputs (`features.BagBlock`): vocabulary ids, and their TF-IDF weights when weighted."""
+    top_k = block.size - features.OOV_BUCKETS
+    ids = tft.compute_and_apply_vocabulary(x, top_k=top_k, num_oov_buckets=features.OOV_BUCKETS,
+                                           vocab_filename=block.feature)
+    if block.weights:
+        # One id per distinct term of the row, weighted (count / terms) * (1 + log((rows + 1) / (rows with it + 1))).
+        outputs[block.ids], outputs[block.weights] = tft.tfidf(ids, block.size)
+    else:
+        outputs[block.ids] = ids
+
+
 def preprocessing_fn(inputs, custom_config=None):
     spec = features.spec_from_custom_config(custom_config)
     outputs = {}
@@ -82,6 +119,14 @@ def preprocessing_fn(inputs, custom_config=None):
             x = tf.strings.as_string(x)
         outputs[features.transformed_name(key)] = tft.apply_vocabulary(
             x, vocabulary(x, spec, key), num_oov_buckets=features.OOV_BUCKETS)
+    for block in features.bag_blocks(spec):
+        if block.kind == "text":
+            terms = text_terms(_dense(inputs[block.feature]), spec.text_ngrams)
+        else:
+            terms = _sparse(inputs[block.feature])
+            if terms.dtype != tf.string:
+                terms = tf.SparseTensor(terms.indices, tf.strings.as_string(terms.values), terms.dense_shape)
+        bag(block, terms, spec, outputs)
     # The label column is absent from serving requests; Transform then prunes
     # the label from the graph it applies.
     if spec.label_column in inputs:

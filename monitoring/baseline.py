@@ -50,7 +50,7 @@ def training_statistics(config: PipelineConfig, version: Optional[int] = None) -
     path = _from_metadata(config, (record or {}).get("source_model", ""))
     if path:
         return tfdv.load_stats_binary(path), path
-    from contract.spans import latest_span_files
+    from formats.spans import latest_span_files
 
     _, files = latest_span_files(config.input_base, config.data.train_pattern or config.data.pattern)
     if not files:

@@ -1,15 +1,18 @@
-"""Where the training TFRecords are, and whether they can train the configured model, checked before any component.
+"""Where the training data is, and whether it can train the configured model, checked before any component.
 
 Each problem is one line naming the setting, column, file or value and what to
 do; all of them are reported at once (exit status 2) and nothing runs, so nothing
-is pushed. Checked: every shard is a readable tf.Example TFRecord
-(`validation.files`); every column the features, the label rule and the slices
-name exists, with a type its role can take and one value per row; no column
-changes type between files; the label is present in every row and not constant;
-every class is among `features.classes` and has enough rows to split; the splits
-hold enough rows to train and evaluate; the model family `training.model` names
-exists, trains this task under `training.strategy` and can learn from that many
-rows (`auto` needs enough to hold some out).
+is pushed. Checked: every file is readable in `data.format` and its rows convert
+as its ExampleGen converts them (`formats/`: a corrupt shard or Parquet file, a CSV
+quoting error, a type tf.Example cannot hold); no file lacks a column the model
+reads that others have (a CSV header, a Parquet schema); every column the features,
+the label rule and the slices name exists, with a type its role can take and one
+value per row (several for `category_sets`); no column changes type between files;
+the label is present in every row and not constant; every class is among
+`features.classes` and has enough rows to split; the splits hold enough rows to
+train and evaluate; the model family `training.model` names exists, trains
+this task under `training.strategy` and can learn from that many rows (`auto`
+needs enough to hold some out).
 """
 
 import dataclasses
@@ -18,35 +21,43 @@ import hashlib
 import json
 import math
 import os
-import re
 from typing import Dict, List
 
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
 
-from contract.config import FeaturesConfig, PipelineConfig, class_key, is_remote
-from contract.errors import ConfigError
+import formats
+from contract.config import ROLES, FeaturesConfig, PipelineConfig, class_key, has_span_spec, is_remote
+from contract.errors import BadInputError, ConfigError
 from contract.files import write_text
+from formats import csv_files, parquet
+from formats import spans as format_spans
+from formats.spans import span_files
+from pipeline import window
+from pipeline.window import window_spans
 from schemas import profile as data_profile
 from schemas.profile import DataProfile, kind_conflict, merged
 from validation import files as validation_files
-from validation.files import BadInputError, check_files
+from validation.files import check_files
 
 # A class needs this many rows to land in both train and eval and be learnt at all.
 MIN_CLASS_EXAMPLES = 10
 # Fewer eval rows than this make every metric (and so the blessing) noise; fewer train rows learn nothing.
 MIN_EVAL_ROWS = 20
 MIN_TRAIN_ROWS = 50
-ROLES = ("numeric", "bucketized", "categorical")
+# Roles whose column may hold strings, and may hold several values in a row.
+STRING_ROLES = ("categorical", "text", "category_sets")
+LIST_ROLES = ("category_sets",)
 
 
 def check_inputs(config: PipelineConfig) -> dict:
     """Fails early, naming the directory and pattern, when a split would read no file; then checks the data.
 
-    Returns split name -> number of matching files. Patterns with `{SPAN}` or
-    `{VERSION}` are resolved by ImportExampleGen itself; their files are still
-    read by the preflight. Each shard is read once (`validation.files`), so a
-    corrupt or foreign file is named here instead of failing inside Beam.
+    Returns split name -> number of files the run reads. Patterns with `{SPAN}` or
+    a date are checked on the spans this run ingests (the window's, `pipeline/window.py`).
+    Each file is read once, as the ExampleGen of `data.format` converts it (`formats`;
+    CSV types inferred per split of a span, as CsvExampleGen does), so a corrupt or
+    foreign file is named here instead of failing inside Beam.
     A check that passed is not repeated while the files (path, size, mtime), the
     settings it reads, the schema and the checking code stay the same
     (`<pipeline_root>/.preflight.json`, the quick check make and rsync use): an
@@ -57,48 +68,59 @@ def check_inputs(config: PipelineConfig) -> dict:
         raise ConfigError("\n".join(problems))
     base = config.input_base
     if is_remote(base):
-        # Checked by ImportExampleGen where the credentials for the bucket live.
+        # Checked by the ExampleGen where the credentials for the bucket live.
         return {split: -1 for split in config.split_patterns}
     if not os.path.isdir(base):
-        raise ConfigError(f"data.input_base {base} is not a directory of TFRecord files")
-    counts, split_files = {}, {}
-    for split, pattern in config.split_patterns.items():
-        if "{" in pattern:
-            split_files[split] = sorted(
-                f for f in glob.glob(os.path.join(base, re.sub(r"\{[A-Z]+\}", "*", pattern)))
-                if os.path.isfile(f) and os.path.getsize(f) > 0)
-            counts[split] = -1
-            continue
-        files = sorted(f for f in glob.glob(os.path.join(base, pattern)) if os.path.isfile(f))
-        if not files:
-            raise ConfigError(
-                f"no file matches {pattern!r} in {base} (split {split!r}); set data.train_pattern/"
-                "data.eval_pattern, or data.pattern to hash-split one set of files")
-        empty = [f for f in files if os.path.getsize(f) == 0]
-        if len(empty) == len(files):
-            raise ConfigError(f"every file matching {pattern!r} in {base} is empty: {empty[:3]}")
-        split_files[split] = [f for f in files if f not in empty]
-        counts[split] = len(files)
-    key = _check_key(config, split_files)
+        raise ConfigError(f"data.input_base {base} is not a directory of data files")
+    data_format = formats.get(config.data.format)
+    units = split_units(config)
+    counts = {split: sum(len(files) for files in split_units_) for split, split_units_ in units.items()}
+    key = _check_key(config, {split: [f for files in found for f in files] for split, found in units.items()})
     record = os.path.join(config.pipeline_root, PASSED_RECORD)
     if _passed(record) == key:
         return counts
     profiles = {}
-    for split, files in split_files.items():
+    for split, found in units.items():
         profiles[split] = DataProfile(label_of=label_reader(config.features),
                                       values_of=frozenset(config.features.label_columns))
-        check_files(files, profile=profiles[split])
-    problems = schema_problems(config) + data_problems(config, profiles)
+        for files in found:
+            check_files(files, profile=profiles[split], data_format=data_format.name)
+    problems = (schema_problems(config) + column_problems(config, data_format, units)
+                + data_problems(config, profiles, data_format))
     if problems:
         raise BadInputError("\n".join(problems))
     write_text(record, json.dumps({"key": key}))  # whole or not at all: a torn record never passes
     return counts
 
 
+def split_units(config: PipelineConfig) -> Dict[str, List[List[str]]]:
+    """Split name -> the groups of files its ExampleGen converts together: one per span this run ingests (the
+    window's), or all the split's files. Empty files are left out (ExampleGen reads no row from them)."""
+    base = config.input_base
+    ingesting = set(window_spans(config))
+    units: Dict[str, List[List[str]]] = {}
+    for split, pattern in config.split_patterns.items():
+        if has_span_spec(pattern):
+            by_span = span_files(base, pattern)
+            found = [by_span[span] for span in sorted(ingesting & set(by_span))]
+        else:
+            found = [sorted(f for f in glob.glob(os.path.join(base, pattern)) if os.path.isfile(f))]
+        if not any(found):
+            raise ConfigError(
+                f"no file matches {pattern!r} in {base} (split {split!r}); set data.train_pattern/"
+                "data.eval_pattern, or data.pattern to hash-split one set of files")
+        empty = [f for files in found for f in files if os.path.getsize(f) == 0]
+        if len(empty) == sum(len(files) for files in found):
+            raise ConfigError(f"every file matching {pattern!r} in {base} is empty: {empty[:3]}")
+        units[split] = [[f for f in files if f not in empty] for files in found]
+    return units
+
+
 # Under pipeline_root: the key of the last input check that passed.
 PASSED_RECORD = ".preflight.json"
 # The code whose verdict the record stands for: a change to any of them re-checks.
-_CHECKING_CODE = (__file__, validation_files.__file__, data_profile.__file__)
+_CHECKING_CODE = (__file__, validation_files.__file__, data_profile.__file__, formats.__file__, csv_files.__file__,
+                  parquet.__file__, format_spans.__file__, window.__file__)
 
 
 def _check_key(config: PipelineConfig, split_files: Dict[str, List[str]]) -> str:
@@ -170,11 +192,14 @@ def schema_problems(config: PipelineConfig) -> List[str]:
             feature = described.get(name)
             if feature is None:
                 continue
-            if role != "categorical" and feature.type == schema_pb2.BYTES:
+            if role not in STRING_ROLES and feature.type == schema_pb2.BYTES:
                 problems.append(f"features.{role}: {name!r} is BYTES (strings) in the schema {config.schema_file}; "
-                                "put it in features.categorical")
+                                "put it in features.categorical (features.text for free text)")
+            if role == "text" and feature.type != schema_pb2.BYTES:
+                problems.append(f"features.text: {name!r} is {schema_pb2.FeatureType.Name(feature.type)} in the "
+                                f"schema {config.schema_file}; text is a string column: put it in another role")
             sizes = [dim.size for dim in feature.shape.dim]
-            if sizes and math.prod(sizes) != 1:
+            if role not in LIST_ROLES and sizes and math.prod(sizes) != 1:
                 problems.append(f"features.{role}: {name!r} has shape {sizes} in the schema {config.schema_file}; "
                                 "the model takes one value per feature: reduce it upstream or remove it")
     for name in spec.label_columns:
@@ -183,7 +208,30 @@ def schema_problems(config: PipelineConfig) -> List[str]:
     return problems
 
 
-def data_problems(config: PipelineConfig, profiles: Dict[str, DataProfile]) -> List[str]:
+def column_problems(config: PipelineConfig, data_format: formats.DataFormat,
+                    units: Dict[str, List[List[str]]]) -> List[str]:
+    """Files whose columns (a CSV header, a Parquet schema) lack one the features or the label read, while others
+    have it: the rows of that file would silently miss it."""
+    files = [f for found in units.values() for group in found for f in group]
+    columns = {path: data_format.columns(path) for path in files}
+    known = {path: set(names) for path, names in columns.items() if names is not None}
+    if not known:
+        return []
+    needed = config.features.raw_input_features + config.features.label_columns
+    problems = []
+    for name in needed:
+        having = [path for path, names in known.items() if name in names]
+        lacking = [path for path, names in known.items() if name not in names]
+        if having and lacking:
+            problems.append(f"{lacking[0]}: has no column {name!r} (its {data_format.what} columns lack it"
+                            f"{f', as do {len(lacking) - 1} other files' if len(lacking) > 1 else ''}), which "
+                            f"{having[0]} has and the model reads; re-export the file with every column, or move it "
+                            "out of the input directory")
+    return problems
+
+
+def data_problems(config: PipelineConfig, profiles: Dict[str, DataProfile],
+                  data_format: formats.DataFormat = formats.get("tfrecord")) -> List[str]:
     """Everything about the rows themselves that would make training fail or meaningless (module docstring)."""
     spec, base = config.features, config.input_base
     everything = merged(profiles.values())
@@ -195,7 +243,8 @@ def data_problems(config: PipelineConfig, profiles: Dict[str, DataProfile]) -> L
         if conflict:
             kind, path, other, other_path = conflict
             problems.append(f"column {column.name!r} has {kind} values in {path} but {other} values in {other_path}; "
-                            "a column needs one type in every file: fix the producer, or move the odd file out")
+                            "a column needs one type in every file: fix the producer, or move the odd file out"
+                            + (f" ({data_format.type_hint})" if data_format.type_hint else ""))
     for role in ROLES:
         absent = [name for name in getattr(spec, role) if name not in columns]
         if absent:
@@ -204,13 +253,23 @@ def data_problems(config: PipelineConfig, profiles: Dict[str, DataProfile]) -> L
             column = columns.get(name)
             if column is None:
                 continue
-            if role != "categorical" and column.kind == "string":
+            if role not in STRING_ROLES and column.kind == "string":
                 problems.append(f"features.{role}: {name!r} holds strings (first in {column.kinds['string']}); "
-                                "put it in features.categorical, or convert it to a number upstream")
-            if column.max_values > 1:
+                                "put it in features.categorical (features.text for free text), or convert it to a "
+                                "number upstream")
+            if role == "text" and column.kind != "string":
+                problems.append(f"features.text: {name!r} holds {column.kind} values (first in "
+                                f"{column.kinds[column.kind]}); text is a string column: put it in another role")
+            if role == "category_sets" and column.kind == "float":
+                problems.append(f"features.category_sets: {name!r} holds floats (first in {column.kinds['float']}); "
+                                "a set of categories holds strings or integer codes: reduce the floats upstream (a "
+                                "mean, a count) and put the result in features.numeric")
+            if column.max_values > 1 and role not in LIST_ROLES:
                 problems.append(f"features.{role}: {name!r} has up to {column.max_values} values in one row (first "
-                                f"in {column.max_values_file}); the model takes one value per feature: keep one (or "
-                                f"a count) upstream, or remove it from features.{role}")
+                                f"in {column.max_values_file}); the model takes one value per feature here: "
+                                + ("put it in features.category_sets (a multi-hot of its values)"
+                                   if column.kind in ("string", "int") else
+                                   f"keep one (or a count) upstream, or remove it from features.{role}"))
     absent_slices = [name for name in config.evaluator.slice_features if name not in columns]
     if absent_slices:
         problems.append(f"evaluator.slice_features: {absent_slices} in no row under {base} (columns there: {present})")

@@ -1,6 +1,7 @@
 """`create_pipeline(config)`: the one DAG every runner executes.
 
-ImportExampleGen -> StatisticsGen -> ImportSchemaGen -> ExampleValidator ->
+ExampleGen (TFX's for `data.format`: ImportExampleGen, CsvExampleGen, or FileBasedExampleGen with the
+Parquet executor) -> StatisticsGen -> ImportSchemaGen -> ExampleValidator ->
 AnomalyGate (stops the run on bad data, skew or drift) -> Transform -> Tuner ->
 Trainer -> Resolver(latest blessed model other than the candidate) -> Evaluator ->
 ServingCheck (the candidate served for real, when `serving_check.enabled`) -> ServingPusher ->
@@ -12,7 +13,7 @@ they execute it (`runners/`).
 import importlib.metadata
 import os
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import tensorflow_model_analysis as tfma
 from google.protobuf import json_format
@@ -20,6 +21,8 @@ from google.protobuf import json_format
 # client (tfx.v1.extensions), ~2 s of every command, 20% of an unchanged re-run (bench/profile.py).
 from tfx.components.bulk_inferrer.component import BulkInferrer
 from tfx.components.evaluator.component import Evaluator
+from tfx.components.example_gen.component import FileBasedExampleGen
+from tfx.components.example_gen.csv_example_gen.component import CsvExampleGen
 from tfx.components.example_gen.import_example_gen.component import ImportExampleGen
 from tfx.components.example_validator.component import ExampleValidator
 from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
@@ -28,23 +31,25 @@ from tfx.components.trainer.component import Trainer
 from tfx.components.transform.component import Transform
 from tfx.components.tuner.component import Tuner
 from tfx.dsl.components.common.importer import Importer
+from tfx.dsl.components.base import executor_spec
 from tfx.dsl.components.common.resolver import Resolver
 from tfx.orchestration import metadata as tfx_metadata
 from tfx.orchestration.pipeline import Pipeline
-from tfx.proto import bulk_inferrer_pb2, example_gen_pb2, pusher_pb2, trainer_pb2
+from tfx.proto import bulk_inferrer_pb2, example_gen_pb2, pusher_pb2, range_config_pb2, trainer_pb2
 from tfx.types import Channel, standard_artifacts
 
 import models.preprocessing
 import models.trainer.entry
 from components.anomaly_gate import AnomalyGate
 from pipeline.resolvers import BaselineResolver, LatestSpansStrategy
+from components import parquet_example_gen
 from components.edge_export import EdgeExport
 from components.serving_check import ServingCheck
 from components.serving_pusher import ServingPusher
 from contract.config import PipelineConfig, bundled_taxi_root, is_remote, section_to_dict
 from contract.errors import ConfigError
 from contract.serving import SERVING_SIGNATURE, TRANSFORM_SIGNATURE
-from pipeline import tuning_reuse, vertex_training
+from pipeline import tuning_reuse, vertex_training, window
 from pipeline.inputs import model_problems
 from validation.checks import default_serving_data
 
@@ -56,6 +61,30 @@ TRANSFORM_MODULE = models.preprocessing.__file__
 TRAINER_MODULE = TUNER_MODULE = models.trainer.entry.__file__
 UNLABELLED_SPLIT = "unlabelled"
 BASELINE_RESOLVER = "latest_blessed_model_resolver"
+
+
+def _parquet_example_gen(**settings) -> FileBasedExampleGen:
+    return FileBasedExampleGen(
+        custom_executor_spec=executor_spec.BeamExecutorSpec(parquet_example_gen.Executor), **settings
+    ).with_id("ParquetExampleGen")
+
+
+# TFX's ExampleGen per `data.format`; the node ids (ImportExampleGen, CsvExampleGen, ParquetExampleGen) say which.
+EXAMPLE_GENS = {"tfrecord": ImportExampleGen, "csv": CsvExampleGen, "parquet": _parquet_example_gen}
+
+
+def example_gen(config: PipelineConfig, span: Optional[int] = None):
+    """The ExampleGen of `data.format` on `data.*`; with `span`, that span only (TFX's static RangeConfig).
+
+    Without `span`, a pattern with `{SPAN}` or date specs ingests the latest span.
+    """
+    input_config, output_config = example_gen_configs(config)
+    range_config = None
+    if span is not None:
+        range_config = range_config_pb2.RangeConfig(static_range=range_config_pb2.StaticRange(
+            start_span_number=span, end_span_number=span))
+    return EXAMPLE_GENS[config.data.format](input_base=config.input_base, input_config=input_config,
+                                            output_config=output_config, range_config=range_config)
 
 
 def example_gen_configs(config: PipelineConfig):
@@ -134,24 +163,29 @@ class PriorRuns:
         the Tuner (`tuner.retune: on_change`); "" runs the Tuner.
     serving_data: what the skew check compares the training data with (`validation.serving_data`, else the
         request logs, else the bundled unlabelled split for the taxi schema); "" means no skew check.
+    backfill_spans: spans of the window (`data.span_window`) on disk that no run ingested yet, oldest first:
+        the runner ingests each before the run (`backfill_pipelines`, pipeline/window.py).
     """
 
     hyperparameters: str = ""
     serving_data: str = ""
+    backfill_spans: Tuple[int, ...] = ()
 
 
 def read_prior_runs(config: PipelineConfig, local_store: bool = True) -> PriorRuns:
     """The `PriorRuns` of `config`: ML Metadata for a reusable search, the request logs for serving data.
 
     `local_store` False (a pipeline compiled for Vertex AI, whose ML Metadata is elsewhere): no search is looked
-    for, the Tuner always runs.
+    for, the Tuner always runs, and no span is backfilled (the window holds the spans its runs ingested).
     """
     hyperparameters = ""
     if local_store and config.tuner.enabled and config.tuner.retune == "on_change" and not config.vertex.enabled:
         reused = tuning_reuse.last_tuned(config, tuner_custom_config(config)[tuning_reuse.KEY_PROPERTY])
         hyperparameters = reused.uri if reused is not None else ""
+    backfill = window.spans_to_backfill(config, example_gen(config).id) if local_store else ()
     return PriorRuns(hyperparameters=hyperparameters,
-                     serving_data=default_serving_data(config) if config.validation.skew else "")
+                     serving_data=default_serving_data(config) if config.validation.skew else "",
+                     backfill_spans=backfill)
 
 
 def check_model(config: PipelineConfig) -> None:
@@ -163,11 +197,11 @@ def check_model(config: PipelineConfig) -> None:
 
 
 def anomaly_gate(config: PipelineConfig, prior: PriorRuns, examples, statistics, schema, anomalies) -> AnomalyGate:
-    """The gate, with skew against serving traffic and drift against the previous `{SPAN}` when enabled."""
+    """The gate, with skew against serving traffic and drift against the previous span (`{SPAN}` or a date)
+    when enabled."""
     span_pattern = ""
-    train_pattern = config.data.pattern or config.data.train_pattern
-    if config.validation.drift and "{SPAN}" in train_pattern:
-        span_pattern = os.path.join(config.input_base, train_pattern)
+    if config.validation.drift and config.data.spanned_pattern:
+        span_pattern = os.path.join(config.input_base, config.data.spanned_pattern)
     return AnomalyGate(
         examples=examples, statistics=statistics, schema=schema, anomalies=anomalies,
         fail_severity=config.validation.fail_severity, allow_anomalies=config.validation.allow_anomalies,
@@ -177,24 +211,22 @@ def anomaly_gate(config: PipelineConfig, prior: PriorRuns, examples, statistics,
 
 def create_components(config: PipelineConfig, prior: PriorRuns = PriorRuns()) -> List:
     """The components of `config`, with what `prior` settled (reused hyper-parameters, serving data)."""
-    input_config, output_config = example_gen_configs(config)
-    example_gen = ImportExampleGen(
-        input_base=config.input_base, input_config=input_config, output_config=output_config)
-    statistics_gen = StatisticsGen(examples=example_gen.outputs["examples"])
+    ingest = example_gen(config)
+    statistics_gen = StatisticsGen(examples=ingest.outputs["examples"])
     schema_gen = ImportSchemaGen(schema_file=os.path.abspath(config.schema_file))
     example_validator = ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
-    gate = anomaly_gate(config, prior, example_gen.outputs["examples"], statistics_gen.outputs["statistics"],
+    gate = anomaly_gate(config, prior, ingest.outputs["examples"], statistics_gen.outputs["statistics"],
                         schema_gen.outputs["schema"], example_validator.outputs["anomalies"])
-    training_examples, window = example_gen.outputs["examples"], []
+    training_examples, window = ingest.outputs["examples"], []
     if config.data.span_window > 1:
         # Earlier runs' spans come from MLMD; this run's span must be registered before the lookup.
         spans = Resolver(
             strategy_class=LatestSpansStrategy, config={"num_spans": config.data.span_window},
             examples=Channel(type=standard_artifacts.Examples,
-                                     producer_component_id=example_gen.id),
+                                     producer_component_id=ingest.id),
         ).with_id("span_window_resolver")
-        spans.add_upstream_node(example_gen)
+        spans.add_upstream_node(ingest)
         training_examples, window = spans.outputs["examples"], [spans]
     transform = Transform(
         examples=training_examples, schema=schema_gen.outputs["schema"],
@@ -210,7 +242,7 @@ def create_components(config: PipelineConfig, prior: PriorRuns = PriorRuns()) ->
     # Nothing downstream consumes the gate's report; this edge is what keeps training behind it.
     transform.add_upstream_node(gate)
 
-    components = [example_gen, statistics_gen, schema_gen, example_validator, gate, *window, transform]
+    components = [ingest, statistics_gen, schema_gen, example_validator, gate, *window, transform]
     trainer_class, tuner_class = Trainer, Tuner
     trainer_config, tuner_config = trainer_custom_config(config), tuner_custom_config(config)
     if config.vertex.enabled:
@@ -249,14 +281,14 @@ def create_components(config: PipelineConfig, prior: PriorRuns = PriorRuns()) ->
     # Never the candidate itself: an unchanged re-run (cached Trainer) then keeps the Evaluator cached.
     model_resolver = BaselineResolver(candidate=trainer.outputs["model"]).with_id(BASELINE_RESOLVER)
     evaluator = Evaluator(
-        examples=example_gen.outputs["examples"],
+        examples=ingest.outputs["examples"],
         model=trainer.outputs["model"],
         baseline_model=model_resolver.outputs["model"],
         eval_config=eval_config(config),
         # Its `custom_eval_shared_model` loads each model with the ops its family needs (a decision forest's).
         module_file=TRAINER_MODULE)
     serving_check = serving_check_component(config, trainer.outputs["model"], evaluator.outputs["blessing"],
-                                            example_gen.outputs["examples"])
+                                            ingest.outputs["examples"])
     infra_blessing = serving_check.outputs["blessing"] if serving_check else None
     pusher = ServingPusher(
         model=trainer.outputs["model"],
@@ -264,7 +296,7 @@ def create_components(config: PipelineConfig, prior: PriorRuns = PriorRuns()) ->
         infra_blessing=infra_blessing,
         push_destination=pusher_pb2.PushDestination(
             filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=config.model_serving_dir)),
-        examples=example_gen.outputs["examples"],
+        examples=ingest.outputs["examples"],
         custom_config={"warmup_requests": config.serving.warmup_requests, "model_name": config.model_name,
                        "label_only_columns": config.features.label_only_columns, "task": config.features.task},
     ).with_id("Pusher")
@@ -275,7 +307,7 @@ def create_components(config: PipelineConfig, prior: PriorRuns = PriorRuns()) ->
             infra_blessing=infra_blessing,
             transform_graph=transform.outputs["transform_graph"],
             transformed_examples=transform.outputs["transformed_examples"],
-            examples=example_gen.outputs["examples"], pushed_model=pusher.outputs["pushed_model"],
+            examples=ingest.outputs["examples"], pushed_model=pusher.outputs["pushed_model"],
             # Where and whether to export are not the export's inputs: changing them must not re-run it.
             settings={k: v for k, v in section_to_dict(config.edge).items() if k not in ("enabled", "edge_dir")},
             features=section_to_dict(config.features), model_name=config.model_name,
@@ -349,12 +381,27 @@ def create_pipeline(config: PipelineConfig, prior: PriorRuns = PriorRuns(), meta
     Runners pass their own MLMD connection (default: this machine's SQLite at `metadata_path`) and Beam args.
     """
     check_model(config)
+    return _pipeline(config, create_components(config, prior), metadata_connection_config, extra_beam_args)
+
+
+def backfill_pipelines(config: PipelineConfig, prior: PriorRuns, metadata_connection_config=None,
+                       extra_beam_args: Optional[List[str]] = None) -> List[Pipeline]:
+    """One pipeline per span of `prior.backfill_spans`, oldest first: the run's ExampleGen node alone, on that span.
+
+    Same pipeline name and node id as the run, so the window's resolver finds what they ingest (pipeline/window.py).
+    """
+    return [_pipeline(config, [example_gen(config, span)], metadata_connection_config, extra_beam_args)
+            for span in prior.backfill_spans]
+
+
+def _pipeline(config: PipelineConfig, components: List, metadata_connection_config,
+              extra_beam_args: Optional[List[str]]) -> Pipeline:
     if metadata_connection_config is None:
         metadata_connection_config = tfx_metadata.sqlite_metadata_connection_config(config.metadata_path)
     return Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,
-        components=create_components(config, prior),
+        components=components,
         enable_cache=config.enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=beam_pipeline_args(config) + list(extra_beam_args or []),

@@ -22,7 +22,8 @@ from pipeline.metadata import INPUT_EVENTS, OUTPUT_EVENTS, STATES, iso, node_nam
 
 # The chain, in the order a reader follows it; each stage lists the MLMD artifact types it shows.
 STAGES = (
-    ("input examples", ("Examples",), ("ImportExampleGen", "CsvExampleGen", "BigQueryExampleGen")),
+    ("input examples", ("Examples",),
+     ("ImportExampleGen", "CsvExampleGen", "ParquetExampleGen", "BigQueryExampleGen")),
     ("statistics", ("ExampleStatistics",), ("StatisticsGen",)),
     ("schema", ("Schema",), ("ImportSchemaGen", "SchemaGen")),
     ("anomalies", ("ExampleAnomalies", "DataValidationReport"), ("ExampleValidator", "AnomalyGate")),

@@ -214,13 +214,22 @@ def _run(config: PipelineConfig, out: TextIO, dag_runner, lock: RunLock) -> int:
         from absl import logging as absl_logging
         from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
-        from pipeline.pipeline import create_pipeline, read_prior_runs
+        from formats.spans import describe
+        from pipeline.pipeline import backfill_pipelines, create_pipeline, read_prior_runs
 
         absl_logging.set_verbosity(absl_logging.INFO)
         try:
-            dag = create_pipeline(config, read_prior_runs(config))
+            prior = read_prior_runs(config)
+            dag = create_pipeline(config, prior)
+            # Spans of the window that no run ingested yet: ingested first, one ExampleGen run each.
+            backfills = backfill_pipelines(config, prior)
+            if backfills:
+                spans = ", ".join(describe(span, config.data.spanned_pattern) for span in prior.backfill_spans)
+                terminal.write(f"Window of {config.data.span_window} spans: ingesting {spans} first "
+                               "(on disk, not ingested by an earlier run)\n")
             # LocalDagRunner runs one component at a time in this thread; a caller's runner may not.
-            handler = ProgressHandler(terminal, total=len(dag.components), release_memory=dag_runner is None)
+            handler = ProgressHandler(terminal, total=len(dag.components) + len(backfills),
+                                      release_memory=dag_runner is None)
             if handler.release_memory:
                 freeze_imports()
             logging.getLogger().addHandler(handler)
@@ -228,7 +237,8 @@ def _run(config: PipelineConfig, out: TextIO, dag_runner, lock: RunLock) -> int:
             # program's own flags (pytest's -v) would swallow the Beam args.
             saved_argv, sys.argv = sys.argv, sys.argv[:1]
             try:
-                (dag_runner or LocalDagRunner()).run(dag)
+                for pipeline in backfills + [dag]:
+                    (dag_runner or LocalDagRunner()).run(pipeline)
             finally:
                 sys.argv = saved_argv
         except Exception as error:  # Reported in one line; the traceback is in the log.

@@ -1,22 +1,30 @@
-"""`init`: a directory of tf.Example TFRecords to a working config.yaml and schema.pbtxt in one command.
+"""`init`: a directory of data files to a working config.yaml and schema.pbtxt in one command.
 
     tfx-edge schema init --data-root DIR --label COLUMN --out DIR [--task auto|binary|multiclass|regression]
-                         [--name NAME] [--pattern GLOB]
+                         [--name NAME] [--pattern GLOB] [--window N]
 
-Reads the data once (up to MAX_ROWS rows), then guesses, and says why in comments:
+Reads the data once (up to MAX_ROWS rows per split), then guesses, and says why in comments:
+- the format from the files' content (formats/): tf.Example TFRecords, Parquet, CSV;
 - the split: train/eval directories that already exist (Split-train/Split-eval,
   train/eval, train/test, train/validation), else a 4:1 hash split of every file;
+  Hive-style date partitions (`date=2024-03-01/`) become spans (`date={YYYY}-{MM}-{DD}`)
+  and the run trains on a window of the latest of them (`--window`, default every
+  partition found up to MAX_WINDOW);
 - the task from the label: strings or integers with a few values are classes
   (two: binary, more: multiclass, their values the class names), other numbers regression;
-- feature roles from the values: strings -> categorical; integers with at most
-  CATEGORICAL_INTEGERS distinct values -> categorical (codes, not amounts); other
-  numbers -> numeric; excluded: an id (a distinct value in every row), a constant,
-  a column present in under MIN_PRESENCE of rows, a list of values per row;
+- feature roles from the values: strings whose values are mostly several words and rarely
+  recur whole -> text; other strings -> categorical; integers with at most CATEGORICAL_INTEGERS
+  distinct values -> categorical (codes, not amounts); other numbers -> numeric; lists of
+  strings or integers -> category_sets; excluded: an id (a distinct value in every row),
+  a constant, a column present in under MIN_PRESENCE of rows, a list of floats;
 - blessing thresholds a useful model must meet (beat the majority class, or
   predicting the mean).
 The schema is TFDV's inferred one (types, presence, shapes, string domains) with
-TRAINING and SERVING environments: the label only in TRAINING. Curate both files;
-`make run ARGS="--config DIR/config.yaml"` runs them as written.
+TRAINING and SERVING environments: the label only in TRAINING; a Parquet column
+declared nullable, and in date partitions a column missing from some rows, is
+optional there (a partition may lack it altogether); a text column has a
+natural-language domain (validation compares its token statistics, not its strings).
+Curate both files; `make run ARGS="--config DIR/config.yaml"` runs them as written.
 """
 
 from __future__ import annotations
@@ -30,16 +38,28 @@ from typing import Dict, List, Optional, Tuple
 
 import yaml
 
+import formats
 from contract import tasks
-from contract.config import AUTO_MIN_VALIDATION_ROWS, TrainingConfig
+from contract.config import AUTO_MIN_VALIDATION_ROWS, ROLES, TrainingConfig
 from contract.errors import ConfigError
-from schemas.infer import SERVING, TRAINING, is_gzip
+from schemas.infer import SERVING, TRAINING
 from schemas.profile import ColumnProfile, DataProfile, kind_conflict, merged
 
 MAX_ROWS = 200_000  # rows read per split; enough to guess roles and infer a schema
 CATEGORICAL_INTEGERS = 20  # integer columns with at most this many distinct values are codes
 MAX_CLASSES = 50  # a label with more distinct values than this is not a set of classes
 MIN_PRESENCE = 0.05
+# A string column is text when at least TEXT_MULTI_WORD of its values hold several words and its values rarely
+# repeat whole: more than TEXT_MIN_DISTINCT distinct values, and at least TEXT_DISTINCT_SHARE of its rows (or
+# more distinct values than the profile counts). "Credit Card" among six payment types, or 61 taxi company names
+# over 15,000 trips, stay categories: each whole value recurs, it is a name, not a sentence.
+TEXT_MULTI_WORD = 0.5
+TEXT_MIN_DISTINCT = 30
+TEXT_DISTINCT_SHARE = 0.05
+# Date partitions a window takes by default: each one a run has not ingested yet costs an ExampleGen run first.
+MAX_WINDOW = 30
+# Hive-style date partition directories: `date=2024-03-01` (any key).
+DATE_PARTITION = re.compile(r"^(?P<key>[A-Za-z_][A-Za-z0-9_]*)=(?P<date>\d{4}-\d{2}-\d{2})$")
 # Directory pairs that already split a dataset: (train, eval).
 SPLIT_LAYOUTS = (("Split-train", "Split-eval"), ("train", "eval"), ("train", "test"), ("train", "validation"),
                  ("train", "valid"))
@@ -52,15 +72,26 @@ GENERIC_DIRECTORIES = {"data", "tfrecords", "tfrecord", "records", "input", "inp
 
 @dataclass
 class Layout:
-    """How the files split: `patterns` split name -> glob relative to the data root; `why` for the comment."""
+    """How the files split: `patterns` split name -> glob relative to the data root; `why` for the comment.
+
+    `partitions`: the date partitions (directory names, oldest first) when the patterns name dates.
+    """
 
     patterns: Dict[str, str]
     files: Dict[str, List[str]]
     why: str
+    partitions: List[str] = field(default_factory=list)
 
     @property
     def hashed(self) -> bool:
         return list(self.patterns) == ["all"]
+
+    def units(self, split: str) -> List[List[str]]:
+        """The split's files in the groups ExampleGen converts together: per partition directory."""
+        groups: Dict[str, List[str]] = {}
+        for path in self.files[split]:
+            groups.setdefault(os.path.dirname(path), []).append(path)
+        return [groups[d] for d in sorted(groups)]
 
 
 @dataclass
@@ -70,21 +101,49 @@ class Guess:
     classes: List[str] = field(default_factory=list)
     threshold: Optional[float] = None
     roles: Dict[str, List[Tuple[str, str]]] = field(default_factory=lambda: {
-        "numeric": [], "bucketized": [], "categorical": [], "excluded": []})
+        **{role: [] for role in ROLES}, "excluded": []})
 
 
 def _files_under(root: str, pattern: str) -> List[str]:
     import glob
 
     return sorted(f for f in glob.glob(os.path.join(root, pattern)) if os.path.isfile(f)
-                  and not os.path.basename(f).startswith("."))
+                  and not os.path.basename(f).startswith((".", "_")))
+
+
+def date_layout(data_root: str) -> Optional[Layout]:
+    """Hive-style date partitions (`date=2024-03-01/`) at the top of `data_root` as spans, or None."""
+    entries = [e for e in sorted(os.listdir(data_root)) if not e.startswith((".", "_"))]
+    matches = [DATE_PARTITION.match(e) for e in entries]
+    if not entries or not all(matches) or not all(os.path.isdir(os.path.join(data_root, e)) for e in entries):
+        return None
+    keys = {m.group("key") for m in matches}
+    if len(keys) > 1:
+        raise ConfigError(f"{data_root} holds date partitions of several keys ({', '.join(sorted(keys))}); pass the "
+                          "directory of one of them, or --pattern")
+    spec = f"{keys.pop()}={{YYYY}}-{{MM}}-{{DD}}"
+    dates = [m.group("date") for m in matches]
+    described = f"{len(entries)} date partitions ({dates[0]} to {dates[-1]}), each date a span"
+    for train, evaluation in SPLIT_LAYOUTS:
+        if all(_files_under(data_root, f"{e}/{train}/*") and _files_under(data_root, f"{e}/{evaluation}/*")
+               for e in entries):
+            return Layout({"train": f"{spec}/{train}/*", "eval": f"{spec}/{evaluation}/*"},
+                          {"train": _files_under(data_root, f"*/{train}/*"),
+                           "eval": _files_under(data_root, f"*/{evaluation}/*")},
+                          f"{described}, already split into {train}/ and {evaluation}/", entries)
+    return Layout({"all": f"{spec}/*"}, {"all": _files_under(data_root, "*/*")},
+                  f"{described}; no train/eval directories: each span hash-split "
+                  f"{HASH_BUCKETS[0]}:{HASH_BUCKETS[1]} into train and eval", entries)
 
 
 def find_layout(data_root: str, pattern: str = "") -> Layout:
-    """The split the data already has, or every file (matching `pattern`) to hash-split."""
+    """The split the data already has (date partitions as spans), or every file (matching `pattern`) to hash-split."""
     if not os.path.isdir(data_root):
-        raise ConfigError(f"--data-root {data_root} is not a directory; pass the directory that holds the TFRecords")
+        raise ConfigError(f"--data-root {data_root} is not a directory; pass the directory that holds the data files")
     if not pattern:
+        dated = date_layout(data_root)
+        if dated is not None:
+            return dated
         for train, evaluation in SPLIT_LAYOUTS:
             train_files, eval_files = _files_under(data_root, f"{train}/*"), _files_under(data_root, f"{evaluation}/*")
             if train_files and eval_files:
@@ -93,7 +152,7 @@ def find_layout(data_root: str, pattern: str = "") -> Layout:
                               f"the data is already split into {train}/ and {evaluation}/")
         found = _recursive_files(data_root)
         if not found:
-            raise ConfigError(f"{data_root} holds no file; pass the directory that holds the TFRecords")
+            raise ConfigError(f"{data_root} holds no file; pass the directory that holds the data files")
         depths = {os.path.relpath(f, data_root).count(os.sep) for f in found}
         if len(depths) > 1:
             raise ConfigError(f"{data_root} holds files at different depths; pass --pattern (e.g. '*/*.tfrecord') "
@@ -110,27 +169,21 @@ def find_layout(data_root: str, pattern: str = "") -> Layout:
 def _recursive_files(root: str) -> List[str]:
     found = []
     for directory, _, names in os.walk(root):
-        found += [os.path.join(directory, n) for n in names if not n.startswith(".")]
+        found += [os.path.join(directory, n) for n in names if not n.startswith((".", "_"))]
     return found
 
 
-def read_split(files: List[str]) -> Tuple[DataProfile, List[bytes]]:
-    """Profile and serialized records of (the first MAX_ROWS rows of) one split."""
-    import tensorflow as tf
-
+def read_split(units: List[List[str]], data_format: formats.DataFormat) -> Tuple[DataProfile, List[bytes]]:
+    """Profile and serialized tf.Examples of (the first MAX_ROWS rows of) one split, converted as its ExampleGen
+    converts them; `units` are the groups of files converted together (CSV types are inferred per group)."""
     profile, records = DataProfile(), []
-    for path in files:
-        try:
-            chunk = [r.numpy() for r in tf.data.TFRecordDataset(path, "GZIP" if is_gzip(path) else "")
-                     .take(MAX_ROWS - len(records))]
-        except tf.errors.OpError as error:
-            raise ConfigError(f"{path}: not a TFRecord file ({_reading_error(error.message)}: truncated or another "
-                              "format). Write tf.Example TFRecords (tf.io.TFRecordWriter, optionally gzip), or move "
-                              "it out of the data directory or pass --pattern") from None
-        profile.add(chunk, path)
-        records += chunk
-        if len(records) >= MAX_ROWS:
-            break
+    for files in units:
+        for path, rows in data_format.checked_examples(files):
+            rows = rows[:MAX_ROWS - len(records)]
+            profile.add(rows, path)
+            records += rows
+            if len(records) >= MAX_ROWS:
+                return profile, records
     return profile, records
 
 
@@ -199,8 +252,11 @@ def guess_role(column: ColumnProfile, rows: int) -> Tuple[str, str]:
     """(role, why) for one input column; role "excluded" when the model should not read it."""
     share = column.present / rows if rows else 0.0
     if column.max_values > 1:
-        return "excluded", (f"a list of up to {column.max_values} values per row, and the model takes one value "
-                            "per feature: reduce it upstream to one value or a count, then give it a role")
+        if column.kind in ("string", "int"):
+            return "category_sets", (f"lists of up to {column.max_values} {KIND_NAMES[column.kind]} per row: a set "
+                                     "of categories, multi-hot over its most frequent values")
+        return "excluded", (f"a list of up to {column.max_values} floats per row, and no role takes a list of "
+                            "numbers: reduce it upstream (a mean, a count) to one value, then give it a role")
     if share < MIN_PRESENCE:
         return "excluded", f"present in {share:.1%} of rows"
     if column.distinct == 1:
@@ -208,9 +264,18 @@ def guess_role(column: ColumnProfile, rows: int) -> Tuple[str, str]:
     id_like = column.present >= 20 and column.distinct >= 0.95 * column.present
     missing = f", missing in {1 - share:.0%} of rows" if share < 1 else ""
     if column.kind == "string":
+        several = column.multi_word / column.present if column.present else 0.0
+        varied = column.many or column.distinct >= max(TEXT_MIN_DISTINCT, TEXT_DISTINCT_SHARE * column.present)
+        if several >= TEXT_MULTI_WORD and varied:
+            distinct = "more than 1000" if column.many else str(column.distinct)
+            return "text", (f"strings, {distinct} distinct values, {several:.0%} of them several words (mean "
+                            f"{column.words / column.present:.1f}): free text, tokenized into words{missing}")
         if id_like:
             return "excluded", "strings, a distinct value in (almost) every row: an id, nothing that generalises"
-        return "categorical", f"strings, {column.distinct} distinct values{missing}"
+        return "categorical", f"strings, {column.distinct} distinct values{missing}" + (
+            f"; {several:.0%} of them several words, but each whole value recurs (in "
+            f"{column.present / column.distinct:.0f} rows on average): names, not free text"
+            if several >= TEXT_MULTI_WORD else "")
     if column.kind == "int":
         if id_like and column.distinct == column.present:
             return "excluded", "integers, a distinct value in every row: an id, nothing that generalises"
@@ -265,7 +330,8 @@ def choose_family(train_rows: int) -> Tuple[str, str]:
 
 
 def config_text(name: str, data_root: str, out: str, layout: Layout, rows: int, label: ColumnProfile,
-                guess: Guess, slices: List[str], family: Tuple[str, str]) -> str:
+                guess: Guess, slices: List[str], family: Tuple[str, str], data_format: str, format_why: str,
+                window: int) -> str:
     """config.yaml with a comment on every guess."""
     lines = [f"# Written by `tfx-edge schema init` from {rows} rows under {data_root} "
              f"({time.strftime('%Y-%m-%d')}).",
@@ -278,13 +344,17 @@ def config_text(name: str, data_root: str, out: str, layout: Layout, rows: int, 
              f"schema_file: {_yaml(os.path.join(out, SCHEMA_FILE))}   # inferred by init; curate it (domains, "
              "presence)",
              "data:",
-             f"  input_base: {_yaml(data_root)}"]
+             f"  input_base: {_yaml(data_root)}",
+             f"  format: {data_format}   # {format_why}"]
     if layout.hashed:
         lines += [f"  pattern: {_yaml(layout.patterns['all'])}   # {layout.why}",
                   f"  hash_buckets: {_yaml(list(HASH_BUCKETS))}"]
     else:
         lines += [f"  train_pattern: {_yaml(layout.patterns['train'])}   # {layout.why}",
                   f"  eval_pattern: {_yaml(layout.patterns['eval'])}"]
+    if layout.partitions:
+        lines.append(f"  span_window: {window}   # train on the latest {window} of the {len(layout.partitions)} date "
+                     "partitions found; a run first ingests those no run ingested yet")
     lines += ["features:", f"  task: {guess.task}   # {guess.why}", f"  label_column: {_yaml(label.name)}"]
     if guess.threshold is not None:
         lines.append(f"  label_threshold: {guess.threshold:g}   # positive above the midpoint of its two values")
@@ -295,7 +365,7 @@ def config_text(name: str, data_root: str, out: str, layout: Layout, rows: int, 
     else:
         lines.append("  classes: []")
     lines.append('  label_relative_to: ""')
-    for role in ("numeric", "bucketized", "categorical"):
+    for role in ROLES:
         entries = guess.roles[role]
         if not entries:
             lines.append(f"  {role}: []")
@@ -318,22 +388,24 @@ def config_text(name: str, data_root: str, out: str, layout: Layout, rows: int, 
 
 
 def initialise(data_root: str, label_name: str, out: str, task: str = "auto", name: str = "",
-               pattern: str = "") -> Dict[str, object]:
+               pattern: str = "", window: int = 0) -> Dict[str, object]:
     """Reads the data, guesses, writes `out/config.yaml` and `out/schema.pbtxt`; returns what it found."""
     import tensorflow_data_validation as tfdv
 
     data_root, out = os.path.abspath(data_root), os.path.abspath(out)
     layout = find_layout(data_root, pattern)
+    data_format = formats.detect([f for files in layout.files.values() for f in files])
     split_profiles, records = {}, []
-    for split, files in layout.files.items():
-        split_profiles[split], split_records = read_split(files)
+    for split in layout.files:
+        split_profiles[split], split_records = read_split(layout.units(split), data_format)
         records += split_records
     profile = merged(split_profiles.values())
     for column in profile.columns.values():
         conflict = kind_conflict(column)
         if conflict:
             raise ConfigError(f"column {column.name!r} has {conflict[0]} values in {conflict[1]} but {conflict[2]} "
-                              f"values in {conflict[3]}; a column needs one type in every file: fix the producer")
+                              f"values in {conflict[3]}; a column needs one type in every file: fix the producer"
+                              + (f" ({data_format.type_hint})" if data_format.type_hint else ""))
     label = profile.column(label_name)
     if label is None:
         raise ConfigError(f"label column {label_name!r} is in none of the {profile.rows} rows under {data_root}; "
@@ -343,15 +415,21 @@ def initialise(data_root: str, label_name: str, out: str, task: str = "auto", na
         if column.name != label_name:
             role, why = guess_role(column, profile.rows)
             guess.roles[role].append((column.name, why))
-    if not any(guess.roles[r] for r in ("numeric", "bucketized", "categorical")):
+    if not any(guess.roles[r] for r in ROLES):
         raise ConfigError(f"no column under {data_root} can be a feature: " +
                           "; ".join(f"{c} ({why})" for c, why in guess.roles["excluded"]))
     categorical = [profile.columns[c] for c, _ in guess.roles["categorical"]]
     small = sorted((c for c in categorical if 2 <= c.distinct <= 10), key=lambda c: (c.distinct, c.name))
     slices = [small[0].name] if small else []
+    window = min(window or MAX_WINDOW, len(layout.partitions))
 
     name = name or default_name(data_root)
     schema = infer(records, label_name)
+    optional = nullable_columns(data_format, [f for files in layout.files.values() for f in files])
+    if layout.partitions:  # one span may lack what the whole sample has in a few rows
+        optional |= {c.name for c in profile.columns.values() if c.present < profile.rows}
+    make_optional(schema, optional)
+    mark_text(schema, [c for c, _ in guess.roles["text"]])
     os.makedirs(out, exist_ok=True)
     schema_path, config_path = os.path.join(out, SCHEMA_FILE), os.path.join(out, CONFIG_FILE)
     header = (f"# Inferred by `tfx-edge schema init` from {profile.rows} rows under {data_root}: what the data had,\n"
@@ -361,7 +439,9 @@ def initialise(data_root: str, label_name: str, out: str, task: str = "auto", na
     train_rows = (profile.rows * HASH_BUCKETS[0] // sum(HASH_BUCKETS) if layout.hashed
                   else split_profiles["train"].rows)
     family = choose_family(train_rows)
-    text = config_text(name, data_root, out, layout, profile.rows, label, guess, slices, family)
+    format_why = FORMAT_WHY[data_format.name]
+    text = config_text(name, data_root, out, layout, profile.rows, label, guess, slices, family, data_format.name,
+                       format_why, window)
     # Whole files or none: written beside, then renamed.
     for path, content in ((schema_path, schema_text), (config_path, text)):
         with open(path + ".tmp", "w", encoding="utf-8") as f:
@@ -370,7 +450,50 @@ def initialise(data_root: str, label_name: str, out: str, task: str = "auto", na
         os.replace(path + ".tmp", path)
     return {"rows": profile.rows, "files": sum(len(f) for f in layout.files.values()), "layout": layout,
             "guess": guess, "label": label, "schema": schema_path, "config": config_path, "slices": slices,
-            "features": len(schema.feature), "family": family}
+            "features": len(schema.feature), "family": family, "format": data_format.name, "format_why": format_why,
+            "optional": sorted(optional & {f.name for f in schema.feature}), "window": window}
+
+
+# How `init` tells each format, for the config comment and its report.
+FORMAT_WHY = {"tfrecord": "tf.Example TFRecords: no Parquet magic, no .csv name, the records parse as tf.Examples",
+              "parquet": "Parquet: every file starts with the Parquet magic bytes PAR1",
+              "csv": "CSV: every file is named .csv; its first line is the header"}
+
+
+def nullable_columns(data_format: formats.DataFormat, files: List[str]) -> set:
+    """Columns a file's own schema declares nullable (Parquet); none for formats without one."""
+    found = set()
+    if data_format.name == "parquet":
+        for path in files:
+            found |= {field.name for field in data_format.schema(path) if field.nullable}
+    return found
+
+
+def make_optional(schema, names) -> None:
+    """Features that may be absent whatever the sample held (a nullable column may be null in a row, or in every
+    row of a partition): no presence constraint, one value when present."""
+    for feature in schema.feature:
+        if feature.name not in names:
+            continue
+        feature.ClearField("presence")
+        if feature.HasField("shape"):
+            size = math.prod(d.size for d in feature.shape.dim)
+            feature.ClearField("shape")
+            feature.value_count.min, feature.value_count.max = size, size
+
+
+def mark_text(schema, names) -> None:
+    """A natural-language domain for each text column, instead of a domain of its whole strings (a new title is no
+    anomaly); validation then compares the column's token statistics (validation/text.py)."""
+    dropped = set()
+    for feature in schema.feature:
+        if feature.name in names:
+            if feature.WhichOneof("domain_info") == "domain":
+                dropped.add(feature.domain)
+            feature.natural_language_domain.SetInParent()
+    kept = [d for d in schema.string_domain if d.name not in dropped]
+    del schema.string_domain[:]
+    schema.string_domain.extend(kept)
 
 
 def default_name(data_root: str) -> str:
@@ -394,21 +517,30 @@ def report(found: Dict[str, object], data_root: str) -> str:
     layout: Layout = found["layout"]  # type: ignore[assignment]
     lines = [f"read {found['rows']} rows from {found['files']} file(s) under {os.path.abspath(data_root)}: "
              f"{layout.why}",
-             f"task: {guess.task} ({guess.why})"]
+             f"format: {found['format']} ({found['format_why']})"]
+    if layout.partitions:
+        lines.append(f"window: the latest {found['window']} of {len(layout.partitions)} date partitions "
+                     f"(data.span_window; --window N to change it)")
+    lines.append(f"task: {guess.task} ({guess.why})")
     if guess.classes:
         lines.append(f"classes: {', '.join(guess.classes)}" +
                      (f" (positive: {guess.classes[1]})" if tasks.task(guess.task).has_positive_class else ""))
     if guess.threshold is not None:
         lines.append(f"label rule: {found['label'].name} > {guess.threshold:g}")  # type: ignore[union-attr]
-    for role in ("numeric", "bucketized", "categorical"):
+    for role in ROLES:
         if guess.roles[role]:
             lines.append(f"{role} ({len(guess.roles[role])}): {', '.join(c for c, _ in guess.roles[role])}")
+    # Text and categories look alike (strings): say why each text column is one.
+    lines += [f"  {column} is text: {why}" for column, why in guess.roles["text"]]
     for column, why in guess.roles["excluded"]:
         lines.append(f"excluded: {column} ({why})")
     if found["slices"]:
         lines.append(f"slices: {', '.join(found['slices'])}")
     family, why = found["family"]  # type: ignore[misc]
     lines.append(f"model family: {family} ({why})")
+    if found["optional"]:
+        lines.append(f"optional in the schema (nullable in the Parquet schema, or missing from some rows of date "
+                     f"partitions): {', '.join(found['optional'])}")
     lines += [f"wrote {found['schema']} ({found['features']} features; TRAINING and SERVING environments, "
               f"{found['label'].name} only in TRAINING)",  # type: ignore[union-attr]
               f"wrote {found['config']}",

@@ -1,11 +1,13 @@
-"""What a set of tf.Example records holds, column by column, in one pass of plain Python.
+"""What a set of tf.Example records holds, column by column, in one pass of plain Python (any data format: its
+rows as its ExampleGen converts them, `formats/`).
 
 Two readers need the same facts: `init` proposes feature roles and the task from
 them (which type, how many distinct values, present in how many rows, one value or
 a list), and the pipeline's preflight refuses data that cannot train (a missing or
 constant label, a column whose type changes between files, a class too small to
 split) before any component runs. TFDV's statistics would need a Beam job for the
-first and do not say which file a type came from for the second.
+first and do not say which file a type came from for the second. String columns also
+count their words (contract/text.py), which tells free text from categories.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
+
+from contract.text import tokens
 
 # Distinct values counted per column; a column with more is "many" (an id, or a continuous number).
 DISTINCT_LIMIT = 1000
@@ -36,6 +40,10 @@ class ColumnProfile:
     total: float = 0.0
     squares: float = 0.0
     numbers: int = 0
+    # Strings: values of several words (contract/text.py), and words over all values; what tells text from
+    # categories.
+    multi_word: int = 0
+    words: int = 0
 
     @property
     def kind(self) -> str:
@@ -108,6 +116,10 @@ class DataProfile:
             return
         first = values[0]
         text = first.decode("utf-8", "replace") if isinstance(first, bytes) else str(first)
+        if kind == "string":
+            words = len(tokens(text))
+            column.words += words
+            column.multi_word += words > 1
         if text in column.counts or len(column.counts) < DISTINCT_LIMIT:
             column.counts[text] += 1
         else:
@@ -144,6 +156,8 @@ def merged(profiles: Iterable[DataProfile]) -> DataProfile:
             target.total += column.total
             target.squares += column.squares
             target.numbers += column.numbers
+            target.multi_word += column.multi_word
+            target.words += column.words
         result.label_counts.update(profile.label_counts)
     for name, column in result.columns.items():
         for profile in profiles:

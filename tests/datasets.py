@@ -159,3 +159,55 @@ def write_linear(root: str, rows: int = 180, seed: int = 3) -> str:
     write_examples(os.path.join(root, "flats.tfrecord"), [example(r) for r in linear_rows(rows, seed)],
                    compress=False)
     return root
+
+
+# Product titles by department: words that say the department, words any title may hold, and words only the eval
+# split has (unseen at training: out of vocabulary), in several scripts and with punctuation and emoji.
+DEPARTMENTS = {
+    "kitchen": ["pan", "kettle", "knife", "café", "espresso", "Küchenmesser", "сковорода", "锅", "whisk", "mug"],
+    "outdoor": ["tent", "hiking", "backpack", "Zelt", "палатка", "trail", "canoe", "lantern", "登山", "sleeping bag"],
+    "electronics": ["usb-c", "charger", "headphones", "Kopfhörer", "наушники", "laptop", "4K", "monitor", "充电器",
+                    "bluetooth"],
+}
+SHARED_WORDS = ["pro", "set", "deluxe", "black", "2-pack", "new!", "édition", "XL", "👍", "(refurbished)"]
+UNSEEN_WORDS = ["zephyr", "ŻÓŁW", "quokka", "🚀", "ünïcödé", "漢字"]
+TAGS = ("sale", "gift", "bundle", "eco")
+
+
+def title_rows(rows: int, seed: int, unseen: bool = False) -> List[Dict[str, object]]:
+    """Titles of 2-6 words, mostly from their department's words; `unseen` mixes in words no training row has."""
+    rng = np.random.default_rng(seed)
+    names = list(DEPARTMENTS)
+    out = []
+    for i in range(rows):
+        department = names[i % len(names)]
+        words = []
+        for _ in range(int(rng.integers(2, 7))):
+            pool = DEPARTMENTS[department] if rng.random() < 0.6 else (
+                DEPARTMENTS[names[rng.integers(len(names))]] if rng.random() < 0.3 else SHARED_WORDS)
+            words.append(str(pool[rng.integers(len(pool))]))
+        if unseen and rng.random() < 0.4:
+            words.insert(int(rng.integers(len(words) + 1)), UNSEEN_WORDS[rng.integers(len(UNSEEN_WORDS))])
+        separator = [" ", " - ", ", ", " / "][rng.integers(4)]
+        title = separator.join(words) if rng.random() < 0.9 else ""
+        price = {"kitchen": 30.0, "outdoor": 90.0, "electronics": 60.0}[department] * float(rng.lognormal(0.0, 0.5))
+        out.append({"title": title, "price": round(price, 2), "department": department,
+                    "tags": [t for t in TAGS if rng.random() < 0.25]})
+    return out
+
+
+def write_titles(root: str, train: int = 450, evaluation: int = 150, seed: int = 3) -> str:
+    """The text dataset as Parquet: `train/part-0.parquet` and `eval/part-0.parquet` (eval with unseen words)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for split, rows in (("train", title_rows(train, seed)), ("eval", title_rows(evaluation, seed + 1, unseen=True))):
+        path = os.path.join(root, split, "part-0.parquet")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        pq.write_table(pa.table({
+            "title": pa.array([r["title"] for r in rows], pa.string()),
+            "price": pa.array([r["price"] for r in rows], pa.float64()),
+            "tags": pa.array([r["tags"] for r in rows], pa.list_(pa.string())),
+            "department": pa.array([r["department"] for r in rows], pa.string()),
+        }), path)
+    return root

@@ -97,7 +97,9 @@ def test_hyperparameters_shape_the_model():
 
 
 def test_tuner_search_space_names_match_model_hyperparameters():
-    assert set(dnn.FAMILY.search_space().values) == set(dnn.FAMILY.default_hparams)
+    assert set(dnn.FAMILY.search_space().values) == set(dnn.FAMILY.default_hparams) - {"embedding_dim"}
+    with_text = FeaturesConfig(text=["title"], numeric=[], bucketized=[], categorical=[])
+    assert set(dnn.FAMILY.search_space(with_text).values) == set(dnn.FAMILY.default_hparams)
 
 
 def test_learning_rate_decays_along_a_cosine_over_the_training_steps():

@@ -61,7 +61,8 @@ def test_guesses_for_each_kind_of_column():
     assert init.guess_role(column("price", "float", [1.5, 2.5]), rows)[0] == "numeric"
     assert init.guess_role(column("flag", "int", [1]), rows) == ("excluded", "constant: '1' in every row")
     assert init.guess_role(column("rare", "float", [1.0], present=2), rows) == ("excluded", "present in 2.0% of rows")
-    assert init.guess_role(column("tags", "string", ["x"], max_values=3), rows)[0] == "excluded"
+    assert init.guess_role(column("tags", "string", ["x"], max_values=3), rows)[0] == "category_sets"
+    assert init.guess_role(column("scores", "float", [0.5], max_values=3), rows)[0] == "excluded"
     assert profile.rows == rows
 
     def label(kind, values):

@@ -10,8 +10,8 @@ import sys
 
 from contract.config import REPO_ROOT
 
-PACKAGES = ("contract", "schemas", "models", "training", "validation", "edge", "components", "pipeline", "serving",
-            "monitoring", "batch", "deploy", "reports", "fleet", "runners", "cli", "bench")
+PACKAGES = ("contract", "formats", "schemas", "models", "training", "validation", "edge", "components", "pipeline",
+            "serving", "monitoring", "batch", "deploy", "reports", "fleet", "runners", "cli", "bench")
 
 
 def test_import_contracts_hold():

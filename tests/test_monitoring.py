@@ -94,7 +94,7 @@ def test_request_log_files_appear_whole_and_the_skew_check_reads_them(tmp_path, 
     assert checks.statistics_of([os.path.join(directory, files[0])]).datasets[0].num_examples == 18
     stray = tmp_path / "not-a-log.parquet"
     stray.write_bytes(b"PAR1 no parquet")
-    with pytest.raises(BadInputError, match="not-a-log.parquet is not a readable request log"):
+    with pytest.raises(BadInputError, match="not-a-log.parquet: not a readable Parquet file"):
         checks.statistics_of([str(stray)])
 
 

@@ -149,7 +149,8 @@ def test_init_guesses_task_roles_split_and_explains_them(dataset_run):
         assert sorted(written["categorical"]) == ["channel", "store"]
         assert "- store   # integers with 5 distinct values: codes, not amounts" in text
         assert "basket_id: strings, a distinct value in (almost) every row" in text
-        assert "tags: a list of up to 3 values per row, and the model takes one value per feature" in text
+        assert "- tags   # lists of up to 3 strings per row: a set of categories, multi-hot" in text
+        assert written["category_sets"] == ["tags"]
         assert "missing in" in text  # discount and channel are optional
     import tensorflow_data_validation as tfdv
 

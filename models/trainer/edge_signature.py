@@ -2,12 +2,15 @@
 
 `serving_default` parses tf.Examples and runs the Transform graph: ops (ParseExampleV2,
 hash tables, bucketize) that TFLite cannot run on integer hardware. The `edge`
-signature starts after Transform instead, with at most two inputs:
+signature starts after Transform instead, with at most three inputs:
 - `numeric` [batch, numeric features]: every numeric feature's z-score, packed in one
   tensor. One tensor per feature cost a quantized input, a clip and its quantization
   parameters each: on 30 numeric columns the int8 file was 0.71x the float one;
 - `one_hot` [batch, width]: the one-hot encoding of every bucketized and categorical
-  id, in the order the model concatenates them.
+  id, in the order the model concatenates them;
+- `bags` [batch, width]: every bag block (text, category sets): at each vocabulary id
+  its TF-IDF weight, or 1 where present. Apart from `one_hot` because its values are
+  not 0/1: it gets its own int8 scale.
 It calls the model's `core` layer, so it shares every weight with `serving_default`,
 and returns the task's output (probability, class scores or the predicted value).
 A decision forest has no such core: its `edge` signature calls a small network
@@ -30,6 +33,7 @@ import numpy as np
 import tensorflow as tf
 
 # The installed packages, also when TFX loads this file from its module wheel.
+from contract import text
 from contract.config import FeaturesConfig
 from models import features
 from models.trainer import raw_features
@@ -37,9 +41,10 @@ from models.trainer import raw_features
 EDGE_SIGNATURE = "edge"
 NUMERIC_INPUT = "numeric"
 ONE_HOT_INPUT = "one_hot"
+BAGS_INPUT = "bags"
 MAPPING_ASSET = "edge_mapping.json"
-# 3: each one-hot entry names its Transform output (`input`); numeric features can have one.
-MAPPING_FORMAT = 3
+# 4: bag blocks (text, category sets) in `bags`.
+MAPPING_FORMAT = 4
 
 
 class _TransformProbe:
@@ -61,25 +66,41 @@ class _TransformProbe:
     def kind(self, key: str) -> str:
         return features.raw_kind(self.raw_spec[key].dtype.name)
 
-    def many(self, values: Dict[str, Sequence], outputs: Dict[str, str]) -> Dict[str, np.ndarray]:
-        """{feature: Transform's `outputs[feature]` for each of `values[feature]`}, in one Transform call.
-
-        Example i holds every feature's i-th value (a shorter list repeats its last one).
-        """
+    def _examples(self, values: Dict[str, Sequence]) -> List[bytes]:
+        """Example i holds every feature's i-th value (a shorter list repeats its last one); a list value holds
+        several values."""
         rows = max(len(v) for v in values.values())
         examples = []
         for i in range(rows):
             example = tf.train.Example()
             for key, column in values.items():
                 value = column[min(i, len(column) - 1)]
+                items = value if isinstance(value, list) else [value]
                 feature = example.features.feature[key]
-                if self.kind(key) == "int":
-                    feature.int64_list.value.append(int(value))
+                kind = self.kind(key)
+                if kind == "int":
+                    feature.int64_list.value.extend(int(v) for v in items)
+                elif kind == "string":
+                    feature.bytes_list.value.extend(str(v).encode("utf-8") for v in items)
                 else:
-                    feature.float_list.value.append(float(value))
+                    feature.float_list.value.extend(float(v) for v in items)
             examples.append(example.SerializeToString())
-        transformed = self.transform(tf.constant(examples))
+        return examples
+
+    def many(self, values: Dict[str, Sequence], outputs: Dict[str, str]) -> Dict[str, np.ndarray]:
+        """{feature: Transform's `outputs[feature]` for each of `values[feature]`}, in one Transform call."""
+        transformed = self.transform(tf.constant(self._examples(values)))
         return {key: transformed[outputs[key]].numpy().reshape(-1)[:len(column)] for key, column in values.items()}
+
+    def bags(self, block, values: Sequence) -> List[Dict[int, float]]:
+        """A bag block's Transform outputs for examples holding `values` of its feature: {id: weight} per row
+        (weight 1.0 for each id present in an unweighted bag)."""
+        transformed = self.transform(tf.constant(self._examples({block.feature: list(values)})))
+        ids = tf.sparse.to_dense(transformed[block.ids], default_value=-1).numpy()
+        weights = (tf.sparse.to_dense(transformed[block.weights]).numpy() if block.weights
+                   else np.ones(ids.shape, np.float32))
+        return [{int(i): float(w) for i, w in zip(row_ids, row_weights) if i >= 0}
+                for row_ids, row_weights in zip(ids, weights)][:len(values)]
 
     def __call__(self, key: str, values, output: str = "") -> np.ndarray:
         """Transform's `output` (default: the feature's own, `<key>_xf`) for examples holding `key` only."""
@@ -141,6 +162,8 @@ def bucket_boundaries(probe: _TransformProbe, outputs: Dict[str, str]) -> Dict[s
     All features bisect together, one Transform call per step: 7 outputs of the
     bundled data in 64 calls instead of 295 (5.6 s of the Trainer before).
     """
+    if not outputs:  # no bucketized feature and numeric_buckets 0
+        return {}
     kinds = {k: probe.kind(k) for k in outputs}
     counts = probe.many({k: [_Search.largest(kind)] for k, kind in kinds.items()}, outputs)
     searches = {k: _Search(kind, int(counts[k][0])) for k, kind in kinds.items()}
@@ -175,6 +198,10 @@ def transform_mapping(tft_output, spec: FeaturesConfig, output_key: str) -> Dict
                         "mean": -float(at_zero) / scale, "std": 1.0 / scale})
     blocks = features.one_hot_blocks(spec)
     boundaries = bucket_boundaries(probe, {b.feature: b.input for b in blocks if b.kind == "bucketized"})
+    bags, bags_size = [], 0
+    for block in features.bag_blocks(spec):
+        bags.append(bag_mapping(probe, tft_output, block, bags_size, spec))
+        bags_size += block.size
     one_hot, offset = [], 0
     for block in blocks:
         entry = {"feature": block.feature, "input": block.input, "kind": block.kind, "offset": offset,
@@ -198,16 +225,55 @@ def transform_mapping(tft_output, spec: FeaturesConfig, output_key: str) -> Dict
         "numeric_input": NUMERIC_INPUT if numeric else "",
         "numeric": numeric,
         "one_hot": {"input": ONE_HOT_INPUT if offset else "", "size": offset, "features": one_hot},
+        "bags": {"input": BAGS_INPUT if bags else "", "size": bags_size, "features": bags},
     }
 
 
+def bag_mapping(probe: _TransformProbe, tft_output, block, offset: int, spec: FeaturesConfig) -> Dict:
+    """One bag block of the mapping: its vocabulary (the file Transform wrote), how a raw value becomes terms, and
+    for TF-IDF the idf of each id.
+
+    The idf is read back from the graph as the other numbers are: `tft.tfidf` weighs a term of a text by
+    (count / terms) * idf, so probing with each vocabulary entry (and an unseen term) as the whole text gives
+    idf = weight * terms / count; entries of one word are exact, longer n-grams within a float32 rounding.
+    """
+    vocabulary = [v.decode("utf-8") for v in tft_output.vocabulary_by_name(block.feature)]
+    entry = {"feature": block.feature, "input": block.ids, "kind": block.kind, "offset": offset, "size": block.size,
+             "raw_type": probe.kind(block.feature), "vocabulary": vocabulary, "oov_id": len(vocabulary),
+             "weighting": "tfidf" if block.weights else "multi_hot"}
+    if block.kind == "text":
+        entry["ngram_range"] = [int(n) for n in spec.text_ngrams]
+    if block.weights:
+        index = {term: i for i, term in enumerate(vocabulary)}
+        unseen = _unseen_text(index, int(spec.text_ngrams[0]))
+        texts = vocabulary + [unseen]
+        idf = [0.0] * block.size
+        for i, (text_value, weights) in enumerate(zip(texts, probe.bags(block, texts))):
+            target = i if i < len(vocabulary) else len(vocabulary)
+            terms = text.terms(text_value, spec.text_ngrams)
+            count = sum(1 for t in terms if index.get(t, len(vocabulary)) == target)
+            idf[target] = weights[target] * len(terms) / count
+        entry["idf"] = idf
+    return entry
+
+
+def _unseen_text(index: Dict[str, int], words: int) -> str:
+    """A text of `words` words whose n-gram is in no vocabulary entry: it probes the OOV bucket's idf."""
+    word = "zqxj"
+    while any(word in term.split(text.NGRAM_SEPARATOR) for term in index):
+        word += "q"
+    return text.NGRAM_SEPARATOR.join([word] * words)
+
+
 def input_names(mapping: Dict) -> List[str]:
-    """The edge signature's inputs in order: the packed numeric tensor, then the one-hot block (each if any)."""
-    return [name for name in (mapping["numeric_input"], mapping["one_hot"]["input"]) if name]
+    """The edge signature's inputs in order: the packed numeric tensor, the one-hot block, the bags (each if any)."""
+    return [name for name in (mapping["numeric_input"], mapping["one_hot"]["input"], mapping["bags"]["input"])
+            if name]
 
 
 def input_widths(mapping: Dict) -> Dict[str, int]:
-    return {mapping["numeric_input"]: len(mapping["numeric"]), mapping["one_hot"]["input"]: mapping["one_hot"]["size"]}
+    return {mapping["numeric_input"]: len(mapping["numeric"]), mapping["one_hot"]["input"]: mapping["one_hot"]["size"],
+            mapping["bags"]["input"]: mapping["bags"]["size"]}
 
 
 def edge_signatures(model, tft_output, spec: FeaturesConfig, output_key: str, core=None) -> Dict:
@@ -231,7 +297,7 @@ def edge_signatures(model, tft_output, spec: FeaturesConfig, output_key: str, co
 
     @tf.function(input_signature=specs)
     def edge(*tensors):
-        # Same order as build_keras_model's concatenation: numeric, then one-hot blocks.
+        # Same order as the model's feature vector: numeric, one-hot blocks, bag blocks.
         vector = tf.concat(list(tensors), axis=1) if len(tensors) > 1 else tensors[0]
         return {output_key: core(vector)}
 

@@ -99,12 +99,20 @@ class Gbdt(ModelFamily):
                 "distributed trees need parameter-server workers built with its distribute ops, see "
                 "docs/model-families.md). Use training.strategy default, or a Keras family (dnn, linear)"]
 
+    def feature_problems(self, spec: FeaturesConfig) -> List[str]:
+        bags = [block.feature for block in features.bag_blocks(spec)]
+        if not bags:
+            return []
+        return [f"training.model gbdt does not read text or category_sets columns ({', '.join(bags)}): its forest "
+                "takes the numeric and categorical features only. Use training.model dnn or linear (both read "
+                "them as bags of words or ids), or auto, which then chooses between those"]
+
     def hparams_with_defaults(self, values: Dict) -> Dict:
         merged = dict(self.default_hparams)
         merged.update({k: v for k, v in (values or {}).items() if k in self.default_hparams})
         return merged
 
-    def search_space(self) -> kt.HyperParameters:
+    def search_space(self, spec: Optional[FeaturesConfig] = None) -> kt.HyperParameters:
         hp = kt.HyperParameters()
         hp.Choice("max_depth", [4, 6, 8], default=self.default_hparams["max_depth"])
         hp.Choice("shrinkage", [0.05, 0.1, 0.2], default=self.default_hparams["shrinkage"])

@@ -41,21 +41,31 @@ from training import strategies
 
 
 def feature_inputs(spec: FeaturesConfig) -> Dict[str, keras.Input]:
-    """A Keras input per Transform output the model reads: numeric z-scores (float), one-hot block ids (int)."""
+    """A Keras input per Transform output the model reads: numeric z-scores (float), one-hot ids (int), and each
+    bag block's ids and weights (sparse: a row holds any number)."""
     inputs = {features.transformed_name(key): keras.Input(shape=(1,), name=features.transformed_name(key),
                                                           dtype=tf.float32) for key in spec.numeric}
     for block in features.one_hot_blocks(spec):
         inputs[block.input] = keras.Input(shape=(1,), name=block.input, dtype=tf.int64)
+    for block in features.bag_blocks(spec):
+        inputs[block.ids] = keras.Input(shape=(None,), name=block.ids, dtype=tf.int64, sparse=True)
+        if block.weights:
+            inputs[block.weights] = keras.Input(shape=(None,), name=block.weights, dtype=tf.float32, sparse=True)
     return inputs
 
 
 def feature_vector(spec: FeaturesConfig, inputs: Dict[str, keras.Input]):
-    """The dense float vector every Keras core reads: numeric z-scores, then each one-hot block, in the order
-    the `edge` signature and the edge runtime pack them."""
+    """The dense float vector every Keras core reads: numeric z-scores, each one-hot block, each bag block (the sum
+    of its weights per id, or 1 per id present), in the order the `edge` signature and the edge runtime pack them."""
     parts = [inputs[features.transformed_name(key)] for key in spec.numeric]
     parts += [keras.layers.CategoryEncoding(num_tokens=block.size, output_mode="one_hot",
                                             name=f"{block.input}_one_hot")(inputs[block.input])
               for block in features.one_hot_blocks(spec)]
+    for block in features.bag_blocks(spec):
+        encode = keras.layers.CategoryEncoding(num_tokens=block.size, output_mode="count" if block.weights
+                                               else "multi_hot", name=f"{block.ids}_bag")
+        parts.append(encode(inputs[block.ids], count_weights=inputs[block.weights]) if block.weights
+                     else encode(inputs[block.ids]))
     return keras.layers.Concatenate(name="feature_vector")(parts) if len(parts) > 1 else parts[0]
 
 
@@ -147,8 +157,8 @@ class KerasFamily(ModelFamily):
 
     default_hparams: Dict = {}
 
-    def search_space(self) -> kt.HyperParameters:
-        """The hyper-parameters the Tuner explores; names match `default_hparams`."""
+    def search_space(self, spec: Optional[FeaturesConfig] = None) -> kt.HyperParameters:
+        """The hyper-parameters the Tuner explores for `spec`; names match `default_hparams`."""
         raise NotImplementedError
 
     def build_core(self, input_size: int, hparams: Dict, spec: FeaturesConfig,
@@ -266,7 +276,7 @@ class KerasFamily(ModelFamily):
         splits = splits or data.Splits.of_tuner(fn_args)
         train = splits.train(batch_size, seed=seed)
         validation = splits.validation(batch_size, repeat=True)
-        oracle = make_oracle(self.search_space(), settings.algorithm, settings.max_trials, spec.task, seed=seed)
+        oracle = make_oracle(self.search_space(spec), settings.algorithm, settings.max_trials, spec.task, seed=seed)
         label_stats = splits.label_statistics()
         tuner = TfKerasTuner(
             oracle, lambda values, decay_steps: self.build_keras_model(spec, values, label_stats=label_stats,

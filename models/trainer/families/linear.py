@@ -28,7 +28,7 @@ class Linear(KerasFamily):
     # as this is all the model there is.
     default_hparams = {"learning_rate": 0.01, "l1": 0.0, "l2": 0.001}
 
-    def search_space(self) -> kt.HyperParameters:
+    def search_space(self, spec: Optional[FeaturesConfig] = None) -> kt.HyperParameters:
         hp = kt.HyperParameters()
         hp.Choice("learning_rate", [0.003, 0.01, 0.03], default=self.default_hparams["learning_rate"])
         hp.Choice("l1", [0.0, 1e-5, 1e-4], default=self.default_hparams["l1"])
