@@ -93,15 +93,16 @@ def test_refused_with_one_line_and_nothing_written(tmp_path, capsys, rows, extra
 
 
 def test_a_file_that_is_not_a_tfrecord_is_named_in_one_line_without_tensorflow_internals(tmp_path, capsys):
+    """A text export not named .csv is neither Parquet nor CSV, so it is read as TFRecords: one line names it."""
     data = tmp_path / "data"
     data.mkdir()
-    (data / "export.csv").write_text("fare,tips\n" + "".join(f"{i}.5,{i % 3}\n" for i in range(200)))
+    (data / "export.txt").write_text("fare,tips\n" + "".join(f"{i}.5,{i % 3}\n" for i in range(200)))
     status, _ = _init(data, tmp_path / "model", "--label", "tips")
     err = capsys.readouterr().err
     assert status == 2 and len(err.splitlines()) == 1, err
-    assert err == (f"error: {data / 'export.csv'}: not a TFRecord file (corrupted record at 0: truncated or another "
-                   "format). Write tf.Example TFRecords (tf.io.TFRecordWriter, optionally gzip), or move it out of "
-                   "the data directory or pass --pattern\n")
+    assert err == (f"error: {data / 'export.txt'}: not a TFRecord file (it has no valid record framing; truncated "
+                   "or another format). Write tf.Example TFRecords (tf.io.TFRecordWriter, optionally gzip) or remove "
+                   "the file\n")
 
 
 def test_files_at_different_depths_need_a_pattern(tmp_path):
