@@ -28,7 +28,8 @@ from tests.samples import make_sample, small_config
 pytestmark = pytest.mark.slow
 
 COMPONENTS = {"ImportExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "AnomalyGate",
-              "Transform", "Tuner", "Trainer", "latest_blessed_model_resolver", "Evaluator", "Pusher", "EdgeExport"}
+              "Transform", "Tuner", "Trainer", "latest_blessed_model_resolver", "Evaluator", "ServingCheck", "Pusher",
+              "EdgeExport"}
 
 
 @pytest.fixture(scope="module")

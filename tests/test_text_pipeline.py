@@ -145,7 +145,7 @@ def test_served_over_grpc_and_rest_with_the_raw_text(text_run, tmp_path):
         response = requests.post(f"http://127.0.0.1:{server.rest_port}/v1/models/{config.model_name}:classify",
                                  json={"signature_name": "classify", "examples": rows}, timeout=30)
         assert response.status_code == 200, response.text
-        over_rest = [[score for _, score in row] for row in response.json()["result"]]
+        over_rest = [[score for _, score in row] for row in response.json()["results"]]
         np.testing.assert_allclose(over_rest, expected, atol=1e-6)
     finally:
         server.stop()

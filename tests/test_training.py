@@ -164,6 +164,14 @@ def _exited(pid: int) -> bool:
         return True
 
 
+def _alive(pid: int) -> bool:
+    """Running: neither gone nor a zombie (whose last threads may still be exiting, see `_exited`)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def _nothing_listens(address: str) -> bool:
     host, port = address.rsplit(":", 1)
     try:

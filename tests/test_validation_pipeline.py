@@ -110,7 +110,7 @@ def test_empty_input_directory_is_named(served, tmp_path):
 
 
 def test_corrupted_span_stops_at_the_gate_and_the_served_model_stays(served, small_sample, tmp_path):
-    """Span-partitioned input: ImportExampleGen takes the latest span; it has a new category and lost its tips."""
+    """Span-partitioned input: ImportExampleGen takes the latest span; it has a new category and its tips drifted."""
     from validation.spans import make_spans, span_dir
 
     output_dir, versions = served
@@ -121,8 +121,10 @@ def test_corrupted_span_stops_at_the_gate_and_the_served_model_stays(served, sma
         for example in examples:
             if corrupt == "payment_type":  # a new category upstream
                 example.features.feature["payment_type"].bytes_list.value[:] = [b"Bitcoin"]
-            else:  # tips no longer recorded: the label distribution drifts
-                example.features.feature["tips"].float_list.value[:] = [0.0]
+            else:  # tips recorded in another unit upstream: the label distribution drifts (zeroing them
+                # instead leaves too few tipped rows to train on, which the preflight refuses first)
+                tips = example.features.feature["tips"].float_list.value
+                tips[:] = [value * 3.0 for value in tips]
         write_examples(os.path.join(span_dir(spans, latest), split, "data.tfrecord.gz"), examples)
 
     config = small_config(output_dir, spans, "data.train_pattern=span-{SPAN}/train/*",

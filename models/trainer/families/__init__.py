@@ -37,11 +37,7 @@ class ModelFamily:
 
     def problems(self, config) -> List[str]:
         """Settings this family cannot run with, one line each naming the setting (empty: none)."""
-        return self.task_problems(config) + self.strategy_problems(config) + self.feature_problems(config.features)
-
-    def feature_problems(self, spec) -> List[str]:
-        """Feature roles of `spec` (a FeaturesConfig) this family cannot read (empty: it reads them all)."""
-        return []
+        return self.task_problems(config) + self.strategy_problems(config)
 
     def task_problems(self, config) -> List[str]:
         if config.features.task not in self.tasks:
@@ -108,11 +104,10 @@ def names() -> List[str]:
     return sorted(_FAMILIES)
 
 
-def candidates(spec=None) -> List[ModelFamily]:
-    """The families `auto` chooses among: every family but itself that reads every feature role of `spec`."""
+def candidates() -> List[ModelFamily]:
+    """The families `auto` chooses among: every family but itself."""
     names()
-    return [_FAMILIES[name] for name in sorted(_FAMILIES)
-            if name != "auto" and (spec is None or not _FAMILIES[name].feature_problems(spec))]
+    return [_FAMILIES[name] for name in sorted(_FAMILIES) if name != "auto"]
 
 
 def get(name: str) -> ModelFamily:

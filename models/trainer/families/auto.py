@@ -106,7 +106,7 @@ class Auto(ModelFamily):
         if not 0.0 < share < 1.0:
             found.append(f"training.auto_validation_share {share} must be between 0 and 1 (e.g. 0.2): the share of "
                          "the train split training.model auto holds out to choose the family")
-        for family in candidates(config.features):
+        for family in candidates():
             found.extend(family.task_problems(config))
         return found
 
@@ -136,8 +136,7 @@ class Auto(ModelFamily):
         from tfx.components.tuner.component import TunerFnResult
 
         splits = self.splits(fn_args, tuner=True)
-        spec = features.spec_from_custom_config(fn_args.custom_config)
-        searches = {family.name: family.tuner_fn(fn_args, splits=splits) for family in candidates(spec)}
+        searches = {family.name: family.tuner_fn(fn_args, splits=splits) for family in candidates()}
         return TunerFnResult(tuner=AutoTuner(searches), fit_kwargs={})
 
     def train_and_export(self, fn_args, hparams: Dict, strategy=None) -> Dict:
@@ -146,7 +145,7 @@ class Auto(ModelFamily):
         task = spec.task_type
         splits = self.splits(fn_args)
         scores, seconds = {}, {}
-        for family in candidates(spec):
+        for family in candidates():
             model, facts = family.fit(fn_args, values_of(hparams, family.name), strategy, splits)
             labels, outputs = data.predictions(family.predictor(model), splits.validation(data.READ_BATCH))
             scores[family.name] = task.quality(labels, outputs)
@@ -157,7 +156,7 @@ class Auto(ModelFamily):
         for name, score in scores.items():
             if chosen is None or better(task, score[key], scores[chosen][key]):
                 chosen = name
-        family = next(f for f in candidates(spec) if f.name == chosen)
+        family = next(f for f in candidates() if f.name == chosen)
         model, facts = family.fit(fn_args, values_of(hparams, chosen), strategy, splits.whole_train())
         facts["auto"] = {"chosen": chosen, "metric": key, "metric_label": task.headline.label,
                          "higher_is_better": task.headline.higher_is_better,

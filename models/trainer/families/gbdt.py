@@ -69,12 +69,16 @@ def _tfdf():
 
 
 def forest_features(spec: FeaturesConfig) -> List:
-    """Numeric z-scores as NUMERICAL, every one-hot block's id as CATEGORICAL (TF-DF `FeatureUsage`s)."""
+    """Numeric z-scores as NUMERICAL, every one-hot block's id as CATEGORICAL, every bag's ids (a text's
+    n-grams, a list column's values) as CATEGORICAL_SET (TF-DF `FeatureUsage`s). A forest splits on whether a
+    set holds an id, so a text's TF-IDF weights are not read."""
     tfdf = _tfdf()
     used = [tfdf.keras.FeatureUsage(features.transformed_name(key), tfdf.keras.FeatureSemantic.NUMERICAL)
             for key in spec.numeric]
     used += [tfdf.keras.FeatureUsage(block.input, tfdf.keras.FeatureSemantic.CATEGORICAL)
              for block in features.one_hot_blocks(spec)]
+    used += [tfdf.keras.FeatureUsage(block.ids, tfdf.keras.FeatureSemantic.CATEGORICAL_SET)
+             for block in features.bag_blocks(spec)]
     return used
 
 
@@ -98,14 +102,6 @@ class Gbdt(ModelFamily):
                 "decision forest trains on one machine with all its cores (mirrored does not apply; TF-DF's "
                 "distributed trees need parameter-server workers built with its distribute ops, see "
                 "docs/model-families.md). Use training.strategy default, or a Keras family (dnn, linear)"]
-
-    def feature_problems(self, spec: FeaturesConfig) -> List[str]:
-        bags = [block.feature for block in features.bag_blocks(spec)]
-        if not bags:
-            return []
-        return [f"training.model gbdt does not read text or category_sets columns ({', '.join(bags)}): its forest "
-                "takes the numeric and categorical features only. Use training.model dnn or linear (both read "
-                "them as bags of words or ids), or auto, which then chooses between those"]
 
     def hparams_with_defaults(self, values: Dict) -> Dict:
         merged = dict(self.default_hparams)
@@ -173,8 +169,8 @@ class Gbdt(ModelFamily):
                                                                         repeat=False))
         model_inputs = keras_family.feature_inputs(spec)
         inputs = {k: v for k, v in inputs.items() if k in model_inputs}
-        mixed = _mixed_rows(inputs, settings.seed)
-        taught = {k: np.concatenate([inputs[k], mixed[k]]) for k in inputs}
+        mixed = _mixed_rows(inputs, settings.seed, _partners(spec))
+        taught = {k: _concat(inputs[k], mixed[k]) for k in inputs} if mixed else inputs
         targets_taught = np.concatenate([targets, _answers(forest, mixed)]) if mixed else targets
         label_stats = None
         if spec.task_type.head_activation == "rescale":
@@ -189,9 +185,10 @@ class Gbdt(ModelFamily):
         student.compile(optimizer=keras_family.optimizer(STUDENT_HPARAMS, steps),
                         loss=keras.losses.get(spec.task_type.soft_target_loss))
         started = time.monotonic()
-        student.fit(dataset.batch(settings.batch_size), steps_per_epoch=steps, epochs=1, verbose=0)
+        student.fit(dataset.batch(settings.batch_size).map(_sparse_bags), steps_per_epoch=steps, epochs=1,
+                    verbose=0)
         seconds = time.monotonic() - started
-        answers = student.predict(inputs, batch_size=data.READ_BATCH, verbose=0)
+        answers = student.predict(_batches(inputs), verbose=0)
         return {"core": core, "examples": len(targets_taught), "rows": len(targets), "steps": steps, "train_seconds": round(seconds, 3),
                 "fidelity": _fidelity(spec, labels, targets, answers)}
 
@@ -252,43 +249,80 @@ class ForestTuner(kt.engine.base_tuner.BaseTuner):
         raise NotImplementedError("trial models are not kept; use the best hyper-parameters")
 
 
+def _column(value):
+    """A batch's column kept for distillation: an array, or a bag's sparse ids/weights as a ragged tensor."""
+    return tf.RaggedTensor.from_sparse(value) if isinstance(value, tf.SparseTensor) else value.numpy()
+
+
+def _concat(first, second):
+    if isinstance(first, tf.RaggedTensor):
+        return tf.concat([first, second], axis=0)
+    return np.concatenate([first, second])
+
+
+def _take(column, rows: np.ndarray):
+    return tf.gather(column, rows) if isinstance(column, tf.RaggedTensor) else column[rows]
+
+
+def _rows(inputs: Dict) -> int:
+    column = next(iter(inputs.values()))
+    return int(column.nrows()) if isinstance(column, tf.RaggedTensor) else len(column)
+
+
+def _sparse_bags(columns, *rest):
+    """A batch of the student's (or the forest's) inputs with each ragged bag as the sparse tensor it reads."""
+    columns = {k: v.to_sparse() if isinstance(v, tf.RaggedTensor) else v for k, v in columns.items()}
+    return (columns, *rest) if rest else columns
+
+
+def _batches(inputs: Dict) -> tf.data.Dataset:
+    return tf.data.Dataset.from_tensor_slices(inputs).batch(data.READ_BATCH).map(_sparse_bags)
+
+
+def _partners(spec: FeaturesConfig) -> Dict[str, str]:
+    """Columns mixed together (a text's weights go with its ids): column -> the column whose pick it takes."""
+    return {block.weights: block.ids for block in features.bag_blocks(spec) if block.weights}
+
+
 def _teacher_answers(forest, dataset: tf.data.Dataset):
-    """(transformed features as arrays, the forest's answers, the labels) of up to DISTILLATION_EXAMPLES
-    examples."""
-    columns: Dict[str, List[np.ndarray]] = {}
+    """(transformed features as arrays, bags as ragged tensors; the forest's answers; the labels) of up to
+    DISTILLATION_EXAMPLES examples."""
+    columns: Dict[str, List] = {}
     answers, labels, count = [], [], 0
     for batch, label in dataset:
         for name, value in batch.items():
-            columns.setdefault(name, []).append(value.numpy())
+            columns.setdefault(name, []).append(_column(value))
         answers.append(forest(batch).numpy())
         labels.append(label.numpy().reshape(-1))
         count += len(labels[-1])
         if count >= DISTILLATION_EXAMPLES:
             break
-    return ({k: np.concatenate(v) for k, v in columns.items()}, np.concatenate(answers).astype(np.float32),
-            np.concatenate(labels))
+    joined = {k: tf.concat(v, axis=0) if isinstance(v[0], tf.RaggedTensor) else np.concatenate(v)
+              for k, v in columns.items()}
+    return joined, np.concatenate(answers).astype(np.float32), np.concatenate(labels)
 
 
-def _mixed_rows(inputs: Dict[str, np.ndarray], seed: int) -> Dict[str, np.ndarray]:
-    """Training rows with each feature, at even odds, from another random training row ({} if none fit)."""
-    rows = len(next(iter(inputs.values())))
+def _mixed_rows(inputs: Dict, seed: int, partners: Dict[str, str]) -> Dict:
+    """Training rows with each feature, at even odds, from another random training row ({} if none fit);
+    a column in `partners` takes the same row as its partner."""
+    rows = _rows(inputs)
     copies = min(DISTILLATION_MIXES, DISTILLATION_EXAMPLES // max(rows, 1) - 1)
     if copies <= 0:
         return {}
     rng = np.random.default_rng(seed or None)
     base = np.tile(np.arange(rows), copies)
-    out = {}
-    for name, column in inputs.items():
+    picks = {}
+    for name in [n for n in inputs if n not in partners] + [n for n in inputs if n in partners]:
+        if name in partners and partners[name] in picks:
+            picks[name] = picks[partners[name]]
+            continue
         partner = rng.integers(0, rows, len(base))
-        take = rng.random(len(base)) < 0.5
-        out[name] = np.where(take.reshape((-1,) + (1,) * (column.ndim - 1)), column[partner], column[base])
-    return out
+        picks[name] = np.where(rng.random(len(base)) < 0.5, partner, base)
+    return {name: _take(column, picks[name]) for name, column in inputs.items()}
 
 
-def _answers(forest, inputs: Dict[str, np.ndarray]) -> np.ndarray:
-    rows = len(next(iter(inputs.values())))
-    return np.concatenate([forest({k: tf.constant(v[i:i + data.READ_BATCH]) for k, v in inputs.items()}).numpy()
-                           for i in range(0, rows, data.READ_BATCH)]).astype(np.float32)
+def _answers(forest, inputs: Dict) -> np.ndarray:
+    return np.concatenate([forest(batch).numpy() for batch in _batches(inputs)]).astype(np.float32)
 
 
 def _fidelity(spec: FeaturesConfig, labels: np.ndarray, teacher: np.ndarray, student: np.ndarray) -> Dict:
