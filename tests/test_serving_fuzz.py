@@ -33,8 +33,9 @@ FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                        HealthCheck.function_scoped_fixture])
 REST_STATUSES = {200, 400, 404, 413, 415, 429, 501}
+# FAILED_PRECONDITION: Predict naming a signature the model lacks, as TF Serving's RunPredict answers it.
 GRPC_CODES = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
-              grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNIMPLEMENTED}
+              grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.FAILED_PRECONDITION}
 FEATURES = ["fare", "trip_miles", "payment_type", "company", "trip_start_hour", "tips", "pickup_latitude"]
 KEYS = ["instances", "inputs", "signature_name", "examples", "context", "b64", "model_spec"] + FEATURES
 
