@@ -32,7 +32,6 @@ import argparse
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,7 @@ from typing import Dict, List, Optional, Sequence
 
 from bench import results as bench_results
 from cli import prologue
+from contract.processes import free_port
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUT_DIR = os.path.join(REPO_ROOT, "bench", "results")
@@ -48,11 +48,6 @@ WINDOWS = 24
 HOUR = 3600.0
 INTERVAL = 1.0  # Prometheus scrape and evaluation interval, Alertmanager group_wait, for the alert path
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait(condition, timeout: float, what: str, every: float = 0.05):
@@ -200,7 +195,7 @@ def bench_alert_path(work: str, repeats: int) -> Dict[str, object]:
             """) + tenants + "\n")
     fleet = load_fleet(fleet_path)
     store_path = fleet.models[0].config.monitoring_path
-    ports = {name: _free_port() for name in ("prometheus", "alertmanager")}
+    ports = {name: free_port() for name in ("prometheus", "alertmanager")}
     exporter_server, exporter_port = exporter.serve(store_path, "127.0.0.1", 0)
     out = open(os.path.join(work, "webhook.log"), "w")
     webhook = alerts.serve(fleet, "127.0.0.1", 0, out)

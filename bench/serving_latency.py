@@ -43,7 +43,6 @@ import multiprocessing
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -53,6 +52,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from bench import results as bench_results
 from cli import prologue
+from contract.processes import free_port
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUT_DIR = os.path.join(REPO_ROOT, "bench", "results")
@@ -133,17 +133,12 @@ def grpc_load(target: str, requests: List[bytes], clients: int, processes: int, 
             "errors": [e for part in parts for e in part["errors"]], "seconds": seconds}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 class Server:
     """`tfx-edge serving serve` in its own process group, until `stop()`."""
 
     def __init__(self, work_dir: str, batching: bool, settings: Sequence[str]):
-        self.grpc_port, self.rest_port = _free_port(), _free_port()
+        self.grpc_port, self.rest_port = free_port(), free_port()
         self.log_path = os.path.join(work_dir, f"server-batching-{batching}.log")
         command = [sys.executable, "-m", "cli", "serving", "serve", *settings,
                    "--set", f"output_dir={work_dir}", "--set", f"serving.port={self.grpc_port}",

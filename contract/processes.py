@@ -3,6 +3,7 @@ serving check's server)."""
 
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -32,3 +33,11 @@ def exit_with_parent(parent: int) -> None:
         os._exit(1)
 
     threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now, for a server about to start (cluster tasks,
+    test and benchmark servers): bind to port 0, read the port the kernel chose, release it."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -14,7 +14,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import time
 import pytest
 import requests
 import yaml
+from contract.processes import free_port
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(REPO, "README.md")
@@ -176,11 +176,6 @@ def _run(args, cwd, timeout=300):
     return done.stdout
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture
 def trips(eval_examples, tmp_path):
@@ -228,7 +223,7 @@ def test_quickstart_run_prints_what_the_readme_shows(pushed_run):
 @pytest.mark.slow
 def test_quickstart_serve_predict_and_rest(pushed_run, trips, tmp_path):
     out = _serving_copy(pushed_run, tmp_path / "out")
-    grpc_port, rest_port = _free_port(), _free_port()
+    grpc_port, rest_port = free_port(), free_port()
     settings = ["--set", f"output_dir={out}", "--set", f"serving.port={grpc_port}", "--set",
                 f"serving.rest_port={rest_port}"]
     server = subprocess.Popen([TFX_EDGE, "serving", "serve", *settings, "--set", "serving.workers=1", "--set",

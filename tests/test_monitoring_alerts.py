@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -29,6 +28,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from cli import main as cli_main
+from contract.processes import free_port
 from contract import request_log
 from contract.versions import list_versions
 from deploy import alerting
@@ -44,11 +44,6 @@ WINDOW = 6.0  # seconds: one window of ordinary traffic, one of drifted traffic
 REQUESTS = 30  # per window, of 10 examples each: the 300 eval examples of the sample
 RETRAIN_TIMEOUT = 900
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait(condition, timeout: float, what: str, every: float = 0.2):
@@ -173,7 +168,7 @@ def _alerts(prometheus, name):
 def loop(pushed_run, small_sample, tmp_path_factory):
     config, _ = pushed_run
     root = str(tmp_path_factory.mktemp("monitoring_loop"))
-    ports = {name: _free_port() for name in ("grpc", "rest", "sidecar", "exporter", "webhook", "prometheus",
+    ports = {name: free_port() for name in ("grpc", "rest", "sidecar", "exporter", "webhook", "prometheus",
                                               "alertmanager")}
     fleet = load_fleet(_fleet_file(root, small_sample, ports))
     (model,) = fleet.models

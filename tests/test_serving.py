@@ -8,7 +8,6 @@ import glob
 import json
 import os
 import shutil
-import socket
 import threading
 import time
 
@@ -22,6 +21,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      regression_pb2)
 from tensorflow_serving.config import model_server_config_pb2
 
+from contract.processes import free_port
 from contract.serving import WARMUP_FILE
 from contract.versions import list_versions
 from cli import serving as serving_cli
@@ -396,15 +396,10 @@ def test_client_reads_jsonl_csv_and_tfrecords_alike(served, eval_rows, pushed_ru
         list(read_examples(str(bad), config.schema_file))
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_client_retries_unavailable_until_the_server_is_up_and_honours_deadlines(pushed_run, eval_rows, tmp_path):
     path, _ = _copy_serving(pushed_run, tmp_path)
-    port = _free_port()
+    port = free_port()
     with ServingClient(f"127.0.0.1:{port}", MODEL, retries=0, timeout_seconds=2) as client:
         with pytest.raises(grpc.RpcError) as raised:
             client.predict(eval_rows[:1])

@@ -16,7 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from serving.workers import reserve_port
-from tests.test_serving import _copy_serving, _copy_version_atomically, _free_port
+from contract.processes import free_port
+from tests.test_serving import _copy_serving, _copy_version_atomically
 
 pytestmark = pytest.mark.slow
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,7 +40,7 @@ def test_reserved_ports_are_refused_to_others_and_shared_by_workers():
 def test_two_workers_share_the_ports_sum_their_metrics_and_hot_swap_drops_nothing(pushed_run, tmp_path, eval_examples):
     path, base = _copy_serving(pushed_run, tmp_path)
     old = max(int(v) for v in os.listdir(base) if v.isdigit())
-    grpc_port, rest_port = _free_port(), _free_port()
+    grpc_port, rest_port = free_port(), free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "cli", "serving", "serve", "--set", f"output_dir={tmp_path}",
          "--set", "serving.workers=2", "--set", f"serving.port={grpc_port}", "--set", f"serving.rest_port={rest_port}",

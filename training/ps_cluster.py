@@ -13,22 +13,16 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from typing import Dict, List, Optional
 
-from contract.processes import exit_with_parent
+from contract.processes import exit_with_parent, free_port
 
 READY_TIMEOUT_SECONDS = 120
 STOP_GRACE_SECONDS = 5
 
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cpu_seconds(pid: int) -> float:

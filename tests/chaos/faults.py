@@ -19,6 +19,8 @@ import psutil
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
+from contract.processes import free_port
+
 CLI = [sys.executable, "-m", "cli"]
 
 
@@ -115,13 +117,6 @@ class Server:
                 kill_group(self.process)
         return self.process.returncode
 
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def kill_group(process: subprocess.Popen) -> None:
